@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Runs every berth test on this machine: brings up the real engine, registry
+# and broker (scripts/test-env.sh), then the whole cargo test suite.
+# Usage: scripts/test.sh [extra cargo test args]
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+bash scripts/test-env.sh
+cargo test --all-targets --locked "$@"

@@ -1,0 +1,9 @@
+//! berth drives Docker containers toward a desired-state document written in
+//! Eclipse Kanto's container-update-agent format.
+//!
+//! Start at [`spec`]: a document is parsed and validated into a normalised
+//! [`spec::DesiredState`], which later stages plan against and apply. The
+//! [`schema`] module generates the published JSON schemas from the same types.
+
+pub mod schema;
+pub mod spec;

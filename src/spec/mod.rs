@@ -1,0 +1,22 @@
+//! The desired-state document: wire format, validation and the normalised
+//! model. Pure code: no I/O, no async.
+//!
+//! A document flows `text -> `[`document::Envelope`]` -> `[`validate()`]` ->
+//! `[`DesiredState`]; everything downstream works on the normalised model.
+
+pub mod document;
+pub mod hash;
+pub mod image;
+pub mod keys;
+pub mod model;
+pub mod validate;
+pub mod values;
+
+pub use document::Envelope;
+pub use hash::spec_hash;
+pub use image::ImageRef;
+pub use model::{ContainerConfig, ContainerSpec, DesiredState};
+pub use validate::{parse, validate, Accepted, Diagnostic, Options, Rejection};
+
+#[cfg(test)]
+mod tests;

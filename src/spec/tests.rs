@@ -1,0 +1,1 @@
+//! Specification tests for document validation and normalisation.

@@ -1,0 +1,899 @@
+//! Turns a document into a [`DesiredState`], collecting every problem.
+//!
+//! Kanto's agent drops malformed ports, mounts and devices silently, turns a
+//! bad boolean into `false` and accepts duplicate ids; berth refuses all of
+//! those, and names the path, the value and what was expected for each.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+
+use serde::Serialize;
+
+use super::document::{Component, Domain, Envelope, KeyValue};
+use super::image::ImageRef;
+use super::keys::{self, KeyInfo, Origin, CONTAINER_KEYS, DOMAIN_KEYS};
+use super::model::*;
+use super::values::{self, Problem};
+
+/// The domain berth serves unless configured otherwise.
+pub const DEFAULT_DOMAIN: &str = "containers";
+
+/// One problem found in a document, located by a path a person can follow
+/// (`domains[0].components[2] (influxdb) config "port"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct Diagnostic {
+    /// Where in the document.
+    pub path: String,
+    /// What is wrong and what was expected.
+    pub message: String,
+}
+
+/// Every error (and warning) of a document that cannot be accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct Rejection {
+    /// Problems that make the document unusable.
+    pub errors: Vec<Diagnostic>,
+    /// Things berth will ignore, reported so nobody is surprised.
+    pub warnings: Vec<Diagnostic>,
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.errors.len();
+        write!(f, "{n} problem{}", if n == 1 { "" } else { "s" })?;
+        for e in &self.errors {
+            write!(f, "\n{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// An accepted document and what berth will ignore in it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Accepted {
+    /// The normalised desired state.
+    pub desired: DesiredState,
+    /// Settings that have no effect, and why.
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// What a validation depends on besides the document.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The update domain berth serves (`containers`).
+    pub domain: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            domain: DEFAULT_DOMAIN.to_string(),
+        }
+    }
+}
+
+/// Parses JSON text and validates it.
+///
+/// # Errors
+/// Non-JSON and wrong-typed JSON give one error with the JSON path, line and
+/// column; semantic problems give one error each.
+pub fn parse(text: &str, options: &Options) -> Result<Accepted, Rejection> {
+    let reject = |path: String, message: String| Rejection {
+        errors: vec![Diagnostic { path, message }],
+        warnings: Vec::new(),
+    };
+    let raw: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+        reject(
+            "document".into(),
+            format!("is not valid JSON: {}", strip_position(&e)),
+        )
+        .with_position(&e)
+    })?;
+    if let Some(hint) = shape_hint(&raw) {
+        return Err(reject(hint.0, hint.1));
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let envelope: Envelope = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = match e.path().to_string() {
+            p if p == "." => "document".to_string(),
+            p => p,
+        };
+        reject(path, strip_position(e.inner())).with_position(e.inner())
+    })?;
+    validate(&envelope, options)
+}
+
+impl Rejection {
+    fn with_position(mut self, e: &serde_json::Error) -> Self {
+        if let Some(first) = self.errors.first_mut() {
+            first.message = format!("{} (line {}, column {})", first.message, e.line(), e.column());
+        }
+        self
+    }
+}
+
+/// serde_json appends " at line L column C"; berth words the position itself.
+fn strip_position(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" at line ") {
+        Some(i) => text[..i].to_string(),
+        None => text,
+    }
+}
+
+/// Recognises the shapes people confuse with a desired state (kanto#353) and
+/// says what to change.
+fn shape_hint(raw: &serde_json::Value) -> Option<(String, String)> {
+    let obj = raw.as_object()?;
+    if !obj.contains_key("payload") && obj.contains_key("domains") {
+        return Some((
+            "document".into(),
+            "is a bare desired state; wrap it as {\"activityId\": \"...\", \"payload\": {\"domains\": [...]}}".into(),
+        ));
+    }
+    let payload = obj.get("payload")?.as_object()?;
+    if payload.contains_key("desiredState") {
+        return Some((
+            "payload.desiredState".into(),
+            "is the Update Manager's wrapping; put baselines and domains directly under payload".into(),
+        ));
+    }
+    None
+}
+
+/// Validates a parsed document and normalises it.
+///
+/// # Errors
+/// Every problem, each with its path; nothing is partially accepted.
+pub fn validate(envelope: &Envelope, options: &Options) -> Result<Accepted, Rejection> {
+    let mut v = Validator::default();
+    if envelope.activity_id.trim().is_empty() {
+        v.error("activityId", "is empty; feedback needs it to name the activity");
+    }
+
+    let mut ours: Option<(usize, &Domain)> = None;
+    if envelope.payload.domains.is_empty() {
+        v.error(
+            "domains",
+            format!("has no \"{}\" domain; to remove every managed container send that domain with no components", options.domain),
+        );
+    }
+    for (i, domain) in envelope.payload.domains.iter().enumerate() {
+        if domain.id != options.domain {
+            let hint = if domain.id.eq_ignore_ascii_case(&options.domain) {
+                format!(" (ids are case-sensitive: \"{}\")", options.domain)
+            } else {
+                String::new()
+            };
+            v.error(
+                format!("domains[{i}].id"),
+                format!("\"{}\" is not a domain berth serves; expected \"{}\"{hint}", domain.id, options.domain),
+            );
+        } else if let Some((first, _)) = ours {
+            v.error(
+                format!("domains[{i}]"),
+                format!("is a second \"{}\" domain (the first is domains[{first}]); merge them", options.domain),
+            );
+        } else {
+            ours = Some((i, domain));
+        }
+    }
+
+    let mut system_containers = None;
+    let mut containers = Vec::new();
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    if let Some((d, domain)) = ours {
+        system_containers = v.domain_config(d, &domain.config);
+        for (c, component) in domain.components.iter().enumerate() {
+            let path = format!("domains[{d}].components[{c}] ({})", component.id);
+            if let Some(first) = names.insert(component.id.as_str(), c) {
+                v.error(
+                    format!("{path} id"),
+                    format!("\"{}\" is used twice (also by domains[{d}].components[{first}]); container names must be unique", component.id),
+                );
+                names.insert(component.id.as_str(), first);
+                continue;
+            }
+            let spec = v.component(&path, component);
+            containers.push((path, spec));
+        }
+        v.check_dependencies(&containers, &names);
+        v.check_port_conflicts(&containers);
+    }
+
+    let baselines = v.baselines(envelope, options, &names);
+
+    if v.errors.is_empty() {
+        Ok(Accepted {
+            desired: DesiredState {
+                activity_id: envelope.activity_id.clone(),
+                timestamp: envelope.timestamp,
+                system_containers,
+                baselines,
+                containers: containers.into_iter().map(|(_, s)| s).collect(),
+            },
+            warnings: v.warnings,
+        })
+    } else {
+        Err(Rejection {
+            errors: v.errors,
+            warnings: v.warnings,
+        })
+    }
+}
+
+/// Puts the offending value in front of a problem, so every message quotes
+/// what it refuses.
+fn describe(value: &str, problem: &str) -> String {
+    let predicate = ["is ", "has ", "must ", "uses ", "names ", "says ", "maps ", "expected "]
+        .iter()
+        .any(|p| problem.starts_with(p));
+    if predicate {
+        format!("\"{value}\" {problem}")
+    } else {
+        format!("\"{value}\": {problem}")
+    }
+}
+
+#[derive(Default)]
+struct Validator {
+    errors: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
+}
+
+impl Validator {
+    fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(Diagnostic {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.warnings.push(Diagnostic {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    /// Groups a config list by key, refusing unknown and repeated keys.
+    fn group<'a>(
+        &mut self,
+        path: &str,
+        table: &'static [KeyInfo],
+        config: &'a [KeyValue],
+    ) -> BTreeMap<&'static str, Vec<&'a str>> {
+        let mut grouped: BTreeMap<&'static str, Vec<&'a str>> = BTreeMap::new();
+        for (i, kv) in config.iter().enumerate() {
+            let Some(info) = keys::find(table, &kv.key) else {
+                let hint = keys::suggest(table, &kv.key)
+                    .map(|s| format!("; did you mean \"{s}\"?"))
+                    .unwrap_or_else(|| "; see the schema for the keys berth knows".into());
+                self.error(
+                    format!("{path} config[{i}] \"{}\"", kv.key),
+                    format!("is not a known key{hint}"),
+                );
+                continue;
+            };
+            let values = grouped.entry(info.name).or_default();
+            if !info.repeatable && !values.is_empty() {
+                self.error(
+                    format!("{path} config \"{}\"", kv.key),
+                    format!(
+                        "is given more than once (\"{}\" and \"{}\"); only one value is allowed",
+                        values[0], kv.value
+                    ),
+                );
+                continue;
+            }
+            values.push(&kv.value);
+        }
+        grouped
+    }
+
+    fn domain_config(&mut self, d: usize, config: &[KeyValue]) -> Option<Vec<String>> {
+        let path = format!("domains[{d}]");
+        let grouped = self.group(&path, DOMAIN_KEYS, config);
+        let value = grouped.get("systemContainers")?.first()?;
+        let mut names = Vec::new();
+        for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            match values::check_name(name) {
+                Ok(()) => names.push(name.to_string()),
+                Err(e) => self.error(
+                    format!("{path} config \"systemContainers\""),
+                    format!("name \"{name}\" {e}"),
+                ),
+            }
+        }
+        Some(names)
+    }
+
+    /// Reads one component. The spec comes back even when some values were
+    /// bad (they keep their defaults) so that cross-component rules still run
+    /// and report everything; it is only used when no error was found.
+    fn component(&mut self, path: &str, component: &Component) -> ContainerSpec {
+        let id = component.id.as_str();
+        if let Some(bare) = id.strip_prefix("containers:") {
+            self.error(
+                format!("{path} id"),
+                format!("\"{id}\" has the domain prefix; component ids are bare container names, use \"{bare}\" (only baselines use \"containers:<name>\")"),
+            );
+        } else if let Err(e) = values::check_name(id) {
+            self.error(format!("{path} id"), describe(id, &format!("{e} (it is the container name)")));
+        }
+        let version = component.version.clone().filter(|v| !v.is_empty());
+        let grouped = self.group(path, CONTAINER_KEYS, &component.config);
+        let mut r = Reader {
+            v: self,
+            path,
+            grouped: &grouped,
+        };
+        r.container(id, version)
+    }
+
+    fn check_dependencies(&mut self, containers: &[(String, ContainerSpec)], names: &HashMap<&str, usize>) {
+        let by_name: HashMap<&str, &ContainerSpec> =
+            containers.iter().map(|(_, s)| (s.name.as_str(), s)).collect();
+        for (path, spec) in containers {
+            for dep in &spec.rollout.depends_on {
+                if dep == &spec.name {
+                    self.error(format!("{path} config \"dependsOn\""), format!("\"{dep}\" names the component itself"));
+                } else if !names.contains_key(dep.as_str()) {
+                    self.error(
+                        format!("{path} config \"dependsOn\""),
+                        format!("\"{dep}\" is not a component of this document"),
+                    );
+                }
+            }
+        }
+        // Report each cycle once, from its member that comes first.
+        let mut reported = BTreeSet::new();
+        for (path, spec) in containers {
+            if reported.contains(&spec.name) {
+                continue;
+            }
+            if let Some(cycle) = find_cycle(&spec.name, &by_name) {
+                reported.extend(cycle.iter().cloned());
+                self.error(
+                    format!("{path} config \"dependsOn\""),
+                    format!("forms a cycle: {}", cycle.join(" -> ")),
+                );
+            }
+        }
+    }
+
+    fn check_port_conflicts(&mut self, containers: &[(String, ContainerSpec)]) {
+        for (i, (path, spec)) in containers.iter().enumerate() {
+            for (earlier_path, earlier) in &containers[..i] {
+                let _ = earlier_path;
+                if let Some((mine, theirs)) = first_conflict(&spec.config.ports, &earlier.config.ports) {
+                    self.error(
+                        format!("{path} config \"port\""),
+                        format!(
+                            "host port {} (in \"{mine}\") is also bound by component \"{}\" (\"{theirs}\")",
+                            describe_host_port(mine),
+                            earlier.name
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    fn baselines(&mut self, envelope: &Envelope, options: &Options, names: &HashMap<&str, usize>) -> Vec<Baseline> {
+        let prefix = format!("{}:", options.domain);
+        let mut titles: HashMap<&str, usize> = HashMap::new();
+        let mut member_of: HashMap<&str, &str> = HashMap::new();
+        let mut out = Vec::new();
+        for (b, baseline) in envelope.payload.baselines.iter().enumerate() {
+            let path = format!("baselines[{b}] ({})", baseline.title);
+            if baseline.title.trim().is_empty() {
+                self.error(format!("baselines[{b}].title"), "is empty; feedback names baselines by title");
+            } else if let Some(first) = titles.insert(baseline.title.as_str(), b) {
+                self.error(format!("{path} title"), format!("is also the title of baselines[{first}]"));
+            }
+            let mut members = Vec::new();
+            for (m, member) in baseline.components.iter().enumerate() {
+                let mpath = format!("{path} components[{m}]");
+                let Some(name) = member.strip_prefix(&prefix) else {
+                    let hint = if names.contains_key(member.as_str()) {
+                        format!("; write \"{prefix}{member}\"")
+                    } else {
+                        String::new()
+                    };
+                    self.error(mpath, format!("\"{member}\" lacks the \"{prefix}\" prefix baselines use{hint}"));
+                    continue;
+                };
+                if !names.contains_key(name) {
+                    self.error(mpath, format!("\"{member}\" names no component of this document"));
+                } else if let Some(other) = member_of.insert(name, baseline.title.as_str()) {
+                    self.error(mpath, format!("\"{member}\" is already in baseline \"{other}\"; a container belongs to one baseline"));
+                } else {
+                    members.push(name.to_string());
+                }
+            }
+            out.push(Baseline {
+                title: baseline.title.clone(),
+                containers: members,
+            });
+        }
+        out
+    }
+}
+
+/// Reads one component's grouped config into a [`ContainerSpec`].
+struct Reader<'v, 'g, 'a> {
+    v: &'v mut Validator,
+    path: &'g str,
+    grouped: &'g BTreeMap<&'static str, Vec<&'a str>>,
+}
+
+impl Reader<'_, '_, '_> {
+    fn key_path(&self, key: &str) -> String {
+        format!("{} config \"{key}\"", self.path)
+    }
+
+    fn error(&mut self, key: &str, message: impl Into<String>) {
+        let p = self.key_path(key);
+        self.v.error(p, message);
+    }
+
+    fn warn(&mut self, key: &str, message: impl Into<String>) {
+        let p = self.key_path(key);
+        self.v.warn(p, message);
+    }
+
+    fn has(&self, key: &str) -> bool {
+        self.grouped.contains_key(key)
+    }
+
+    fn raw(&self, key: &str) -> Option<&str> {
+        self.grouped.get(key).and_then(|v| v.first()).copied()
+    }
+
+    /// Parses a single-valued key; `None` when absent or invalid (recorded).
+    fn one<T>(&mut self, key: &str, parse: impl Fn(&str) -> Result<T, Problem>) -> Option<T> {
+        let value = self.raw(key)?;
+        match parse(value) {
+            Ok(t) => Some(t),
+            Err(p) => {
+                self.error(key, describe(value, &p));
+                None
+            }
+        }
+    }
+
+    /// Parses every value of a repeatable key, recording each bad one.
+    fn many<T>(&mut self, key: &str, parse: impl Fn(&str) -> Result<T, Problem>) -> Vec<T> {
+        let values = self.grouped.get(key).cloned().unwrap_or_default();
+        let mut out = Vec::new();
+        for value in values {
+            match parse(value) {
+                Ok(t) => out.push(t),
+                Err(p) => self.error(key, describe(value, &p)),
+            }
+        }
+        out
+    }
+
+    fn container(&mut self, id: &str, version: Option<String>) -> ContainerSpec {
+        for (key, _) in self.grouped.iter() {
+            if keys::find(CONTAINER_KEYS, key).is_some_and(|k| k.origin == Origin::Reported) {
+                let p = self.key_path(key);
+                self.v.warn(p, "is reported in current state, not a setting; ignored");
+            }
+        }
+        let image = self.image(id, version.as_deref());
+        let env = self.env();
+        let network = self.one("network", values::parse_network).unwrap_or_default();
+        let ports = self.ports(&network);
+        let extra_hosts: BTreeSet<ExtraHost> = self.many("host", values::parse_host).into_iter().collect();
+        self.check_network(id, &network, &ports, &extra_hosts);
+        let (mounts, volumes) = self.mounts();
+        let privileged = self.one("privileged", values::parse_bool).unwrap_or(false);
+        let devices = self.devices(privileged);
+        let restart = self.restart();
+        let log = self.log();
+        let resources = self.resources();
+        let health = self.health();
+        let labels = self.labels();
+        let (hostname, domainname) = self.names(id, &network);
+        let rollout = self.rollout(&restart);
+
+        let config = ContainerConfig {
+            // Without a valid image an error is already recorded, so this
+            // placeholder never leaves validation.
+            image: image.unwrap_or_else(|| ImageRef {
+                registry: String::new(),
+                repository: id.to_string(),
+                tag: None,
+                digest: None,
+            }),
+            env,
+            cmd: self.has("cmd").then(|| self.many("cmd", |s| Ok(s.to_string()))),
+            entrypoint: self.has("entrypoint").then(|| self.many("entrypoint", |s| Ok(s.to_string()))),
+            workdir: self.one("workdir", values::parse_absolute),
+            user: self.one("user", values::parse_user),
+            hostname,
+            domainname,
+            labels,
+            ports,
+            mounts,
+            volumes,
+            devices,
+            extra_hosts,
+            network,
+            privileged,
+            terminal: self.one("terminal", values::parse_bool).unwrap_or(false),
+            interactive: self.one("interactive", values::parse_bool).unwrap_or(false),
+            restart,
+            log,
+            resources,
+            stop_timeout: self.one("stopTimeout", values::parse_whole_seconds),
+            stop_signal: self.one("stopSignal", values::parse_signal),
+            health,
+        };
+        ContainerSpec {
+            name: id.to_string(),
+            version,
+            rollout,
+            config,
+        }
+    }
+
+    fn image(&mut self, id: &str, version: Option<&str>) -> Option<ImageRef> {
+        if self.has("image") {
+            return self.one("image", ImageRef::parse);
+        }
+        let Some(version) = version else {
+            self.error("image", "is missing; give an image, or a version so the image defaults to <id>:<version>");
+            return None;
+        };
+        let implied = format!("{id}:{version}");
+        match ImageRef::parse(&implied) {
+            Ok(r) => Some(r),
+            Err(p) => {
+                let p = format!(
+                    "is missing and the default \"{implied}\" (from id and version) is not a valid image: {p}"
+                );
+                self.error("image", p);
+                None
+            }
+        }
+    }
+
+    fn env(&mut self) -> BTreeMap<String, Option<String>> {
+        let mut env: BTreeMap<String, Option<String>> = BTreeMap::new();
+        for (name, value) in self.many("env", values::parse_env) {
+            match env.get(&name) {
+                Some(old) if *old != value => {
+                    let show = |v: &Option<String>| match v {
+                        Some(v) => format!("{name}={v}"),
+                        None => name.clone(),
+                    };
+                    let msg = format!(
+                        "sets {name} twice with different values (\"{}\" and \"{}\")",
+                        show(old),
+                        show(&value)
+                    );
+                    self.error("env", msg);
+                }
+                _ => {
+                    env.insert(name, value);
+                }
+            }
+        }
+        env
+    }
+
+    fn ports(&mut self, _network: &NetworkMode) -> BTreeSet<PortBinding> {
+        let mut ports = BTreeSet::new();
+        let values = self.grouped.get("port").cloned().unwrap_or_default();
+        for value in values {
+            match values::parse_port(value) {
+                Ok(bindings) => {
+                    for b in bindings {
+                        if let Some(clash) = ports.iter().find(|p: &&PortBinding| p.conflicts_with(&b)) {
+                            let msg = format!(
+                                "\"{value}\" binds host port {} again (already bound by \"{clash}\")",
+                                describe_host_port(&b)
+                            );
+                            self.error("port", msg);
+                            break;
+                        }
+                        ports.insert(b);
+                    }
+                }
+                Err(p) => self.error("port", describe(value, &p)),
+            }
+        }
+        ports
+    }
+
+    fn check_network(
+        &mut self,
+        id: &str,
+        network: &NetworkMode,
+        ports: &BTreeSet<PortBinding>,
+        hosts: &BTreeSet<ExtraHost>,
+    ) {
+        if !network.can_publish() && self.has("port") {
+            let msg = format!("cannot publish ports with network \"{network}\"; remove the ports or use a bridge or user network");
+            self.error("port", msg);
+        }
+        let _ = ports;
+        match network {
+            NetworkMode::Host => {
+                if hosts.iter().any(|h| matches!(h.target, HostTarget::HostGateway | HostTarget::HostInterface(_))) {
+                    self.error("host", "cannot use host_ip with network \"host\"; the container already shares the host's addresses");
+                }
+            }
+            NetworkMode::Container(other) => {
+                if other == id {
+                    self.error("network", format!("\"container:{other}\" names the container itself"));
+                }
+                if !hosts.is_empty() {
+                    self.error("host", format!("cannot add host entries with network \"container:{other}\"; the container shares that container's /etc/hosts"));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn mounts(&mut self) -> (BTreeSet<BindMount>, BTreeSet<VolumeMount>) {
+        let mounts: BTreeSet<BindMount> = self.many("mount", values::parse_mount).into_iter().collect();
+        let volumes: BTreeSet<VolumeMount> = self.many("volume", values::parse_volume).into_iter().collect();
+        let mut seen: HashMap<&str, String> = HashMap::new();
+        let targets = mounts
+            .iter()
+            .map(|m| (m.destination.as_str(), "mount", m.to_string()))
+            .chain(volumes.iter().map(|v| (v.destination.as_str(), "volume", v.to_string())));
+        let mut clashes = Vec::new();
+        for (dest, key, text) in targets {
+            if let Some(first) = seen.insert(dest, text.clone()) {
+                clashes.push((key, format!("\"{text}\" mounts onto {dest} again (already used by \"{first}\")")));
+            }
+        }
+        for (key, msg) in clashes {
+            self.error(key, msg);
+        }
+        (mounts, volumes)
+    }
+
+    fn devices(&mut self, privileged: bool) -> BTreeSet<DeviceMapping> {
+        let devices: Vec<DeviceMapping> = self.many("device", values::parse_device);
+        if privileged && self.has("device") {
+            self.error("device", "cannot be combined with privileged=true (a privileged container already sees every device); choose one");
+        }
+        let mut out = BTreeSet::new();
+        let mut seen = HashMap::new();
+        for d in devices {
+            if let Some(first) = seen.insert(d.container_path.clone(), d.to_string()) {
+                self.error("device", format!("\"{d}\" maps onto {} again (already used by \"{first}\")", d.container_path));
+            }
+            out.insert(d);
+        }
+        out
+    }
+
+    fn restart(&mut self) -> RestartPolicy {
+        let words = [
+            ("no", RestartPolicy::No),
+            ("always", RestartPolicy::Always),
+            ("unless-stopped", RestartPolicy::UnlessStopped),
+            ("on-failure", RestartPolicy::OnFailure { max_retries: 0 }),
+        ];
+        let policy = self.one("restartPolicy", |v| values::parse_word(v, &words)).unwrap_or_default();
+        let retries = self.one("restartMaxRetries", |v| values::parse_count(v, 0));
+        match policy {
+            RestartPolicy::OnFailure { .. } => RestartPolicy::OnFailure {
+                max_retries: retries.unwrap_or(0),
+            },
+            other => {
+                if retries.is_some() {
+                    self.warn("restartMaxRetries", format!("only applies with restartPolicy on-failure, not {other}; ignored"));
+                }
+                other
+            }
+        }
+    }
+
+    fn log(&mut self) -> LogConfig {
+        let drivers = [
+            ("json-file", LogDriver::JsonFile),
+            ("none", LogDriver::None),
+            ("local", LogDriver::Local),
+            ("journald", LogDriver::Journald),
+        ];
+        let driver = self.one("logDriver", |v| values::parse_word(v, &drivers)).unwrap_or_default();
+        let max_files = self.one("logMaxFiles", |v| values::parse_count(v, 1));
+        let max_size = self.one("logMaxSize", values::parse_size);
+        if max_size == Some(0) {
+            self.error("logMaxSize", "must be more than 0");
+        }
+        let modes = [("blocking", false), ("non-blocking", true)];
+        let non_blocking = self.one("logMode", |v| values::parse_word(v, &modes)).unwrap_or(false);
+        let buffer = self.one("logMaxBufferSize", values::parse_size);
+        if !driver.writes_files() {
+            for key in ["logMaxFiles", "logMaxSize"] {
+                if self.has(key) {
+                    self.warn(key, format!("only applies to the json-file and local log drivers, not {}; ignored", driver.as_str()));
+                }
+            }
+        }
+        if !non_blocking && buffer.is_some() {
+            self.warn("logMaxBufferSize", "only applies with logMode non-blocking; ignored");
+        }
+        LogConfig {
+            driver,
+            max_files: driver.writes_files().then_some(max_files.unwrap_or(2)),
+            max_size: driver.writes_files().then_some(max_size.unwrap_or(100 << 20)),
+            non_blocking,
+            max_buffer_size: non_blocking.then_some(buffer.unwrap_or(1 << 20)),
+        }
+    }
+
+    fn resources(&mut self) -> Resources {
+        let memory = self.one("memory", values::parse_size).filter(|m| *m > 0);
+        let reservation = self.one("memoryReservation", values::parse_size).filter(|m| *m > 0);
+        let swap = self.one("memorySwap", values::parse_swap);
+        let mi = |b: u64| format!("{}M", b >> 20);
+        if let Some(m) = memory.filter(|m| *m < values::MIN_MEMORY) {
+            self.error("memory", format!("{} is below the engine's minimum of 6M", show_bytes(m)));
+        }
+        if let Some(r) = reservation.filter(|r| *r < values::MIN_MEMORY) {
+            self.error("memoryReservation", format!("{} is below the engine's minimum of 6M", show_bytes(r)));
+        }
+        if let (Some(m), Some(r)) = (memory, reservation) {
+            if r > m {
+                self.error("memoryReservation", format!("{} is more than memory ({}); a reservation must not exceed the limit", show_bytes(r), show_bytes(m)));
+            }
+        }
+        match (swap, memory) {
+            (Some(Swap::Limit(s)), Some(m)) if s < m => {
+                self.error("memorySwap", format!("{} is less than memory ({}); memorySwap is memory plus swap, so it must be at least {}", show_bytes(s), show_bytes(m), mi(m)));
+            }
+            (Some(_), None) if self.has("memorySwap") => {
+                self.error("memorySwap", "needs memory to be set as well");
+            }
+            _ => {}
+        }
+        Resources {
+            memory,
+            memory_reservation: reservation,
+            memory_swap: swap,
+            nano_cpus: self.one("cpus", values::parse_cpus),
+        }
+    }
+
+    fn health(&mut self) -> HealthConfig {
+        HealthConfig {
+            test: self.one("healthCmd", |v| {
+                if v.trim().is_empty() {
+                    Err("is empty; give a shell command, or NONE to disable the image's check".into())
+                } else if v == "NONE" {
+                    Ok(HealthTest::Disabled)
+                } else {
+                    Ok(HealthTest::Shell(v.to_string()))
+                }
+            }),
+            interval: self.one("healthInterval", values::parse_health_duration),
+            timeout: self.one("healthTimeout", values::parse_health_duration),
+            retries: self.one("healthRetries", |v| values::parse_count(v, 0)),
+            start_period: self.one("healthStartPeriod", values::parse_duration),
+        }
+    }
+
+    fn labels(&mut self) -> BTreeMap<String, String> {
+        let mut labels = BTreeMap::new();
+        for (k, val) in self.many("label", values::parse_label) {
+            if let Some(old) = labels.insert(k.clone(), val.clone()) {
+                if old != val {
+                    self.error("label", format!("sets {k} twice with different values (\"{old}\" and \"{val}\")"));
+                }
+            }
+        }
+        labels
+    }
+
+    fn names(&mut self, id: &str, network: &NetworkMode) -> (Option<String>, Option<String>) {
+        let hostname = self.one("hostName", values::parse_hostname);
+        let domainname = self.one("domainName", values::parse_hostname);
+        if let NetworkMode::Container(other) = network {
+            if self.has("hostName") {
+                self.error("hostName", format!("cannot be set with network \"container:{other}\"; the container uses that container's host name"));
+            }
+            return (None, None);
+        }
+        (
+            Some(hostname.unwrap_or_else(|| format!("{id}-host"))),
+            Some(domainname.unwrap_or_else(|| format!("{id}-domain"))),
+        )
+    }
+
+    fn rollout(&mut self, restart: &RestartPolicy) -> Rollout {
+        let strategies = [("stop-first", UpdateStrategy::StopFirst), ("start-first", UpdateStrategy::StartFirst)];
+        let pulls = [("missing", PullPolicy::Missing), ("always", PullPolicy::Always), ("never", PullPolicy::Never)];
+        let restart_timeout = self.one("restartTimeout", values::parse_duration);
+        if restart_timeout.is_some() {
+            let msg = if matches!(restart, RestartPolicy::OnFailure { .. }) {
+                "has no effect: the Docker engine has no restart retry timeout (kept for current state)".to_string()
+            } else {
+                format!("only applies with restartPolicy on-failure, not {restart}; ignored")
+            };
+            self.warn("restartTimeout", msg);
+        }
+        let log_path = self.one("logPath", values::parse_absolute);
+        if log_path.is_some() {
+            self.warn("logPath", "has no effect: the Docker engine keeps container logs under its own data root");
+        }
+        Rollout {
+            update_strategy: self.one("updateStrategy", |v| values::parse_word(v, &strategies)).unwrap_or_default(),
+            pull_policy: self.one("pullPolicy", |v| values::parse_word(v, &pulls)).unwrap_or_default(),
+            depends_on: self
+                .many("dependsOn", |v| values::check_name(v).map(|()| v.to_string()))
+                .into_iter()
+                .collect(),
+            restart_timeout,
+            log_path,
+        }
+    }
+}
+
+fn show_bytes(b: u64) -> String {
+    const MI: u64 = 1 << 20;
+    if b % MI == 0 {
+        format!("{}M", b / MI)
+    } else {
+        format!("{b} bytes")
+    }
+}
+
+fn describe_host_port(b: &PortBinding) -> String {
+    if b.host_port == b.host_port_end {
+        format!("{}/{}", b.host_port, b.protocol)
+    } else {
+        format!("{}-{}/{}", b.host_port, b.host_port_end, b.protocol)
+    }
+}
+
+fn first_conflict<'a>(
+    mine: &'a BTreeSet<PortBinding>,
+    theirs: &'a BTreeSet<PortBinding>,
+) -> Option<(&'a PortBinding, &'a PortBinding)> {
+    mine.iter()
+        .find_map(|m| theirs.iter().find(|t| m.conflicts_with(t)).map(|t| (m, t)))
+}
+
+/// A dependency cycle through `start`, as the names along it.
+fn find_cycle(start: &str, by_name: &HashMap<&str, &ContainerSpec>) -> Option<Vec<String>> {
+    fn walk(
+        node: &str,
+        start: &str,
+        by_name: &HashMap<&str, &ContainerSpec>,
+        trail: &mut Vec<String>,
+        seen: &mut BTreeSet<String>,
+    ) -> bool {
+        let Some(spec) = by_name.get(node) else {
+            return false;
+        };
+        for dep in &spec.rollout.depends_on {
+            if dep == start && dep != node {
+                trail.push(dep.clone());
+                return true;
+            }
+            if dep != node && seen.insert(dep.clone()) {
+                trail.push(dep.clone());
+                if walk(dep, start, by_name, trail, seen) {
+                    return true;
+                }
+                trail.pop();
+            }
+        }
+        false
+    }
+    let mut trail = vec![start.to_string()];
+    let mut seen = BTreeSet::new();
+    walk(start, start, by_name, &mut trail, &mut seen).then_some(trail)
+}

@@ -1,0 +1,830 @@
+//! Parsers for single config values. Each returns the typed value or a
+//! sentence that says what is wrong with it, for [`super::validate`] to put a
+//! path in front of.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use super::model::{
+    BindMount, DeviceMapping, ExtraHost, HostTarget, NetworkMode, PortBinding, Propagation,
+    Protocol, Swap, VolumeMount,
+};
+
+/// Problem text for one value.
+pub type Problem = String;
+
+/// The engine's smallest memory limit and reservation (moby's `linuxMinMemory`).
+pub const MIN_MEMORY: u64 = 6 * 1024 * 1024;
+/// Sizes the engine takes as signed 64-bit numbers.
+const MAX_SIZE: u64 = i64::MAX as u64;
+
+/// Container (and volume, network) names as the engine accepts them.
+pub fn check_name(name: &str) -> Result<(), Problem> {
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if name.is_empty() {
+        Err("is empty".into())
+    } else if !first_ok || !rest_ok {
+        Err("must start with a letter or digit and contain only letters, digits, '_', '.' and '-'".into())
+    } else {
+        Ok(())
+    }
+}
+
+/// Booleans as Kanto's documents write them: Go's `strconv.ParseBool` words,
+/// in any letter case. Kanto turns anything else into `false`; berth refuses it.
+pub fn parse_bool(v: &str) -> Result<bool, Problem> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "t" | "1" => Ok(true),
+        "false" | "f" | "0" => Ok(false),
+        _ => Err("is not a boolean; expected true or false (also 1, 0, t, f)".into()),
+    }
+}
+
+/// A whole number no smaller than `min`.
+pub fn parse_count(v: &str, min: u32) -> Result<u32, Problem> {
+    let t = v.trim();
+    if let Some(rest) = t.strip_prefix('-') {
+        if !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()) {
+            return Err("must not be negative".into());
+        }
+    }
+    if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("is not a whole number (expected {min} or more)"));
+    }
+    let n: u32 = t
+        .parse()
+        .map_err(|_| format!("is too large (at most {})", u32::MAX))?;
+    if n < min {
+        return Err(format!("must be at least {min}"));
+    }
+    Ok(n)
+}
+
+/// Kanto's size syntax: a decimal number and a mandatory binary unit (k, M, G,
+/// any case), with an optional space between: `512M`, `1.5G`, `100 k`.
+pub fn parse_size(v: &str) -> Result<u64, Problem> {
+    let t = v.trim();
+    let expected = "expected a number and a unit k, M or G, such as 512M or 1.5G";
+    if t.starts_with('-') {
+        return Err(format!("must not be negative; {expected}"));
+    }
+    let Some(unit) = t.chars().last() else {
+        return Err(format!("is empty; {expected}"));
+    };
+    let multiplier: u64 = match unit.to_ascii_lowercase() {
+        'k' => 1 << 10,
+        'm' => 1 << 20,
+        'g' => 1 << 30,
+        c if c.is_ascii_digit() => return Err(format!("has no unit; {expected}")),
+        _ => return Err(format!("has an unknown unit; {expected}")),
+    };
+    let number = t[..t.len() - 1].strip_suffix(' ').unwrap_or(&t[..t.len() - 1]);
+    let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !digits(whole) || !digits(frac) || (number.contains('.') && frac.is_empty()) {
+        return Err(format!("is not a size; {expected}"));
+    }
+    let too_large = || format!("is too large (at most {} bytes)", MAX_SIZE);
+    let whole: u64 = whole.parse().map_err(|_| too_large())?;
+    let mut bytes = whole.checked_mul(multiplier).ok_or_else(too_large)?;
+    // The fraction in exact integer arithmetic, truncated like Kanto's int64().
+    let frac = &frac[..frac.len().min(18)];
+    if !frac.is_empty() {
+        let scale = 10u128.pow(frac.len() as u32);
+        let f: u128 = frac.parse().map_err(|_| too_large())?;
+        let extra = (f * u128::from(multiplier) / scale) as u64;
+        bytes = bytes.checked_add(extra).ok_or_else(too_large)?;
+    }
+    if bytes > MAX_SIZE {
+        return Err(too_large());
+    }
+    Ok(bytes)
+}
+
+/// `memorySwap`: a size, or `-1` for unlimited.
+pub fn parse_swap(v: &str) -> Result<Swap, Problem> {
+    if v.trim() == "-1" {
+        return Ok(Swap::Unlimited);
+    }
+    parse_size(v)
+        .map(Swap::Limit)
+        .map_err(|e| format!("{e}, or -1 for unlimited swap"))
+}
+
+/// A duration: whole seconds (`30`, as Kanto's `restartTimeout`) or humantime
+/// text (`30s`, `1m 30s`, `500ms`, as Kanto's inventory prints it).
+pub fn parse_duration(v: &str) -> Result<Duration, Problem> {
+    let t = v.trim();
+    if t.starts_with('-') {
+        return Err("must not be negative".into());
+    }
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        return t
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|_| "is too large".into());
+    }
+    humantime::parse_duration(t).map_err(|e| {
+        format!("is not a duration ({e}); expected whole seconds or a duration such as 30s or 1m30s")
+    })
+}
+
+/// A duration that the engine stores in whole seconds.
+pub fn parse_whole_seconds(v: &str) -> Result<Duration, Problem> {
+    let d = parse_duration(v)?;
+    if d.subsec_nanos() != 0 {
+        return Err("must be a whole number of seconds (the engine counts stop timeouts in seconds)".into());
+    }
+    if d.as_secs() > i32::MAX as u64 {
+        return Err("is too large".into());
+    }
+    Ok(d)
+}
+
+/// A health-check duration: the engine refuses anything between 0 and 1ms.
+pub fn parse_health_duration(v: &str) -> Result<Duration, Problem> {
+    let d = parse_duration(v)?;
+    if d < Duration::from_millis(1) {
+        return Err("must be at least 1ms".into());
+    }
+    if d.as_nanos() > i64::MAX as u128 {
+        return Err("is too large".into());
+    }
+    Ok(d)
+}
+
+/// `cpus`: a positive decimal number of CPUs, in billionths.
+pub fn parse_cpus(v: &str) -> Result<u64, Problem> {
+    let t = v.trim();
+    let expected = "expected a positive number of CPUs such as 0.5 or 2";
+    if t.starts_with('-') {
+        return Err(format!("must not be negative; {expected}"));
+    }
+    let (whole, frac) = t.split_once('.').unwrap_or((t, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if (whole.is_empty() && frac.is_empty()) || !digits(whole) || !digits(frac) || (t.contains('.') && frac.is_empty()) {
+        return Err(format!("is not a number; {expected}"));
+    }
+    if frac.len() > 9 {
+        return Err("has more than 9 decimal places".into());
+    }
+    let whole: u64 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| "is too large".to_string())? };
+    let frac_nanos: u64 = if frac.is_empty() { 0 } else { frac.parse::<u64>().unwrap_or(0) * 10u64.pow(9 - frac.len() as u32) };
+    let nanos = whole
+        .checked_mul(1_000_000_000)
+        .and_then(|n| n.checked_add(frac_nanos))
+        .filter(|n| *n <= i64::MAX as u64)
+        .ok_or_else(|| "is too large".to_string())?;
+    if nanos == 0 {
+        return Err(format!("must be more than 0; {expected}"));
+    }
+    Ok(nanos)
+}
+
+/// `env`: `NAME=value`, `NAME=` or `NAME` (which removes the image's NAME),
+/// with Kanto's name rule.
+pub fn parse_env(v: &str) -> Result<(String, Option<String>), Problem> {
+    let (name, value) = match v.split_once('=') {
+        Some((n, val)) => (n, Some(val.to_string())),
+        None => (v, None),
+    };
+    let mut chars = name.chars();
+    let ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !ok {
+        return Err(format!(
+            "has an invalid variable name \"{name}\"; expected NAME=value where NAME is letters, digits and '_' and does not start with a digit"
+        ));
+    }
+    Ok((name.to_string(), value))
+}
+
+/// `label`: `key=value`.
+pub fn parse_label(v: &str) -> Result<(String, String), Problem> {
+    match v.split_once('=') {
+        Some((k, _)) if k.trim().is_empty() => Err("has an empty label key; expected key=value".into()),
+        Some((k, _)) if k.starts_with("berth.") => Err(format!(
+            "uses the reserved prefix \"berth.\" in \"{k}\"; berth keeps its own labels there"
+        )),
+        Some((k, val)) => Ok((k.to_string(), val.to_string())),
+        None => Err("has no '='; expected key=value".into()),
+    }
+}
+
+fn parse_port_number(s: &str, what: &str) -> Result<u16, Problem> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{what} \"{s}\" is not a port number"));
+    }
+    s.parse::<u16>()
+        .map_err(|_| format!("{what} \"{s}\" is out of range (0-65535)"))
+}
+
+fn parse_port_range(s: &str, what: &str) -> Result<(u16, u16), Problem> {
+    let (a, b) = match s.split_once('-') {
+        Some((a, b)) => (parse_port_number(a, what)?, parse_port_number(b, what)?),
+        None => {
+            let p = parse_port_number(s, what)?;
+            (p, p)
+        }
+    };
+    if b < a {
+        return Err(format!("{what} range \"{s}\" ends before it starts"));
+    }
+    Ok((a, b))
+}
+
+/// `port`: `[hostIP:]hostPort[-hostPortEnd]:containerPort[-end][/proto]`.
+///
+/// Container ranges expand into one binding per port; a host range with a
+/// single container port stays one binding the engine picks a port from.
+pub fn parse_port(v: &str) -> Result<Vec<PortBinding>, Problem> {
+    let t = v.trim();
+    let (spec, protocol) = match t.rsplit_once('/') {
+        Some((s, p)) => (
+            s,
+            match p.to_ascii_lowercase().as_str() {
+                "tcp" => Protocol::Tcp,
+                "udp" => Protocol::Udp,
+                "sctp" => Protocol::Sctp,
+                _ => return Err(format!("has an unknown protocol \"{p}\"; expected tcp, udp or sctp")),
+            },
+        ),
+        None => (t, Protocol::Tcp),
+    };
+    let (host_ip, ports) = if let Some(v6) = spec.strip_prefix('[') {
+        let (addr, rest) = v6
+            .split_once("]:")
+            .ok_or("has an unclosed '[' around the host IP")?;
+        let ip = addr
+            .parse::<std::net::Ipv6Addr>()
+            .map_err(|_| format!("host IP \"{addr}\" is not an IPv6 address"))?;
+        (IpAddr::V6(ip), rest)
+    } else {
+        let parts: Vec<&str> = spec.split(':').collect();
+        match parts.len() {
+            2 => (IpAddr::from([0, 0, 0, 0]), spec),
+            3 => {
+                let ip = parts[0].parse::<IpAddr>().map_err(|_| {
+                    let hint = if parts[0] == "localhost" { "; use 127.0.0.1" } else { "" };
+                    format!("host IP \"{}\" is not an IP address{hint}", parts[0])
+                })?;
+                (ip, &spec[parts[0].len() + 1..])
+            }
+            1 => return Err("has no host port; expected hostPort:containerPort (Kanto needs both)".into()),
+            _ => return Err("has too many ':'; write an IPv6 host IP in brackets, like [::1]:8080:80".into()),
+        }
+    };
+    let (host, container) = ports
+        .split_once(':')
+        .ok_or("has no container port; expected hostPort:containerPort")?;
+    let (h0, h1) = parse_port_range(host, "host port")?;
+    let (c0, c1) = parse_port_range(container, "container port")?;
+    if c0 == 0 {
+        return Err("container port must be 1-65535".into());
+    }
+    if h0 == 0 && h1 != 0 {
+        return Err("host port range cannot start at 0".into());
+    }
+    let binding = |cp: u16, hp: u16, hp_end: u16| PortBinding {
+        container_port: cp,
+        protocol,
+        host_ip,
+        host_port: hp,
+        host_port_end: hp_end,
+    };
+    if c0 == c1 {
+        return Ok(vec![binding(c0, h0, h1)]);
+    }
+    if h0 == 0 {
+        return Ok((c0..=c1).map(|cp| binding(cp, 0, 0)).collect());
+    }
+    if h1 - h0 != c1 - c0 {
+        return Err(format!(
+            "maps host ports {h0}-{h1} ({} ports) to container ports {c0}-{c1} ({} ports); the ranges must be the same length",
+            u32::from(h1 - h0) + 1,
+            u32::from(c1 - c0) + 1
+        ));
+    }
+    Ok((c0..=c1)
+        .zip(h0..=h1)
+        .map(|(cp, hp)| binding(cp, hp, hp))
+        .collect())
+}
+
+fn check_absolute(path: &str, what: &str) -> Result<(), Problem> {
+    if path.is_empty() {
+        Err(format!("{what} is empty"))
+    } else if !path.starts_with('/') {
+        Err(format!("{what} \"{path}\" is not an absolute path"))
+    } else {
+        Ok(())
+    }
+}
+
+/// `mount`: `source:destination[:options]`; options are `ro`/`rw` and one
+/// propagation mode, comma-separated.
+pub fn parse_mount(v: &str) -> Result<BindMount, Problem> {
+    let parts: Vec<&str> = v.trim().split(':').collect();
+    if !(2..=3).contains(&parts.len()) {
+        return Err("expected /host/path:/container/path[:options]".into());
+    }
+    check_absolute(parts[0], "source")?;
+    check_absolute(parts[1], "destination")?;
+    let mut mount = BindMount {
+        source: clean_path(parts[0]),
+        destination: clean_path(parts[1]),
+        read_only: false,
+        propagation: Propagation::default(),
+    };
+    if let Some(options) = parts.get(2) {
+        let (mut access, mut propagation) = (None, None);
+        for option in options.split(',') {
+            let option = option.trim();
+            if let Some((_, p)) = Propagation::ALL.iter().find(|(w, _)| *w == option) {
+                if propagation.replace(*p).is_some() {
+                    return Err("names more than one propagation mode".into());
+                }
+            } else if matches!(option, "ro" | "rw") {
+                if access.replace(option == "ro").is_some() {
+                    return Err("says ro or rw more than once".into());
+                }
+            } else {
+                return Err(format!(
+                    "has an unknown option \"{option}\"; expected ro, rw, rprivate, private, rshared, shared, rslave or slave"
+                ));
+            }
+        }
+        mount.read_only = access.unwrap_or(false);
+        mount.propagation = propagation.unwrap_or_default();
+    }
+    Ok(mount)
+}
+
+/// `volume`: `name:/path[:ro|rw]`.
+pub fn parse_volume(v: &str) -> Result<VolumeMount, Problem> {
+    let parts: Vec<&str> = v.trim().split(':').collect();
+    if !(2..=3).contains(&parts.len()) {
+        return Err("expected name:/container/path[:ro]".into());
+    }
+    if parts[0].starts_with('/') {
+        return Err(format!(
+            "names a host path \"{}\"; use the mount key for bind mounts",
+            parts[0]
+        ));
+    }
+    check_name(parts[0]).map_err(|e| format!("volume name \"{}\" {e}", parts[0]))?;
+    check_absolute(parts[1], "destination")?;
+    let read_only = match parts.get(2).copied() {
+        None | Some("rw") => false,
+        Some("ro") => true,
+        Some(o) => return Err(format!("has an unknown option \"{o}\"; expected ro or rw")),
+    };
+    Ok(VolumeMount {
+        name: parts[0].to_string(),
+        destination: clean_path(parts[1]),
+        read_only,
+    })
+}
+
+/// `device`: `hostPath:containerPath[:permissions]`.
+pub fn parse_device(v: &str) -> Result<DeviceMapping, Problem> {
+    let parts: Vec<&str> = v.trim().split(':').collect();
+    match parts.len() {
+        1 => return Err("has only a host path; expected /dev/host:/dev/container[:rwm] (Kanto needs both paths)".into()),
+        2 | 3 => {}
+        _ => return Err("expected /dev/host:/dev/container[:rwm]".into()),
+    }
+    check_absolute(parts[0], "host path")?;
+    check_absolute(parts[1], "container path")?;
+    let permissions = match parts.get(2) {
+        None => "rwm".to_string(),
+        Some(p) => {
+            let valid = !p.is_empty()
+                && p.chars().all(|c| matches!(c, 'r' | 'w' | 'm'))
+                && p.len() == p.chars().collect::<std::collections::BTreeSet<_>>().len();
+            if !valid {
+                return Err(format!(
+                    "has invalid permissions \"{p}\"; expected one to three of r, w, m, each once"
+                ));
+            }
+            "rwm".chars().filter(|c| p.contains(*c)).collect()
+        }
+    };
+    Ok(DeviceMapping {
+        host_path: clean_path(parts[0]),
+        container_path: clean_path(parts[1]),
+        permissions,
+    })
+}
+
+/// `host`: `name:IP`, `name:host_ip`, `name:host_ip_<iface>`,
+/// `name:container_<hostname>` (and Docker's `name:host-gateway`).
+pub fn parse_host(v: &str) -> Result<ExtraHost, Problem> {
+    let (name, target) = v
+        .split_once(':')
+        .ok_or("expected name:IP (or name:host_ip, name:host_ip_<interface>, name:container_<hostname>)")?;
+    let name_ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'));
+    if !name_ok {
+        return Err(format!("host name \"{name}\" may only contain letters, digits, '-', '.' and '_'"));
+    }
+    let target = if target == "host_ip" || target == "host-gateway" {
+        HostTarget::HostGateway
+    } else if let Some(iface) = target.strip_prefix("host_ip_") {
+        if iface.is_empty() || iface.len() > 15 || iface.contains(['/', ' ']) {
+            return Err(format!("interface \"{iface}\" is not a network interface name"));
+        }
+        HostTarget::HostInterface(iface.to_string())
+    } else if let Some(c) = target.strip_prefix("container_") {
+        check_name(c).map_err(|e| format!("container host name \"{c}\" {e}"))?;
+        HostTarget::Container(c.to_string())
+    } else {
+        let ip = target
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .map_err(|_| {
+                format!("\"{target}\" is not an IP address, host_ip, host_ip_<interface> or container_<hostname>")
+            })?;
+        HostTarget::Ip(ip)
+    };
+    Ok(ExtraHost {
+        name: name.to_string(),
+        target,
+    })
+}
+
+/// `network`: `bridge`, `host`, `none`, `container:<name>` or a user network.
+pub fn parse_network(v: &str) -> Result<NetworkMode, Problem> {
+    Ok(match v {
+        "bridge" | "default" => NetworkMode::Bridge,
+        "host" => NetworkMode::Host,
+        "none" => NetworkMode::None,
+        _ => {
+            if let Some(c) = v.strip_prefix("container:") {
+                check_name(c).map_err(|e| format!("container name \"{c}\" {e}"))?;
+                NetworkMode::Container(c.to_string())
+            } else {
+                check_name(v).map_err(|e| {
+                    format!("network name {e}; expected bridge, host, none, container:<name> or a user network name")
+                })?;
+                NetworkMode::User(v.to_string())
+            }
+        }
+    })
+}
+
+/// Linux signal names, for `stopSignal`.
+const SIGNALS: &[&str] = &[
+    "HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "BUS", "FPE", "KILL", "USR1", "SEGV", "USR2",
+    "PIPE", "ALRM", "TERM", "STKFLT", "CHLD", "CONT", "STOP", "TSTP", "TTIN", "TTOU", "URG",
+    "XCPU", "XFSZ", "VTALRM", "PROF", "WINCH", "IO", "PWR", "SYS",
+];
+
+/// `stopSignal`: a name with or without `SIG`, `RTMIN+n`, or a number 1-64.
+pub fn parse_signal(v: &str) -> Result<String, Problem> {
+    let t = v.trim();
+    if let Ok(n) = t.parse::<u32>() {
+        return if (1..=64).contains(&n) {
+            Ok(n.to_string())
+        } else {
+            Err("is not a signal number (1-64)".into())
+        };
+    }
+    let upper = t.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    let rt_ok = |prefix: &str| {
+        name.strip_prefix(prefix)
+            .map(|n| n.is_empty() || n.parse::<u32>().is_ok_and(|k| k <= 30))
+            .unwrap_or(false)
+    };
+    if SIGNALS.contains(&name) || rt_ok("RTMIN+") || rt_ok("RTMAX-") || name == "RTMIN" || name == "RTMAX" {
+        Ok(format!("SIG{name}"))
+    } else {
+        Err("is not a signal; expected a name such as SIGTERM or a number".into())
+    }
+}
+
+/// `user`: `user`, `uid`, `user:group` or `uid:gid`.
+pub fn parse_user(v: &str) -> Result<String, Problem> {
+    let ok = |s: &str| !s.is_empty() && !s.contains(char::is_whitespace);
+    match v.split_once(':') {
+        Some((u, g)) if ok(u) && ok(g) && !g.contains(':') => Ok(v.to_string()),
+        None if ok(v) => Ok(v.to_string()),
+        _ => Err("expected user, uid, user:group or uid:gid".into()),
+    }
+}
+
+/// `workdir` and `logPath`: an absolute path.
+pub fn parse_absolute(v: &str) -> Result<String, Problem> {
+    check_absolute(v, "path")?;
+    Ok(clean_path(v))
+}
+
+/// Host and domain names inside the container (RFC 1123 labels, plus `_`
+/// which Kanto's `<name>-host` defaults can contain).
+pub fn parse_hostname(v: &str) -> Result<String, Problem> {
+    let ok = !v.is_empty()
+        && v.len() <= 253
+        && v.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        });
+    if ok {
+        Ok(v.to_string())
+    } else {
+        Err("is not a host name (letters, digits, '-' and '_' in dot-separated labels of up to 63 characters)".into())
+    }
+}
+
+/// Removes trailing and doubled slashes so `/data/` equals `/data`.
+fn clean_path(p: &str) -> String {
+    let mut out = String::with_capacity(p.len());
+    for part in p.split('/').filter(|s| !s.is_empty()) {
+        out.push('/');
+        out.push_str(part);
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+/// Parses one of a fixed set of words.
+pub fn parse_word<T: Copy>(v: &str, words: &[(&str, T)]) -> Result<T, Problem> {
+    words
+        .iter()
+        .find(|(w, _)| *w == v)
+        .map(|(_, t)| *t)
+        .ok_or_else(|| {
+            let list: Vec<_> = words.iter().map(|(w, _)| *w).collect();
+            format!("is not one of {}", list.join(", "))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MI: u64 = 1 << 20;
+
+    #[test]
+    fn bool_accepts_kanto_words_in_any_case() {
+        for t in ["true", "TRUE", "True", "tRuE", "t", "T", "1"] {
+            assert_eq!(parse_bool(t), Ok(true), "{t}");
+        }
+        for f in ["false", "FALSE", "f", "F", "0"] {
+            assert_eq!(parse_bool(f), Ok(false), "{f}");
+        }
+    }
+
+    #[test]
+    fn bool_refuses_yes_which_kanto_turns_into_false() {
+        assert!(parse_bool("YES").is_err());
+        assert!(parse_bool("").is_err());
+        assert!(parse_bool("on").is_err());
+    }
+
+    #[test]
+    fn count_refuses_negative_and_overflow() {
+        assert_eq!(parse_count("5", 0), Ok(5));
+        assert!(parse_count("-1", 0).unwrap_err().contains("negative"));
+        assert!(parse_count("99999999999", 0).unwrap_err().contains("too large"));
+        assert!(parse_count("0", 1).unwrap_err().contains("at least 1"));
+        assert!(parse_count("1.5", 0).is_err());
+    }
+
+    #[test]
+    fn size_uses_binary_units_in_any_case() {
+        assert_eq!(parse_size("512M"), Ok(512 * MI));
+        assert_eq!(parse_size("512m"), Ok(512 * MI));
+        assert_eq!(parse_size("1.5G"), Ok(1536 * MI));
+        assert_eq!(parse_size("100 k"), Ok(100 * 1024));
+        assert_eq!(parse_size("0.5g"), parse_size("512M"));
+    }
+
+    #[test]
+    fn size_requires_a_unit_like_kanto() {
+        assert!(parse_size("1").unwrap_err().contains("no unit"));
+        assert!(parse_size("512MB").unwrap_err().contains("unknown unit"));
+    }
+
+    #[test]
+    fn size_refuses_negative_malformed_and_overflow() {
+        assert!(parse_size("-5M").unwrap_err().contains("negative"));
+        assert!(parse_size("1.2.3M").is_err());
+        assert!(parse_size(".5M").is_err());
+        assert!(parse_size("5.M").is_err());
+        assert!(parse_size("99999999999999G").unwrap_err().contains("too large"));
+        assert!(parse_size("").is_err());
+    }
+
+    #[test]
+    fn swap_accepts_minus_one_as_unlimited() {
+        assert_eq!(parse_swap("-1"), Ok(Swap::Unlimited));
+        assert_eq!(parse_swap("1G"), Ok(Swap::Limit(1 << 30)));
+        assert!(parse_swap("-2").is_err());
+    }
+
+    #[test]
+    fn duration_accepts_seconds_and_humantime() {
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_duration("-3s").unwrap_err().contains("negative"));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn whole_seconds_refuses_fractions() {
+        assert!(parse_whole_seconds("1500ms").unwrap_err().contains("whole"));
+        assert_eq!(parse_whole_seconds("2m"), Ok(Duration::from_secs(120)));
+    }
+
+    #[test]
+    fn health_duration_refuses_zero() {
+        assert!(parse_health_duration("0s").is_err());
+        assert_eq!(parse_health_duration("1s"), Ok(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn cpus_are_nano_cpus() {
+        assert_eq!(parse_cpus("0.5"), Ok(500_000_000));
+        assert_eq!(parse_cpus("2"), Ok(2_000_000_000));
+        assert_eq!(parse_cpus(".25"), Ok(250_000_000));
+        assert!(parse_cpus("0").is_err());
+        assert!(parse_cpus("-1").unwrap_err().contains("negative"));
+        assert!(parse_cpus("abc").is_err());
+        assert!(parse_cpus("0.0000000001").is_err());
+        assert!(parse_cpus("99999999999").unwrap_err().contains("too large"));
+    }
+
+    #[test]
+    fn env_forms() {
+        assert_eq!(parse_env("A=1"), Ok(("A".into(), Some("1".into()))));
+        assert_eq!(parse_env("A="), Ok(("A".into(), Some(String::new()))));
+        assert_eq!(parse_env("A"), Ok(("A".into(), None)));
+        assert_eq!(parse_env("A=b=c"), Ok(("A".into(), Some("b=c".into()))));
+        assert!(parse_env("1A=x").is_err());
+        assert!(parse_env("A-B=x").is_err());
+        assert!(parse_env("=x").is_err());
+    }
+
+    #[test]
+    fn label_refuses_berth_prefix() {
+        assert!(parse_label("berth.managed=true").unwrap_err().contains("reserved"));
+        assert_eq!(parse_label("a.b=c"), Ok(("a.b".into(), "c".into())));
+        assert!(parse_label("nolabel").is_err());
+    }
+
+    fn port(v: &str) -> Vec<String> {
+        parse_port(v).unwrap().iter().map(|b| b.to_string()).collect()
+    }
+
+    #[test]
+    fn port_defaults_ip_and_protocol() {
+        assert_eq!(port("8080:80"), ["8080:80/tcp"]);
+        assert_eq!(parse_port("8080:80").unwrap(), parse_port("0.0.0.0:8080:80/tcp").unwrap());
+    }
+
+    #[test]
+    fn port_with_host_ip_and_udp() {
+        assert_eq!(port("127.0.0.1:53:53/udp"), ["127.0.0.1:53:53/udp"]);
+        assert_eq!(port("[::1]:80:80"), ["[::1]:80:80/tcp"]);
+    }
+
+    #[test]
+    fn port_host_range_with_one_container_port_stays_a_range() {
+        assert_eq!(port("5000-6000:80"), ["5000-6000:80/tcp"]);
+    }
+
+    #[test]
+    fn port_ranges_expand_pairwise() {
+        assert_eq!(port("8080-8081:80-81"), ["8080:80/tcp", "8081:81/tcp"]);
+    }
+
+    #[test]
+    fn port_range_lengths_must_match() {
+        assert!(parse_port("8080-8082:80-81").unwrap_err().contains("same length"));
+    }
+
+    #[test]
+    fn port_refuses_localhost_with_a_hint() {
+        let e = parse_port("localhost:55555:30555-30555/tcp").unwrap_err();
+        assert!(e.contains("\"localhost\" is not an IP address; use 127.0.0.1"), "{e}");
+    }
+
+    #[test]
+    fn port_refuses_malformed_entries() {
+        assert!(parse_port("80").is_err());
+        assert!(parse_port("80:80/icmp").unwrap_err().contains("protocol"));
+        assert!(parse_port("70000:80").unwrap_err().contains("out of range"));
+        assert!(parse_port("a:80").is_err());
+        assert!(parse_port("80:0").is_err());
+        assert!(parse_port("90-80:80").unwrap_err().contains("ends before"));
+        assert!(parse_port("1:2:3:4").is_err());
+    }
+
+    #[test]
+    fn mount_defaults_to_rprivate_read_write() {
+        let m = parse_mount("/data:/var/lib/x").unwrap();
+        assert_eq!((m.read_only, m.propagation), (false, Propagation::Rprivate));
+    }
+
+    #[test]
+    fn mount_takes_ro_and_propagation() {
+        let m = parse_mount("/etc/x:/etc/x:ro,rslave").unwrap();
+        assert_eq!((m.read_only, m.propagation), (true, Propagation::Rslave));
+        assert_eq!(m.to_string(), "/etc/x:/etc/x:ro,rslave");
+    }
+
+    #[test]
+    fn mount_refuses_relative_source_and_unknown_option() {
+        assert!(parse_mount("data:/x").unwrap_err().contains("absolute"));
+        assert!(parse_mount("/data:x").unwrap_err().contains("absolute"));
+        assert!(parse_mount("/a:/b:shared,slave").unwrap_err().contains("more than one"));
+        assert!(parse_mount("/a:/b:z").unwrap_err().contains("unknown option"));
+        assert!(parse_mount("/a").is_err());
+    }
+
+    #[test]
+    fn mount_paths_are_cleaned() {
+        assert_eq!(parse_mount("/data/:/x//y").unwrap(), parse_mount("/data:/x/y").unwrap());
+    }
+
+    #[test]
+    fn volume_forms() {
+        let v = parse_volume("db:/var/lib/db:ro").unwrap();
+        assert_eq!((v.name.as_str(), v.read_only), ("db", true));
+        assert!(parse_volume("/host:/x").unwrap_err().contains("mount key"));
+        assert!(parse_volume("db:rel").is_err());
+        assert!(parse_volume("db:/x:z").is_err());
+    }
+
+    #[test]
+    fn device_permissions_are_canonical() {
+        assert_eq!(parse_device("/dev/a:/dev/b").unwrap().permissions, "rwm");
+        assert_eq!(parse_device("/dev/a:/dev/b:mr").unwrap().permissions, "rm");
+        assert!(parse_device("/dev/a:/dev/b:rr").is_err());
+        assert!(parse_device("/dev/a:/dev/b:x").is_err());
+        assert!(parse_device("/dev/a").unwrap_err().contains("both paths"));
+    }
+
+    #[test]
+    fn host_forms() {
+        assert_eq!(parse_host("db:10.0.0.1").unwrap().target, HostTarget::Ip("10.0.0.1".parse().unwrap()));
+        assert_eq!(parse_host("h:host_ip").unwrap().target, HostTarget::HostGateway);
+        assert_eq!(parse_host("h:host_ip_eth0").unwrap().target, HostTarget::HostInterface("eth0".into()));
+        assert_eq!(
+            parse_host("influxdb:container_influxdb-host").unwrap().target,
+            HostTarget::Container("influxdb-host".into())
+        );
+        assert_eq!(parse_host("v6:::1").unwrap().target, HostTarget::Ip("::1".parse().unwrap()));
+        assert!(parse_host("db:not-an-ip").is_err());
+        assert!(parse_host("nocolon").is_err());
+    }
+
+    #[test]
+    fn network_forms() {
+        assert_eq!(parse_network("bridge"), Ok(NetworkMode::Bridge));
+        assert_eq!(parse_network("host"), Ok(NetworkMode::Host));
+        assert_eq!(parse_network("none"), Ok(NetworkMode::None));
+        assert_eq!(parse_network("container:db"), Ok(NetworkMode::Container("db".into())));
+        assert_eq!(parse_network("backend"), Ok(NetworkMode::User("backend".into())));
+        assert!(parse_network("bad name").is_err());
+    }
+
+    #[test]
+    fn signal_forms() {
+        assert_eq!(parse_signal("SIGTERM"), Ok("SIGTERM".into()));
+        assert_eq!(parse_signal("term"), Ok("SIGTERM".into()));
+        assert_eq!(parse_signal("9"), Ok("9".into()));
+        assert_eq!(parse_signal("SIGRTMIN+3"), Ok("SIGRTMIN+3".into()));
+        assert!(parse_signal("SIGFOO").is_err());
+        assert!(parse_signal("99").is_err());
+    }
+
+    #[test]
+    fn user_forms() {
+        assert!(parse_user("1000:1000").is_ok());
+        assert!(parse_user("app").is_ok());
+        assert!(parse_user("a:b:c").is_err());
+        assert!(parse_user("a b").is_err());
+    }
+
+    #[test]
+    fn names_follow_the_engine_rule() {
+        assert!(check_name("web-1.a_b").is_ok());
+        assert!(check_name("_web").is_err());
+        assert!(check_name("containers:web").is_err());
+        assert!(check_name("").is_err());
+    }
+}
