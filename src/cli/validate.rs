@@ -50,16 +50,32 @@ impl ValidateArgs {
         for path in &self.files {
             let name = path.display().to_string();
             let (containers, errors, warnings) = match read(path) {
-                Err(e) => (0, vec![Diagnostic { path: "document".into(), message: format!("cannot be read: {e}") }], Vec::new()),
+                Err(e) => (
+                    0,
+                    vec![Diagnostic {
+                        path: "document".into(),
+                        message: format!("cannot be read: {e}"),
+                    }],
+                    Vec::new(),
+                ),
                 Ok(text) => match spec::parse(&text, &options) {
-                    Ok(accepted) => (accepted.desired.containers.len(), Vec::new(), accepted.warnings),
+                    Ok(accepted) => (
+                        accepted.desired.containers.len(),
+                        Vec::new(),
+                        accepted.warnings,
+                    ),
                     Err(rejection) => (0, rejection.errors, rejection.warnings),
                 },
             };
             let valid = errors.is_empty();
             all_valid &= valid;
             if self.json {
-                let verdict = Verdict { file: &name, valid, errors: &errors, warnings: &warnings };
+                let verdict = Verdict {
+                    file: &name,
+                    valid,
+                    errors: &errors,
+                    warnings: &warnings,
+                };
                 serde_json::to_writer(&mut out, &verdict).context("writing JSON")?;
                 writeln!(out)?;
                 continue;
@@ -76,7 +92,11 @@ impl ValidateArgs {
             }
         }
         out.flush()?;
-        Ok(if all_valid { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        Ok(if all_valid {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        })
     }
 }
 

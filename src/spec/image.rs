@@ -142,7 +142,9 @@ fn parse_registry(registry: &str) -> Result<String, String> {
             .split_once(']')
             .ok_or_else(|| format!("registry \"{registry}\" has an unclosed '['"))?;
         if addr.parse::<std::net::Ipv6Addr>().is_err() {
-            return Err(format!("registry \"{registry}\" is not a valid IPv6 address"));
+            return Err(format!(
+                "registry \"{registry}\" is not a valid IPv6 address"
+            ));
         }
         match after {
             "" => (registry, None),
@@ -231,7 +233,9 @@ fn parse_tag(tag: &str) -> Result<String, String> {
             "tag \"{tag}\" may only contain letters, digits, '_', '.' and '-', and may not start with '.' or '-'"
         ))
     } else if tag.len() > MAX_TAG_LEN {
-        Err(format!("tag \"{tag}\" is longer than {MAX_TAG_LEN} characters"))
+        Err(format!(
+            "tag \"{tag}\" is longer than {MAX_TAG_LEN} characters"
+        ))
     } else {
         Ok(tag.to_string())
     }
@@ -278,7 +282,10 @@ mod tests {
 
     #[test]
     fn hub_aliases_are_folded() {
-        assert_eq!(canon("index.docker.io/library/nginx"), "docker.io/library/nginx:latest");
+        assert_eq!(
+            canon("index.docker.io/library/nginx"),
+            "docker.io/library/nginx:latest"
+        );
         assert_eq!(canon("docker.io/nginx:1"), "docker.io/library/nginx:1");
     }
 
@@ -303,13 +310,19 @@ mod tests {
     #[test]
     fn digest_alone_gets_no_default_tag() {
         let d = format!("sha256:{}", "a".repeat(64));
-        assert_eq!(canon(&format!("app@{d}")), format!("docker.io/library/app@{d}"));
+        assert_eq!(
+            canon(&format!("app@{d}")),
+            format!("docker.io/library/app@{d}")
+        );
     }
 
     #[test]
     fn tag_and_digest_are_both_kept() {
         let d = format!("sha256:{}", "b".repeat(64));
-        assert_eq!(canon(&format!("ghcr.io/x/app:1@{d}")), format!("ghcr.io/x/app:1@{d}"));
+        assert_eq!(
+            canon(&format!("ghcr.io/x/app:1@{d}")),
+            format!("ghcr.io/x/app:1@{d}")
+        );
     }
 
     #[test]
@@ -330,7 +343,9 @@ mod tests {
 
     #[test]
     fn short_digest_is_refused() {
-        assert!(ImageRef::parse("app@sha256:abc").unwrap_err().contains("64 hex"));
+        assert!(ImageRef::parse("app@sha256:abc")
+            .unwrap_err()
+            .contains("64 hex"));
     }
 
     #[test]
@@ -348,7 +363,9 @@ mod tests {
 
     #[test]
     fn bad_registry_port_is_refused() {
-        assert!(ImageRef::parse("host:99999/app").unwrap_err().contains("port"));
+        assert!(ImageRef::parse("host:99999/app")
+            .unwrap_err()
+            .contains("port"));
     }
 
     #[test]

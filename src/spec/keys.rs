@@ -226,11 +226,8 @@ pub(crate) fn setting_schema(table: &[KeyInfo], description: &str) -> schemars::
         })
         .collect();
     let schema = json!({ "description": description, "oneOf": branches });
-    match schemars::Schema::try_from(schema) {
-        Ok(s) => s,
-        // A JSON object always converts; keep a permissive schema rather than panic.
-        Err(_) => schemars::Schema::default(),
-    }
+    // A JSON object always converts; fall back to a permissive schema rather than panic.
+    schemars::Schema::try_from(schema).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -248,7 +245,10 @@ mod tests {
 
     #[test]
     fn suggest_catches_case_and_separator_slips() {
-        assert_eq!(suggest(CONTAINER_KEYS, "restart_policy"), Some("restartPolicy"));
+        assert_eq!(
+            suggest(CONTAINER_KEYS, "restart_policy"),
+            Some("restartPolicy")
+        );
         assert_eq!(suggest(CONTAINER_KEYS, "Image"), Some("image"));
     }
 

@@ -579,6 +579,9 @@ mod tests {
     #[test]
     fn port_binding_displays_like_kanto_inventory() {
         assert_eq!(binding("0.0.0.0", 8080, 8080).to_string(), "8080:80/tcp");
-        assert_eq!(binding("::1", 5000, 6000).to_string(), "[::1]:5000-6000:80/tcp");
+        assert_eq!(
+            binding("::1", 5000, 6000).to_string(),
+            "[::1]:5000-6000:80/tcp"
+        );
     }
 }

@@ -107,7 +107,12 @@ pub fn parse(text: &str, options: &Options) -> Result<Accepted, Rejection> {
 impl Rejection {
     fn with_position(mut self, e: &serde_json::Error) -> Self {
         if let Some(first) = self.errors.first_mut() {
-            first.message = format!("{} (line {}, column {})", first.message, e.line(), e.column());
+            first.message = format!(
+                "{} (line {}, column {})",
+                first.message,
+                e.line(),
+                e.column()
+            );
         }
         self
     }
@@ -136,7 +141,8 @@ fn shape_hint(raw: &serde_json::Value) -> Option<(String, String)> {
     if payload.contains_key("desiredState") {
         return Some((
             "payload.desiredState".into(),
-            "is the Update Manager's wrapping; put baselines and domains directly under payload".into(),
+            "is the Update Manager's wrapping; put baselines and domains directly under payload"
+                .into(),
         ));
     }
     None
@@ -149,7 +155,10 @@ fn shape_hint(raw: &serde_json::Value) -> Option<(String, String)> {
 pub fn validate(envelope: &Envelope, options: &Options) -> Result<Accepted, Rejection> {
     let mut v = Validator::default();
     if envelope.activity_id.trim().is_empty() {
-        v.error("activityId", "is empty; feedback needs it to name the activity");
+        v.error(
+            "activityId",
+            "is empty; feedback needs it to name the activity",
+        );
     }
 
     let mut ours: Option<(usize, &Domain)> = None;
@@ -168,12 +177,18 @@ pub fn validate(envelope: &Envelope, options: &Options) -> Result<Accepted, Reje
             };
             v.error(
                 format!("domains[{i}].id"),
-                format!("\"{}\" is not a domain berth serves; expected \"{}\"{hint}", domain.id, options.domain),
+                format!(
+                    "\"{}\" is not a domain berth serves; expected \"{}\"{hint}",
+                    domain.id, options.domain
+                ),
             );
         } else if let Some((first, _)) = ours {
             v.error(
                 format!("domains[{i}]"),
-                format!("is a second \"{}\" domain (the first is domains[{first}]); merge them", options.domain),
+                format!(
+                    "is a second \"{}\" domain (the first is domains[{first}]); merge them",
+                    options.domain
+                ),
             );
         } else {
             ours = Some((i, domain));
@@ -226,9 +241,18 @@ pub fn validate(envelope: &Envelope, options: &Options) -> Result<Accepted, Reje
 /// Puts the offending value in front of a problem, so every message quotes
 /// what it refuses.
 fn describe(value: &str, problem: &str) -> String {
-    let predicate = ["is ", "has ", "must ", "uses ", "names ", "says ", "maps ", "expected "]
-        .iter()
-        .any(|p| problem.starts_with(p));
+    let predicate = [
+        "is ",
+        "has ",
+        "must ",
+        "uses ",
+        "names ",
+        "says ",
+        "maps ",
+        "expected ",
+    ]
+    .iter()
+    .any(|p| problem.starts_with(p));
     if predicate {
         format!("\"{value}\" {problem}")
     } else {
@@ -320,7 +344,10 @@ impl Validator {
                 format!("\"{id}\" has the domain prefix; component ids are bare container names, use \"{bare}\" (only baselines use \"containers:<name>\")"),
             );
         } else if let Err(e) = values::check_name(id) {
-            self.error(format!("{path} id"), describe(id, &format!("{e} (it is the container name)")));
+            self.error(
+                format!("{path} id"),
+                describe(id, &format!("{e} (it is the container name)")),
+            );
         }
         let version = component.version.clone().filter(|v| !v.is_empty());
         let grouped = self.group(path, CONTAINER_KEYS, &component.config);
@@ -332,13 +359,22 @@ impl Validator {
         r.container(id, version)
     }
 
-    fn check_dependencies(&mut self, containers: &[(String, ContainerSpec)], names: &HashMap<&str, usize>) {
-        let by_name: HashMap<&str, &ContainerSpec> =
-            containers.iter().map(|(_, s)| (s.name.as_str(), s)).collect();
+    fn check_dependencies(
+        &mut self,
+        containers: &[(String, ContainerSpec)],
+        names: &HashMap<&str, usize>,
+    ) {
+        let by_name: HashMap<&str, &ContainerSpec> = containers
+            .iter()
+            .map(|(_, s)| (s.name.as_str(), s))
+            .collect();
         for (path, spec) in containers {
             for dep in &spec.rollout.depends_on {
                 if dep == &spec.name {
-                    self.error(format!("{path} config \"dependsOn\""), format!("\"{dep}\" names the component itself"));
+                    self.error(
+                        format!("{path} config \"dependsOn\""),
+                        format!("\"{dep}\" names the component itself"),
+                    );
                 } else if !names.contains_key(dep.as_str()) {
                     self.error(
                         format!("{path} config \"dependsOn\""),
@@ -365,9 +401,10 @@ impl Validator {
 
     fn check_port_conflicts(&mut self, containers: &[(String, ContainerSpec)]) {
         for (i, (path, spec)) in containers.iter().enumerate() {
-            for (earlier_path, earlier) in &containers[..i] {
-                let _ = earlier_path;
-                if let Some((mine, theirs)) = first_conflict(&spec.config.ports, &earlier.config.ports) {
+            for (_, earlier) in &containers[..i] {
+                if let Some((mine, theirs)) =
+                    first_conflict(&spec.config.ports, &earlier.config.ports)
+                {
                     self.error(
                         format!("{path} config \"port\""),
                         format!(
@@ -381,7 +418,12 @@ impl Validator {
         }
     }
 
-    fn baselines(&mut self, envelope: &Envelope, options: &Options, names: &HashMap<&str, usize>) -> Vec<Baseline> {
+    fn baselines(
+        &mut self,
+        envelope: &Envelope,
+        options: &Options,
+        names: &HashMap<&str, usize>,
+    ) -> Vec<Baseline> {
         let prefix = format!("{}:", options.domain);
         let mut titles: HashMap<&str, usize> = HashMap::new();
         let mut member_of: HashMap<&str, &str> = HashMap::new();
@@ -389,9 +431,15 @@ impl Validator {
         for (b, baseline) in envelope.payload.baselines.iter().enumerate() {
             let path = format!("baselines[{b}] ({})", baseline.title);
             if baseline.title.trim().is_empty() {
-                self.error(format!("baselines[{b}].title"), "is empty; feedback names baselines by title");
+                self.error(
+                    format!("baselines[{b}].title"),
+                    "is empty; feedback names baselines by title",
+                );
             } else if let Some(first) = titles.insert(baseline.title.as_str(), b) {
-                self.error(format!("{path} title"), format!("is also the title of baselines[{first}]"));
+                self.error(
+                    format!("{path} title"),
+                    format!("is also the title of baselines[{first}]"),
+                );
             }
             let mut members = Vec::new();
             for (m, member) in baseline.components.iter().enumerate() {
@@ -402,11 +450,17 @@ impl Validator {
                     } else {
                         String::new()
                     };
-                    self.error(mpath, format!("\"{member}\" lacks the \"{prefix}\" prefix baselines use{hint}"));
+                    self.error(
+                        mpath,
+                        format!("\"{member}\" lacks the \"{prefix}\" prefix baselines use{hint}"),
+                    );
                     continue;
                 };
                 if !names.contains_key(name) {
-                    self.error(mpath, format!("\"{member}\" names no component of this document"));
+                    self.error(
+                        mpath,
+                        format!("\"{member}\" names no component of this document"),
+                    );
                 } else if let Some(other) = member_of.insert(name, baseline.title.as_str()) {
                     self.error(mpath, format!("\"{member}\" is already in baseline \"{other}\"; a container belongs to one baseline"));
                 } else {
@@ -481,15 +535,19 @@ impl Reader<'_, '_, '_> {
         for (key, _) in self.grouped.iter() {
             if keys::find(CONTAINER_KEYS, key).is_some_and(|k| k.origin == Origin::Reported) {
                 let p = self.key_path(key);
-                self.v.warn(p, "is reported in current state, not a setting; ignored");
+                self.v
+                    .warn(p, "is reported in current state, not a setting; ignored");
             }
         }
         let image = self.image(id, version.as_deref());
         let env = self.env();
-        let network = self.one("network", values::parse_network).unwrap_or_default();
-        let ports = self.ports(&network);
-        let extra_hosts: BTreeSet<ExtraHost> = self.many("host", values::parse_host).into_iter().collect();
-        self.check_network(id, &network, &ports, &extra_hosts);
+        let network = self
+            .one("network", values::parse_network)
+            .unwrap_or_default();
+        let ports = self.ports();
+        let extra_hosts: BTreeSet<ExtraHost> =
+            self.many("host", values::parse_host).into_iter().collect();
+        self.check_network(id, &network, &extra_hosts);
         let (mounts, volumes) = self.mounts();
         let privileged = self.one("privileged", values::parse_bool).unwrap_or(false);
         let devices = self.devices(privileged);
@@ -511,8 +569,12 @@ impl Reader<'_, '_, '_> {
                 digest: None,
             }),
             env,
-            cmd: self.has("cmd").then(|| self.many("cmd", |s| Ok(s.to_string()))),
-            entrypoint: self.has("entrypoint").then(|| self.many("entrypoint", |s| Ok(s.to_string()))),
+            cmd: self
+                .has("cmd")
+                .then(|| self.many("cmd", |s| Ok(s.to_string()))),
+            entrypoint: self
+                .has("entrypoint")
+                .then(|| self.many("entrypoint", |s| Ok(s.to_string()))),
             workdir: self.one("workdir", values::parse_absolute),
             user: self.one("user", values::parse_user),
             hostname,
@@ -547,7 +609,10 @@ impl Reader<'_, '_, '_> {
             return self.one("image", ImageRef::parse);
         }
         let Some(version) = version else {
-            self.error("image", "is missing; give an image, or a version so the image defaults to <id>:<version>");
+            self.error(
+                "image",
+                "is missing; give an image, or a version so the image defaults to <id>:<version>",
+            );
             return None;
         };
         let implied = format!("{id}:{version}");
@@ -587,14 +652,16 @@ impl Reader<'_, '_, '_> {
         env
     }
 
-    fn ports(&mut self, _network: &NetworkMode) -> BTreeSet<PortBinding> {
+    fn ports(&mut self) -> BTreeSet<PortBinding> {
         let mut ports = BTreeSet::new();
         let values = self.grouped.get("port").cloned().unwrap_or_default();
         for value in values {
             match values::parse_port(value) {
                 Ok(bindings) => {
                     for b in bindings {
-                        if let Some(clash) = ports.iter().find(|p: &&PortBinding| p.conflicts_with(&b)) {
+                        if let Some(clash) =
+                            ports.iter().find(|p: &&PortBinding| p.conflicts_with(&b))
+                        {
                             let msg = format!(
                                 "\"{value}\" binds host port {} again (already bound by \"{clash}\")",
                                 describe_host_port(&b)
@@ -611,27 +678,27 @@ impl Reader<'_, '_, '_> {
         ports
     }
 
-    fn check_network(
-        &mut self,
-        id: &str,
-        network: &NetworkMode,
-        ports: &BTreeSet<PortBinding>,
-        hosts: &BTreeSet<ExtraHost>,
-    ) {
+    fn check_network(&mut self, id: &str, network: &NetworkMode, hosts: &BTreeSet<ExtraHost>) {
         if !network.can_publish() && self.has("port") {
             let msg = format!("cannot publish ports with network \"{network}\"; remove the ports or use a bridge or user network");
             self.error("port", msg);
         }
-        let _ = ports;
+        let uses_host_ip = hosts.iter().any(|h| {
+            matches!(
+                h.target,
+                HostTarget::HostGateway | HostTarget::HostInterface(_)
+            )
+        });
         match network {
-            NetworkMode::Host => {
-                if hosts.iter().any(|h| matches!(h.target, HostTarget::HostGateway | HostTarget::HostInterface(_))) {
-                    self.error("host", "cannot use host_ip with network \"host\"; the container already shares the host's addresses");
-                }
+            NetworkMode::Host if uses_host_ip => {
+                self.error("host", "cannot use host_ip with network \"host\"; the container already shares the host's addresses");
             }
             NetworkMode::Container(other) => {
                 if other == id {
-                    self.error("network", format!("\"container:{other}\" names the container itself"));
+                    self.error(
+                        "network",
+                        format!("\"container:{other}\" names the container itself"),
+                    );
                 }
                 if !hosts.is_empty() {
                     self.error("host", format!("cannot add host entries with network \"container:{other}\"; the container shares that container's /etc/hosts"));
@@ -642,17 +709,30 @@ impl Reader<'_, '_, '_> {
     }
 
     fn mounts(&mut self) -> (BTreeSet<BindMount>, BTreeSet<VolumeMount>) {
-        let mounts: BTreeSet<BindMount> = self.many("mount", values::parse_mount).into_iter().collect();
-        let volumes: BTreeSet<VolumeMount> = self.many("volume", values::parse_volume).into_iter().collect();
+        let mounts: BTreeSet<BindMount> = self
+            .many("mount", values::parse_mount)
+            .into_iter()
+            .collect();
+        let volumes: BTreeSet<VolumeMount> = self
+            .many("volume", values::parse_volume)
+            .into_iter()
+            .collect();
         let mut seen: HashMap<&str, String> = HashMap::new();
         let targets = mounts
             .iter()
             .map(|m| (m.destination.as_str(), "mount", m.to_string()))
-            .chain(volumes.iter().map(|v| (v.destination.as_str(), "volume", v.to_string())));
+            .chain(
+                volumes
+                    .iter()
+                    .map(|v| (v.destination.as_str(), "volume", v.to_string())),
+            );
         let mut clashes = Vec::new();
         for (dest, key, text) in targets {
             if let Some(first) = seen.insert(dest, text.clone()) {
-                clashes.push((key, format!("\"{text}\" mounts onto {dest} again (already used by \"{first}\")")));
+                clashes.push((
+                    key,
+                    format!("\"{text}\" mounts onto {dest} again (already used by \"{first}\")"),
+                ));
             }
         }
         for (key, msg) in clashes {
@@ -670,7 +750,13 @@ impl Reader<'_, '_, '_> {
         let mut seen = HashMap::new();
         for d in devices {
             if let Some(first) = seen.insert(d.container_path.clone(), d.to_string()) {
-                self.error("device", format!("\"{d}\" maps onto {} again (already used by \"{first}\")", d.container_path));
+                self.error(
+                    "device",
+                    format!(
+                        "\"{d}\" maps onto {} again (already used by \"{first}\")",
+                        d.container_path
+                    ),
+                );
             }
             out.insert(d);
         }
@@ -684,7 +770,9 @@ impl Reader<'_, '_, '_> {
             ("unless-stopped", RestartPolicy::UnlessStopped),
             ("on-failure", RestartPolicy::OnFailure { max_retries: 0 }),
         ];
-        let policy = self.one("restartPolicy", |v| values::parse_word(v, &words)).unwrap_or_default();
+        let policy = self
+            .one("restartPolicy", |v| values::parse_word(v, &words))
+            .unwrap_or_default();
         let retries = self.one("restartMaxRetries", |v| values::parse_count(v, 0));
         match policy {
             RestartPolicy::OnFailure { .. } => RestartPolicy::OnFailure {
@@ -692,7 +780,10 @@ impl Reader<'_, '_, '_> {
             },
             other => {
                 if retries.is_some() {
-                    self.warn("restartMaxRetries", format!("only applies with restartPolicy on-failure, not {other}; ignored"));
+                    self.warn(
+                        "restartMaxRetries",
+                        format!("only applies with restartPolicy on-failure, not {other}; ignored"),
+                    );
                 }
                 other
             }
@@ -706,29 +797,44 @@ impl Reader<'_, '_, '_> {
             ("local", LogDriver::Local),
             ("journald", LogDriver::Journald),
         ];
-        let driver = self.one("logDriver", |v| values::parse_word(v, &drivers)).unwrap_or_default();
+        let driver = self
+            .one("logDriver", |v| values::parse_word(v, &drivers))
+            .unwrap_or_default();
         let max_files = self.one("logMaxFiles", |v| values::parse_count(v, 1));
         let max_size = self.one("logMaxSize", values::parse_size);
         if max_size == Some(0) {
             self.error("logMaxSize", "must be more than 0");
         }
         let modes = [("blocking", false), ("non-blocking", true)];
-        let non_blocking = self.one("logMode", |v| values::parse_word(v, &modes)).unwrap_or(false);
+        let non_blocking = self
+            .one("logMode", |v| values::parse_word(v, &modes))
+            .unwrap_or(false);
         let buffer = self.one("logMaxBufferSize", values::parse_size);
         if !driver.writes_files() {
             for key in ["logMaxFiles", "logMaxSize"] {
                 if self.has(key) {
-                    self.warn(key, format!("only applies to the json-file and local log drivers, not {}; ignored", driver.as_str()));
+                    self.warn(
+                        key,
+                        format!(
+                            "only applies to the json-file and local log drivers, not {}; ignored",
+                            driver.as_str()
+                        ),
+                    );
                 }
             }
         }
         if !non_blocking && buffer.is_some() {
-            self.warn("logMaxBufferSize", "only applies with logMode non-blocking; ignored");
+            self.warn(
+                "logMaxBufferSize",
+                "only applies with logMode non-blocking; ignored",
+            );
         }
         LogConfig {
             driver,
             max_files: driver.writes_files().then_some(max_files.unwrap_or(2)),
-            max_size: driver.writes_files().then_some(max_size.unwrap_or(100 << 20)),
+            max_size: driver
+                .writes_files()
+                .then_some(max_size.unwrap_or(100 << 20)),
             non_blocking,
             max_buffer_size: non_blocking.then_some(buffer.unwrap_or(1 << 20)),
         }
@@ -736,18 +842,33 @@ impl Reader<'_, '_, '_> {
 
     fn resources(&mut self) -> Resources {
         let memory = self.one("memory", values::parse_size).filter(|m| *m > 0);
-        let reservation = self.one("memoryReservation", values::parse_size).filter(|m| *m > 0);
+        let reservation = self
+            .one("memoryReservation", values::parse_size)
+            .filter(|m| *m > 0);
         let swap = self.one("memorySwap", values::parse_swap);
         let mi = |b: u64| format!("{}M", b >> 20);
         if let Some(m) = memory.filter(|m| *m < values::MIN_MEMORY) {
-            self.error("memory", format!("{} is below the engine's minimum of 6M", show_bytes(m)));
+            self.error(
+                "memory",
+                format!("{} is below the engine's minimum of 6M", show_bytes(m)),
+            );
         }
         if let Some(r) = reservation.filter(|r| *r < values::MIN_MEMORY) {
-            self.error("memoryReservation", format!("{} is below the engine's minimum of 6M", show_bytes(r)));
+            self.error(
+                "memoryReservation",
+                format!("{} is below the engine's minimum of 6M", show_bytes(r)),
+            );
         }
         if let (Some(m), Some(r)) = (memory, reservation) {
             if r > m {
-                self.error("memoryReservation", format!("{} is more than memory ({}); a reservation must not exceed the limit", show_bytes(r), show_bytes(m)));
+                self.error(
+                    "memoryReservation",
+                    format!(
+                        "{} is more than memory ({}); a reservation must not exceed the limit",
+                        show_bytes(r),
+                        show_bytes(m)
+                    ),
+                );
             }
         }
         match (swap, memory) {
@@ -771,7 +892,10 @@ impl Reader<'_, '_, '_> {
         HealthConfig {
             test: self.one("healthCmd", |v| {
                 if v.trim().is_empty() {
-                    Err("is empty; give a shell command, or NONE to disable the image's check".into())
+                    Err(
+                        "is empty; give a shell command, or NONE to disable the image's check"
+                            .into(),
+                    )
                 } else if v == "NONE" {
                     Ok(HealthTest::Disabled)
                 } else {
@@ -790,7 +914,10 @@ impl Reader<'_, '_, '_> {
         for (k, val) in self.many("label", values::parse_label) {
             if let Some(old) = labels.insert(k.clone(), val.clone()) {
                 if old != val {
-                    self.error("label", format!("sets {k} twice with different values (\"{old}\" and \"{val}\")"));
+                    self.error(
+                        "label",
+                        format!("sets {k} twice with different values (\"{old}\" and \"{val}\")"),
+                    );
                 }
             }
         }
@@ -813,8 +940,15 @@ impl Reader<'_, '_, '_> {
     }
 
     fn rollout(&mut self, restart: &RestartPolicy) -> Rollout {
-        let strategies = [("stop-first", UpdateStrategy::StopFirst), ("start-first", UpdateStrategy::StartFirst)];
-        let pulls = [("missing", PullPolicy::Missing), ("always", PullPolicy::Always), ("never", PullPolicy::Never)];
+        let strategies = [
+            ("stop-first", UpdateStrategy::StopFirst),
+            ("start-first", UpdateStrategy::StartFirst),
+        ];
+        let pulls = [
+            ("missing", PullPolicy::Missing),
+            ("always", PullPolicy::Always),
+            ("never", PullPolicy::Never),
+        ];
         let restart_timeout = self.one("restartTimeout", values::parse_duration);
         if restart_timeout.is_some() {
             let msg = if matches!(restart, RestartPolicy::OnFailure { .. }) {
@@ -826,13 +960,22 @@ impl Reader<'_, '_, '_> {
         }
         let log_path = self.one("logPath", values::parse_absolute);
         if log_path.is_some() {
-            self.warn("logPath", "has no effect: the Docker engine keeps container logs under its own data root");
+            self.warn(
+                "logPath",
+                "has no effect: the Docker engine keeps container logs under its own data root",
+            );
         }
         Rollout {
-            update_strategy: self.one("updateStrategy", |v| values::parse_word(v, &strategies)).unwrap_or_default(),
-            pull_policy: self.one("pullPolicy", |v| values::parse_word(v, &pulls)).unwrap_or_default(),
+            update_strategy: self
+                .one("updateStrategy", |v| values::parse_word(v, &strategies))
+                .unwrap_or_default(),
+            pull_policy: self
+                .one("pullPolicy", |v| values::parse_word(v, &pulls))
+                .unwrap_or_default(),
             depends_on: self
-                .many("dependsOn", |v| values::check_name(v).map(|()| v.to_string()))
+                .many("dependsOn", |v| {
+                    values::check_name(v).map(|()| v.to_string())
+                })
                 .into_iter()
                 .collect(),
             restart_timeout,

@@ -26,7 +26,10 @@ pub fn check_name(name: &str) -> Result<(), Problem> {
     if name.is_empty() {
         Err("is empty".into())
     } else if !first_ok || !rest_ok {
-        Err("must start with a letter or digit and contain only letters, digits, '_', '.' and '-'".into())
+        Err(
+            "must start with a letter or digit and contain only letters, digits, '_', '.' and '-'"
+                .into(),
+        )
     } else {
         Ok(())
     }
@@ -80,10 +83,16 @@ pub fn parse_size(v: &str) -> Result<u64, Problem> {
         c if c.is_ascii_digit() => return Err(format!("has no unit; {expected}")),
         _ => return Err(format!("has an unknown unit; {expected}")),
     };
-    let number = t[..t.len() - 1].strip_suffix(' ').unwrap_or(&t[..t.len() - 1]);
+    let number = t[..t.len() - 1]
+        .strip_suffix(' ')
+        .unwrap_or(&t[..t.len() - 1]);
     let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
     let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if whole.is_empty() || !digits(whole) || !digits(frac) || (number.contains('.') && frac.is_empty()) {
+    if whole.is_empty()
+        || !digits(whole)
+        || !digits(frac)
+        || (number.contains('.') && frac.is_empty())
+    {
         return Err(format!("is not a size; {expected}"));
     }
     let too_large = || format!("is too large (at most {} bytes)", MAX_SIZE);
@@ -127,7 +136,9 @@ pub fn parse_duration(v: &str) -> Result<Duration, Problem> {
             .map_err(|_| "is too large".into());
     }
     humantime::parse_duration(t).map_err(|e| {
-        format!("is not a duration ({e}); expected whole seconds or a duration such as 30s or 1m30s")
+        format!(
+            "is not a duration ({e}); expected whole seconds or a duration such as 30s or 1m30s"
+        )
     })
 }
 
@@ -135,7 +146,9 @@ pub fn parse_duration(v: &str) -> Result<Duration, Problem> {
 pub fn parse_whole_seconds(v: &str) -> Result<Duration, Problem> {
     let d = parse_duration(v)?;
     if d.subsec_nanos() != 0 {
-        return Err("must be a whole number of seconds (the engine counts stop timeouts in seconds)".into());
+        return Err(
+            "must be a whole number of seconds (the engine counts stop timeouts in seconds)".into(),
+        );
     }
     if d.as_secs() > i32::MAX as u64 {
         return Err("is too large".into());
@@ -164,14 +177,26 @@ pub fn parse_cpus(v: &str) -> Result<u64, Problem> {
     }
     let (whole, frac) = t.split_once('.').unwrap_or((t, ""));
     let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if (whole.is_empty() && frac.is_empty()) || !digits(whole) || !digits(frac) || (t.contains('.') && frac.is_empty()) {
+    if (whole.is_empty() && frac.is_empty())
+        || !digits(whole)
+        || !digits(frac)
+        || (t.contains('.') && frac.is_empty())
+    {
         return Err(format!("is not a number; {expected}"));
     }
     if frac.len() > 9 {
         return Err("has more than 9 decimal places".into());
     }
-    let whole: u64 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| "is too large".to_string())? };
-    let frac_nanos: u64 = if frac.is_empty() { 0 } else { frac.parse::<u64>().unwrap_or(0) * 10u64.pow(9 - frac.len() as u32) };
+    let whole: u64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| "is too large".to_string())?
+    };
+    let frac_nanos: u64 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse::<u64>().unwrap_or(0) * 10u64.pow(9 - frac.len() as u32)
+    };
     let nanos = whole
         .checked_mul(1_000_000_000)
         .and_then(|n| n.checked_add(frac_nanos))
@@ -191,7 +216,9 @@ pub fn parse_env(v: &str) -> Result<(String, Option<String>), Problem> {
         None => (v, None),
     };
     let mut chars = name.chars();
-    let ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    let ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !ok {
         return Err(format!(
@@ -204,7 +231,9 @@ pub fn parse_env(v: &str) -> Result<(String, Option<String>), Problem> {
 /// `label`: `key=value`.
 pub fn parse_label(v: &str) -> Result<(String, String), Problem> {
     match v.split_once('=') {
-        Some((k, _)) if k.trim().is_empty() => Err("has an empty label key; expected key=value".into()),
+        Some((k, _)) if k.trim().is_empty() => {
+            Err("has an empty label key; expected key=value".into())
+        }
         Some((k, _)) if k.starts_with("berth.") => Err(format!(
             "uses the reserved prefix \"berth.\" in \"{k}\"; berth keeps its own labels there"
         )),
@@ -248,7 +277,11 @@ pub fn parse_port(v: &str) -> Result<Vec<PortBinding>, Problem> {
                 "tcp" => Protocol::Tcp,
                 "udp" => Protocol::Udp,
                 "sctp" => Protocol::Sctp,
-                _ => return Err(format!("has an unknown protocol \"{p}\"; expected tcp, udp or sctp")),
+                _ => {
+                    return Err(format!(
+                        "has an unknown protocol \"{p}\"; expected tcp, udp or sctp"
+                    ))
+                }
             },
         ),
         None => (t, Protocol::Tcp),
@@ -267,13 +300,26 @@ pub fn parse_port(v: &str) -> Result<Vec<PortBinding>, Problem> {
             2 => (IpAddr::from([0, 0, 0, 0]), spec),
             3 => {
                 let ip = parts[0].parse::<IpAddr>().map_err(|_| {
-                    let hint = if parts[0] == "localhost" { "; use 127.0.0.1" } else { "" };
+                    let hint = if parts[0] == "localhost" {
+                        "; use 127.0.0.1"
+                    } else {
+                        ""
+                    };
                     format!("host IP \"{}\" is not an IP address{hint}", parts[0])
                 })?;
                 (ip, &spec[parts[0].len() + 1..])
             }
-            1 => return Err("has no host port; expected hostPort:containerPort (Kanto needs both)".into()),
-            _ => return Err("has too many ':'; write an IPv6 host IP in brackets, like [::1]:8080:80".into()),
+            1 => {
+                return Err(
+                    "has no host port; expected hostPort:containerPort (Kanto needs both)".into(),
+                )
+            }
+            _ => {
+                return Err(
+                    "has too many ':'; write an IPv6 host IP in brackets, like [::1]:8080:80"
+                        .into(),
+                )
+            }
         }
     };
     let (host, container) = ports
@@ -422,21 +468,25 @@ pub fn parse_device(v: &str) -> Result<DeviceMapping, Problem> {
 /// `host`: `name:IP`, `name:host_ip`, `name:host_ip_<iface>`,
 /// `name:container_<hostname>` (and Docker's `name:host-gateway`).
 pub fn parse_host(v: &str) -> Result<ExtraHost, Problem> {
-    let (name, target) = v
-        .split_once(':')
-        .ok_or("expected name:IP (or name:host_ip, name:host_ip_<interface>, name:container_<hostname>)")?;
+    let (name, target) = v.split_once(':').ok_or(
+        "expected name:IP (or name:host_ip, name:host_ip_<interface>, name:container_<hostname>)",
+    )?;
     let name_ok = !name.is_empty()
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'));
     if !name_ok {
-        return Err(format!("host name \"{name}\" may only contain letters, digits, '-', '.' and '_'"));
+        return Err(format!(
+            "host name \"{name}\" may only contain letters, digits, '-', '.' and '_'"
+        ));
     }
     let target = if target == "host_ip" || target == "host-gateway" {
         HostTarget::HostGateway
     } else if let Some(iface) = target.strip_prefix("host_ip_") {
         if iface.is_empty() || iface.len() > 15 || iface.contains(['/', ' ']) {
-            return Err(format!("interface \"{iface}\" is not a network interface name"));
+            return Err(format!(
+                "interface \"{iface}\" is not a network interface name"
+            ));
         }
         HostTarget::HostInterface(iface.to_string())
     } else if let Some(c) = target.strip_prefix("container_") {
@@ -502,7 +552,12 @@ pub fn parse_signal(v: &str) -> Result<String, Problem> {
             .map(|n| n.is_empty() || n.parse::<u32>().is_ok_and(|k| k <= 30))
             .unwrap_or(false)
     };
-    if SIGNALS.contains(&name) || rt_ok("RTMIN+") || rt_ok("RTMAX-") || name == "RTMIN" || name == "RTMAX" {
+    if SIGNALS.contains(&name)
+        || rt_ok("RTMIN+")
+        || rt_ok("RTMAX-")
+        || name == "RTMIN"
+        || name == "RTMAX"
+    {
         Ok(format!("SIG{name}"))
     } else {
         Err("is not a signal; expected a name such as SIGTERM or a number".into())
@@ -533,7 +588,8 @@ pub fn parse_hostname(v: &str) -> Result<String, Problem> {
         && v.split('.').all(|l| {
             !l.is_empty()
                 && l.len() <= 63
-                && l.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+                && l.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
                 && !l.starts_with('-')
                 && !l.ends_with('-')
         });
@@ -596,7 +652,9 @@ mod tests {
     fn count_refuses_negative_and_overflow() {
         assert_eq!(parse_count("5", 0), Ok(5));
         assert!(parse_count("-1", 0).unwrap_err().contains("negative"));
-        assert!(parse_count("99999999999", 0).unwrap_err().contains("too large"));
+        assert!(parse_count("99999999999", 0)
+            .unwrap_err()
+            .contains("too large"));
         assert!(parse_count("0", 1).unwrap_err().contains("at least 1"));
         assert!(parse_count("1.5", 0).is_err());
     }
@@ -622,7 +680,9 @@ mod tests {
         assert!(parse_size("1.2.3M").is_err());
         assert!(parse_size(".5M").is_err());
         assert!(parse_size("5.M").is_err());
-        assert!(parse_size("99999999999999G").unwrap_err().contains("too large"));
+        assert!(parse_size("99999999999999G")
+            .unwrap_err()
+            .contains("too large"));
         assert!(parse_size("").is_err());
     }
 
@@ -680,19 +740,28 @@ mod tests {
 
     #[test]
     fn label_refuses_berth_prefix() {
-        assert!(parse_label("berth.managed=true").unwrap_err().contains("reserved"));
+        assert!(parse_label("berth.managed=true")
+            .unwrap_err()
+            .contains("reserved"));
         assert_eq!(parse_label("a.b=c"), Ok(("a.b".into(), "c".into())));
         assert!(parse_label("nolabel").is_err());
     }
 
     fn port(v: &str) -> Vec<String> {
-        parse_port(v).unwrap().iter().map(|b| b.to_string()).collect()
+        parse_port(v)
+            .unwrap()
+            .iter()
+            .map(|b| b.to_string())
+            .collect()
     }
 
     #[test]
     fn port_defaults_ip_and_protocol() {
         assert_eq!(port("8080:80"), ["8080:80/tcp"]);
-        assert_eq!(parse_port("8080:80").unwrap(), parse_port("0.0.0.0:8080:80/tcp").unwrap());
+        assert_eq!(
+            parse_port("8080:80").unwrap(),
+            parse_port("0.0.0.0:8080:80/tcp").unwrap()
+        );
     }
 
     #[test]
@@ -713,13 +782,18 @@ mod tests {
 
     #[test]
     fn port_range_lengths_must_match() {
-        assert!(parse_port("8080-8082:80-81").unwrap_err().contains("same length"));
+        assert!(parse_port("8080-8082:80-81")
+            .unwrap_err()
+            .contains("same length"));
     }
 
     #[test]
     fn port_refuses_localhost_with_a_hint() {
         let e = parse_port("localhost:55555:30555-30555/tcp").unwrap_err();
-        assert!(e.contains("\"localhost\" is not an IP address; use 127.0.0.1"), "{e}");
+        assert!(
+            e.contains("\"localhost\" is not an IP address; use 127.0.0.1"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -750,14 +824,21 @@ mod tests {
     fn mount_refuses_relative_source_and_unknown_option() {
         assert!(parse_mount("data:/x").unwrap_err().contains("absolute"));
         assert!(parse_mount("/data:x").unwrap_err().contains("absolute"));
-        assert!(parse_mount("/a:/b:shared,slave").unwrap_err().contains("more than one"));
-        assert!(parse_mount("/a:/b:z").unwrap_err().contains("unknown option"));
+        assert!(parse_mount("/a:/b:shared,slave")
+            .unwrap_err()
+            .contains("more than one"));
+        assert!(parse_mount("/a:/b:z")
+            .unwrap_err()
+            .contains("unknown option"));
         assert!(parse_mount("/a").is_err());
     }
 
     #[test]
     fn mount_paths_are_cleaned() {
-        assert_eq!(parse_mount("/data/:/x//y").unwrap(), parse_mount("/data:/x/y").unwrap());
+        assert_eq!(
+            parse_mount("/data/:/x//y").unwrap(),
+            parse_mount("/data:/x/y").unwrap()
+        );
     }
 
     #[test]
@@ -780,14 +861,28 @@ mod tests {
 
     #[test]
     fn host_forms() {
-        assert_eq!(parse_host("db:10.0.0.1").unwrap().target, HostTarget::Ip("10.0.0.1".parse().unwrap()));
-        assert_eq!(parse_host("h:host_ip").unwrap().target, HostTarget::HostGateway);
-        assert_eq!(parse_host("h:host_ip_eth0").unwrap().target, HostTarget::HostInterface("eth0".into()));
         assert_eq!(
-            parse_host("influxdb:container_influxdb-host").unwrap().target,
+            parse_host("db:10.0.0.1").unwrap().target,
+            HostTarget::Ip("10.0.0.1".parse().unwrap())
+        );
+        assert_eq!(
+            parse_host("h:host_ip").unwrap().target,
+            HostTarget::HostGateway
+        );
+        assert_eq!(
+            parse_host("h:host_ip_eth0").unwrap().target,
+            HostTarget::HostInterface("eth0".into())
+        );
+        assert_eq!(
+            parse_host("influxdb:container_influxdb-host")
+                .unwrap()
+                .target,
             HostTarget::Container("influxdb-host".into())
         );
-        assert_eq!(parse_host("v6:::1").unwrap().target, HostTarget::Ip("::1".parse().unwrap()));
+        assert_eq!(
+            parse_host("v6:::1").unwrap().target,
+            HostTarget::Ip("::1".parse().unwrap())
+        );
         assert!(parse_host("db:not-an-ip").is_err());
         assert!(parse_host("nocolon").is_err());
     }
@@ -797,8 +892,14 @@ mod tests {
         assert_eq!(parse_network("bridge"), Ok(NetworkMode::Bridge));
         assert_eq!(parse_network("host"), Ok(NetworkMode::Host));
         assert_eq!(parse_network("none"), Ok(NetworkMode::None));
-        assert_eq!(parse_network("container:db"), Ok(NetworkMode::Container("db".into())));
-        assert_eq!(parse_network("backend"), Ok(NetworkMode::User("backend".into())));
+        assert_eq!(
+            parse_network("container:db"),
+            Ok(NetworkMode::Container("db".into()))
+        );
+        assert_eq!(
+            parse_network("backend"),
+            Ok(NetworkMode::User("backend".into()))
+        );
         assert!(parse_network("bad name").is_err());
     }
 

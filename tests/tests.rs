@@ -1,0 +1,8 @@
+//! berth's integration suite: the binary, the published schemas and the real
+//! engine, registry and broker that `scripts/test-env.sh` starts.
+
+mod util;
+
+mod cli_validate;
+mod environment;
+mod schemas;

@@ -1,0 +1,71 @@
+//! Helpers shared by the integration tests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository root, for fixtures and examples.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A path below the repository root.
+pub fn repo_path(rel: &str) -> PathBuf {
+    root().join(rel)
+}
+
+/// The berth binary built for this test run.
+pub fn berth() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+    cmd.current_dir(root());
+    cmd.env_remove("BERTH_LOG");
+    cmd
+}
+
+/// Runs a command and captures what it printed.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("command starts")
+}
+
+/// Text of a captured stream.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Whether integration tests that need the engine were switched off on
+/// purpose. Anything else that stops them is a failure, never a silent pass.
+pub fn skip_docker(test: &str) -> bool {
+    let skip = std::env::var("BERTH_SKIP_DOCKER").is_ok_and(|v| v == "1");
+    if skip {
+        eprintln!(
+            "!!! SKIPPED {test}: BERTH_SKIP_DOCKER=1 is set, the real engine is not used !!!"
+        );
+    }
+    skip
+}
+
+/// Runs the docker CLI and returns its stdout, panicking with its stderr on failure.
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker CLI runs");
+    assert!(
+        out.status.success(),
+        "docker {} failed: {}",
+        args.join(" "),
+        text(&out.stderr)
+    );
+    text(&out.stdout).trim().to_string()
+}
+
+/// The registry the test environment serves images from.
+pub fn registry() -> String {
+    std::env::var("BERTH_TEST_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".into())
+}
+
+/// Writes a file into a fresh temporary directory.
+pub fn temp_file(dir: &Path, name: &str, contents: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, contents).expect("write temp file");
+    path
+}
