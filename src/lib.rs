@@ -5,5 +5,7 @@
 //! [`spec::DesiredState`], which later stages plan against and apply. The
 //! [`schema`] module generates the published JSON schemas from the same types.
 
+pub mod labels;
+pub mod runtime;
 pub mod schema;
 pub mod spec;

@@ -52,6 +52,10 @@ pub struct ContainerSpec {
     pub name: String,
     /// The component version, echoed in feedback and recorded as a label.
     pub version: Option<String>,
+    /// The config keys the document set. An adopted container (one berth did
+    /// not create) is compared only on these, so its image defaults and the
+    /// settings nobody asked for never cause a recreate.
+    pub keys: BTreeSet<&'static str>,
     /// How berth rolls the container out; not part of the container itself.
     pub rollout: Rollout,
     /// Everything that defines the container; its hash decides "changed".

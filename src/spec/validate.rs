@@ -210,7 +210,7 @@ pub fn validate(envelope: &Envelope, options: &Options) -> Result<Accepted, Reje
                 names.insert(component.id.as_str(), first);
                 continue;
             }
-            let spec = v.component(&path, component);
+            let spec = v.component(&path, component, &options.domain);
             containers.push((path, spec));
         }
         v.check_dependencies(&containers, &names);
@@ -336,12 +336,12 @@ impl Validator {
     /// Reads one component. The spec comes back even when some values were
     /// bad (they keep their defaults) so that cross-component rules still run
     /// and report everything; it is only used when no error was found.
-    fn component(&mut self, path: &str, component: &Component) -> ContainerSpec {
+    fn component(&mut self, path: &str, component: &Component, domain: &str) -> ContainerSpec {
         let id = component.id.as_str();
-        if let Some(bare) = id.strip_prefix("containers:") {
+        if let Some(bare) = id.strip_prefix(&format!("{domain}:")) {
             self.error(
                 format!("{path} id"),
-                format!("\"{id}\" has the domain prefix; component ids are bare container names, use \"{bare}\" (only baselines use \"containers:<name>\")"),
+                format!("\"{id}\" has the domain prefix; component ids are bare container names, use \"{bare}\" (only baselines use \"{domain}:<name>\")"),
             );
         } else if let Err(e) = values::check_name(id) {
             self.error(
@@ -400,8 +400,15 @@ impl Validator {
     }
 
     fn check_port_conflicts(&mut self, containers: &[(String, ContainerSpec)]) {
-        for (i, (path, spec)) in containers.iter().enumerate() {
-            for (_, earlier) in &containers[..i] {
+        // A component that cannot publish (host, none, container: networks)
+        // already has its own error; it binds nothing to conflict with.
+        let publishes = |s: &ContainerSpec| s.config.network.can_publish();
+        for (i, (path, spec)) in containers
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, s))| publishes(s))
+        {
+            for (_, earlier) in containers[..i].iter().filter(|(_, s)| publishes(s)) {
                 if let Some((mine, theirs)) =
                     first_conflict(&spec.config.ports, &earlier.config.ports)
                 {
@@ -462,7 +469,12 @@ impl Validator {
                         format!("\"{member}\" names no component of this document"),
                     );
                 } else if let Some(other) = member_of.insert(name, baseline.title.as_str()) {
-                    self.error(mpath, format!("\"{member}\" is already in baseline \"{other}\"; a container belongs to one baseline"));
+                    let msg = if other == baseline.title {
+                        format!("\"{member}\" is listed twice in this baseline")
+                    } else {
+                        format!("\"{member}\" is already in baseline \"{other}\"; a container belongs to one baseline")
+                    };
+                    self.error(mpath, msg);
                 } else {
                     members.push(name.to_string());
                 }
@@ -599,6 +611,7 @@ impl Reader<'_, '_, '_> {
         ContainerSpec {
             name: id.to_string(),
             version,
+            keys: self.grouped.keys().copied().collect(),
             rollout,
             config,
         }
@@ -659,6 +672,10 @@ impl Reader<'_, '_, '_> {
             match values::parse_port(value) {
                 Ok(bindings) => {
                     for b in bindings {
+                        if ports.contains(&b) {
+                            // The same binding written twice asks for nothing more.
+                            continue;
+                        }
                         if let Some(clash) =
                             ports.iter().find(|p: &&PortBinding| p.conflicts_with(&b))
                         {
@@ -749,6 +766,9 @@ impl Reader<'_, '_, '_> {
         let mut out = BTreeSet::new();
         let mut seen = HashMap::new();
         for d in devices {
+            if out.contains(&d) {
+                continue;
+            }
             if let Some(first) = seen.insert(d.container_path.clone(), d.to_string()) {
                 self.error(
                     "device",
@@ -770,16 +790,16 @@ impl Reader<'_, '_, '_> {
             ("unless-stopped", RestartPolicy::UnlessStopped),
             ("on-failure", RestartPolicy::OnFailure { max_retries: 0 }),
         ];
-        let policy = self
-            .one("restartPolicy", |v| values::parse_word(v, &words))
-            .unwrap_or_default();
+        let parsed = self.one("restartPolicy", |v| values::parse_word(v, &words));
+        let policy_ok = parsed.is_some() || !self.has("restartPolicy");
+        let policy = parsed.unwrap_or_default();
         let retries = self.one("restartMaxRetries", |v| values::parse_count(v, 0));
         match policy {
             RestartPolicy::OnFailure { .. } => RestartPolicy::OnFailure {
                 max_retries: retries.unwrap_or(0),
             },
             other => {
-                if retries.is_some() {
+                if retries.is_some() && policy_ok {
                     self.warn(
                         "restartMaxRetries",
                         format!("only applies with restartPolicy on-failure, not {other}; ignored"),
@@ -875,7 +895,7 @@ impl Reader<'_, '_, '_> {
             (Some(Swap::Limit(s)), Some(m)) if s < m => {
                 self.error("memorySwap", format!("{} is less than memory ({}); memorySwap is memory plus swap, so it must be at least {}", show_bytes(s), show_bytes(m), mi(m)));
             }
-            (Some(_), None) if self.has("memorySwap") => {
+            (Some(_), None) if !self.has("memory") => {
                 self.error("memorySwap", "needs memory to be set as well");
             }
             _ => {}
@@ -928,8 +948,10 @@ impl Reader<'_, '_, '_> {
         let hostname = self.one("hostName", values::parse_hostname);
         let domainname = self.one("domainName", values::parse_hostname);
         if let NetworkMode::Container(other) = network {
-            if self.has("hostName") {
-                self.error("hostName", format!("cannot be set with network \"container:{other}\"; the container uses that container's host name"));
+            for key in ["hostName", "domainName"] {
+                if self.has(key) {
+                    self.error(key, format!("cannot be set with network \"container:{other}\"; the container uses that container's names"));
+                }
             }
             return (None, None);
         }
@@ -973,8 +995,11 @@ impl Reader<'_, '_, '_> {
                 .one("pullPolicy", |v| values::parse_word(v, &pulls))
                 .unwrap_or_default(),
             depends_on: self
-                .many("dependsOn", |v| {
-                    values::check_name(v).map(|()| v.to_string())
+                .many("dependsOn", |v| match v.split_once(':') {
+                    Some((_, bare)) => Err(format!(
+                        "has a prefix; dependsOn takes bare component ids, use \"{bare}\""
+                    )),
+                    None => values::check_name(v).map(|()| v.to_string()),
                 })
                 .into_iter()
                 .collect(),

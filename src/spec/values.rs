@@ -234,6 +234,9 @@ pub fn parse_label(v: &str) -> Result<(String, String), Problem> {
         Some((k, _)) if k.trim().is_empty() => {
             Err("has an empty label key; expected key=value".into())
         }
+        Some((k, _)) if k.contains(char::is_whitespace) => {
+            Err(format!("has white space in the label key \"{k}\""))
+        }
         Some((k, _)) if k.starts_with("berth.") => Err(format!(
             "uses the reserved prefix \"berth.\" in \"{k}\"; berth keeps its own labels there"
         )),

@@ -1,0 +1,104 @@
+//! The labels berth puts on every container it creates. They are berth's
+//! memory: ownership, what the container was created from, and which env keys
+//! are berth's rather than the image's. Reading them needs no state file.
+
+use std::collections::BTreeMap;
+
+/// Every berth label starts with this; documents may not use it.
+pub const PREFIX: &str = "berth.";
+/// `true` on every container berth created.
+pub const MANAGED: &str = "berth.managed";
+/// The component id the container was created for.
+pub const COMPONENT: &str = "berth.component";
+/// The component version from the document.
+pub const VERSION: &str = "berth.version";
+/// The versioned spec hash ([`crate::spec::spec_hash`]).
+pub const SPEC_HASH: &str = "berth.spec-hash";
+/// The image reference as the document named it, normalised.
+pub const IMAGE: &str = "berth.image";
+/// The image id the container was created from.
+pub const IMAGE_ID: &str = "berth.image-id";
+/// Comma-separated env names the document set; the rest came from the image.
+pub const ENV_KEYS: &str = "berth.env-keys";
+/// Comma-separated user label keys the document set.
+pub const LABEL_KEYS: &str = "berth.label-keys";
+
+/// What berth's labels say about a container it created.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Ownership {
+    /// Component id.
+    pub component: Option<String>,
+    /// Component version.
+    pub version: Option<String>,
+    /// Spec hash, when present.
+    pub spec_hash: Option<String>,
+    /// Normalised image reference.
+    pub image: Option<String>,
+    /// Image id at creation.
+    pub image_id: Option<String>,
+    /// Env names berth owns.
+    pub env_keys: Vec<String>,
+    /// User label keys berth owns.
+    pub label_keys: Vec<String>,
+}
+
+/// Reads berth's labels; `None` when the container is not berth's.
+pub fn ownership(labels: &BTreeMap<String, String>) -> Option<Ownership> {
+    if labels.get(MANAGED).map(String::as_str) != Some("true") {
+        return None;
+    }
+    let list = |key: &str| {
+        labels
+            .get(key)
+            .map(|v| {
+                v.split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    Some(Ownership {
+        component: labels.get(COMPONENT).cloned(),
+        version: labels.get(VERSION).cloned(),
+        spec_hash: labels.get(SPEC_HASH).cloned(),
+        image: labels.get(IMAGE).cloned(),
+        image_id: labels.get(IMAGE_ID).cloned(),
+        env_keys: list(ENV_KEYS),
+        label_keys: list(LABEL_KEYS),
+    })
+}
+
+/// Joins names for a list label.
+pub fn join<'a>(names: impl IntoIterator<Item = &'a String>) -> String {
+    names
+        .into_iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unlabelled_container_is_not_owned() {
+        assert_eq!(ownership(&BTreeMap::new()), None);
+    }
+
+    #[test]
+    fn managed_label_must_say_true() {
+        let labels = BTreeMap::from([(MANAGED.to_string(), "false".to_string())]);
+        assert_eq!(ownership(&labels), None);
+    }
+
+    #[test]
+    fn list_labels_are_split() {
+        let labels = BTreeMap::from([
+            (MANAGED.to_string(), "true".to_string()),
+            (ENV_KEYS.to_string(), "A,B".to_string()),
+        ]);
+        assert_eq!(ownership(&labels).unwrap().env_keys, ["A", "B"]);
+    }
+}

@@ -1,0 +1,1 @@
+//! The bollard implementation of [`super::Runtime`].

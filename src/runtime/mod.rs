@@ -1,0 +1,399 @@
+//! The container engine, behind one trait.
+//!
+//! Everything berth needs from an engine goes through [`Runtime`]; the types
+//! here are berth's own plain data, so the pure code (observe, plan) never sees
+//! bollard, and an in-memory [`fake::FakeRuntime`] can stand in for tests.
+
+pub mod docker;
+pub mod fake;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures_util::Stream;
+
+use crate::spec::model::ContainerConfig;
+
+/// What the engine said when an operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuntimeError {
+    /// The container, image or network does not exist.
+    #[error("{what} not found")]
+    NotFound {
+        /// What was looked for.
+        what: String,
+    },
+    /// The operation conflicts with the current state (name in use, …).
+    #[error("conflict: {message}")]
+    Conflict {
+        /// The engine's words.
+        message: String,
+    },
+    /// The engine could not be reached.
+    #[error("cannot reach the Docker engine at {endpoint}: {message}")]
+    Unavailable {
+        /// Where berth looked.
+        endpoint: String,
+        /// Why it failed.
+        message: String,
+    },
+    /// The engine refused the request.
+    #[error("the engine refused: {message}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// The engine's words.
+        message: String,
+    },
+    /// Anything else (transport, decoding).
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The result of a runtime call.
+pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
+
+/// Engine identity, for logs and `berth state`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineInfo {
+    /// Engine version (`20.10.24`).
+    pub version: String,
+    /// Negotiated API version (`1.41`).
+    pub api_version: String,
+}
+
+/// Life-cycle state of a container, as the engine reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum Status {
+    /// Created, never started.
+    #[default]
+    Created,
+    /// Running.
+    Running,
+    /// Paused.
+    Paused,
+    /// Being restarted by its restart policy.
+    Restarting,
+    /// Being removed.
+    Removing,
+    /// Exited.
+    Exited,
+    /// Dead (removal failed half-way).
+    Dead,
+}
+
+impl Status {
+    /// The word Kanto's inventory uses.
+    pub fn kanto_word(self) -> &'static str {
+        match self {
+            Status::Created => "Created",
+            Status::Running | Status::Restarting => "Running",
+            Status::Paused => "Paused",
+            Status::Removing | Status::Exited => "Exited",
+            Status::Dead => "Dead",
+        }
+    }
+
+    /// The engine's word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Restarting => "restarting",
+            Status::Removing => "removing",
+            Status::Exited => "exited",
+            Status::Dead => "dead",
+        }
+    }
+
+    /// Parses the engine's word; unknown words count as dead so nothing
+    /// relies on a container in a state berth does not understand.
+    pub fn parse(word: &str) -> Self {
+        match word {
+            "created" => Status::Created,
+            "running" => Status::Running,
+            "paused" => Status::Paused,
+            "restarting" => Status::Restarting,
+            "removing" => Status::Removing,
+            "exited" => Status::Exited,
+            _ => Status::Dead,
+        }
+    }
+}
+
+/// Health as the engine reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// Within the start period, or no check has finished yet.
+    Starting,
+    /// The last checks passed.
+    Healthy,
+    /// Too many checks failed.
+    Unhealthy,
+}
+
+/// A container's state.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ContainerState {
+    /// Life-cycle status.
+    pub status: Status,
+    /// Exit code of the last run.
+    pub exit_code: i64,
+    /// When it last started (RFC 3339), if ever.
+    pub started_at: Option<String>,
+    /// When it last stopped (RFC 3339), if ever.
+    pub finished_at: Option<String>,
+    /// Health, when the container has a health check.
+    pub health: Option<Health>,
+    /// How often the engine restarted it.
+    pub restart_count: i64,
+    /// Error from the last start attempt.
+    pub error: Option<String>,
+}
+
+/// A published port as the engine stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawPortBinding {
+    /// Container port.
+    pub container_port: u16,
+    /// `tcp`, `udp` or `sctp`.
+    pub protocol: String,
+    /// Host address; empty means all.
+    pub host_ip: String,
+    /// Host port or range (`8080`, `5000-6000`); empty means any.
+    pub host_port: String,
+}
+
+/// A mount as the engine reports it (top-level `Mounts`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawMount {
+    /// `bind`, `volume`, `tmpfs`, …
+    pub kind: String,
+    /// Volume name (volumes only).
+    pub name: Option<String>,
+    /// Host path (binds) or the volume's data directory.
+    pub source: String,
+    /// Path inside the container.
+    pub destination: String,
+    /// Writable.
+    pub rw: bool,
+    /// Propagation mode (binds).
+    pub propagation: String,
+}
+
+/// A health check as the engine stores it (durations in nanoseconds, 0 = inherit).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RawHealthcheck {
+    /// `["CMD-SHELL", cmd]`, `["CMD", ...]`, `["NONE"]` or empty (inherit).
+    pub test: Vec<String>,
+    /// Interval.
+    pub interval_ns: i64,
+    /// Timeout.
+    pub timeout_ns: i64,
+    /// Retries.
+    pub retries: i64,
+    /// Start period.
+    pub start_period_ns: i64,
+}
+
+/// Everything berth reads about one container, in the engine's own terms.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ContainerDetails {
+    /// Engine id.
+    pub id: String,
+    /// Name without the leading `/`.
+    pub name: String,
+    /// The image reference the container was created with.
+    pub image_ref: String,
+    /// The image id (`sha256:…`).
+    pub image_id: String,
+    /// Creation time (RFC 3339).
+    pub created: String,
+    /// All labels (image's and the container's).
+    pub labels: BTreeMap<String, String>,
+    /// State.
+    pub state: ContainerState,
+    /// Effective environment (image's merged with the container's).
+    pub env: Vec<String>,
+    /// Effective command.
+    pub cmd: Option<Vec<String>>,
+    /// Effective entrypoint.
+    pub entrypoint: Option<Vec<String>>,
+    /// Working directory.
+    pub workdir: String,
+    /// User.
+    pub user: String,
+    /// Host name.
+    pub hostname: String,
+    /// Domain name.
+    pub domainname: String,
+    /// Published ports (`HostConfig.PortBindings`).
+    pub port_bindings: Vec<RawPortBinding>,
+    /// Mounts as reported (binds, named and anonymous volumes).
+    pub mounts: Vec<RawMount>,
+    /// Devices: host path, container path, permissions.
+    pub devices: Vec<(String, String, String)>,
+    /// `HostConfig.ExtraHosts` (`name:ip`).
+    pub extra_hosts: Vec<String>,
+    /// `HostConfig.NetworkMode` (`default`, `bridge`, `host`, `container:<id>`, …).
+    pub network_mode: String,
+    /// Networks the container is attached to, with its aliases on each.
+    pub networks: BTreeMap<String, Vec<String>>,
+    /// Privileged.
+    pub privileged: bool,
+    /// TTY.
+    pub tty: bool,
+    /// Stdin kept open.
+    pub open_stdin: bool,
+    /// Restart policy name (`""` = no).
+    pub restart_policy: String,
+    /// Restart retry limit.
+    pub restart_max_retries: i64,
+    /// Log driver.
+    pub log_driver: String,
+    /// Log options.
+    pub log_options: BTreeMap<String, String>,
+    /// Memory limit bytes (0 = none).
+    pub memory: i64,
+    /// Memory reservation bytes (0 = none).
+    pub memory_reservation: i64,
+    /// Memory + swap bytes (0 = default, -1 = unlimited).
+    pub memory_swap: i64,
+    /// CPU limit in billionths (0 = none).
+    pub nano_cpus: i64,
+    /// Stop timeout seconds, when set.
+    pub stop_timeout: Option<i64>,
+    /// Stop signal, when set.
+    pub stop_signal: Option<String>,
+    /// Health check, when the container (or its image) has one.
+    pub healthcheck: Option<RawHealthcheck>,
+}
+
+/// What berth reads about an image.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ImageDetails {
+    /// Image id (`sha256:…`).
+    pub id: String,
+    /// Tags pointing at it.
+    pub repo_tags: Vec<String>,
+    /// Registry digests (`repo@sha256:…`).
+    pub repo_digests: Vec<String>,
+    /// Default environment.
+    pub env: Vec<String>,
+    /// Default command.
+    pub cmd: Option<Vec<String>>,
+    /// Default entrypoint.
+    pub entrypoint: Option<Vec<String>>,
+    /// Default working directory.
+    pub workdir: String,
+    /// Default user.
+    pub user: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Anonymous volume paths (`VOLUME`).
+    pub volumes: Vec<String>,
+    /// Default stop signal.
+    pub stop_signal: Option<String>,
+    /// Default health check.
+    pub healthcheck: Option<RawHealthcheck>,
+}
+
+/// A request to create a container: the normalised configuration plus what
+/// only the executor knows (labels, resolved host entries).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateRequest {
+    /// Container name to create under.
+    pub name: String,
+    /// The configuration.
+    pub config: ContainerConfig,
+    /// Every label to set (the document's and berth's).
+    pub labels: BTreeMap<String, String>,
+    /// Extra hosts with `container_`/`host_ip_` targets resolved (`name:ip`,
+    /// `name:host-gateway`).
+    pub extra_hosts: Vec<String>,
+    /// Anonymous volumes to carry over from a container being replaced:
+    /// (volume name, container path).
+    pub inherited_volumes: Vec<(String, String)>,
+}
+
+/// One progress report from a pull.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullProgress {
+    /// Bytes downloaded so far, over all layers seen.
+    pub current: u64,
+    /// Bytes to download, over all layers seen.
+    pub total: u64,
+}
+
+impl PullProgress {
+    /// Percent done, 0–100.
+    pub fn percent(&self) -> u8 {
+        if self.total == 0 {
+            0
+        } else {
+            (self.current.min(self.total) * 100 / self.total) as u8
+        }
+    }
+}
+
+/// A container event from the engine (start, die, destroy, rename, …).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// `start`, `die`, `destroy`, `rename`, …
+    pub action: String,
+    /// Container id.
+    pub id: String,
+    /// Container name at the time.
+    pub name: String,
+}
+
+/// A boxed future, for trait methods that must be `Send`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// A boxed stream of engine events.
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<Event>> + Send>>;
+
+/// Everything berth asks of a container engine.
+///
+/// Methods take names or ids interchangeably, as the engine does.
+pub trait Runtime: Send + Sync {
+    /// Engine identity; also proves the engine answers.
+    fn info(&self) -> impl Future<Output = Result<EngineInfo>> + Send;
+    /// Every container, running or not, fully inspected.
+    fn list(&self) -> impl Future<Output = Result<Vec<ContainerDetails>>> + Send;
+    /// One container; `None` when it does not exist.
+    fn inspect(&self, id: &str) -> impl Future<Output = Result<Option<ContainerDetails>>> + Send;
+    /// A local image; `None` when it is not present.
+    fn image(&self, reference: &str) -> impl Future<Output = Result<Option<ImageDetails>>> + Send;
+    /// The digest the registry has for a reference now, without pulling.
+    fn registry_digest(&self, reference: &str) -> impl Future<Output = Result<String>> + Send;
+    /// Names of the existing networks.
+    fn networks(&self) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// Pulls an image, reporting progress.
+    fn pull(
+        &self,
+        reference: &str,
+        progress: &(dyn Fn(PullProgress) + Send + Sync),
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Creates a container (not started); returns its id.
+    fn create(&self, request: &CreateRequest) -> impl Future<Output = Result<String>> + Send;
+    /// Starts a container.
+    fn start(&self, id: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Stops: the stop signal, then kill after `timeout`.
+    fn stop(&self, id: &str, timeout: Duration) -> impl Future<Output = Result<()>> + Send;
+    /// Sends a signal.
+    fn kill(&self, id: &str, signal: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Resumes a paused container.
+    fn unpause(&self, id: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Renames a container.
+    fn rename(&self, id: &str, new_name: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Removes a container (forcefully), never its volumes.
+    fn remove(&self, id: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Changes restart policy and resources in place, without a restart.
+    fn update(&self, id: &str, config: &ContainerConfig)
+        -> impl Future<Output = Result<()>> + Send;
+    /// Container events as they happen.
+    fn events(&self) -> EventStream;
+}
