@@ -331,11 +331,9 @@ pub struct PullProgress {
 impl PullProgress {
     /// Percent done, 0–100.
     pub fn percent(&self) -> u8 {
-        if self.total == 0 {
-            0
-        } else {
-            (self.current.min(self.total) * 100 / self.total) as u8
-        }
+        (self.current.min(self.total) * 100)
+            .checked_div(self.total)
+            .map_or(0, |p| p as u8)
     }
 }
 
