@@ -1,1 +1,636 @@
-//! The bollard implementation of [`super::Runtime`].
+//! The bollard implementation of [`Runtime`]: the only place that speaks the
+//! Docker Engine API. It translates berth's [`CreateRequest`] into the
+//! engine's create body and the engine's inspect output back into
+//! [`ContainerDetails`]; `observe` then normalises those.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use bollard::errors::Error as BollardError;
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, ContainerUpdateBody,
+    DeviceMapping as BollardDevice, HealthConfig as BollardHealth, HealthStatusEnum, HostConfig,
+    HostConfigLogConfig, ImageInspect, PortBinding as BollardPortBinding, RestartPolicy as BollardRestart,
+    RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
+    KillContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    RenameContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures_util::{StreamExt, TryStreamExt};
+
+use super::{
+    ContainerDetails, ContainerState, CreateRequest, EngineInfo, Event, EventStream, Health,
+    ImageDetails, PullProgress, RawHealthcheck, RawMount, RawPortBinding, Result, Runtime,
+    RuntimeError, Status,
+};
+use crate::spec::model::{
+    ContainerConfig, HealthTest, NetworkMode, RestartPolicy, Swap,
+};
+
+/// How many containers are inspected at once when listing.
+const INSPECT_CONCURRENCY: usize = 8;
+
+/// A connected Docker engine.
+#[derive(Debug, Clone)]
+pub struct DockerRuntime {
+    docker: Docker,
+    endpoint: String,
+}
+
+impl DockerRuntime {
+    /// Connects the way the docker CLI does: `host` (from `--docker-host`), else
+    /// `DOCKER_HOST`, else the local unix socket; `tcp://` uses TLS when
+    /// `DOCKER_TLS_VERIFY` is set, with certificates from `DOCKER_CERT_PATH`.
+    /// The API version is negotiated, so both Debian's engine (API 1.41) and
+    /// current engines work.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Unavailable`] when the endpoint is malformed or does not answer.
+    pub async fn connect(host: Option<&str>) -> Result<Self> {
+        let endpoint = host
+            .map(str::to_string)
+            .or_else(|| std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()))
+            .unwrap_or_else(|| "unix:///var/run/docker.sock".to_string());
+        let unavailable = |e: BollardError| RuntimeError::Unavailable {
+            endpoint: endpoint.clone(),
+            message: e.to_string(),
+        };
+        let docker = Docker::connect_with_host(&endpoint).map_err(unavailable)?;
+        let docker = docker.negotiate_version().await.map_err(unavailable)?;
+        Ok(Self { docker, endpoint })
+    }
+
+    fn map_err(&self, what: &str) -> impl Fn(BollardError) -> RuntimeError + '_ {
+        let what = what.to_string();
+        move |e| match e {
+            BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            } => RuntimeError::NotFound { what: what.clone() },
+            BollardError::DockerResponseServerError {
+                status_code: 409,
+                message,
+            } => RuntimeError::Conflict { message },
+            BollardError::DockerResponseServerError {
+                status_code,
+                message,
+            } => RuntimeError::Refused {
+                status: status_code,
+                message,
+            },
+            BollardError::SocketNotFoundError(_)
+            | BollardError::HyperResponseError { .. }
+            | BollardError::RequestTimeoutError => RuntimeError::Unavailable {
+                endpoint: self.endpoint.clone(),
+                message: e.to_string(),
+            },
+            other => RuntimeError::Other(format!("{what}: {other}")),
+        }
+    }
+}
+
+impl Runtime for DockerRuntime {
+    async fn info(&self) -> Result<EngineInfo> {
+        let v = self.docker.version().await.map_err(self.map_err("engine"))?;
+        Ok(EngineInfo {
+            version: v.version.unwrap_or_default(),
+            api_version: self.docker.client_version().to_string(),
+        })
+    }
+
+    async fn list(&self) -> Result<Vec<ContainerDetails>> {
+        let options = ListContainersOptionsBuilder::default().all(true).build();
+        let summaries = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(self.map_err("containers"))?;
+        let ids: Vec<String> = summaries.into_iter().filter_map(|s| s.id).collect();
+        let details: Vec<Option<ContainerDetails>> = futures_util::stream::iter(ids)
+            .map(|id| async move { self.inspect(&id).await })
+            .buffered(INSPECT_CONCURRENCY)
+            .try_collect()
+            .await?;
+        // A container removed between list and inspect is simply gone.
+        Ok(details.into_iter().flatten().collect())
+    }
+
+    async fn inspect(&self, id: &str) -> Result<Option<ContainerDetails>> {
+        match self.docker.inspect_container(id, None).await {
+            Ok(c) => Ok(Some(details(c))),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(e) => Err(self.map_err(&format!("container {id}"))(e)),
+        }
+    }
+
+    async fn image(&self, reference: &str) -> Result<Option<ImageDetails>> {
+        match self.docker.inspect_image(reference).await {
+            Ok(i) => Ok(Some(image_details(i))),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(e) => Err(self.map_err(&format!("image {reference}"))(e)),
+        }
+    }
+
+    async fn registry_digest(&self, reference: &str) -> Result<String> {
+        let d = self
+            .docker
+            .inspect_registry_image(reference, None)
+            .await
+            .map_err(self.map_err(&format!("image {reference} in its registry")))?;
+        d.descriptor
+            .digest
+            .ok_or_else(|| RuntimeError::Other(format!("the registry gave no digest for {reference}")))
+    }
+
+    async fn networks(&self) -> Result<Vec<String>> {
+        let networks = self
+            .docker
+            .list_networks(None)
+            .await
+            .map_err(self.map_err("networks"))?;
+        Ok(networks.into_iter().filter_map(|n| n.name).collect())
+    }
+
+    async fn pull(
+        &self,
+        reference: &str,
+        progress: &(dyn Fn(PullProgress) + Send + Sync),
+    ) -> Result<()> {
+        // Split "name:tag" / "name@digest" so the engine pulls exactly that.
+        let (name, tag) = split_reference(reference);
+        let options = CreateImageOptionsBuilder::default().from_image(name).tag(tag).build();
+        let mut stream = self.docker.create_image(Some(options), None, None);
+        let mut layers: HashMap<String, (u64, u64)> = HashMap::new();
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(self.map_err(&format!("image {reference}")))?;
+            if let Some(detail) = info.error_detail {
+                return Err(RuntimeError::Refused {
+                    status: 500,
+                    message: detail.message.unwrap_or_else(|| "pull failed".into()),
+                });
+            }
+            if let (Some(id), Some(p)) = (info.id, info.progress_detail) {
+                let entry = layers.entry(id).or_default();
+                let current = p.current.unwrap_or(0).max(0) as u64;
+                let total = p.total.unwrap_or(0).max(0) as u64;
+                if total > 0 {
+                    *entry = (current, total);
+                } else if info.status.as_deref() == Some("Pull complete") {
+                    entry.0 = entry.1;
+                }
+                let (current, total) = layers
+                    .values()
+                    .fold((0, 0), |(c, t), (lc, lt)| (c + lc, t + lt));
+                progress(PullProgress { current, total });
+            }
+        }
+        Ok(())
+    }
+
+    async fn create(&self, request: &CreateRequest) -> Result<String> {
+        let options = CreateContainerOptionsBuilder::default()
+            .name(&request.name)
+            .build();
+        let body = create_body(request);
+        let created = self
+            .docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(self.map_err(&format!("container {}", request.name)))?;
+        Ok(created.id)
+    }
+
+    async fn start(&self, id: &str) -> Result<()> {
+        self.docker
+            .start_container(id, None)
+            .await
+            .map_err(self.map_err(&format!("container {id}")))
+    }
+
+    async fn stop(&self, id: &str, timeout: Duration) -> Result<()> {
+        let secs = i32::try_from(timeout.as_secs()).unwrap_or(i32::MAX);
+        let options = StopContainerOptionsBuilder::default().t(secs).build();
+        match self.docker.stop_container(id, Some(options)).await {
+            // 304: already stopped, which is what was asked for.
+            Err(BollardError::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            other => other.map_err(self.map_err(&format!("container {id}"))),
+        }
+    }
+
+    async fn kill(&self, id: &str, signal: &str) -> Result<()> {
+        let options = KillContainerOptionsBuilder::default().signal(signal).build();
+        self.docker
+            .kill_container(id, Some(options))
+            .await
+            .map_err(self.map_err(&format!("container {id}")))
+    }
+
+    async fn unpause(&self, id: &str) -> Result<()> {
+        self.docker
+            .unpause_container(id)
+            .await
+            .map_err(self.map_err(&format!("container {id}")))
+    }
+
+    async fn rename(&self, id: &str, new_name: &str) -> Result<()> {
+        let options = RenameContainerOptionsBuilder::default().name(new_name).build();
+        self.docker
+            .rename_container(id, options)
+            .await
+            .map_err(self.map_err(&format!("container {id}")))
+    }
+
+    async fn remove(&self, id: &str) -> Result<()> {
+        let options = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(false)
+            .build();
+        self.docker
+            .remove_container(id, Some(options))
+            .await
+            .map_err(self.map_err(&format!("container {id}")))
+    }
+
+    async fn update(&self, id: &str, config: &ContainerConfig) -> Result<()> {
+        let r = &config.resources;
+        let body = ContainerUpdateBody {
+            memory: r.memory.map(as_i64),
+            memory_reservation: r.memory_reservation.map(as_i64),
+            memory_swap: swap_for_update(config),
+            nano_cpus: r.nano_cpus.map(as_i64),
+            restart_policy: Some(restart_policy(&config.restart)),
+            ..Default::default()
+        };
+        self.docker
+            .update_container(id, body)
+            .await
+            .map_err(self.map_err(&format!("container {id}")))
+    }
+
+    fn events(&self) -> EventStream {
+        let filters = HashMap::from([("type", vec!["container"])]);
+        let options = EventsOptionsBuilder::default().filters(&filters).build();
+        let endpoint = self.endpoint.clone();
+        let stream = self.docker.events(Some(options)).map(move |item| {
+            let message = item.map_err(|e| RuntimeError::Unavailable {
+                endpoint: endpoint.clone(),
+                message: e.to_string(),
+            })?;
+            let actor = message.actor.unwrap_or_default();
+            let attributes = actor.attributes.unwrap_or_default();
+            Ok(Event {
+                action: message.action.unwrap_or_default(),
+                id: actor.id.unwrap_or_default(),
+                name: attributes.get("name").cloned().unwrap_or_default(),
+            })
+        });
+        Box::pin(stream)
+    }
+}
+
+fn as_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// `docker update` rejects a memory limit above the current swap limit, so
+/// the swap limit always travels with the memory limit: the document's value,
+/// or the engine's default of twice the memory.
+fn swap_for_update(config: &ContainerConfig) -> Option<i64> {
+    match (config.resources.memory_swap, config.resources.memory) {
+        (Some(Swap::Unlimited), _) => Some(-1),
+        (Some(Swap::Limit(s)), _) => Some(as_i64(s)),
+        (None, Some(m)) => Some(as_i64(m).saturating_mul(2)),
+        (None, None) => None,
+    }
+}
+
+fn split_reference(reference: &str) -> (&str, &str) {
+    if let Some((name, digest)) = reference.split_once('@') {
+        let name = name.rsplit_once(':').filter(|(_, t)| !t.contains('/')).map_or(name, |(n, _)| n);
+        return (name, digest);
+    }
+    match reference.rsplit_once(':') {
+        Some((name, tag)) if !tag.contains('/') => (name, tag),
+        _ => (reference, "latest"),
+    }
+}
+
+fn restart_policy(policy: &RestartPolicy) -> BollardRestart {
+    let (name, retries) = match policy {
+        RestartPolicy::No => (RestartPolicyNameEnum::NO, None),
+        RestartPolicy::Always => (RestartPolicyNameEnum::ALWAYS, None),
+        RestartPolicy::UnlessStopped => (RestartPolicyNameEnum::UNLESS_STOPPED, None),
+        RestartPolicy::OnFailure { max_retries } => {
+            (RestartPolicyNameEnum::ON_FAILURE, Some(i64::from(*max_retries)))
+        }
+    };
+    BollardRestart {
+        name: Some(name),
+        maximum_retry_count: retries,
+    }
+}
+
+fn nanos(d: Option<Duration>) -> Option<i64> {
+    d.map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// Translates berth's request into the engine's create body.
+fn create_body(request: &CreateRequest) -> ContainerCreateBody {
+    let c = &request.config;
+    let env: Vec<String> = c
+        .env
+        .iter()
+        .map(|(k, v)| match v {
+            Some(v) => format!("{k}={v}"),
+            None => k.clone(),
+        })
+        .collect();
+    let mut port_bindings: HashMap<String, Option<Vec<BollardPortBinding>>> = HashMap::new();
+    for p in &c.ports {
+        let host_port = match (p.host_port, p.host_port_end) {
+            (0, _) => String::new(),
+            (a, b) if a == b => a.to_string(),
+            (a, b) => format!("{a}-{b}"),
+        };
+        port_bindings
+            .entry(format!("{}/{}", p.container_port, p.protocol))
+            .or_insert_with(|| Some(Vec::new()))
+            .get_or_insert_with(Vec::new)
+            .push(BollardPortBinding {
+                host_ip: Some(p.host_ip.to_string()),
+                host_port: Some(host_port),
+            });
+    }
+    let mut exposed: Vec<String> = port_bindings.keys().cloned().collect();
+    exposed.sort();
+    let mut binds: Vec<String> = c
+        .mounts
+        .iter()
+        .map(|m| {
+            let access = if m.read_only { "ro," } else { "" };
+            format!("{}:{}:{access}{}", m.source, m.destination, m.propagation.as_str())
+        })
+        .collect();
+    binds.extend(c.volumes.iter().map(|v| {
+        let access = if v.read_only { ":ro" } else { "" };
+        format!("{}:{}{access}", v.name, v.destination)
+    }));
+    binds.extend(
+        request
+            .inherited_volumes
+            .iter()
+            .map(|(name, path)| format!("{name}:{path}")),
+    );
+    let devices: Vec<BollardDevice> = c
+        .devices
+        .iter()
+        .map(|d| BollardDevice {
+            path_on_host: Some(d.host_path.clone()),
+            path_in_container: Some(d.container_path.clone()),
+            cgroup_permissions: Some(d.permissions.clone()),
+        })
+        .collect();
+    let mut log_options = HashMap::new();
+    if let Some(files) = c.log.max_files {
+        log_options.insert("max-file".to_string(), files.to_string());
+    }
+    if let Some(size) = c.log.max_size {
+        log_options.insert("max-size".to_string(), size.to_string());
+    }
+    if c.log.non_blocking {
+        log_options.insert("mode".to_string(), "non-blocking".to_string());
+        if let Some(b) = c.log.max_buffer_size {
+            log_options.insert("max-buffer-size".to_string(), b.to_string());
+        }
+    }
+    let h = &c.health;
+    let healthcheck = (h.test.is_some()
+        || h.interval.is_some()
+        || h.timeout.is_some()
+        || h.retries.is_some()
+        || h.start_period.is_some())
+    .then(|| BollardHealth {
+        test: h.test.as_ref().map(|t| match t {
+            HealthTest::Shell(cmd) => vec!["CMD-SHELL".to_string(), cmd.clone()],
+            HealthTest::Disabled => vec!["NONE".to_string()],
+        }),
+        interval: nanos(h.interval),
+        timeout: nanos(h.timeout),
+        retries: h.retries.map(i64::from),
+        start_period: nanos(h.start_period),
+        start_interval: None,
+    });
+    let network_mode = match &c.network {
+        NetworkMode::Bridge => "bridge".to_string(),
+        other => other.to_string(),
+    };
+    ContainerCreateBody {
+        image: Some(c.image.to_string()),
+        env: Some(env),
+        cmd: c.cmd.clone(),
+        entrypoint: c.entrypoint.clone(),
+        working_dir: c.workdir.clone(),
+        user: c.user.clone(),
+        hostname: c.hostname.clone(),
+        domainname: c.domainname.clone(),
+        labels: Some(request.labels.clone().into_iter().collect()),
+        exposed_ports: (!exposed.is_empty()).then_some(exposed),
+        tty: Some(c.terminal),
+        open_stdin: Some(c.interactive),
+        stop_timeout: c.stop_timeout.map(|d| as_i64(d.as_secs())),
+        stop_signal: c.stop_signal.clone(),
+        healthcheck,
+        host_config: Some(HostConfig {
+            port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
+            binds: (!binds.is_empty()).then_some(binds),
+            devices: (!devices.is_empty()).then_some(devices),
+            extra_hosts: (!request.extra_hosts.is_empty()).then(|| request.extra_hosts.clone()),
+            network_mode: Some(network_mode),
+            privileged: Some(c.privileged),
+            restart_policy: Some(restart_policy(&c.restart)),
+            log_config: Some(HostConfigLogConfig {
+                typ: Some(c.log.driver.as_str().to_string()),
+                config: Some(log_options),
+            }),
+            memory: c.resources.memory.map(as_i64),
+            memory_reservation: c.resources.memory_reservation.map(as_i64),
+            memory_swap: c.resources.memory_swap.map(|s| match s {
+                Swap::Unlimited => -1,
+                Swap::Limit(b) => as_i64(b),
+            }),
+            nano_cpus: c.resources.nano_cpus.map(as_i64),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn raw_health(h: BollardHealth) -> RawHealthcheck {
+    RawHealthcheck {
+        test: h.test.unwrap_or_default(),
+        interval_ns: h.interval.unwrap_or(0),
+        timeout_ns: h.timeout.unwrap_or(0),
+        retries: h.retries.unwrap_or(0),
+        start_period_ns: h.start_period.unwrap_or(0),
+    }
+}
+
+/// Translates the engine's inspect output into berth's terms.
+fn details(c: ContainerInspectResponse) -> ContainerDetails {
+    let config = c.config.unwrap_or_default();
+    let host = c.host_config.unwrap_or_default();
+    let state = c.state.unwrap_or_default();
+    let status = match state.status {
+        Some(ContainerStateStatusEnum::CREATED) => Status::Created,
+        Some(ContainerStateStatusEnum::RUNNING) => Status::Running,
+        Some(ContainerStateStatusEnum::PAUSED) => Status::Paused,
+        Some(ContainerStateStatusEnum::RESTARTING) => Status::Restarting,
+        Some(ContainerStateStatusEnum::REMOVING) => Status::Removing,
+        Some(ContainerStateStatusEnum::EXITED) | Some(ContainerStateStatusEnum::STOPPING) => {
+            Status::Exited
+        }
+        _ => Status::Dead,
+    };
+    let health = state.health.and_then(|h| match h.status {
+        Some(HealthStatusEnum::STARTING) => Some(Health::Starting),
+        Some(HealthStatusEnum::HEALTHY) => Some(Health::Healthy),
+        Some(HealthStatusEnum::UNHEALTHY) => Some(Health::Unhealthy),
+        _ => None,
+    });
+    let zero_time = |t: Option<String>| t.filter(|t| !t.starts_with("0001-01-01"));
+    let mut port_bindings = Vec::new();
+    for (key, bindings) in host.port_bindings.unwrap_or_default() {
+        let (port, protocol) = key.split_once('/').unwrap_or((key.as_str(), "tcp"));
+        let Ok(container_port) = port.parse::<u16>() else {
+            continue;
+        };
+        for b in bindings.unwrap_or_default() {
+            port_bindings.push(RawPortBinding {
+                container_port,
+                protocol: protocol.to_string(),
+                host_ip: b.host_ip.unwrap_or_default(),
+                host_port: b.host_port.unwrap_or_default(),
+            });
+        }
+    }
+    let mounts = c
+        .mounts
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| RawMount {
+            kind: m.typ.map(|t| t.to_string()).unwrap_or_default(),
+            name: m.name,
+            source: m.source.unwrap_or_default(),
+            destination: m.destination.unwrap_or_default(),
+            rw: m.rw.unwrap_or(true),
+            propagation: m.propagation.unwrap_or_default(),
+        })
+        .collect();
+    let log = host.log_config.unwrap_or_default();
+    let restart = host.restart_policy.unwrap_or_default();
+    let networks = c
+        .network_settings
+        .and_then(|n| n.networks)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, endpoint)| (name, endpoint.aliases.unwrap_or_default()))
+        .collect();
+    ContainerDetails {
+        id: c.id.unwrap_or_default(),
+        name: c.name.unwrap_or_default().trim_start_matches('/').to_string(),
+        image_ref: config.image.unwrap_or_default(),
+        image_id: c.image.unwrap_or_default(),
+        created: c.created.map(|d| d.to_string()).unwrap_or_default(),
+        labels: config.labels.unwrap_or_default().into_iter().collect(),
+        state: ContainerState {
+            status,
+            exit_code: state.exit_code.unwrap_or(0),
+            started_at: zero_time(state.started_at),
+            finished_at: zero_time(state.finished_at),
+            health,
+            restart_count: c.restart_count.unwrap_or(0),
+            error: state.error.filter(|e| !e.is_empty()),
+        },
+        env: config.env.unwrap_or_default(),
+        cmd: config.cmd,
+        entrypoint: config.entrypoint,
+        workdir: config.working_dir.unwrap_or_default(),
+        user: config.user.unwrap_or_default(),
+        hostname: config.hostname.unwrap_or_default(),
+        domainname: config.domainname.unwrap_or_default(),
+        port_bindings,
+        mounts,
+        devices: host
+            .devices
+            .unwrap_or_default()
+            .into_iter()
+            .map(|d| {
+                (
+                    d.path_on_host.unwrap_or_default(),
+                    d.path_in_container.unwrap_or_default(),
+                    d.cgroup_permissions.unwrap_or_default(),
+                )
+            })
+            .collect(),
+        extra_hosts: host.extra_hosts.unwrap_or_default(),
+        network_mode: host.network_mode.unwrap_or_default(),
+        networks,
+        privileged: host.privileged.unwrap_or(false),
+        tty: config.tty.unwrap_or(false),
+        open_stdin: config.open_stdin.unwrap_or(false),
+        restart_policy: restart.name.map(|n| n.to_string()).unwrap_or_default(),
+        restart_max_retries: restart.maximum_retry_count.unwrap_or(0),
+        log_driver: log.typ.unwrap_or_default(),
+        log_options: log.config.unwrap_or_default().into_iter().collect(),
+        memory: host.memory.unwrap_or(0),
+        memory_reservation: host.memory_reservation.unwrap_or(0),
+        memory_swap: host.memory_swap.unwrap_or(0),
+        nano_cpus: host.nano_cpus.unwrap_or(0),
+        stop_timeout: config.stop_timeout,
+        stop_signal: config.stop_signal.filter(|s| !s.is_empty()),
+        healthcheck: config.healthcheck.map(raw_health),
+    }
+}
+
+fn image_details(i: ImageInspect) -> ImageDetails {
+    let config = i.config.unwrap_or_default();
+    ImageDetails {
+        id: i.id.unwrap_or_default(),
+        repo_tags: i.repo_tags.unwrap_or_default(),
+        repo_digests: i.repo_digests.unwrap_or_default(),
+        env: config.env.unwrap_or_default(),
+        cmd: config.cmd,
+        entrypoint: config.entrypoint,
+        workdir: config.working_dir.unwrap_or_default(),
+        user: config.user.unwrap_or_default(),
+        labels: config.labels.unwrap_or_default().into_iter().collect::<BTreeMap<_, _>>(),
+        volumes: config.volumes.unwrap_or_default(),
+        stop_signal: config.stop_signal.filter(|s| !s.is_empty()),
+        healthcheck: config.healthcheck.map(raw_health),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_reference_separates_tag_from_registry_port() {
+        assert_eq!(split_reference("127.0.0.1:5000/app:1"), ("127.0.0.1:5000/app", "1"));
+        assert_eq!(split_reference("127.0.0.1:5000/app"), ("127.0.0.1:5000/app", "latest"));
+    }
+
+    #[test]
+    fn split_reference_pulls_by_digest() {
+        let d = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(split_reference(&format!("x/app:1@{d}")), ("x/app", d.as_str()));
+    }
+}
