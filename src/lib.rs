@@ -6,6 +6,7 @@
 //! [`schema`] module generates the published JSON schemas from the same types.
 
 pub mod labels;
+pub mod observe;
 pub mod runtime;
 pub mod schema;
 pub mod spec;

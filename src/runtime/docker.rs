@@ -10,8 +10,8 @@ use bollard::errors::Error as BollardError;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, ContainerUpdateBody,
     DeviceMapping as BollardDevice, HealthConfig as BollardHealth, HealthStatusEnum, HostConfig,
-    HostConfigLogConfig, ImageInspect, PortBinding as BollardPortBinding, RestartPolicy as BollardRestart,
-    RestartPolicyNameEnum,
+    HostConfigLogConfig, ImageInspect, PortBinding as BollardPortBinding,
+    RestartPolicy as BollardRestart, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
@@ -26,9 +26,7 @@ use super::{
     ImageDetails, PullProgress, RawHealthcheck, RawMount, RawPortBinding, Result, Runtime,
     RuntimeError, Status,
 };
-use crate::spec::model::{
-    ContainerConfig, HealthTest, NetworkMode, RestartPolicy, Swap,
-};
+use crate::spec::model::{ContainerConfig, HealthTest, NetworkMode, RestartPolicy, Swap};
 
 /// How many containers are inspected at once when listing.
 const INSPECT_CONCURRENCY: usize = 8;
@@ -93,7 +91,11 @@ impl DockerRuntime {
 
 impl Runtime for DockerRuntime {
     async fn info(&self) -> Result<EngineInfo> {
-        let v = self.docker.version().await.map_err(self.map_err("engine"))?;
+        let v = self
+            .docker
+            .version()
+            .await
+            .map_err(self.map_err("engine"))?;
         Ok(EngineInfo {
             version: v.version.unwrap_or_default(),
             api_version: self.docker.client_version().to_string(),
@@ -143,9 +145,9 @@ impl Runtime for DockerRuntime {
             .inspect_registry_image(reference, None)
             .await
             .map_err(self.map_err(&format!("image {reference} in its registry")))?;
-        d.descriptor
-            .digest
-            .ok_or_else(|| RuntimeError::Other(format!("the registry gave no digest for {reference}")))
+        d.descriptor.digest.ok_or_else(|| {
+            RuntimeError::Other(format!("the registry gave no digest for {reference}"))
+        })
     }
 
     async fn networks(&self) -> Result<Vec<String>> {
@@ -164,7 +166,10 @@ impl Runtime for DockerRuntime {
     ) -> Result<()> {
         // Split "name:tag" / "name@digest" so the engine pulls exactly that.
         let (name, tag) = split_reference(reference);
-        let options = CreateImageOptionsBuilder::default().from_image(name).tag(tag).build();
+        let options = CreateImageOptionsBuilder::default()
+            .from_image(name)
+            .tag(tag)
+            .build();
         let mut stream = self.docker.create_image(Some(options), None, None);
         let mut layers: HashMap<String, (u64, u64)> = HashMap::new();
         while let Some(item) = stream.next().await {
@@ -226,7 +231,9 @@ impl Runtime for DockerRuntime {
     }
 
     async fn kill(&self, id: &str, signal: &str) -> Result<()> {
-        let options = KillContainerOptionsBuilder::default().signal(signal).build();
+        let options = KillContainerOptionsBuilder::default()
+            .signal(signal)
+            .build();
         self.docker
             .kill_container(id, Some(options))
             .await
@@ -241,7 +248,9 @@ impl Runtime for DockerRuntime {
     }
 
     async fn rename(&self, id: &str, new_name: &str) -> Result<()> {
-        let options = RenameContainerOptionsBuilder::default().name(new_name).build();
+        let options = RenameContainerOptionsBuilder::default()
+            .name(new_name)
+            .build();
         self.docker
             .rename_container(id, options)
             .await
@@ -314,7 +323,10 @@ fn swap_for_update(config: &ContainerConfig) -> Option<i64> {
 
 fn split_reference(reference: &str) -> (&str, &str) {
     if let Some((name, digest)) = reference.split_once('@') {
-        let name = name.rsplit_once(':').filter(|(_, t)| !t.contains('/')).map_or(name, |(n, _)| n);
+        let name = name
+            .rsplit_once(':')
+            .filter(|(_, t)| !t.contains('/'))
+            .map_or(name, |(n, _)| n);
         return (name, digest);
     }
     match reference.rsplit_once(':') {
@@ -328,9 +340,10 @@ fn restart_policy(policy: &RestartPolicy) -> BollardRestart {
         RestartPolicy::No => (RestartPolicyNameEnum::NO, None),
         RestartPolicy::Always => (RestartPolicyNameEnum::ALWAYS, None),
         RestartPolicy::UnlessStopped => (RestartPolicyNameEnum::UNLESS_STOPPED, None),
-        RestartPolicy::OnFailure { max_retries } => {
-            (RestartPolicyNameEnum::ON_FAILURE, Some(i64::from(*max_retries)))
-        }
+        RestartPolicy::OnFailure { max_retries } => (
+            RestartPolicyNameEnum::ON_FAILURE,
+            Some(i64::from(*max_retries)),
+        ),
     };
     BollardRestart {
         name: Some(name),
@@ -376,7 +389,12 @@ fn create_body(request: &CreateRequest) -> ContainerCreateBody {
         .iter()
         .map(|m| {
             let access = if m.read_only { "ro," } else { "" };
-            format!("{}:{}:{access}{}", m.source, m.destination, m.propagation.as_str())
+            format!(
+                "{}:{}:{access}{}",
+                m.source,
+                m.destination,
+                m.propagation.as_str()
+            )
         })
         .collect();
     binds.extend(c.volumes.iter().map(|v| {
@@ -545,7 +563,11 @@ fn details(c: ContainerInspectResponse) -> ContainerDetails {
         .collect();
     ContainerDetails {
         id: c.id.unwrap_or_default(),
-        name: c.name.unwrap_or_default().trim_start_matches('/').to_string(),
+        name: c
+            .name
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_string(),
         image_ref: config.image.unwrap_or_default(),
         image_id: c.image.unwrap_or_default(),
         created: c.created.map(|d| d.to_string()).unwrap_or_default(),
@@ -611,7 +633,11 @@ fn image_details(i: ImageInspect) -> ImageDetails {
         entrypoint: config.entrypoint,
         workdir: config.working_dir.unwrap_or_default(),
         user: config.user.unwrap_or_default(),
-        labels: config.labels.unwrap_or_default().into_iter().collect::<BTreeMap<_, _>>(),
+        labels: config
+            .labels
+            .unwrap_or_default()
+            .into_iter()
+            .collect::<BTreeMap<_, _>>(),
         volumes: config.volumes.unwrap_or_default(),
         stop_signal: config.stop_signal.filter(|s| !s.is_empty()),
         healthcheck: config.healthcheck.map(raw_health),
@@ -624,13 +650,22 @@ mod tests {
 
     #[test]
     fn split_reference_separates_tag_from_registry_port() {
-        assert_eq!(split_reference("127.0.0.1:5000/app:1"), ("127.0.0.1:5000/app", "1"));
-        assert_eq!(split_reference("127.0.0.1:5000/app"), ("127.0.0.1:5000/app", "latest"));
+        assert_eq!(
+            split_reference("127.0.0.1:5000/app:1"),
+            ("127.0.0.1:5000/app", "1")
+        );
+        assert_eq!(
+            split_reference("127.0.0.1:5000/app"),
+            ("127.0.0.1:5000/app", "latest")
+        );
     }
 
     #[test]
     fn split_reference_pulls_by_digest() {
         let d = format!("sha256:{}", "a".repeat(64));
-        assert_eq!(split_reference(&format!("x/app:1@{d}")), ("x/app", d.as_str()));
+        assert_eq!(
+            split_reference(&format!("x/app:1@{d}")),
+            ("x/app", d.as_str())
+        );
     }
 }

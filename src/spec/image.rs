@@ -86,6 +86,17 @@ impl ImageRef {
         })
     }
 
+    /// Parses like [`ImageRef::parse`], but keeps an unparsable reference
+    /// (an image id the engine reports, say) verbatim instead of failing.
+    pub fn parse_lenient(input: &str) -> Self {
+        Self::parse(input).unwrap_or_else(|_| Self {
+            registry: String::new(),
+            repository: input.to_string(),
+            tag: None,
+            digest: None,
+        })
+    }
+
     /// `registry/repository` without tag or digest: what a pull names.
     pub fn name(&self) -> String {
         format!("{}/{}", self.registry, self.repository)
@@ -103,7 +114,13 @@ impl ImageRef {
 
 impl fmt::Display for ImageRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.registry, self.repository)?;
+        // An empty registry marks a reference berth could not parse (an
+        // engine-side image id, say); it is shown as the engine gave it.
+        if self.registry.is_empty() {
+            f.write_str(&self.repository)?;
+        } else {
+            write!(f, "{}/{}", self.registry, self.repository)?;
+        }
         if let Some(tag) = &self.tag {
             write!(f, ":{tag}")?;
         }

@@ -9,6 +9,7 @@ pub mod hash;
 pub mod image;
 pub mod keys;
 pub mod model;
+pub mod params;
 pub mod validate;
 pub mod values;
 
