@@ -4,6 +4,9 @@
 
 use std::collections::BTreeMap;
 
+use crate::spec::hash::spec_hash;
+use crate::spec::model::ContainerSpec;
+
 /// Every berth label starts with this; documents may not use it.
 pub const PREFIX: &str = "berth.";
 /// `true` on every container berth created.
@@ -67,6 +70,28 @@ pub fn ownership(labels: &BTreeMap<String, String>) -> Option<Ownership> {
         env_keys: list(ENV_KEYS),
         label_keys: list(LABEL_KEYS),
     })
+}
+
+/// Every label a container created for `spec` carries: the document's own
+/// labels and berth's record of what it was created from.
+pub fn for_spec(spec: &ContainerSpec, image_id: Option<&str>) -> BTreeMap<String, String> {
+    let mut labels = spec.config.labels.clone();
+    let mut put = |k: &str, v: String| {
+        labels.insert(k.to_string(), v);
+    };
+    put(MANAGED, "true".into());
+    put(COMPONENT, spec.name.clone());
+    if let Some(v) = &spec.version {
+        put(VERSION, v.clone());
+    }
+    put(SPEC_HASH, spec_hash(&spec.config));
+    put(IMAGE, spec.config.image.to_string());
+    if let Some(id) = image_id {
+        put(IMAGE_ID, id.to_string());
+    }
+    put(ENV_KEYS, join(spec.config.env.keys()));
+    put(LABEL_KEYS, join(spec.config.labels.keys()));
+    labels
 }
 
 /// Joins names for a list label.

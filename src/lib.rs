@@ -7,6 +7,7 @@
 
 pub mod labels;
 pub mod observe;
+pub mod plan;
 pub mod runtime;
 pub mod schema;
 pub mod spec;

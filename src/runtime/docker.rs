@@ -356,7 +356,7 @@ fn nanos(d: Option<Duration>) -> Option<i64> {
 }
 
 /// Translates berth's request into the engine's create body.
-fn create_body(request: &CreateRequest) -> ContainerCreateBody {
+pub(crate) fn create_body(request: &CreateRequest) -> ContainerCreateBody {
     let c = &request.config;
     let env: Vec<String> = c
         .env
