@@ -16,6 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::labels::Ownership;
@@ -48,7 +49,7 @@ pub struct PlanOptions {
 }
 
 /// What happens to one container.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     /// It does not exist: create and start it.
@@ -94,7 +95,7 @@ impl fmt::Display for Action {
 }
 
 /// One container's entry in a plan.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PlanEntry {
     /// Container name.
@@ -115,8 +116,9 @@ pub struct PlanEntry {
 }
 
 /// The whole plan, in the order the actions should run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(title = "berth plan")]
 pub struct Plan {
     /// The document's activity id.
     pub activity_id: String,
@@ -359,10 +361,10 @@ fn decide(
         let (action, reason) = state_action(spec, current);
         entry.action = action;
         entry.reasons.extend(reason);
-        if current.owner.is_none() && action != Action::Keep {
-            entry
-                .reasons
-                .push("adopted: created outside berth, settings match the document".into());
+        if current.owner.is_none() {
+            entry.reasons.push(
+                "adopted: created outside berth, matches the document on the keys it sets".into(),
+            );
         }
         return entry;
     }

@@ -1,5 +1,8 @@
 //! Command-line arguments and dispatch, one file per subcommand.
 
+mod engine;
+mod plan;
+mod state;
 mod validate;
 
 use std::process::ExitCode;
@@ -10,7 +13,9 @@ const EXAMPLES: &str = "\
 Examples:
   berth validate examples/*.json        check documents, one line per problem
   berth validate --json state.json      machine-readable verdicts
-  cat state.json | berth validate -     read a document from standard input";
+  cat state.json | berth validate -     read a document from standard input
+  berth plan examples/multi.json        what an apply would change, and why
+  berth state --json                    the inventory as Kanto's current state";
 
 /// berth: drives Docker containers toward a desired-state document
 /// (Eclipse Kanto container-update-agent format).
@@ -30,6 +35,10 @@ pub struct Args {
 pub enum Command {
     /// Check desired-state documents without touching the engine.
     Validate(validate::ValidateArgs),
+    /// Show what applying a document would change, and why.
+    Plan(plan::PlanArgs),
+    /// Show the containers on the engine (Kanto current-state with --json).
+    State(state::StateArgs),
 }
 
 /// Sends `tracing` output to stderr, filtered by `--log-level`.
@@ -46,5 +55,7 @@ pub fn init_logging(args: &Args) {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         Command::Validate(cmd) => cmd.exec(),
+        Command::Plan(cmd) => cmd.exec(),
+        Command::State(cmd) => cmd.exec(),
     }
 }

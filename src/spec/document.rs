@@ -91,7 +91,7 @@ pub struct Component {
 }
 
 /// Kanto's universal setting: every value is a string, whatever it means.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyValue {
     /// The setting's name.

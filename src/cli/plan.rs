@@ -1,0 +1,138 @@
+//! `berth plan FILE`: what an apply would do, and why, without doing it.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use berth::observe;
+use berth::plan::{self, Action, Plan};
+
+use super::engine::{load, EngineArgs, Paint, PolicyArgs};
+
+const PLAN_EXAMPLES: &str = "\
+Exit status: 0 success, 1 error; with --detailed-exitcode 0 in sync, 2 changes pending.
+
+Examples:
+  berth plan examples/multi.json
+  berth plan --json state.json | jq '.actions[] | select(.action != \"keep\")'
+  berth plan --detailed-exitcode --system-containers agent,cloudconnector state.json";
+
+/// Arguments of `berth plan`.
+#[derive(Debug, Args)]
+#[command(after_help = PLAN_EXAMPLES)]
+pub struct PlanArgs {
+    /// The desired-state document; `-` reads standard input.
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+
+    /// Print the plan as JSON (schemas/plan.schema.json).
+    #[arg(long)]
+    json: bool,
+
+    /// Exit 0 when nothing would change and 2 when something would.
+    #[arg(long)]
+    detailed_exitcode: bool,
+
+    #[command(flatten)]
+    engine: EngineArgs,
+
+    #[command(flatten)]
+    policy: PolicyArgs,
+}
+
+impl PlanArgs {
+    /// Validates (touching nothing when the document is refused), observes
+    /// and plans.
+    pub fn exec(self) -> anyhow::Result<ExitCode> {
+        let Some(accepted) = load(&self.file)? else {
+            return Ok(ExitCode::FAILURE);
+        };
+        let desired = accepted.desired;
+        let runtime = tokio::runtime::Runtime::new()?;
+        let plan = runtime.block_on(async {
+            let rt = self.engine.connect().await?;
+            let images: Vec<_> = desired
+                .containers
+                .iter()
+                .map(|c| c.config.image.clone())
+                .collect();
+            let always: Vec<_> = desired
+                .containers
+                .iter()
+                .filter(|c| c.rollout.pull_policy == berth::spec::model::PullPolicy::Always)
+                .map(|c| c.config.image.clone())
+                .collect();
+            let observed = observe::gather(&rt, &images, &always).await?;
+            anyhow::Ok(plan::compute(
+                &desired,
+                &observed,
+                &self.policy.plan_options(),
+            ))
+        })?;
+        let mut out = io::stdout().lock();
+        if self.json {
+            serde_json::to_writer_pretty(&mut out, &plan)?;
+            writeln!(out)?;
+        } else {
+            print(&mut out, &plan, Paint::stdout())?;
+        }
+        Ok(match (self.detailed_exitcode, plan.has_changes()) {
+            (true, true) => ExitCode::from(2),
+            _ => ExitCode::SUCCESS,
+        })
+    }
+}
+
+fn marker(action: Action) -> (&'static str, &'static str) {
+    match action {
+        Action::Create => ("+", "32"),
+        Action::Recreate => ("~", "33"),
+        Action::Update => ("~", "36"),
+        Action::Start => (">", "34"),
+        Action::Keep => ("=", "2"),
+        Action::Remove => ("-", "31"),
+        Action::Ignore => ("!", "2"),
+    }
+}
+
+/// Prints a plan for people: one aligned line per container, further
+/// reasons and the settings diff below it, then the summary.
+pub fn print<W: Write>(w: &mut W, plan: &Plan, paint: Paint) -> io::Result<()> {
+    let width = plan.actions.iter().map(|e| e.id.len()).max().unwrap_or(0);
+    writeln!(w, "Plan for activity {}:", plan.activity_id)?;
+    if plan.actions.is_empty() {
+        writeln!(w, "  (no containers)")?;
+    }
+    for entry in &plan.actions {
+        let (mark, colour) = marker(entry.action);
+        let head = format!("{mark} {:<8}", entry.action.as_str());
+        let mut reasons = entry.reasons.iter();
+        let first = reasons.next().map(String::as_str).unwrap_or("");
+        writeln!(
+            w,
+            "  {}  {:<width$}  {first}",
+            paint.paint(colour, &head),
+            entry.id
+        )?;
+        for reason in reasons {
+            writeln!(w, "  {:<10}  {:<width$}  {reason}", "", "")?;
+        }
+        if let Some(diff) = &entry.diff {
+            for line in diff.lines() {
+                let colour = match line.chars().next() {
+                    Some('+') => "32",
+                    Some('-') => "31",
+                    Some('@') => "36",
+                    _ => "0",
+                };
+                writeln!(w, "      {}", paint.paint(colour, line))?;
+            }
+        }
+    }
+    for warning in &plan.warnings {
+        writeln!(w, "{}", paint.paint("33", &format!("warning: {warning}")))?;
+    }
+    writeln!(w, "Plan: {}", plan.summary())
+}
