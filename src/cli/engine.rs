@@ -2,7 +2,7 @@
 //! they share: loading a document, connecting, colouring output.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
@@ -83,7 +83,7 @@ pub fn read(path: &Path) -> std::io::Result<String> {
 
 /// Loads and validates a document, printing every problem the way
 /// `berth validate` does. `None` means it was refused (already reported).
-pub fn load(path: &PathBuf) -> anyhow::Result<Option<Accepted>> {
+pub fn load(path: &Path) -> anyhow::Result<Option<Accepted>> {
     let name = path.display().to_string();
     let text = read(path).with_context(|| format!("reading {name}"))?;
     match spec::parse(&text, &spec::Options::default()) {
