@@ -125,7 +125,7 @@ pub struct Plan {
     /// One entry per container involved.
     pub actions: Vec<PlanEntry>,
     /// Things that will make the apply fail or surprise, found while planning.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
 }
 
@@ -219,8 +219,12 @@ pub fn compute(desired: &DesiredState, observed: &Observed, options: &PlanOption
     let mut warnings = Vec::new();
     let mut entries: BTreeMap<&str, PlanEntry> = BTreeMap::new();
 
+    let by_name: HashMap<&str, &ObservedContainer> =
+        observed.containers.iter().map(|c| (c.name(), c)).collect();
+    let desired_names: BTreeSet<&str> =
+        desired.containers.iter().map(|c| c.name.as_str()).collect();
     for spec in &desired.containers {
-        let current = observed.container(&spec.name);
+        let current = by_name.get(spec.name.as_str()).copied();
         let entry = if system.contains(spec.name.as_str()) {
             PlanEntry {
                 id: spec.name.clone(),
@@ -254,7 +258,7 @@ pub fn compute(desired: &DesiredState, observed: &Observed, options: &PlanOption
     let mut ignored = Vec::new();
     for c in &observed.containers {
         let name = c.name();
-        if desired.container(name).is_some() {
+        if desired_names.contains(name) {
             continue;
         }
         let entry = |action, reason: &str| PlanEntry {
@@ -990,34 +994,61 @@ fn propagate_shared_network(desired: &DesiredState, entries: &mut BTreeMap<&str,
 }
 
 /// Desired containers in dependency order (dependencies first), document
-/// order among equals.
+/// order among equals. Kahn's algorithm over the `dependsOn` and
+/// `container:<x>` network edges, linear in containers plus edges.
 pub fn order(desired: &DesiredState) -> Vec<&str> {
-    let names: BTreeSet<&str> = desired.containers.iter().map(|c| c.name.as_str()).collect();
-    fn deps<'a>(c: &'a ContainerSpec, names: &BTreeSet<&str>) -> BTreeSet<&'a str> {
-        let mut d: BTreeSet<&str> = c.rollout.depends_on.iter().map(String::as_str).collect();
-        if let NetworkMode::Container(parent) = &c.config.network {
-            d.insert(parent.as_str());
+    let index: HashMap<&str, usize> = desired
+        .containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.name.as_str(), i))
+        .collect();
+    let n = desired.containers.len();
+    let mut waiting_on = vec![0usize; n];
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, c) in desired.containers.iter().enumerate() {
+        let network_parent = match &c.config.network {
+            NetworkMode::Container(parent) => Some(parent),
+            _ => None,
+        };
+        let deps: BTreeSet<usize> = c
+            .rollout
+            .depends_on
+            .iter()
+            .chain(network_parent)
+            .filter_map(|d| index.get(d.as_str()).copied())
+            .filter(|d| *d != i)
+            .collect();
+        waiting_on[i] = deps.len();
+        for d in deps {
+            dependents[d].push(i);
         }
-        d.retain(|n| names.contains(n) && *n != c.name);
-        d
     }
-    let mut done: BTreeSet<&str> = BTreeSet::new();
-    let mut out = Vec::new();
-    while out.len() < desired.containers.len() {
-        let next = desired.containers.iter().find(|c| {
-            !done.contains(c.name.as_str()) && deps(c, &names).iter().all(|d| done.contains(d))
-        });
+    // Ready containers, smallest document index first.
+    let mut ready: BTreeSet<usize> = (0..n).filter(|i| waiting_on[*i] == 0).collect();
+    let mut out = Vec::with_capacity(n);
+    let mut placed = vec![false; n];
+    while out.len() < n {
         // A cycle (validation refuses dependsOn cycles; a container-network
         // loop is the engine's to refuse) falls back to document order.
-        let next = next.or_else(|| {
-            desired
-                .containers
-                .iter()
-                .find(|c| !done.contains(c.name.as_str()))
-        });
-        let Some(next) = next else { break };
-        done.insert(&next.name);
-        out.push(next.name.as_str());
+        let next = match ready.pop_first() {
+            Some(i) => i,
+            None => match (0..n).find(|i| !placed[*i]) {
+                Some(i) => i,
+                None => break,
+            },
+        };
+        if placed[next] {
+            continue;
+        }
+        placed[next] = true;
+        out.push(desired.containers[next].name.as_str());
+        for &d in &dependents[next] {
+            waiting_on[d] = waiting_on[d].saturating_sub(1);
+            if waiting_on[d] == 0 && !placed[d] {
+                ready.insert(d);
+            }
+        }
     }
     out
 }

@@ -4,27 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::util::{docker, registry, skip_docker};
-
-/// A container name unique to this test run.
-fn unique(name: &str) -> String {
-    format!("berth-it-{name}-{}", std::process::id())
-}
-
-/// Removes a container when the test ends, however it ends.
-struct Cleanup(String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("docker")
-            .args(["rm", "-f", "-v", &self.0])
-            .output();
-    }
-}
-
-fn image(name: &str, tag: &str) -> String {
-    format!("{}/berth-test/{name}:{tag}", registry())
-}
+use crate::util::{docker, image, skip_docker, unique, Cleanup};
 
 #[test]
 fn engine_answers() {

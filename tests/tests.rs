@@ -3,6 +3,8 @@
 
 mod util;
 
+mod cli_plan;
+mod cli_state;
 mod cli_validate;
 mod environment;
 mod schemas;

@@ -69,3 +69,69 @@ pub fn temp_file(dir: &Path, name: &str, contents: &str) -> PathBuf {
     std::fs::write(&path, contents).expect("write temp file");
     path
 }
+
+/// A container name unique to this test process: tests of one run share an
+/// engine with each other and with any other run going on at the same time.
+pub fn unique(name: &str) -> String {
+    format!("berth-it-{}-{name}", std::process::id())
+}
+
+/// Removes a container, and its anonymous volumes, when the test ends,
+/// however it ends.
+pub struct Cleanup(pub String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["rm", "-f", "-v", &self.0])
+            .output();
+    }
+}
+
+/// A test image in the local registry: `image("service", "1")`.
+pub fn image(name: &str, tag: &str) -> String {
+    format!("{}/berth-test/{name}:{tag}", registry())
+}
+
+/// One component of a document: its id, its version and its config.
+pub type Component<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+
+/// A desired-state document with one component per `(id, version, config)`.
+pub fn desired_state(activity: &str, components: &[Component]) -> String {
+    let components: Vec<serde_json::Value> = components
+        .iter()
+        .map(|(id, version, config)| {
+            let config: Vec<serde_json::Value> = config
+                .iter()
+                .map(|(k, v)| serde_json::json!({"key": k, "value": v}))
+                .collect();
+            serde_json::json!({"id": id, "version": version, "config": config})
+        })
+        .collect();
+    serde_json::json!({
+        "activityId": activity,
+        "payload": {"domains": [{"id": "containers", "components": components}]}
+    })
+    .to_string()
+}
+
+/// Parses a command's standard output as JSON, failing with everything it
+/// printed when that is not possible.
+pub fn json_stdout(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}); status {:?}\nstdout: {}\nstderr: {}",
+            out.status,
+            text(&out.stdout),
+            text(&out.stderr)
+        )
+    })
+}
+
+/// A TCP port nothing on 127.0.0.1 listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}

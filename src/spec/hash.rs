@@ -2,9 +2,14 @@
 //! configuration, stored as a label on every container berth creates, so that
 //! "nothing changed" is known exactly and without an engine round-trip.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde::{Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
-use super::model::ContainerConfig;
+use super::image::ImageRef;
+use super::model::*;
 
 /// The hash scheme of this berth. Bump it when the normalised form changes;
 /// the planner then compares fields instead of hashes for containers carrying
@@ -16,21 +21,102 @@ pub const HASH_VERSION: &str = "v1";
 /// change after an in-place update.
 pub const IN_PLACE_FIELDS: [&str; 2] = ["restart", "resources"];
 
+/// The hashed part of a [`ContainerConfig`]: everything but the in-place
+/// fields, borrowed, in declaration order.
+#[derive(Serialize)]
+struct Hashed<'a> {
+    image: &'a ImageRef,
+    env: &'a BTreeMap<String, Option<String>>,
+    cmd: &'a Option<Vec<String>>,
+    entrypoint: &'a Option<Vec<String>>,
+    workdir: &'a Option<String>,
+    user: &'a Option<String>,
+    hostname: &'a Option<String>,
+    domainname: &'a Option<String>,
+    labels: &'a BTreeMap<String, String>,
+    ports: &'a BTreeSet<PortBinding>,
+    mounts: &'a BTreeSet<BindMount>,
+    volumes: &'a BTreeSet<VolumeMount>,
+    devices: &'a BTreeSet<DeviceMapping>,
+    extra_hosts: &'a BTreeSet<ExtraHost>,
+    network: &'a NetworkMode,
+    privileged: bool,
+    terminal: bool,
+    interactive: bool,
+    log: &'a LogConfig,
+    #[serde(serialize_with = "seconds")]
+    stop_timeout: &'a Option<Duration>,
+    stop_signal: &'a Option<String>,
+    health: &'a HealthConfig,
+}
+
+fn seconds<S: Serializer>(d: &&Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.collect_str(&humantime::format_duration(*d)),
+        None => s.serialize_none(),
+    }
+}
+
 /// `v1:sha256:<64 hex>` over the canonical JSON of the configuration.
 ///
 /// Rollout rules (update strategy, pull policy, dependencies), the name, the
 /// version and the in-place fields ([`IN_PLACE_FIELDS`]) are not part of it:
 /// changing them never calls for a new container.
 pub fn spec_hash(config: &ContainerConfig) -> String {
+    // Destructured in full so that a new field cannot be forgotten here.
+    let ContainerConfig {
+        image,
+        env,
+        cmd,
+        entrypoint,
+        workdir,
+        user,
+        hostname,
+        domainname,
+        labels,
+        ports,
+        mounts,
+        volumes,
+        devices,
+        extra_hosts,
+        network,
+        privileged,
+        terminal,
+        interactive,
+        restart: _,
+        log,
+        resources: _,
+        stop_timeout,
+        stop_signal,
+        health,
+    } = config;
+    let hashed = Hashed {
+        image,
+        env,
+        cmd,
+        entrypoint,
+        workdir,
+        user,
+        hostname,
+        domainname,
+        labels,
+        ports,
+        mounts,
+        volumes,
+        devices,
+        extra_hosts,
+        network,
+        privileged: *privileged,
+        terminal: *terminal,
+        interactive: *interactive,
+        log,
+        stop_timeout,
+        stop_signal,
+        health,
+    };
     // Serialising plain data with string keys and sorted maps cannot fail;
     // should it ever, an empty input still yields a stable, valid hash.
-    let mut value = serde_json::to_value(config).unwrap_or_default();
-    if let Some(fields) = value.as_object_mut() {
-        for field in IN_PLACE_FIELDS {
-            fields.remove(field);
-        }
-    }
-    let canonical = serde_json::to_vec(&value).unwrap_or_default();
+    let canonical = serde_json::to_vec(&hashed).unwrap_or_default();
     let digest = Sha256::digest(&canonical);
     let mut out = String::with_capacity(HASH_VERSION.len() + 8 + 64);
     out.push_str(HASH_VERSION);
