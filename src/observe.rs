@@ -102,6 +102,29 @@ pub async fn gather<R: Runtime>(
     Ok(observed)
 }
 
+/// [`gather`] for a desired state: its images, and registry digests for
+/// the ones whose pull policy is `always`.
+///
+/// # Errors
+/// As [`gather`].
+pub async fn gather_for<R: Runtime>(
+    rt: &R,
+    desired: &DesiredState,
+) -> Result<Observed, RuntimeError> {
+    let images: Vec<ImageRef> = desired
+        .containers
+        .iter()
+        .map(|c| c.config.image.clone())
+        .collect();
+    let always: Vec<ImageRef> = desired
+        .containers
+        .iter()
+        .filter(|c| c.rollout.pull_policy == PullPolicy::Always)
+        .map(|c| c.config.image.clone())
+        .collect();
+    gather(rt, &images, &always).await
+}
+
 /// Normalises one container. `id_to_name` resolves `container:<id>` network
 /// modes to names.
 pub fn container(

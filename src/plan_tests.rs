@@ -91,18 +91,7 @@ fn apply(fake: &FakeRuntime, desired: &DesiredState) {
 }
 
 fn observe(fake: &FakeRuntime, desired: &DesiredState) -> Observed {
-    let images: Vec<_> = desired
-        .containers
-        .iter()
-        .map(|c| c.config.image.clone())
-        .collect();
-    let always: Vec<_> = desired
-        .containers
-        .iter()
-        .filter(|c| c.rollout.pull_policy == PullPolicy::Always)
-        .map(|c| c.config.image.clone())
-        .collect();
-    block_on(observe::gather(fake, &images, &always)).unwrap()
+    block_on(observe::gather_for(fake, desired)).unwrap()
 }
 
 fn plan_with(fake: &FakeRuntime, desired: &DesiredState, options: &PlanOptions) -> Plan {

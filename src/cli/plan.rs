@@ -53,18 +53,7 @@ impl PlanArgs {
         let runtime = tokio::runtime::Runtime::new()?;
         let plan = runtime.block_on(async {
             let rt = self.engine.connect().await?;
-            let images: Vec<_> = desired
-                .containers
-                .iter()
-                .map(|c| c.config.image.clone())
-                .collect();
-            let always: Vec<_> = desired
-                .containers
-                .iter()
-                .filter(|c| c.rollout.pull_policy == berth::spec::model::PullPolicy::Always)
-                .map(|c| c.config.image.clone())
-                .collect();
-            let observed = observe::gather(&rt, &images, &always).await?;
+            let observed = observe::gather_for(&rt, &desired).await?;
             anyhow::Ok(plan::compute(
                 &desired,
                 &observed,

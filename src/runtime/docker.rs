@@ -491,7 +491,22 @@ pub(crate) fn create_body(request: &CreateRequest) -> ContainerCreateBody {
     }
 }
 
-fn raw_health(h: BollardHealth) -> RawHealthcheck {
+/// Devices as (host path, container path, permissions).
+pub(crate) fn raw_devices(devices: Option<Vec<BollardDevice>>) -> Vec<(String, String, String)> {
+    devices
+        .unwrap_or_default()
+        .into_iter()
+        .map(|d| {
+            (
+                d.path_on_host.unwrap_or_default(),
+                d.path_in_container.unwrap_or_default(),
+                d.cgroup_permissions.unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+pub(crate) fn raw_health(h: BollardHealth) -> RawHealthcheck {
     RawHealthcheck {
         test: h.test.unwrap_or_default(),
         interval_ns: h.interval.unwrap_or(0),
@@ -590,18 +605,7 @@ fn details(c: ContainerInspectResponse) -> ContainerDetails {
         domainname: config.domainname.unwrap_or_default(),
         port_bindings,
         mounts,
-        devices: host
-            .devices
-            .unwrap_or_default()
-            .into_iter()
-            .map(|d| {
-                (
-                    d.path_on_host.unwrap_or_default(),
-                    d.path_in_container.unwrap_or_default(),
-                    d.cgroup_permissions.unwrap_or_default(),
-                )
-            })
-            .collect(),
+        devices: raw_devices(host.devices),
         extra_hosts: host.extra_hosts.unwrap_or_default(),
         network_mode: host.network_mode.unwrap_or_default(),
         networks,

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::docker::create_body;
+use super::docker::{create_body, raw_devices, raw_health};
 use super::{
     ContainerDetails, ContainerState, CreateRequest, EngineInfo, EventStream, ImageDetails,
     PullProgress, RawHealthcheck, RawMount, RawPortBinding, Result, Runtime, RuntimeError, Status,
@@ -361,19 +361,7 @@ impl Runtime for FakeRuntime {
             domainname: body.domainname.clone().unwrap_or_default(),
             port_bindings,
             mounts,
-            devices: host
-                .devices
-                .clone()
-                .unwrap_or_default()
-                .into_iter()
-                .map(|d| {
-                    (
-                        d.path_on_host.unwrap_or_default(),
-                        d.path_in_container.unwrap_or_default(),
-                        d.cgroup_permissions.unwrap_or_default(),
-                    )
-                })
-                .collect(),
+            devices: raw_devices(host.devices.clone()),
             extra_hosts: host.extra_hosts.clone().unwrap_or_default(),
             network_mode: host.network_mode.clone().unwrap_or_default(),
             networks: BTreeMap::new(),
@@ -391,13 +379,7 @@ impl Runtime for FakeRuntime {
             stop_timeout: body.stop_timeout,
             stop_signal: body.stop_signal.clone().or(image.stop_signal.clone()),
             healthcheck: merge_health(
-                body.healthcheck.clone().map(|h| RawHealthcheck {
-                    test: h.test.unwrap_or_default(),
-                    interval_ns: h.interval.unwrap_or(0),
-                    timeout_ns: h.timeout.unwrap_or(0),
-                    retries: h.retries.unwrap_or(0),
-                    start_period_ns: h.start_period.unwrap_or(0),
-                }),
+                body.healthcheck.clone().map(raw_health),
                 image.healthcheck.as_ref(),
             ),
         };
