@@ -7,4 +7,5 @@ mod cli_plan;
 mod cli_state;
 mod cli_validate;
 mod environment;
+mod runtime_docker;
 mod schemas;

@@ -286,7 +286,16 @@ impl Runtime for DockerRuntime {
 
     fn events(&self) -> EventStream {
         let filters = HashMap::from([("type", vec!["container"])]);
-        let options = EventsOptionsBuilder::default().filters(&filters).build();
+        // The request goes out on the first poll; `since` makes the engine
+        // replay what happened between this call and that poll.
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs().to_string())
+            .unwrap_or_default();
+        let options = EventsOptionsBuilder::default()
+            .filters(&filters)
+            .since(&since)
+            .build();
         let endpoint = self.endpoint.clone();
         let stream = self.docker.events(Some(options)).map(move |item| {
             let message = item.map_err(|e| RuntimeError::Unavailable {
