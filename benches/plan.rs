@@ -136,7 +136,11 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         let desired = document(20, "a");
         let p = plan::compute(&desired, &observed_for(&desired), &PlanOptions::default());
-        assert_eq!(p.count(plan::Action::Keep), 20, "bench setup is not in sync");
+        assert_eq!(
+            p.count(plan::Action::Keep),
+            20,
+            "bench setup is not in sync"
+        );
         println!("bench plan: set-up checked (run `cargo bench --bench plan` to measure)");
         return;
     }
