@@ -5,7 +5,10 @@
 //! [`spec::DesiredState`], which later stages plan against and apply. The
 //! [`schema`] module generates the published JSON schemas from the same types.
 
+pub mod execute;
+pub mod feedback;
 pub mod inventory;
+pub mod journal;
 pub mod labels;
 pub mod observe;
 pub mod plan;

@@ -581,6 +581,10 @@ fn field_differences(
 ) -> Vec<Difference> {
     let wants = |k: &str| only.is_none_or(|keys| keys.contains(k));
     let full = only.is_none();
+    // Image defaults only tell what the container should have when it runs
+    // the desired image; when the image changes they change with it, and
+    // the image change is the reason already given.
+    let image = image.filter(|i| i.id == current.details.image_id);
     let d = &spec.config;
     let o = &current.config;
     let mut out = Vec::new();

@@ -83,6 +83,7 @@ fn apply(fake: &FakeRuntime, desired: &DesiredState) {
                 labels: labels::for_spec(spec, image_id.as_deref()),
                 extra_hosts: Vec::new(),
                 inherited_volumes: Vec::new(),
+                networks: Vec::new(),
             };
             fake.create(&request).await.unwrap();
             fake.start(&spec.name).await.unwrap();

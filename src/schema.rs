@@ -3,6 +3,7 @@
 
 use schemars::JsonSchema;
 
+use crate::feedback::Feedback;
 use crate::inventory::CurrentState;
 use crate::plan::Plan;
 use crate::spec::Envelope;
@@ -29,5 +30,6 @@ pub fn all() -> Vec<(&'static str, String)> {
         ("desired-state.schema.json", desired_state()),
         ("current-state.schema.json", generate::<CurrentState>()),
         ("plan.schema.json", generate::<Plan>()),
+        ("feedback.schema.json", generate::<Feedback>()),
     ]
 }

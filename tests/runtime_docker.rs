@@ -57,6 +57,7 @@ async fn create(rt: &DockerRuntime, spec: &ContainerSpec) -> String {
             })
             .collect(),
         inherited_volumes: Vec::new(),
+        networks: Vec::new(),
     };
     rt.create(&request).await.expect("create")
 }

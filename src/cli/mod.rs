@@ -1,5 +1,6 @@
 //! Command-line arguments and dispatch, one file per subcommand.
 
+mod apply;
 mod engine;
 mod plan;
 mod state;
@@ -39,6 +40,8 @@ pub enum Command {
     Plan(plan::PlanArgs),
     /// Show the containers on the engine (Kanto current-state with --json).
     State(state::StateArgs),
+    /// Converge the engine to a document: download first, roll back on failure.
+    Apply(apply::ApplyArgs),
 }
 
 /// Sends `tracing` output to stderr, filtered by `--log-level`.
@@ -57,5 +60,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Validate(cmd) => cmd.exec(),
         Command::Plan(cmd) => cmd.exec(),
         Command::State(cmd) => cmd.exec(),
+        Command::Apply(cmd) => cmd.exec(),
     }
 }

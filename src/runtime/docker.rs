@@ -9,9 +9,10 @@ use std::time::Duration;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, ContainerUpdateBody,
-    DeviceMapping as BollardDevice, HealthConfig as BollardHealth, HealthStatusEnum, HostConfig,
-    HostConfigLogConfig, ImageInspect, PortBinding as BollardPortBinding,
-    RestartPolicy as BollardRestart, RestartPolicyNameEnum,
+    DeviceMapping as BollardDevice, EndpointSettings, HealthConfig as BollardHealth,
+    HealthStatusEnum, HostConfig, HostConfigLogConfig, ImageInspect, NetworkConnectRequest,
+    NetworkingConfig, PortBinding as BollardPortBinding, RestartPolicy as BollardRestart,
+    RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
@@ -208,6 +209,24 @@ impl Runtime for DockerRuntime {
             .create_container(Some(options), body)
             .await
             .map_err(self.map_err(&format!("container {}", request.name)))?;
+        let primary = primary_network(&request.config.network);
+        for (network, aliases) in &request.networks {
+            if Some(network.as_str()) == primary.as_deref() {
+                continue;
+            }
+            let connect = NetworkConnectRequest {
+                container: created.id.clone(),
+                endpoint_config: Some(EndpointSettings {
+                    aliases: (!aliases.is_empty()).then(|| aliases.clone()),
+                    ..Default::default()
+                }),
+            };
+            if let Err(e) = self.docker.connect_network(network, connect).await {
+                // Half-made containers are not left behind.
+                let _ = self.remove(&created.id).await;
+                return Err(self.map_err(&format!("network {network}"))(e));
+            }
+        }
         Ok(created.id)
     }
 
@@ -311,6 +330,15 @@ impl Runtime for DockerRuntime {
             })
         });
         Box::pin(stream)
+    }
+}
+
+/// The network a container joins at create: its user network (aliases can
+/// only be set on user networks).
+fn primary_network(mode: &NetworkMode) -> Option<String> {
+    match mode {
+        NetworkMode::User(n) => Some(n.clone()),
+        _ => None,
     }
 }
 
@@ -459,7 +487,26 @@ pub(crate) fn create_body(request: &CreateRequest) -> ContainerCreateBody {
         NetworkMode::Bridge => "bridge".to_string(),
         other => other.to_string(),
     };
+    let primary = primary_network(&c.network);
+    let networking_config = primary.and_then(|net| {
+        let aliases = request
+            .networks
+            .iter()
+            .find(|(n, _)| *n == net)
+            .map(|(_, a)| a.clone())
+            .filter(|a| !a.is_empty())?;
+        Some(NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(
+                net,
+                EndpointSettings {
+                    aliases: Some(aliases),
+                    ..Default::default()
+                },
+            )])),
+        })
+    });
     ContainerCreateBody {
+        networking_config,
         image: Some(c.image.to_string()),
         env: Some(env),
         cmd: c.cmd.clone(),
@@ -578,10 +625,20 @@ fn details(c: ContainerInspectResponse) -> ContainerDetails {
         .collect();
     let log = host.log_config.unwrap_or_default();
     let restart = host.restart_policy.unwrap_or_default();
-    let networks = c
+    let endpoints = c
         .network_settings
         .and_then(|n| n.networks)
-        .unwrap_or_default()
+        .unwrap_or_default();
+    let ips = endpoints
+        .iter()
+        .filter_map(|(name, e)| {
+            e.ip_address
+                .clone()
+                .filter(|ip| !ip.is_empty())
+                .map(|ip| (name.clone(), ip))
+        })
+        .collect();
+    let networks = endpoints
         .into_iter()
         .map(|(name, endpoint)| (name, endpoint.aliases.unwrap_or_default()))
         .collect();
@@ -618,6 +675,7 @@ fn details(c: ContainerInspectResponse) -> ContainerDetails {
         extra_hosts: host.extra_hosts.unwrap_or_default(),
         network_mode: host.network_mode.unwrap_or_default(),
         networks,
+        ips,
         privileged: host.privileged.unwrap_or(false),
         tty: config.tty.unwrap_or(false),
         open_stdin: config.open_stdin.unwrap_or(false),

@@ -17,6 +17,10 @@ use super::{
 };
 use crate::spec::model::ContainerConfig;
 
+/// A container carrying this label "exits" with its value as exit code
+/// as soon as it is started.
+pub const EXIT_LABEL: &str = "fake.exit-code";
+
 /// A runtime call, as recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Call {
@@ -364,7 +368,11 @@ impl Runtime for FakeRuntime {
             devices: raw_devices(host.devices.clone()),
             extra_hosts: host.extra_hosts.clone().unwrap_or_default(),
             network_mode: host.network_mode.clone().unwrap_or_default(),
-            networks: BTreeMap::new(),
+            networks: request.networks.iter().cloned().collect(),
+            ips: BTreeMap::from([(
+                "bridge".to_string(),
+                format!("172.17.0.{}", state.next_id % 250 + 2),
+            )]),
             privileged: host.privileged.unwrap_or(false),
             tty: body.tty.unwrap_or(false),
             open_stdin: body.open_stdin.unwrap_or(false),
@@ -390,7 +398,14 @@ impl Runtime for FakeRuntime {
     async fn start(&self, id: &str) -> Result<()> {
         self.record(Call::Start(id.to_string()))?;
         self.with_container(id, |c| {
-            c.state.status = Status::Running;
+            // A label lets a test build an image-less "crashing" container.
+            match c.labels.get(EXIT_LABEL).and_then(|v| v.parse().ok()) {
+                Some(code) => {
+                    c.state.status = Status::Exited;
+                    c.state.exit_code = code;
+                }
+                None => c.state.status = Status::Running,
+            }
             c.state.started_at = Some("2026-11-24T00:00:01Z".into());
             Ok(())
         })
@@ -458,6 +473,7 @@ impl Runtime for FakeRuntime {
             labels: BTreeMap::new(),
             extra_hosts: Vec::new(),
             inherited_volumes: Vec::new(),
+            networks: Vec::new(),
         };
         let host = create_body(&request).host_config.unwrap_or_default();
         self.with_container(id, |c| {

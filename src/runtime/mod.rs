@@ -242,6 +242,8 @@ pub struct ContainerDetails {
     pub network_mode: String,
     /// Networks the container is attached to, with its aliases on each.
     pub networks: BTreeMap<String, Vec<String>>,
+    /// Its IPv4 address on each network it has one on.
+    pub ips: BTreeMap<String, String>,
     /// Privileged.
     pub privileged: bool,
     /// TTY.
@@ -317,6 +319,10 @@ pub struct CreateRequest {
     /// Anonymous volumes to carry over from a container being replaced:
     /// (volume name, container path).
     pub inherited_volumes: Vec<(String, String)>,
+    /// Networks to attach with their aliases, carried over from a container
+    /// being replaced; the one named by the network mode is attached at
+    /// create, the others right after.
+    pub networks: Vec<(String, Vec<String>)>,
 }
 
 /// One progress report from a pull.

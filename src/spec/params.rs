@@ -149,7 +149,7 @@ pub fn parameters(name: &str, config: &ContainerConfig) -> Vec<Parameter> {
 pub fn size_text(bytes: u64) -> String {
     const K: u64 = 1 << 10;
     for (unit, size) in [("G", K * K * K), ("M", K * K), ("k", K)] {
-        if bytes >= size && bytes % size == 0 {
+        if bytes >= size && bytes.is_multiple_of(size) {
             return format!("{}{unit}", bytes / size);
         }
     }

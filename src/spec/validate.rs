@@ -1011,7 +1011,7 @@ impl Reader<'_, '_, '_> {
 
 fn show_bytes(b: u64) -> String {
     const MI: u64 = 1 << 20;
-    if b % MI == 0 {
+    if b.is_multiple_of(MI) {
         format!("{}M", b / MI)
     } else {
         format!("{b} bytes")
