@@ -69,7 +69,7 @@ fn observed_for(desired: &DesiredState) -> Observed {
                 name: spec.name.clone(),
                 image_ref: spec.config.image.to_string(),
                 image_id: image.id.clone(),
-                labels: labels::for_spec(spec, Some(&image.id)),
+                labels: labels::for_spec(spec, Some(&image.id), labels::DEFAULT_INSTANCE),
                 state: ContainerState {
                     status: Status::Running,
                     ..Default::default()

@@ -77,6 +77,8 @@ pub struct ExecuteOptions {
     pub rollback: RollbackMode,
     /// Test hook: wait here (for an hour) so a test can kill berth.
     pub pause_at: Option<PausePoint>,
+    /// This berth's instance name, recorded on every container it creates.
+    pub instance: String,
 }
 
 impl Default for ExecuteOptions {
@@ -90,6 +92,7 @@ impl Default for ExecuteOptions {
             activity_timeout: Duration::from_secs(1800),
             rollback: RollbackMode::Activity,
             pause_at: None,
+            instance: labels::DEFAULT_INSTANCE.to_string(),
         }
     }
 }
@@ -552,7 +555,7 @@ impl<R: Runtime> Run<'_, R> {
             let request = CreateRequest {
                 name: temp.clone(),
                 config: spec.config.clone(),
-                labels: labels::for_spec(spec, image_id.as_deref()),
+                labels: labels::for_spec(spec, image_id.as_deref(), &self.options.instance),
                 extra_hosts: self.resolve_hosts(spec, observed).await?,
                 inherited_volumes: inherited_volumes(spec, step.old),
                 networks: inherited_networks(step.old),
@@ -1069,13 +1072,20 @@ pub type Recovered = Vec<String>;
 ///
 /// # Errors
 /// When the engine cannot be read or a repair step fails.
-pub async fn recover<R: Runtime>(rt: &R, state: &StateDir) -> Result<Recovered, String> {
+pub async fn recover<R: Runtime>(
+    rt: &R,
+    state: &StateDir,
+    instance: &str,
+) -> Result<Recovered, String> {
     let journal = state.read_journal().map_err(|e| e.to_string())?;
     let containers = rt.list().await.map_err(|e| e.to_string())?;
     let mut done = Vec::new();
     let exists = |name: &str| containers.iter().find(|c| c.name == name);
+    let ours = |c: &runtime::ContainerDetails| {
+        labels::ownership(&c.labels).is_some_and(|o| o.instance == instance)
+    };
     for c in &containers {
-        if let Some(base) = c.name.strip_suffix(NEW_SUFFIX) {
+        if let (Some(base), true) = (c.name.strip_suffix(NEW_SUFFIX), ours(c)) {
             rt.remove(&c.id)
                 .await
                 .map_err(|e| format!("removing {}: {e}", c.name))?;
@@ -1090,6 +1100,11 @@ pub async fn recover<R: Runtime>(rt: &R, state: &StateDir) -> Result<Recovered, 
             continue;
         };
         let entry = journal.as_ref().and_then(|j| j.get(base));
+        // Another instance's; an adopted container of ours carries no
+        // labels, but it is in our journal.
+        if entry.is_none() && !ours(c) {
+            continue;
+        }
         let current = exists(base);
         if let (Some(current), Some(e)) = (current, entry) {
             if e.activated && e.new_id.as_deref() == Some(current.id.as_str()) {

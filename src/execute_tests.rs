@@ -1,7 +1,5 @@
 //! Executor specification against the in-memory engine.
 
-use std::collections::BTreeMap;
-
 use super::*;
 use crate::feedback::{Feedback, Status, Tracker};
 use crate::journal::{Journal, StateDir};
@@ -89,7 +87,9 @@ fn apply_with(
 ) -> Applied {
     block_on(async {
         let state = StateDir::open(dir).unwrap();
-        recover(fake, &state).await.unwrap();
+        recover(fake, &state, labels::DEFAULT_INSTANCE)
+            .await
+            .unwrap();
         let observed = observe::gather_for(fake, desired).await.unwrap();
         let plan = plan::compute(desired, &observed, &PlanOptions::default());
         let mut tracker = Tracker::new(&desired.activity_id, "containers");
@@ -576,7 +576,7 @@ fn interrupted(fake: &FakeRuntime, dir: &std::path::Path, activated: bool) -> (S
         let request = runtime::CreateRequest {
             name: "a.berth-new".into(),
             config: d.containers[0].config.clone(),
-            labels: labels::for_spec(&d.containers[0], None),
+            labels: labels::for_spec(&d.containers[0], None, labels::DEFAULT_INSTANCE),
             extra_hosts: vec![],
             inherited_volumes: vec![],
             networks: vec![],
@@ -607,8 +607,15 @@ fn recovery_restores_the_old_container_of_an_unfinished_activation() {
     let fake = engine();
     let dir = tempfile::tempdir().unwrap();
     let (old, _) = interrupted(&fake, dir.path(), false);
-    let done =
-        block_on(async { recover(&fake, &StateDir::open(dir.path()).unwrap()).await }).unwrap();
+    let done = block_on(async {
+        recover(
+            &fake,
+            &StateDir::open(dir.path()).unwrap(),
+            labels::DEFAULT_INSTANCE,
+        )
+        .await
+    })
+    .unwrap();
     assert!(!done.is_empty());
     assert_eq!(names(&fake), ["a"]);
     assert_eq!(id_of(&fake, "a"), old);
@@ -620,7 +627,15 @@ fn recovery_keeps_a_new_container_that_passed_its_gate() {
     let fake = engine();
     let dir = tempfile::tempdir().unwrap();
     let (_, new) = interrupted(&fake, dir.path(), true);
-    block_on(async { recover(&fake, &StateDir::open(dir.path()).unwrap()).await }).unwrap();
+    block_on(async {
+        recover(
+            &fake,
+            &StateDir::open(dir.path()).unwrap(),
+            labels::DEFAULT_INSTANCE,
+        )
+        .await
+    })
+    .unwrap();
     assert_eq!(names(&fake), ["a"]);
     assert_eq!(id_of(&fake, "a"), new);
 }
@@ -635,15 +650,19 @@ fn recovery_removes_leftover_temporary_containers() {
         let request = runtime::CreateRequest {
             name: "a.berth-new".into(),
             config: d.containers[0].config.clone(),
-            labels: BTreeMap::new(),
+            labels: labels::for_spec(&d.containers[0], None, labels::DEFAULT_INSTANCE),
             extra_hosts: vec![],
             inherited_volumes: vec![],
             networks: vec![],
         };
         fake.create(&request).await.unwrap();
-        recover(&fake, &StateDir::open(dir.path()).unwrap())
-            .await
-            .unwrap();
+        recover(
+            &fake,
+            &StateDir::open(dir.path()).unwrap(),
+            labels::DEFAULT_INSTANCE,
+        )
+        .await
+        .unwrap();
     });
     assert_eq!(names(&fake), ["a"]);
 }
@@ -666,7 +685,9 @@ fn recovery_starts_a_container_stopped_before_it_was_renamed() {
         e.old_id = Some(old.clone());
         e.old_running = true;
         state.write_journal(&journal).unwrap();
-        recover(&fake, &state).await.unwrap();
+        recover(&fake, &state, labels::DEFAULT_INSTANCE)
+            .await
+            .unwrap();
     });
     assert!(running(&fake, "a"));
 }
@@ -680,4 +701,30 @@ fn after_recovery_the_next_apply_converges() {
     assert_eq!(r.outcome.status, Status::Completed, "{:?}", r.outcome);
     assert_eq!(names(&fake), ["a"]);
     assert_eq!(fake.container("a").unwrap().image_ref, TWO);
+}
+
+#[test]
+fn recovery_leaves_another_instances_temporaries_alone() {
+    let fake = engine();
+    let dir = tempfile::tempdir().unwrap();
+    let d = doc("a1", &[("a", &[("image", ONE)])]);
+    block_on(async {
+        let request = runtime::CreateRequest {
+            name: "a.berth-new".into(),
+            config: d.containers[0].config.clone(),
+            labels: labels::for_spec(&d.containers[0], None, "other"),
+            extra_hosts: vec![],
+            inherited_volumes: vec![],
+            networks: vec![],
+        };
+        fake.create(&request).await.unwrap();
+        recover(
+            &fake,
+            &StateDir::open(dir.path()).unwrap(),
+            labels::DEFAULT_INSTANCE,
+        )
+        .await
+        .unwrap();
+    });
+    assert_eq!(names(&fake), ["a.berth-new"]);
 }

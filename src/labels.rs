@@ -11,6 +11,11 @@ use crate::spec::model::ContainerSpec;
 pub const PREFIX: &str = "berth.";
 /// `true` on every container berth created.
 pub const MANAGED: &str = "berth.managed";
+/// Which berth instance created it; several berths can share an engine, and
+/// each manages only its own containers.
+pub const INSTANCE: &str = "berth.instance";
+/// The instance name when none is configured.
+pub const DEFAULT_INSTANCE: &str = "default";
 /// The component id the container was created for.
 pub const COMPONENT: &str = "berth.component";
 /// The component version from the document.
@@ -29,6 +34,8 @@ pub const LABEL_KEYS: &str = "berth.label-keys";
 /// What berth's labels say about a container it created.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Ownership {
+    /// The berth instance that created it.
+    pub instance: String,
     /// Component id.
     pub component: Option<String>,
     /// Component version.
@@ -62,6 +69,10 @@ pub fn ownership(labels: &BTreeMap<String, String>) -> Option<Ownership> {
             .unwrap_or_default()
     };
     Some(Ownership {
+        instance: labels
+            .get(INSTANCE)
+            .cloned()
+            .unwrap_or_else(|| DEFAULT_INSTANCE.to_string()),
         component: labels.get(COMPONENT).cloned(),
         version: labels.get(VERSION).cloned(),
         spec_hash: labels.get(SPEC_HASH).cloned(),
@@ -74,12 +85,17 @@ pub fn ownership(labels: &BTreeMap<String, String>) -> Option<Ownership> {
 
 /// Every label a container created for `spec` carries: the document's own
 /// labels and berth's record of what it was created from.
-pub fn for_spec(spec: &ContainerSpec, image_id: Option<&str>) -> BTreeMap<String, String> {
+pub fn for_spec(
+    spec: &ContainerSpec,
+    image_id: Option<&str>,
+    instance: &str,
+) -> BTreeMap<String, String> {
     let mut labels = spec.config.labels.clone();
     let mut put = |k: &str, v: String| {
         labels.insert(k.to_string(), v);
     };
     put(MANAGED, "true".into());
+    put(INSTANCE, instance.to_string());
     put(COMPONENT, spec.name.clone());
     if let Some(v) = &spec.version {
         put(VERSION, v.clone());

@@ -39,13 +39,26 @@ pub enum Scope {
 }
 
 /// Rules for one planning run that do not come from the document.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PlanOptions {
     /// Removal scope.
     pub scope: Scope,
     /// The configured system containers (the document's `systemContainers`
     /// replaces this list when present).
     pub system_containers: Vec<String>,
+    /// This berth's instance name: containers another instance created are
+    /// left alone, whatever the scope.
+    pub instance: String,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        Self {
+            scope: Scope::Owned,
+            system_containers: Vec::new(),
+            instance: crate::labels::DEFAULT_INSTANCE.to_string(),
+        }
+    }
 }
 
 /// What happens to one container.
@@ -225,7 +238,23 @@ pub fn compute(desired: &DesiredState, observed: &Observed, options: &PlanOption
         desired.containers.iter().map(|c| c.name.as_str()).collect();
     for spec in &desired.containers {
         let current = by_name.get(spec.name.as_str()).copied();
-        let entry = if system.contains(spec.name.as_str()) {
+        let foreign = current
+            .and_then(|c| c.owner.as_ref())
+            .map(|o| o.instance.as_str())
+            .filter(|i| *i != options.instance);
+        let entry = if let Some(other) = foreign {
+            PlanEntry {
+                id: spec.name.clone(),
+                action: Action::Ignore,
+                reasons: vec![format!(
+                    "created by another berth instance ({other}); berth instance {} leaves it alone",
+                    options.instance
+                )],
+                diff: None,
+                version: spec.version.clone(),
+                container_id: current.map(|c| c.details.id.clone()),
+            }
+        } else if system.contains(spec.name.as_str()) {
             PlanEntry {
                 id: spec.name.clone(),
                 action: Action::Ignore,
@@ -269,8 +298,18 @@ pub fn compute(desired: &DesiredState, observed: &Observed, options: &PlanOption
             version: c.owner.as_ref().and_then(|o| o.version.clone()),
             container_id: Some(c.details.id.clone()),
         };
+        let foreign = c
+            .owner
+            .as_ref()
+            .map(|o| o.instance.as_str())
+            .filter(|i| *i != options.instance);
         if system.contains(name) {
             ignored.push(entry(Action::Ignore, "system container"));
+        } else if let Some(other) = foreign {
+            ignored.push(entry(
+                Action::Ignore,
+                &format!("created by another berth instance ({other})"),
+            ));
         } else if c.owner.is_some() {
             removals.push(entry(Action::Remove, "no longer in the desired state"));
         } else if options.scope == Scope::All {

@@ -80,7 +80,7 @@ fn apply(fake: &FakeRuntime, desired: &DesiredState) {
             let request = CreateRequest {
                 name: spec.name.clone(),
                 config: spec.config.clone(),
-                labels: labels::for_spec(spec, image_id.as_deref()),
+                labels: labels::for_spec(spec, image_id.as_deref(), labels::DEFAULT_INSTANCE),
                 extra_hosts: Vec::new(),
                 inherited_volumes: Vec::new(),
                 networks: Vec::new(),
@@ -461,6 +461,7 @@ fn configured_system_containers_are_ignored_when_not_desired() {
     let options = PlanOptions {
         scope: Scope::All,
         system_containers: vec!["agent".into()],
+        ..Default::default()
     };
     assert_eq!(
         action(&plan_with(&fake, &d, &options), "agent"),
@@ -476,6 +477,7 @@ fn document_system_containers_replace_the_configured_list() {
     let options = PlanOptions {
         scope: Scope::All,
         system_containers: vec!["agent".into()],
+        ..Default::default()
     };
     assert_eq!(
         action(&plan_with(&fake, &d, &options), "agent"),
@@ -674,7 +676,7 @@ fn labels_record_owned_env_keys() {
         "web",
         &[("image", SERVICE_1), ("env", "A=1"), ("env", "B=2")],
     )]);
-    let l = labels::for_spec(&d.containers[0], None);
+    let l = labels::for_spec(&d.containers[0], None, labels::DEFAULT_INSTANCE);
     assert_eq!(l.get(labels::ENV_KEYS).map(String::as_str), Some("A,B"));
     assert_eq!(
         l.get(labels::SPEC_HASH),
@@ -778,4 +780,30 @@ fn observed_id_to_name_map_is_not_needed_for_plain_containers() {
     };
     let o = observe::container(d, &HashMap::new());
     assert_eq!(o.name(), "x");
+}
+
+#[test]
+fn another_instances_container_absent_from_the_document_is_ignored() {
+    let fake = engine();
+    apply(&fake, &doc(&[("theirs", &[("image", SERVICE_1)])]));
+    let mine = PlanOptions {
+        instance: "mine".into(),
+        scope: Scope::All,
+        ..Default::default()
+    };
+    let p = plan_with(&fake, &doc(&[]), &mine);
+    assert_eq!(action(&p, "theirs"), Action::Ignore);
+    assert!(reasons(&p, "theirs")[0].contains("another berth instance (default)"));
+}
+
+#[test]
+fn another_instances_container_named_in_the_document_is_ignored() {
+    let fake = engine();
+    apply(&fake, &doc(&[("web", &[("image", SERVICE_1)])]));
+    let mine = PlanOptions {
+        instance: "mine".into(),
+        ..Default::default()
+    };
+    let p = plan_with(&fake, &doc(&[("web", &[("image", SERVICE_2)])]), &mine);
+    assert_eq!(action(&p, "web"), Action::Ignore);
 }

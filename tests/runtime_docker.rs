@@ -46,7 +46,7 @@ async fn create(rt: &DockerRuntime, spec: &ContainerSpec) -> String {
     let request = CreateRequest {
         name: spec.name.clone(),
         config: spec.config.clone(),
-        labels: labels::for_spec(spec, image_id.as_deref()),
+        labels: labels::for_spec(spec, image_id.as_deref(), labels::DEFAULT_INSTANCE),
         extra_hosts: spec
             .config
             .extra_hosts

@@ -14,11 +14,27 @@ pub fn repo_path(rel: &str) -> PathBuf {
 }
 
 /// The berth binary built for this test run.
+///
+/// Each test gets its own berth instance (named after the test), so the
+/// containers one test's berth creates are never planned, removed or
+/// recovered by another test's berth running at the same time.
 pub fn berth() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
     cmd.current_dir(root());
     cmd.env_remove("BERTH_LOG");
+    cmd.env("BERTH_INSTANCE", instance());
     cmd
+}
+
+/// The berth instance name of the current test.
+pub fn instance() -> String {
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("main");
+    let name: String = test
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    format!("it-{}-{}", std::process::id(), name.trim_matches('-'))
 }
 
 /// Runs a command and captures what it printed.

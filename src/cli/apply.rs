@@ -226,6 +226,7 @@ impl ApplyArgs {
                 RollbackArg::Activity => RollbackMode::Activity,
                 RollbackArg::Container => RollbackMode::Container,
             },
+            instance: self.policy.instance.clone(),
             pause_at: match std::env::var("BERTH_TEST_PAUSE_AT").as_deref() {
                 Ok("updating") => Some(PausePoint::Updating),
                 Ok("activating") => Some(PausePoint::Activating),
@@ -239,7 +240,7 @@ impl ApplyArgs {
         };
         let outcome = runtime.block_on(async {
             let rt = self.engine.connect().await?;
-            for line in execute::recover(&rt, &state)
+            for line in execute::recover(&rt, &state, &self.policy.instance)
                 .await
                 .map_err(anyhow::Error::msg)?
             {

@@ -41,6 +41,18 @@ pub struct PolicyArgs {
     /// non-system container absent from the document (Kanto's behaviour).
     #[arg(long, value_enum, default_value_t = ScopeArg::Owned)]
     pub scope: ScopeArg,
+
+    /// This berth's name on the engine. Every container it creates records
+    /// it, and it never touches containers another instance created, so
+    /// several berths (or test runs) can share one engine.
+    #[arg(long, env = "BERTH_INSTANCE", default_value = berth::labels::DEFAULT_INSTANCE, value_parser = instance_name)]
+    pub instance: String,
+}
+
+fn instance_name(v: &str) -> Result<String, String> {
+    berth::spec::values::check_name(v)
+        .map(|()| v.to_string())
+        .map_err(|e| format!("instance name {e}"))
 }
 
 /// `--scope` values.
@@ -66,6 +78,7 @@ impl PolicyArgs {
                 .map(|s| s.trim().to_string())
                 .filter(|s| !s.is_empty())
                 .collect(),
+            instance: self.instance.clone(),
         }
     }
 }
