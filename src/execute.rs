@@ -285,10 +285,8 @@ impl<R: Runtime> Run<'_, R> {
         let updating = async {
             self.journal()?;
             self.emit(Status::Updating, None);
-            for step in steps.iter_mut() {
-                self.check_deadline()?;
-                self.update_step(step).await?;
-            }
+            self.check_deadline()?;
+            self.update_all(steps).await?;
             if self.options.pause_at == Some(PausePoint::Updating) {
                 pause("updating").await;
             }
@@ -307,27 +305,57 @@ impl<R: Runtime> Run<'_, R> {
         }
         self.emit(Status::Activating, None);
         let mut failures = Vec::new();
-        for i in 0..steps.len() {
-            let result = match self.check_deadline() {
-                Ok(()) => self.activate_step(&mut steps[i], i == 0).await,
-                Err(e) => Err(e),
-            };
-            if let Err(message) = result {
+        let mut first = true;
+        for wave in waves(steps) {
+            // Start the wave one by one (cheap engine calls), let every
+            // container in it prove ready at the same time, then record.
+            let mut failed_now: Vec<(usize, String)> = Vec::new();
+            let mut gating = Vec::new();
+            for &i in &wave {
+                let prepared = match self.check_deadline() {
+                    Ok(()) => self.prepare(&mut steps[i]).await,
+                    Err(e) => Err(e),
+                };
+                match prepared {
+                    Ok(Some(id)) => {
+                        if first && self.options.pause_at == Some(PausePoint::Activating) {
+                            pause("activating").await;
+                        }
+                        first = false;
+                        gating.push((i, id, steps[i].spec));
+                    }
+                    Ok(None) => {}
+                    Err(message) => failed_now.push((i, message)),
+                }
+            }
+            let (rt, options) = (self.rt, self.options);
+            let gated: Vec<(usize, Result<(), String>)> = futures_util::stream::iter(gating)
+                .map(|(i, id, spec)| async move { (i, gate(rt, options, &id, spec).await) })
+                .buffer_unordered(options.parallel.max(1))
+                .collect()
+                .await;
+            for (i, result) in gated {
+                let result = match result {
+                    Ok(()) => self.finish(&mut steps[i]).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(message) = result {
+                    failed_now.push((i, message));
+                }
+            }
+            failed_now.sort();
+            for (i, message) in failed_now {
                 let name = steps[i].name().to_string();
                 self.set(&name, ActionStatus::ActivationFailure, message.clone());
+                self.emit(
+                    Status::ActivationFailure,
+                    Some(format!("{name}: {message}")),
+                );
                 match self.options.rollback {
                     RollbackMode::Activity => {
-                        self.emit(
-                            Status::ActivationFailure,
-                            Some(format!("{name}: {message}")),
-                        );
                         return self.roll_back(steps, format!("{name}: {message}")).await;
                     }
                     RollbackMode::Container => {
-                        self.emit(
-                            Status::ActivationFailure,
-                            Some(format!("{name}: {message}")),
-                        );
                         self.emit(Status::Rollback, Some(format!("rolling back {name}")));
                         if let Err(e) = self.undo(&mut steps[i]).await {
                             self.emit(Status::RollbackFailure, Some(e.clone()));
@@ -604,53 +632,83 @@ impl<R: Runtime> Run<'_, R> {
         Ok(out)
     }
 
-    async fn update_step(&mut self, step: &mut Step<'_>) -> Result<(), String> {
-        let name = step.name().to_string();
-        match step.entry.action {
-            Action::Recreate if !start_first(step) => {
-                self.set(&name, ActionStatus::Updating, "Stopping the old container.");
-                self.emit(Status::Updating, None);
-                self.retire_old(step).await?;
+    /// In-place updates, then every old container that must go stopped at
+    /// once (bounded), then the renames that keep them for rollback.
+    async fn update_all(&mut self, steps: &mut [Step<'_>]) -> Result<(), String> {
+        let mut stops = Vec::new();
+        for (i, step) in steps.iter_mut().enumerate() {
+            let name = step.name().to_string();
+            match (step.entry.action, step.old, step.spec) {
+                (Action::Update, Some(old), Some(spec)) => {
+                    self.set(
+                        &name,
+                        ActionStatus::Updating,
+                        "Updating restart policy and resources in place.",
+                    );
+                    self.emit(Status::Updating, None);
+                    self.rt
+                        .update(&old.details.id, &spec.config)
+                        .await
+                        .map_err(|e| format!("{name}: in-place update failed: {e}"))?;
+                    step.updated = true;
+                    self.set(
+                        &name,
+                        ActionStatus::UpdateSuccess,
+                        "Container instance is updated with new configuration.",
+                    );
+                }
+                (Action::Recreate, Some(old), _) if !start_first(step) => {
+                    self.set(&name, ActionStatus::Updating, "Stopping the old container.");
+                    stops.push((i, old.details.id.clone(), self.stop_timeout(step.spec)));
+                }
+                (Action::Remove, Some(old), _) => {
+                    self.set(&name, ActionStatus::Removing, "Stopping the container.");
+                    stops.push((i, old.details.id.clone(), self.stop_timeout(None)));
+                }
+                _ => {}
+            }
+        }
+        if stops.is_empty() {
+            return Ok(());
+        }
+        self.emit(Status::Updating, None);
+        let rt = self.rt;
+        let mut stopped: Vec<(usize, runtime::Result<()>)> = futures_util::stream::iter(stops)
+            .map(|(i, id, timeout)| async move { (i, rt.stop(&id, timeout).await) })
+            .buffer_unordered(self.options.parallel.max(1))
+            .collect()
+            .await;
+        stopped.sort_by_key(|(i, _)| *i);
+        let mut errors = Vec::new();
+        for (i, result) in stopped {
+            let step = &mut steps[i];
+            let name = step.name().to_string();
+            match result {
+                Ok(()) => step.old_stopped = true,
+                Err(e) => {
+                    errors.push(format!("{name}: cannot stop the old container: {e}"));
+                    continue;
+                }
+            }
+            if step.entry.action == Action::Recreate {
+                let Some(old) = step.old else { continue };
+                self.rt
+                    .rename(&old.details.id, &format!("{name}{OLD_SUFFIX}"))
+                    .await
+                    .map_err(|e| format!("{name}: cannot rename the old container: {e}"))?;
+                step.old_renamed = true;
                 self.set(
                     &name,
                     ActionStatus::UpdateSuccess,
                     "Old container instance is stopped.",
                 );
             }
-            Action::Update => {
-                let (Some(old), Some(spec)) = (step.old, step.spec) else {
-                    return Ok(());
-                };
-                self.set(
-                    &name,
-                    ActionStatus::Updating,
-                    "Updating restart policy and resources in place.",
-                );
-                self.emit(Status::Updating, None);
-                self.rt
-                    .update(&old.details.id, &spec.config)
-                    .await
-                    .map_err(|e| format!("{name}: in-place update failed: {e}"))?;
-                step.updated = true;
-                self.set(
-                    &name,
-                    ActionStatus::UpdateSuccess,
-                    "Container instance is updated with new configuration.",
-                );
-            }
-            Action::Remove => {
-                let Some(old) = step.old else { return Ok(()) };
-                self.set(&name, ActionStatus::Removing, "Stopping the container.");
-                self.emit(Status::Updating, None);
-                self.rt
-                    .stop(&old.details.id, self.stop_timeout(None))
-                    .await
-                    .map_err(|e| format!("{name}: cannot stop: {e}"))?;
-                step.old_stopped = true;
-            }
-            _ => {}
         }
-        Ok(())
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
     }
 
     fn stop_timeout(&self, spec: Option<&ContainerSpec>) -> Duration {
@@ -675,13 +733,14 @@ impl<R: Runtime> Run<'_, R> {
         Ok(())
     }
 
-    async fn activate_step(&mut self, step: &mut Step<'_>, first: bool) -> Result<(), String> {
+    /// Puts a container in place and starts it; returns the id whose
+    /// readiness is to be proven, if any.
+    async fn prepare(&mut self, step: &mut Step<'_>) -> Result<Option<String>, String> {
         let name = step.name().to_string();
-        let spec = step.spec;
         match step.entry.action {
             Action::Create | Action::Recreate => {
                 let Some(id) = step.new_id.clone() else {
-                    return Ok(());
+                    return Ok(None);
                 };
                 self.set(
                     &name,
@@ -689,36 +748,60 @@ impl<R: Runtime> Run<'_, R> {
                     "Starting the new container.",
                 );
                 self.emit(Status::Activating, None);
-                if start_first(step) {
-                    // New first, under its temporary name; the old one keeps
-                    // serving until the new one is ready.
+                if !start_first(step) {
                     self.rt
-                        .start(&id)
+                        .rename(&id, &name)
                         .await
-                        .map_err(|e| format!("cannot start the new container: {e}"))?;
-                    step.started = true;
-                    self.gate(&id, spec).await?;
+                        .map_err(|e| format!("cannot rename the new container: {e}"))?;
+                    step.new_named = true;
+                }
+                // start-first: the new one starts under its temporary name
+                // while the old one keeps serving until the new one is ready.
+                self.rt
+                    .start(&id)
+                    .await
+                    .map_err(|e| format!("cannot start the new container: {e}"))?;
+                step.started = true;
+                Ok(Some(id))
+            }
+            Action::Start => {
+                let Some(old) = step.old else { return Ok(None) };
+                self.set(&name, ActionStatus::Activating, "Starting the container.");
+                self.emit(Status::Activating, None);
+                let result = if old.details.state.status == runtime::Status::Paused {
+                    self.rt.unpause(&old.details.id).await
+                } else {
+                    self.rt.start(&old.details.id).await
+                };
+                result.map_err(|e| format!("cannot start: {e}"))?;
+                step.started = true;
+                Ok(Some(old.details.id.clone()))
+            }
+            Action::Update => {
+                self.set(
+                    &name,
+                    ActionStatus::ActivationSuccess,
+                    "Container instance is updated with new configuration.",
+                );
+                step.done = true;
+                Ok(None)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Completes a container that passed its gate.
+    async fn finish(&mut self, step: &mut Step<'_>) -> Result<(), String> {
+        let name = step.name().to_string();
+        match step.entry.action {
+            Action::Create | Action::Recreate => {
+                if let (true, Some(id)) = (start_first(step), step.new_id.clone()) {
                     self.retire_old(step).await?;
                     self.rt
                         .rename(&id, &name)
                         .await
                         .map_err(|e| format!("cannot rename the new container: {e}"))?;
                     step.new_named = true;
-                } else {
-                    self.rt
-                        .rename(&id, &name)
-                        .await
-                        .map_err(|e| format!("cannot rename the new container: {e}"))?;
-                    step.new_named = true;
-                    self.rt
-                        .start(&id)
-                        .await
-                        .map_err(|e| format!("cannot start the new container: {e}"))?;
-                    step.started = true;
-                    if first && self.options.pause_at == Some(PausePoint::Activating) {
-                        pause("activating").await;
-                    }
-                    self.gate(&id, spec).await?;
                 }
                 self.journal.entry(&name).activated = true;
                 self.journal()?;
@@ -729,123 +812,16 @@ impl<R: Runtime> Run<'_, R> {
                 );
             }
             Action::Start => {
-                let Some(old) = step.old else { return Ok(()) };
-                self.set(&name, ActionStatus::Activating, "Starting the container.");
-                self.emit(Status::Activating, None);
-                let result = if old.details.state.status == runtime::Status::Paused {
-                    self.rt.unpause(&old.details.id).await
-                } else {
-                    self.rt.start(&old.details.id).await
-                };
-                result.map_err(|e| format!("cannot start: {e}"))?;
-                step.started = true;
-                self.gate(&old.details.id, spec).await?;
                 self.set(
                     &name,
                     ActionStatus::ActivationSuccess,
                     "Existing container instance is running.",
                 );
             }
-            Action::Update => {
-                self.set(
-                    &name,
-                    ActionStatus::ActivationSuccess,
-                    "Container instance is updated with new configuration.",
-                );
-            }
             _ => {}
         }
         step.done = true;
         Ok(())
-    }
-
-    /// The readiness gate: healthy within the health check's own worst case
-    /// (plus a margin) when the container has one; otherwise running, without
-    /// restarts, for `min_ready`.
-    async fn gate(&self, id: &str, spec: Option<&ContainerSpec>) -> Result<(), String> {
-        let details = self
-            .rt
-            .inspect(id)
-            .await
-            .map_err(|e| format!("cannot inspect: {e}"))?
-            .ok_or("the container disappeared")?;
-        let check = details
-            .healthcheck
-            .as_ref()
-            .filter(|h| !h.test.is_empty() && h.test.first().map(String::as_str) != Some("NONE"));
-        let disabled = spec.is_some_and(|s| s.config.health.test == Some(HealthTest::Disabled));
-        let restarts = details.state.restart_count;
-        match check {
-            Some(h) if !disabled => {
-                let ns = |v: i64, default: Duration| {
-                    u64::try_from(v)
-                        .ok()
-                        .filter(|v| *v > 0)
-                        .map_or(default, Duration::from_nanos)
-                };
-                let interval = ns(h.interval_ns, Duration::from_secs(30));
-                let start = ns(h.start_period_ns, Duration::ZERO);
-                let retries = u32::try_from(h.retries)
-                    .ok()
-                    .filter(|r| *r > 0)
-                    .unwrap_or(3);
-                let within = start + interval * retries + self.options.ready_margin;
-                let deadline = Instant::now() + within;
-                loop {
-                    let d = self
-                        .rt
-                        .inspect(id)
-                        .await
-                        .map_err(|e| format!("cannot inspect: {e}"))?
-                        .ok_or("the container disappeared")?;
-                    if d.state.status != runtime::Status::Running
-                        && d.state.status != runtime::Status::Restarting
-                    {
-                        return Err(format!(
-                            "exited with code {} before becoming healthy",
-                            d.state.exit_code
-                        ));
-                    }
-                    match d.state.health {
-                        Some(Health::Healthy) => return Ok(()),
-                        Some(Health::Unhealthy) => return Err("became unhealthy".into()),
-                        _ => {}
-                    }
-                    if Instant::now() > deadline {
-                        return Err(format!(
-                            "not healthy within {}",
-                            humantime::format_duration(within)
-                        ));
-                    }
-                    tokio::time::sleep(POLL).await;
-                }
-            }
-            _ => {
-                let deadline = Instant::now() + self.options.min_ready;
-                loop {
-                    let d = self
-                        .rt
-                        .inspect(id)
-                        .await
-                        .map_err(|e| format!("cannot inspect: {e}"))?
-                        .ok_or("the container disappeared")?;
-                    if d.state.status != runtime::Status::Running {
-                        return Err(format!(
-                            "exited with code {} within {} of starting",
-                            d.state.exit_code,
-                            humantime::format_duration(self.options.min_ready)
-                        ));
-                    }
-                    if d.state.restart_count > restarts {
-                        return Err("restarted while it had to prove it stays up".into());
-                    }
-                    if Instant::now() >= deadline {
-                        return Ok(());
-                    }
-                    tokio::time::sleep(POLL.min(self.options.min_ready)).await;
-                }
-            }
-        }
     }
 
     async fn cleanup_step(&mut self, step: &Step<'_>) -> Result<(), String> {
@@ -967,6 +943,125 @@ impl<R: Runtime> Run<'_, R> {
         }
         Ok(())
     }
+}
+
+/// The readiness gate: healthy within the health check's own worst case
+/// (plus a margin) when the container has one; otherwise running, without
+/// restarts, for `min_ready`.
+async fn gate<R: Runtime>(
+    rt: &R,
+    options: &ExecuteOptions,
+    id: &str,
+    spec: Option<&ContainerSpec>,
+) -> Result<(), String> {
+    let details = rt
+        .inspect(id)
+        .await
+        .map_err(|e| format!("cannot inspect: {e}"))?
+        .ok_or("the container disappeared")?;
+    let check = details
+        .healthcheck
+        .as_ref()
+        .filter(|h| !h.test.is_empty() && h.test.first().map(String::as_str) != Some("NONE"));
+    let disabled = spec.is_some_and(|s| s.config.health.test == Some(HealthTest::Disabled));
+    let restarts = details.state.restart_count;
+    match check {
+        Some(h) if !disabled => {
+            let ns = |v: i64, default: Duration| {
+                u64::try_from(v)
+                    .ok()
+                    .filter(|v| *v > 0)
+                    .map_or(default, Duration::from_nanos)
+            };
+            let interval = ns(h.interval_ns, Duration::from_secs(30));
+            let start = ns(h.start_period_ns, Duration::ZERO);
+            let retries = u32::try_from(h.retries)
+                .ok()
+                .filter(|r| *r > 0)
+                .unwrap_or(3);
+            let within = start + interval * retries + options.ready_margin;
+            let deadline = Instant::now() + within;
+            loop {
+                let d = rt
+                    .inspect(id)
+                    .await
+                    .map_err(|e| format!("cannot inspect: {e}"))?
+                    .ok_or("the container disappeared")?;
+                if d.state.status != runtime::Status::Running
+                    && d.state.status != runtime::Status::Restarting
+                {
+                    return Err(format!(
+                        "exited with code {} before becoming healthy",
+                        d.state.exit_code
+                    ));
+                }
+                match d.state.health {
+                    Some(Health::Healthy) => return Ok(()),
+                    Some(Health::Unhealthy) => return Err("became unhealthy".into()),
+                    _ => {}
+                }
+                if Instant::now() > deadline {
+                    return Err(format!(
+                        "not healthy within {}",
+                        humantime::format_duration(within)
+                    ));
+                }
+                tokio::time::sleep(POLL).await;
+            }
+        }
+        _ => {
+            let deadline = Instant::now() + options.min_ready;
+            loop {
+                let d = rt
+                    .inspect(id)
+                    .await
+                    .map_err(|e| format!("cannot inspect: {e}"))?
+                    .ok_or("the container disappeared")?;
+                if d.state.status != runtime::Status::Running {
+                    return Err(format!(
+                        "exited with code {} within {} of starting",
+                        d.state.exit_code,
+                        humantime::format_duration(options.min_ready)
+                    ));
+                }
+                if d.state.restart_count > restarts {
+                    return Err("restarted while it had to prove it stays up".into());
+                }
+                if Instant::now() >= deadline {
+                    return Ok(());
+                }
+                tokio::time::sleep(POLL.min(options.min_ready)).await;
+            }
+        }
+    }
+}
+
+/// Container indices grouped so every container comes after the ones it
+/// depends on (`dependsOn`, `container:` networks); a group runs at once.
+fn waves(steps: &[Step<'_>]) -> Vec<Vec<usize>> {
+    let mut level: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    // Steps come in plan order, dependencies first.
+    for (i, step) in steps.iter().enumerate() {
+        let deps = step.spec.into_iter().flat_map(|s| {
+            let parent = match &s.config.network {
+                crate::spec::model::NetworkMode::Container(p) => Some(p),
+                _ => None,
+            };
+            s.rollout.depends_on.iter().chain(parent)
+        });
+        let l = deps
+            .filter_map(|d| level.get(d.as_str()))
+            .map(|l| l + 1)
+            .max()
+            .unwrap_or(0);
+        level.insert(step.name(), l);
+        if out.len() <= l {
+            out.resize_with(l + 1, Vec::new);
+        }
+        out[l].push(i);
+    }
+    out
 }
 
 /// Whether a recreate starts the new container before stopping the old:

@@ -4,6 +4,7 @@ use super::*;
 use crate::feedback::{Feedback, Status, Tracker};
 use crate::journal::{Journal, StateDir};
 use crate::observe;
+use crate::observe::Observed;
 use crate::plan::{self, PlanOptions};
 use crate::runtime::fake::{Call, FakeRuntime, EXIT_LABEL};
 use crate::runtime::{ImageDetails, Runtime, RuntimeError};
@@ -727,4 +728,58 @@ fn recovery_leaves_another_instances_temporaries_alone() {
         .unwrap();
     });
     assert_eq!(names(&fake), ["a.berth-new"]);
+}
+
+#[test]
+fn a_dependency_is_started_before_its_dependents() {
+    let fake = engine();
+    let dir = tempfile::tempdir().unwrap();
+    let d = doc(
+        "a1",
+        &[
+            ("web", &[("image", ONE), ("dependsOn", "db")]),
+            ("db", &[("image", ONE)]),
+            ("cache", &[("image", ONE)]),
+        ],
+    );
+    let r = apply(&fake, dir.path(), &d);
+    assert_eq!(r.outcome.status, Status::Completed);
+    let (db, web) = (id_of(&fake, "db"), id_of(&fake, "web"));
+    let calls = fake.calls();
+    let at = |c: Call| calls.iter().position(|x| *x == c).unwrap();
+    assert!(at(Call::Start(db)) < at(Call::Start(web)));
+}
+
+#[test]
+fn independent_containers_form_one_wave() {
+    let d = doc(
+        "a1",
+        &[
+            ("a", &[("image", ONE)]),
+            ("b", &[("image", ONE), ("dependsOn", "a")]),
+            ("c", &[("image", ONE)]),
+        ],
+    );
+    let plan = plan::compute(&d, &Observed::default(), &PlanOptions::default());
+    let steps: Vec<Step> = plan
+        .actions
+        .iter()
+        .map(|entry| Step {
+            entry,
+            spec: d.container(&entry.id),
+            old: None,
+            new_id: None,
+            old_stopped: false,
+            old_renamed: false,
+            new_named: false,
+            updated: false,
+            started: false,
+            done: false,
+        })
+        .collect();
+    let names: Vec<Vec<&str>> = waves(&steps)
+        .into_iter()
+        .map(|w| w.into_iter().map(|i| steps[i].name()).collect())
+        .collect();
+    assert_eq!(names, vec![vec!["a", "c"], vec!["b"]]);
 }
