@@ -115,6 +115,8 @@ fn a_container_berth_created_plans_as_keep() {
         let observed = observe::gather_for(&rt, &d).await.unwrap();
         plan::compute(&d, &observed, &PlanOptions::default())
     });
+    // The container goes first: a volume in use cannot be removed.
+    drop(_cleanup);
     let _ = std::process::Command::new("docker")
         .args(["volume", "rm", "-f", &volume])
         .output();

@@ -3,6 +3,7 @@
 
 mod util;
 
+mod cli_apply;
 mod cli_plan;
 mod cli_state;
 mod cli_validate;

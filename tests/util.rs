@@ -151,3 +151,219 @@ pub fn free_port() -> u16 {
         .expect("bind an ephemeral port")
         .port()
 }
+
+/// A private view of the shared engine for a process under test: a unix
+/// socket that forwards every request to the real engine unchanged, except
+/// that container listings show only containers whose names start with
+/// `prefix`.
+///
+/// `berth apply` plans against (and recovers) every container it can list,
+/// and removes the berth-managed ones absent from its document. On an engine
+/// shared with concurrent tests that would remove or rename their
+/// containers, so a berth that acts gets this view: what it can see is
+/// exactly what the test owns. Everything else (inspect, create, start,
+/// stop, rename, remove, pull, volumes, networks) reaches the engine as is.
+pub struct EngineView {
+    socket: PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    _dir: tempfile::TempDir,
+}
+
+impl EngineView {
+    /// Starts serving the view.
+    pub fn new(prefix: &str) -> Self {
+        use std::os::unix::net::UnixListener;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+
+        let dir = tempfile::tempdir().expect("temp dir for the engine view");
+        let socket = dir.path().join("docker.sock");
+        let listener = UnixListener::bind(&socket).expect("bind the engine view's socket");
+        let upstream = engine_socket();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (prefix, stopped) = (prefix.to_string(), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stopped.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let (prefix, upstream) = (prefix.clone(), upstream.clone());
+                std::thread::spawn(move || {
+                    let _ = forward(conn, &upstream, &prefix);
+                });
+            }
+        });
+        Self {
+            socket,
+            stop,
+            _dir: dir,
+        }
+    }
+
+    /// The endpoint, for `DOCKER_HOST` or `--docker-host`.
+    pub fn host(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+}
+
+impl Drop for EngineView {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wakes the accept loop so it sees the flag.
+        let _ = std::os::unix::net::UnixStream::connect(&self.socket);
+    }
+}
+
+/// The engine's unix socket: DOCKER_HOST's when it names one.
+fn engine_socket() -> PathBuf {
+    match std::env::var("DOCKER_HOST") {
+        Ok(h) if h.starts_with("unix://") => PathBuf::from(&h["unix://".len()..]),
+        Ok(h) if !h.is_empty() => {
+            panic!("EngineView needs a unix-socket engine, DOCKER_HOST is {h}")
+        }
+        _ => PathBuf::from("/var/run/docker.sock"),
+    }
+}
+
+/// Reads up to the end of an HTTP head; returns the head (with its final
+/// blank line) and whatever was read past it.
+fn read_head(stream: &mut impl std::io::Read) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let rest = buf.split_off(end + 4);
+            return Ok((buf, rest));
+        }
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed inside an HTTP head",
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// The head's lines without the final blank line.
+fn head_lines(head: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(head)
+        .split("\r\n")
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// A head rebuilt without the named headers, plus `extra` ones.
+fn rebuild_head(lines: &[String], drop: &[&str], extra: &[String]) -> Vec<u8> {
+    let mut out = String::new();
+    for (i, line) in lines.iter().enumerate() {
+        let name = line.split(':').next().unwrap_or("").trim();
+        if i > 0 && drop.iter().any(|d| d.eq_ignore_ascii_case(name)) {
+            continue;
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    for line in extra {
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    out.push_str("\r\n");
+    out.into_bytes()
+}
+
+/// Decodes a chunked body (trailers ignored).
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = body.windows(2).position(|w| w == b"\r\n") {
+        let size_text = String::from_utf8_lossy(&body[..eol]);
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        let start = eol + 2;
+        let end = (start + size).min(body.len());
+        out.extend_from_slice(&body[start..end]);
+        body = body.get(end + 2..).unwrap_or(&[]);
+    }
+    out
+}
+
+/// Serves one connection: one request, one response, then both sides close
+/// (the request goes upstream with `Connection: close`, and so does the
+/// response), so the only HTTP parsing needed is of the two heads.
+fn forward(
+    client: std::os::unix::net::UnixStream,
+    upstream: &Path,
+    prefix: &str,
+) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    use std::net::Shutdown;
+    use std::os::unix::net::UnixStream;
+
+    let close = ["Connection".to_string() + ": close"];
+    let mut from_client = client.try_clone()?;
+    let (head, rest) = read_head(&mut from_client)?;
+    let lines = head_lines(&head);
+    let mut request = lines.first().map(String::as_str).unwrap_or("").split(' ');
+    let method = request.next().unwrap_or("");
+    let path = request.next().unwrap_or("").split('?').next().unwrap_or("");
+    let is_list = method == "GET" && path.ends_with("/containers/json");
+
+    let mut server = UnixStream::connect(upstream)?;
+    server.write_all(&rebuild_head(&lines, &["Connection"], &close))?;
+    server.write_all(&rest)?;
+    let mut to_server = server.try_clone()?;
+    let body = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from_client, &mut to_server);
+    });
+
+    let mut to_client = client;
+    let (head, rest) = read_head(&mut server)?;
+    let lines = head_lines(&head);
+    if is_list {
+        let mut raw = rest;
+        server.read_to_end(&mut raw)?;
+        let chunked = lines.iter().any(|l| {
+            let l = l.to_ascii_lowercase();
+            l.starts_with("transfer-encoding:") && l.contains("chunked")
+        });
+        let mut payload = if chunked { dechunk(&raw) } else { raw };
+        if let Ok(serde_json::Value::Array(items)) = serde_json::from_slice(&payload) {
+            let mine: Vec<serde_json::Value> = items
+                .into_iter()
+                .filter(|c| {
+                    c["Names"].as_array().is_some_and(|names| {
+                        names.iter().any(|n| {
+                            n.as_str()
+                                .is_some_and(|n| n.trim_start_matches('/').starts_with(prefix))
+                        })
+                    })
+                })
+                .collect();
+            payload = serde_json::to_vec(&mine).expect("a JSON array serialises");
+        }
+        let extra = [
+            close[0].clone(),
+            format!("Content-Length: {}", payload.len()),
+        ];
+        to_client.write_all(&rebuild_head(
+            &lines,
+            &["Connection", "Content-Length", "Transfer-Encoding"],
+            &extra,
+        ))?;
+        to_client.write_all(&payload)?;
+    } else {
+        to_client.write_all(&rebuild_head(&lines, &["Connection"], &close))?;
+        to_client.write_all(&rest)?;
+        std::io::copy(&mut server, &mut to_client)?;
+    }
+    let _ = to_client.shutdown(Shutdown::Both);
+    let _ = server.shutdown(Shutdown::Both);
+    let _ = body.join();
+    Ok(())
+}
