@@ -48,6 +48,21 @@ pub enum RollbackMode {
     Container,
 }
 
+/// How a prepared container is set going.
+#[derive(Debug, Clone)]
+enum Launch {
+    Start(String),
+    Unpause(String),
+}
+
+impl Launch {
+    fn id(&self) -> &str {
+        match self {
+            Launch::Start(id) | Launch::Unpause(id) => id,
+        }
+    }
+}
+
 /// A point where a test can make berth wait, to kill it there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PausePoint {
@@ -307,8 +322,8 @@ impl<R: Runtime> Run<'_, R> {
         let mut failures = Vec::new();
         let mut first = true;
         for wave in waves(steps) {
-            // Start the wave one by one (cheap engine calls), let every
-            // container in it prove ready at the same time, then record.
+            // Name the wave's containers one by one (cheap), start them and
+            // let them prove ready at the same time, then record in order.
             let mut failed_now: Vec<(usize, String)> = Vec::new();
             let mut gating = Vec::new();
             for &i in &wave {
@@ -317,12 +332,9 @@ impl<R: Runtime> Run<'_, R> {
                     Err(e) => Err(e),
                 };
                 match prepared {
-                    Ok(Some(id)) => {
-                        if first && self.options.pause_at == Some(PausePoint::Activating) {
-                            pause("activating").await;
-                        }
-                        first = false;
-                        gating.push((i, id, steps[i].spec));
+                    Ok(Some(launch)) => {
+                        steps[i].started = true;
+                        gating.push((i, launch, steps[i].spec));
                     }
                     Ok(None) => {}
                     Err(message) => failed_now.push((i, message)),
@@ -330,10 +342,24 @@ impl<R: Runtime> Run<'_, R> {
             }
             let (rt, options) = (self.rt, self.options);
             let gated: Vec<(usize, Result<(), String>)> = futures_util::stream::iter(gating)
-                .map(|(i, id, spec)| async move { (i, gate(rt, options, &id, spec).await) })
+                .map(|(i, launch, spec)| async move {
+                    let started = match &launch {
+                        Launch::Start(id) => rt.start(id).await,
+                        Launch::Unpause(id) => rt.unpause(id).await,
+                    };
+                    let result = match started {
+                        Ok(()) => gate(rt, options, launch.id(), spec).await,
+                        Err(e) => Err(format!("cannot start: {e}")),
+                    };
+                    (i, result)
+                })
                 .buffer_unordered(options.parallel.max(1))
                 .collect()
                 .await;
+            if first && !gated.is_empty() && self.options.pause_at == Some(PausePoint::Activating) {
+                pause("activating").await;
+            }
+            first = false;
             for (i, result) in gated {
                 let result = match result {
                     Ok(()) => self.finish(&mut steps[i]).await,
@@ -561,7 +587,9 @@ impl<R: Runtime> Run<'_, R> {
         steps: &mut [Step<'s>],
         observed: &Observed,
     ) -> Result<(), String> {
-        for step in steps.iter_mut() {
+        // Requests are prepared one by one (cheap), created at once.
+        let mut requests = Vec::new();
+        for (i, step) in steps.iter().enumerate() {
             let (Some(spec), Action::Create | Action::Recreate) = (step.spec, step.entry.action)
             else {
                 continue;
@@ -580,30 +608,52 @@ impl<R: Runtime> Run<'_, R> {
                 .await
                 .map_err(|e| format!("cannot inspect image {}: {e}", spec.config.image))?
                 .map(|i| i.id);
-            let request = CreateRequest {
-                name: temp.clone(),
-                config: spec.config.clone(),
-                labels: labels::for_spec(spec, image_id.as_deref(), &self.options.instance),
-                extra_hosts: self.resolve_hosts(spec, observed).await?,
-                inherited_volumes: inherited_volumes(spec, step.old),
-                networks: inherited_networks(step.old),
-            };
-            let id = self.rt.create(&request).await.map_err(|e| {
-                let message = format!("cannot create {}: {e}; nothing was changed", spec.name);
-                self.tracker
-                    .set(&spec.name, ActionStatus::DownloadFailure, message.clone());
-                message
-            })?;
-            step.new_id = Some(id.clone());
-            self.journal.entry(&spec.name).new_id = Some(id);
-            self.journal()?;
-            self.set(
-                &spec.name,
-                ActionStatus::DownloadSuccess,
-                "New container created.",
-            );
+            requests.push((
+                i,
+                CreateRequest {
+                    name: temp,
+                    config: spec.config.clone(),
+                    labels: labels::for_spec(spec, image_id.as_deref(), &self.options.instance),
+                    extra_hosts: self.resolve_hosts(spec, observed).await?,
+                    inherited_volumes: inherited_volumes(spec, step.old),
+                    networks: inherited_networks(step.old),
+                },
+            ));
         }
-        Ok(())
+        let rt = self.rt;
+        let mut created: Vec<(usize, runtime::Result<String>)> =
+            futures_util::stream::iter(requests)
+                .map(|(i, request)| async move { (i, rt.create(&request).await) })
+                .buffer_unordered(self.options.parallel.max(1))
+                .collect()
+                .await;
+        created.sort_by_key(|(i, _)| *i);
+        let mut errors = Vec::new();
+        for (i, result) in created {
+            let name = steps[i].name().to_string();
+            match result {
+                Ok(id) => {
+                    steps[i].new_id = Some(id.clone());
+                    self.journal.entry(&name).new_id = Some(id);
+                    self.set(
+                        &name,
+                        ActionStatus::DownloadSuccess,
+                        "New container created.",
+                    );
+                }
+                Err(e) => {
+                    let message = format!("cannot create {name}: {e}; nothing was changed");
+                    self.set(&name, ActionStatus::DownloadFailure, message.clone());
+                    errors.push(message);
+                }
+            }
+        }
+        self.journal()?;
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
     }
 
     /// `container_<hostname>` and `host_ip_<iface>` targets become addresses.
@@ -733,9 +783,9 @@ impl<R: Runtime> Run<'_, R> {
         Ok(())
     }
 
-    /// Puts a container in place and starts it; returns the id whose
-    /// readiness is to be proven, if any.
-    async fn prepare(&mut self, step: &mut Step<'_>) -> Result<Option<String>, String> {
+    /// Puts a container in place; returns how to start it, when its
+    /// readiness is to be proven.
+    async fn prepare(&mut self, step: &mut Step<'_>) -> Result<Option<Launch>, String> {
         let name = step.name().to_string();
         match step.entry.action {
             Action::Create | Action::Recreate => {
@@ -748,6 +798,8 @@ impl<R: Runtime> Run<'_, R> {
                     "Starting the new container.",
                 );
                 self.emit(Status::Activating, None);
+                // start-first: the new one starts under its temporary name
+                // while the old one keeps serving until the new one is ready.
                 if !start_first(step) {
                     self.rt
                         .rename(&id, &name)
@@ -755,27 +807,20 @@ impl<R: Runtime> Run<'_, R> {
                         .map_err(|e| format!("cannot rename the new container: {e}"))?;
                     step.new_named = true;
                 }
-                // start-first: the new one starts under its temporary name
-                // while the old one keeps serving until the new one is ready.
-                self.rt
-                    .start(&id)
-                    .await
-                    .map_err(|e| format!("cannot start the new container: {e}"))?;
-                step.started = true;
-                Ok(Some(id))
+                Ok(Some(Launch::Start(id)))
             }
             Action::Start => {
                 let Some(old) = step.old else { return Ok(None) };
                 self.set(&name, ActionStatus::Activating, "Starting the container.");
                 self.emit(Status::Activating, None);
-                let result = if old.details.state.status == runtime::Status::Paused {
-                    self.rt.unpause(&old.details.id).await
-                } else {
-                    self.rt.start(&old.details.id).await
-                };
-                result.map_err(|e| format!("cannot start: {e}"))?;
-                step.started = true;
-                Ok(Some(old.details.id.clone()))
+                let id = old.details.id.clone();
+                Ok(Some(
+                    if old.details.state.status == runtime::Status::Paused {
+                        Launch::Unpause(id)
+                    } else {
+                        Launch::Start(id)
+                    },
+                ))
             }
             Action::Update => {
                 self.set(
