@@ -193,26 +193,11 @@ impl ApplyArgs {
             eprintln!("{name}: warning: {w}");
         }
         let desired = accepted.desired;
-        let runtime = tokio::runtime::Runtime::new()?;
         if self.dry_run {
-            let plan = runtime.block_on(async {
-                let rt = self.engine.connect().await?;
-                let observed = observe::gather_for(&rt, &desired).await?;
-                anyhow::Ok(plan::compute(
-                    &desired,
-                    &observed,
-                    &self.policy.plan_options(),
-                ))
-            })?;
-            let mut out = io::stdout().lock();
-            if self.json {
-                serde_json::to_writer_pretty(&mut out, &plan)?;
-                writeln!(out)?;
-            } else {
-                super::plan::print(&mut out, &plan, Paint::stdout())?;
-            }
+            super::plan::show(&self.engine, &self.policy, &desired, self.json)?;
             return Ok(ExitCode::SUCCESS);
         }
+        let runtime = tokio::runtime::Runtime::new()?;
         let state = StateDir::open(&self.state_dir)?;
         state.save_desired(&text)?;
         let options = ExecuteOptions {

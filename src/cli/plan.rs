@@ -8,6 +8,7 @@ use clap::Args;
 
 use berth::observe;
 use berth::plan::{self, Action, Plan};
+use berth::spec::DesiredState;
 
 use super::engine::{load, EngineArgs, Paint, PolicyArgs};
 
@@ -49,29 +50,36 @@ impl PlanArgs {
         let Some(accepted) = load(&self.file)? else {
             return Ok(ExitCode::FAILURE);
         };
-        let desired = accepted.desired;
-        let runtime = tokio::runtime::Runtime::new()?;
-        let plan = runtime.block_on(async {
-            let rt = self.engine.connect().await?;
-            let observed = observe::gather_for(&rt, &desired).await?;
-            anyhow::Ok(plan::compute(
-                &desired,
-                &observed,
-                &self.policy.plan_options(),
-            ))
-        })?;
-        let mut out = io::stdout().lock();
-        if self.json {
-            serde_json::to_writer_pretty(&mut out, &plan)?;
-            writeln!(out)?;
-        } else {
-            print(&mut out, &plan, Paint::stdout())?;
-        }
+        let plan = show(&self.engine, &self.policy, &accepted.desired, self.json)?;
         Ok(match (self.detailed_exitcode, plan.has_changes()) {
             (true, true) => ExitCode::from(2),
             _ => ExitCode::SUCCESS,
         })
     }
+}
+
+/// Observes the engine, plans `desired` and prints the plan (JSON or for
+/// people); shared by `plan` and `apply --dry-run`.
+pub fn show(
+    engine: &EngineArgs,
+    policy: &PolicyArgs,
+    desired: &DesiredState,
+    json: bool,
+) -> anyhow::Result<Plan> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    let plan = runtime.block_on(async {
+        let rt = engine.connect().await?;
+        let observed = observe::gather_for(&rt, desired).await?;
+        anyhow::Ok(plan::compute(desired, &observed, &policy.plan_options()))
+    })?;
+    let mut out = io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &plan)?;
+        writeln!(out)?;
+    } else {
+        print(&mut out, &plan, Paint::stdout())?;
+    }
+    Ok(plan)
 }
 
 fn marker(action: Action) -> (&'static str, &'static str) {
