@@ -1202,6 +1202,49 @@ async fn pause(at: &str) {
     tokio::time::sleep(Duration::from_secs(3600)).await;
 }
 
+/// One whole activity for an accepted document: IDENTIFYING (observe and
+/// plan), IDENTIFIED, then the rollout when anything changes, with every
+/// feedback message sent to `sink`. Recovery is the caller's to run first.
+///
+/// # Errors
+/// Only state-directory failures; engine failures end as feedback and an
+/// `INCOMPLETE` or `IDENTIFICATION_FAILED` status.
+pub async fn apply<R: Runtime>(
+    rt: &R,
+    state: &StateDir,
+    desired: &DesiredState,
+    plan_options: &crate::plan::PlanOptions,
+    options: &ExecuteOptions,
+    sink: &mut dyn Sink,
+) -> Result<Status, StateError> {
+    let mut tracker = Tracker::new(&desired.activity_id, crate::spec::validate::DEFAULT_DOMAIN);
+    sink.send(tracker.message(Status::Identifying, None));
+    let observed = match crate::observe::gather_for(rt, desired).await {
+        Ok(o) => o,
+        Err(e) => {
+            sink.send(tracker.message(Status::IdentificationFailed, Some(e.to_string())));
+            return Ok(Status::IdentificationFailed);
+        }
+    };
+    let plan = crate::plan::compute(desired, &observed, plan_options);
+    tracker.identified(&plan);
+    for w in &plan.warnings {
+        tracing::warn!(activity = %desired.activity_id, "{w}");
+    }
+    sink.send(tracker.message(Status::Identified, Some(plan.summary())));
+    if !plan.has_changes() {
+        sink.send(tracker.message(Status::Completed, Some("nothing to change".into())));
+        return Ok(Status::Completed);
+    }
+    let activity = Activity {
+        desired,
+        plan: &plan,
+        observed: &observed,
+    };
+    let outcome = execute(rt, state, activity, options, &mut tracker, sink).await?;
+    Ok(outcome.status)
+}
+
 /// What recovery did, one line each.
 pub type Recovered = Vec<String>;
 

@@ -11,8 +11,6 @@ use clap::{Args, ValueEnum};
 use berth::execute::{self, ExecuteOptions, PausePoint, RollbackMode};
 use berth::feedback::{Feedback, Status, Tracker};
 use berth::journal::{StateDir, DEFAULT_STATE_DIR};
-use berth::observe;
-use berth::plan;
 use berth::spec::{self, validate::DEFAULT_DOMAIN};
 
 use super::engine::{read, EngineArgs, Paint, PolicyArgs};
@@ -231,37 +229,11 @@ impl ApplyArgs {
             {
                 eprintln!("berth: recovered: {line}");
             }
-            let mut tracker = Tracker::new(&desired.activity_id, DEFAULT_DOMAIN);
-            printer.print(&tracker.message(Status::Identifying, None));
-            let observed = match observe::gather_for(&rt, &desired).await {
-                Ok(o) => o,
-                Err(e) => {
-                    printer
-                        .print(&tracker.message(Status::IdentificationFailed, Some(e.to_string())));
-                    return Ok(Status::IdentificationFailed);
-                }
-            };
-            let plan = plan::compute(&desired, &observed, &self.policy.plan_options());
-            tracker.identified(&plan);
-            let summary = plan.summary();
-            printer.print(&tracker.message(Status::Identified, Some(summary)));
-            for w in &plan.warnings {
-                eprintln!("berth: warning: {w}");
-            }
-            if !plan.has_changes() {
-                printer
-                    .print(&tracker.message(Status::Completed, Some("nothing to change".into())));
-                return anyhow::Ok(Status::Completed);
-            }
             let mut sink = |f: Feedback| printer.print(&f);
-            let activity = execute::Activity {
-                desired: &desired,
-                plan: &plan,
-                observed: &observed,
-            };
-            let outcome =
-                execute::execute(&rt, &state, activity, &options, &mut tracker, &mut sink).await?;
-            anyhow::Ok(outcome.status)
+            let plan_options = self.policy.plan_options();
+            let status =
+                execute::apply(&rt, &state, &desired, &plan_options, &options, &mut sink).await?;
+            anyhow::Ok(status)
         })?;
         Ok(if outcome == Status::Completed {
             ExitCode::SUCCESS
