@@ -11,9 +11,9 @@ use clap::{Args, ValueEnum};
 use berth::execute::{self, ExecuteOptions, PausePoint, RollbackMode};
 use berth::feedback::{Feedback, Status, Tracker};
 use berth::journal::{StateDir, DEFAULT_STATE_DIR};
-use berth::spec::{self, validate::DEFAULT_DOMAIN};
+use berth::spec::validate::DEFAULT_DOMAIN;
 
-use super::engine::{read, EngineArgs, Paint, PolicyArgs};
+use super::engine::{load, EngineArgs, Paint, PolicyArgs};
 
 const APPLY_EXAMPLES: &str = "\
 Exit status: 0 when the activity COMPLETED, 1 otherwise (the device then runs
@@ -154,12 +154,8 @@ impl Printer {
 impl ApplyArgs {
     /// Validates, recovers, plans and executes.
     pub fn exec(self) -> anyhow::Result<ExitCode> {
-        let name = self.file.display().to_string();
-        let text = match read(&self.file) {
-            Ok(t) => t,
-            Err(e) => anyhow::bail!("reading {name}: {e}"),
-        };
-        let accepted = match spec::parse(&text, &spec::Options::default()) {
+        let (text, verdict) = load(&self.file)?;
+        let accepted = match verdict {
             Ok(a) => a,
             Err(rejection) => {
                 if self.json {
@@ -181,15 +177,9 @@ impl ApplyArgs {
                         .message(Status::IdentificationFailed, Some(message));
                     println!("{}", serde_json::to_string(&f)?);
                 }
-                for e in &rejection.errors {
-                    eprintln!("{name}: {e}");
-                }
                 return Ok(ExitCode::FAILURE);
             }
         };
-        for w in &accepted.warnings {
-            eprintln!("{name}: warning: {w}");
-        }
         let desired = accepted.desired;
         if self.dry_run {
             super::plan::show(&self.engine, &self.policy, &desired, self.json)?;

@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 
 use berth::plan::{PlanOptions, Scope};
 use berth::runtime::docker::DockerRuntime;
-use berth::spec::{self, Accepted};
+use berth::spec::{self, Accepted, Rejection};
 
 /// Where the engine is.
 #[derive(Debug, Args)]
@@ -94,28 +94,23 @@ pub fn read(path: &Path) -> std::io::Result<String> {
     }
 }
 
-/// Loads and validates a document, printing every problem the way
-/// `berth validate` does. `None` means it was refused (already reported).
-pub fn load(path: &Path) -> anyhow::Result<Option<Accepted>> {
+/// Loads and validates a document, printing every warning and problem the
+/// way `berth validate` does. Returns the text with the verdict.
+pub fn load(path: &Path) -> anyhow::Result<(String, Result<Accepted, Rejection>)> {
     let name = path.display().to_string();
     let text = read(path).with_context(|| format!("reading {name}"))?;
-    match spec::parse(&text, &spec::Options::default()) {
-        Ok(accepted) => {
-            for w in &accepted.warnings {
-                eprintln!("{name}: warning: {w}");
-            }
-            Ok(Some(accepted))
-        }
-        Err(rejection) => {
-            for w in &rejection.warnings {
-                eprintln!("{name}: warning: {w}");
-            }
-            for e in &rejection.errors {
-                eprintln!("{name}: {e}");
-            }
-            Ok(None)
-        }
+    let verdict = spec::parse(&text, &spec::Options::default());
+    let (warnings, errors) = match &verdict {
+        Ok(accepted) => (&accepted.warnings, &[][..]),
+        Err(rejection) => (&rejection.warnings, &rejection.errors[..]),
+    };
+    for w in warnings {
+        eprintln!("{name}: warning: {w}");
     }
+    for e in errors {
+        eprintln!("{name}: {e}");
+    }
+    Ok((text, verdict))
 }
 
 /// ANSI colours, only on a terminal and only without NO_COLOR.

@@ -47,7 +47,7 @@ impl PlanArgs {
     /// Validates (touching nothing when the document is refused), observes
     /// and plans.
     pub fn exec(self) -> anyhow::Result<ExitCode> {
-        let Some(accepted) = load(&self.file)? else {
+        let (_, Ok(accepted)) = load(&self.file)? else {
             return Ok(ExitCode::FAILURE);
         };
         let plan = show(&self.engine, &self.policy, &accepted.desired, self.json)?;

@@ -1,6 +1,6 @@
 //! `berth validate FILE...`: every problem of every document, one per line.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -9,6 +9,8 @@ use clap::Args;
 use serde::Serialize;
 
 use berth::spec::{self, Diagnostic};
+
+use super::engine::read;
 
 const VALIDATE_EXAMPLES: &str = "\
 Exit status: 0 when every document is valid, 1 otherwise.
@@ -97,15 +99,5 @@ impl ValidateArgs {
         } else {
             ExitCode::FAILURE
         })
-    }
-}
-
-fn read(path: &PathBuf) -> io::Result<String> {
-    if path.as_os_str() == "-" {
-        let mut text = String::new();
-        io::stdin().read_to_string(&mut text)?;
-        Ok(text)
-    } else {
-        std::fs::read_to_string(path)
     }
 }
