@@ -8,18 +8,11 @@ use crate::observe::Observed;
 use crate::plan::{self, PlanOptions};
 use crate::runtime::fake::{Call, FakeRuntime, EXIT_LABEL};
 use crate::runtime::{ImageDetails, Runtime, RuntimeError};
-use crate::spec::{self, DesiredState};
+use crate::spec::DesiredState;
+use crate::test_support::{block_on, desired};
 
 const ONE: &str = "127.0.0.1:5000/berth-test/service:1";
 const TWO: &str = "127.0.0.1:5000/berth-test/service:2";
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(f)
-}
 
 fn image(id: &str) -> ImageDetails {
     ImageDetails {
@@ -41,25 +34,7 @@ fn engine() -> FakeRuntime {
 }
 
 fn doc(activity: &str, components: &[(&str, &[(&str, &str)])]) -> DesiredState {
-    let comps: Vec<serde_json::Value> = components
-        .iter()
-        .map(|(id, config)| {
-            let config: Vec<serde_json::Value> = config
-                .iter()
-                .map(|(k, v)| serde_json::json!({"key": k, "value": v}))
-                .collect();
-            serde_json::json!({"id": id, "version": "1", "config": config})
-        })
-        .collect();
-    let text = serde_json::json!({
-        "activityId": activity,
-        "payload": {"domains": [{"id": "containers", "components": comps}]}
-    })
-    .to_string();
-    match spec::parse(&text, &Default::default()) {
-        Ok(a) => a.desired,
-        Err(r) => panic!("{r}"),
-    }
+    desired(activity, components)
 }
 
 fn options() -> ExecuteOptions {

@@ -16,3 +16,6 @@ pub mod plan;
 pub mod runtime;
 pub mod schema;
 pub mod spec;
+
+#[cfg(test)]
+mod test_support;

@@ -11,16 +11,10 @@ use crate::observe;
 use crate::runtime::fake::FakeRuntime;
 use crate::runtime::{ContainerDetails, CreateRequest, ImageDetails, Runtime, Status};
 use crate::spec::{self, DesiredState};
+use crate::test_support::{block_on, desired};
 
 const SERVICE_1: &str = "127.0.0.1:5000/berth-test/service:1";
 const SERVICE_2: &str = "127.0.0.1:5000/berth-test/service:2";
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("runtime")
-        .block_on(f)
-}
 
 fn image(id: &str) -> ImageDetails {
     ImageDetails {
@@ -42,25 +36,7 @@ fn engine() -> FakeRuntime {
 }
 
 fn doc(components: &[(&str, &[(&str, &str)])]) -> DesiredState {
-    let comps: Vec<serde_json::Value> = components
-        .iter()
-        .map(|(id, config)| {
-            let config: Vec<serde_json::Value> = config
-                .iter()
-                .map(|(k, v)| serde_json::json!({"key": k, "value": v}))
-                .collect();
-            serde_json::json!({"id": id, "version": "1", "config": config})
-        })
-        .collect();
-    let text = serde_json::json!({
-        "activityId": "plan-test",
-        "payload": {"domains": [{"id": "containers", "components": comps}]}
-    })
-    .to_string();
-    match spec::parse(&text, &Default::default()) {
-        Ok(a) => a.desired,
-        Err(r) => panic!("{r}"),
-    }
+    desired("plan-test", components)
 }
 
 fn with_system(mut d: DesiredState, names: &[&str]) -> DesiredState {

@@ -1,0 +1,37 @@
+//! Helpers shared by the unit tests of the planner and the executor.
+
+use std::future::Future;
+
+use crate::spec::{self, DesiredState};
+
+/// Runs a future to completion on a fresh single-threaded runtime.
+pub fn block_on<F: Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
+
+/// A validated document: one component (version `1`) per `(id, config)`.
+pub fn desired(activity: &str, components: &[(&str, &[(&str, &str)])]) -> DesiredState {
+    let comps: Vec<serde_json::Value> = components
+        .iter()
+        .map(|(id, config)| {
+            let config: Vec<serde_json::Value> = config
+                .iter()
+                .map(|(k, v)| serde_json::json!({"key": k, "value": v}))
+                .collect();
+            serde_json::json!({"id": id, "version": "1", "config": config})
+        })
+        .collect();
+    let text = serde_json::json!({
+        "activityId": activity,
+        "payload": {"domains": [{"id": "containers", "components": comps}]}
+    })
+    .to_string();
+    match spec::parse(&text, &Default::default()) {
+        Ok(a) => a.desired,
+        Err(r) => panic!("{r}"),
+    }
+}
