@@ -589,6 +589,7 @@ impl<R: Runtime> Run<'_, R> {
     ) -> Result<(), String> {
         // Requests are prepared one by one (cheap), created at once.
         let mut requests = Vec::new();
+        let mut image_ids: BTreeMap<String, Option<String>> = BTreeMap::new();
         for (i, step) in steps.iter().enumerate() {
             let (Some(spec), Action::Create | Action::Recreate) = (step.spec, step.entry.action)
             else {
@@ -602,12 +603,21 @@ impl<R: Runtime> Run<'_, R> {
                     .await
                     .map_err(|e| format!("cannot remove the leftover {temp}: {e}"))?;
             }
-            let image_id = self
-                .rt
-                .image(&spec.config.image.to_string())
-                .await
-                .map_err(|e| format!("cannot inspect image {}: {e}", spec.config.image))?
-                .map(|i| i.id);
+            // Containers sharing an image inspect it once.
+            let reference = spec.config.image.to_string();
+            let image_id = match image_ids.get(&reference) {
+                Some(id) => id.clone(),
+                None => {
+                    let id = self
+                        .rt
+                        .image(&reference)
+                        .await
+                        .map_err(|e| format!("cannot inspect image {reference}: {e}"))?
+                        .map(|i| i.id);
+                    image_ids.insert(reference, id.clone());
+                    id
+                }
+            };
             requests.push((
                 i,
                 CreateRequest {
