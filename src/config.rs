@@ -41,6 +41,22 @@ pub struct Config {
     /// `activity` or `container`.
     #[serde(with = "rollback_text")]
     pub rollback: RollbackMode,
+    /// Added to a health check's own worst case before giving up on it.
+    #[serde(with = "duration_text")]
+    pub ready_margin: Duration,
+    /// Stop grace period for containers whose document sets none.
+    #[serde(with = "duration_text")]
+    pub stop_timeout: Duration,
+    /// Longest time one image pull may take.
+    #[serde(with = "duration_text")]
+    pub pull_timeout: Duration,
+    /// Longest time one activity may take before it rolls back.
+    #[serde(with = "duration_text")]
+    pub activity_timeout: Duration,
+    /// How long a running activity may take to end at shutdown before it
+    /// is stopped and undone.
+    #[serde(with = "duration_text")]
+    pub shutdown_grace: Duration,
     /// Env-name patterns shown as `<redacted>`.
     pub redact_env: Vec<String>,
     /// Drift correction period; `0` disables it.
@@ -63,6 +79,11 @@ impl Default for Config {
             parallel: 4,
             min_ready: Duration::from_secs(2),
             rollback: RollbackMode::Activity,
+            ready_margin: Duration::from_secs(10),
+            stop_timeout: Duration::from_secs(10),
+            pull_timeout: Duration::from_secs(600),
+            activity_timeout: Duration::from_secs(1800),
+            shutdown_grace: Duration::from_secs(60),
             redact_env: crate::inventory::DEFAULT_REDACT
                 .iter()
                 .map(|s| s.to_string())
@@ -157,7 +178,12 @@ impl Config {
         Ok(config)
     }
 
-    fn check(&self) -> Result<(), ConfigError> {
+    /// Checks values that TOML's types cannot, for a configuration put
+    /// together from a file and flags.
+    ///
+    /// # Errors
+    /// The option and what is wrong with it.
+    pub fn check(&self) -> Result<(), ConfigError> {
         let bad = |option: &str, problem: String| Err(ConfigError(format!("{option}: {problem}")));
         if self.parallel == 0 || self.parallel > 64 {
             return bad(
@@ -167,6 +193,14 @@ impl Config {
         }
         if let Err(e) = crate::spec::values::check_name(&self.instance) {
             return bad("instance", format!("\"{}\" {e}", self.instance));
+        }
+        for (option, d) in [
+            ("activity_timeout", self.activity_timeout),
+            ("pull_timeout", self.pull_timeout),
+        ] {
+            if d.is_zero() {
+                return bad(option, "must be more than 0".into());
+            }
         }
         for name in &self.system_containers {
             if let Err(e) = crate::spec::values::check_name(name) {
@@ -195,6 +229,12 @@ impl Config {
                     "mqtt.cert_file",
                     "cert_file and key_file go together".into(),
                 );
+            }
+            if !mqtt.keep_alive.is_zero() && mqtt.keep_alive < Duration::from_secs(1) {
+                return bad("mqtt.keep_alive", "must be 0 (off) or at least 1s".into());
+            }
+            if let Err(e) = crate::spec::values::check_name(&mqtt.domain) {
+                return bad("mqtt.domain", format!("\"{}\" {e}", mqtt.domain));
             }
             if mqtt.max_message_size == 0 {
                 return bad("mqtt.max_message_size", "must be more than 0".into());

@@ -1237,22 +1237,43 @@ pub async fn apply<R: Runtime>(
         }
     };
     let plan = crate::plan::compute(desired, &observed, plan_options);
-    tracker.identified(&plan);
-    for w in &plan.warnings {
-        tracing::warn!(activity = %desired.activity_id, "{w}");
-    }
-    sink.send(tracker.message(Status::Identified, Some(plan.summary())));
-    if !plan.has_changes() {
-        sink.send(tracker.message(Status::Completed, Some("nothing to change".into())));
-        return Ok(Status::Completed);
-    }
     let activity = Activity {
         desired,
         plan: &plan,
         observed: &observed,
     };
-    let outcome = execute(rt, state, activity, options, &mut tracker, sink).await?;
+    let outcome = carry_out(rt, state, activity, options, &mut tracker, sink).await?;
     Ok(outcome.status)
+}
+
+/// The part of an activity after planning: IDENTIFIED with every action,
+/// then `COMPLETED` at once when nothing changes, else the rollout.
+///
+/// # Errors
+/// As [`execute`].
+pub async fn carry_out<R: Runtime>(
+    rt: &R,
+    state: &StateDir,
+    activity: Activity<'_>,
+    options: &ExecuteOptions,
+    tracker: &mut Tracker,
+    sink: &mut dyn Sink,
+) -> Result<Outcome, StateError> {
+    let plan = activity.plan;
+    tracker.identified(plan);
+    for w in &plan.warnings {
+        tracing::warn!(activity = %plan.activity_id, "{w}");
+    }
+    sink.send(tracker.message(Status::Identified, Some(plan.summary())));
+    if !plan.has_changes() {
+        let message = Some("nothing to change".to_string());
+        sink.send(tracker.message(Status::Completed, message.clone()));
+        return Ok(Outcome {
+            status: Status::Completed,
+            message,
+        });
+    }
+    execute(rt, state, activity, options, tracker, sink).await
 }
 
 /// What recovery did, one line each.

@@ -5,6 +5,7 @@
 //! [`spec::DesiredState`], which later stages plan against and apply. The
 //! [`schema`] module generates the published JSON schemas from the same types.
 
+pub mod agent;
 pub mod config;
 pub mod execute;
 pub mod feedback;

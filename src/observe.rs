@@ -102,6 +102,27 @@ pub async fn gather<R: Runtime>(
     Ok(observed)
 }
 
+/// The images of the observed containers, by image id, so an inventory can
+/// leave out the settings a container merely inherits from its image.
+///
+/// # Errors
+/// When the engine cannot be read.
+pub async fn images_of<R: Runtime>(
+    rt: &R,
+    observed: &Observed,
+) -> Result<std::collections::BTreeMap<String, crate::runtime::ImageDetails>, RuntimeError> {
+    let mut images = std::collections::BTreeMap::new();
+    for c in &observed.containers {
+        let id = &c.details.image_id;
+        if !images.contains_key(id) {
+            if let Some(image) = rt.image(id).await? {
+                images.insert(id.clone(), image);
+            }
+        }
+    }
+    Ok(images)
+}
+
 /// [`gather`] for a desired state: its images, and registry digests for
 /// the ones whose pull policy is `always`.
 ///

@@ -89,6 +89,15 @@ pub enum RollbackArg {
     Container,
 }
 
+impl From<RollbackArg> for RollbackMode {
+    fn from(r: RollbackArg) -> Self {
+        match r {
+            RollbackArg::Activity => RollbackMode::Activity,
+            RollbackArg::Container => RollbackMode::Container,
+        }
+    }
+}
+
 /// Prints feedback: JSON lines, or a line per change for people.
 struct Printer {
     json: bool,
@@ -195,10 +204,7 @@ impl ApplyArgs {
             min_ready: self.min_ready,
             ready_margin: self.ready_margin,
             activity_timeout: self.activity_timeout,
-            rollback: match self.rollback {
-                RollbackArg::Activity => RollbackMode::Activity,
-                RollbackArg::Container => RollbackMode::Container,
-            },
+            rollback: self.rollback.into(),
             instance: self.policy.instance.clone(),
             pause_at: match std::env::var("BERTH_TEST_PAUSE_AT").as_deref() {
                 Ok("updating") => Some(PausePoint::Updating),

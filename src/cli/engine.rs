@@ -64,14 +64,20 @@ pub enum ScopeArg {
     All,
 }
 
+impl From<ScopeArg> for Scope {
+    fn from(s: ScopeArg) -> Self {
+        match s {
+            ScopeArg::Owned => Scope::Owned,
+            ScopeArg::All => Scope::All,
+        }
+    }
+}
+
 impl PolicyArgs {
     /// The planner's options.
     pub fn plan_options(&self) -> PlanOptions {
         PlanOptions {
-            scope: match self.scope {
-                ScopeArg::Owned => Scope::Owned,
-                ScopeArg::All => Scope::All,
-            },
+            scope: self.scope.into(),
             system_containers: self
                 .system_containers
                 .iter()

@@ -3,6 +3,7 @@
 mod apply;
 mod engine;
 mod plan;
+mod run;
 mod state;
 mod validate;
 
@@ -16,16 +17,23 @@ Examples:
   berth validate --json state.json      machine-readable verdicts
   cat state.json | berth validate -     read a document from standard input
   berth plan examples/multi.json        what an apply would change, and why
-  berth state --json                    the inventory as Kanto's current state";
+  berth state --json                    the inventory as Kanto's current state
+  berth run --config /etc/berth/config.toml   the agent (MQTT, state files, drift)";
 
 /// berth: drives Docker containers toward a desired-state document
 /// (Eclipse Kanto container-update-agent format).
 #[derive(Debug, Parser)]
 #[command(name = "berth", version, about, after_help = EXAMPLES)]
 pub struct Args {
-    /// Log filter for diagnostics on stderr (e.g. `info`, `berth=debug`).
-    #[arg(long, global = true, env = "BERTH_LOG", default_value = "warn")]
-    pub log_level: String,
+    /// Log filter for diagnostics on stderr (e.g. `info`, `berth=debug`);
+    /// `warn` by default, `info` for `berth run`.
+    #[arg(long, global = true, env = "BERTH_LOG", value_name = "FILTER")]
+    pub log_level: Option<String>,
+
+    /// Log lines for people (`text`) or for journald and log shippers
+    /// (`json`: one object per line, with the activity's id).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 
     #[command(subcommand)]
     pub command: Command,
@@ -42,16 +50,42 @@ pub enum Command {
     State(state::StateArgs),
     /// Converge the engine to a document: download first, roll back on failure.
     Apply(apply::ApplyArgs),
+    /// The agent: enforce desired states from MQTT and state files, correct drift.
+    Run(Box<run::RunArgs>),
 }
 
-/// Sends `tracing` output to stderr, filtered by `--log-level`.
+/// `--log-format` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// JSON lines.
+    Json,
+}
+
+/// Sends `tracing` output to stderr, filtered by `--log-level`, as text or
+/// JSON lines. Log lines inside an activity carry its `activityId`.
 pub fn init_logging(args: &Args) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
+    let default = match args.command {
+        Command::Run(_) => "info",
+        _ => "warn",
+    };
+    let level = args.log_level.as_deref().unwrap_or(default);
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
 }
 
 /// Runs the chosen subcommand and says which exit code it earned.
@@ -61,5 +95,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Plan(cmd) => cmd.exec(),
         Command::State(cmd) => cmd.exec(),
         Command::Apply(cmd) => cmd.exec(),
+        Command::Run(cmd) => cmd.exec(),
     }
 }

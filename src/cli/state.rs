@@ -1,7 +1,6 @@
 //! `berth state`: the current inventory, as a table or as Kanto's
 //! current-state message.
 
-use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -10,7 +9,7 @@ use clap::Args;
 
 use berth::inventory::{self, InventoryOptions, DEFAULT_REDACT};
 use berth::observe::{self, Observed};
-use berth::runtime::{Runtime, Status};
+use berth::runtime::Status;
 
 use super::engine::{EngineArgs, Paint};
 
@@ -47,15 +46,7 @@ impl StateArgs {
         let (observed, images) = runtime.block_on(async {
             let rt = self.engine.connect().await?;
             let observed = observe::gather(&rt, &[], &[]).await?;
-            let mut images = BTreeMap::new();
-            for c in &observed.containers {
-                let id = &c.details.image_id;
-                if !images.contains_key(id) {
-                    if let Some(image) = rt.image(id).await? {
-                        images.insert(id.clone(), image);
-                    }
-                }
-            }
+            let images = observe::images_of(&rt, &observed).await?;
             anyhow::Ok((observed, images))
         })?;
         let now = SystemTime::now()

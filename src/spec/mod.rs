@@ -8,6 +8,7 @@ pub mod document;
 pub mod hash;
 pub mod image;
 pub mod keys;
+pub mod merge;
 pub mod model;
 pub mod params;
 pub mod validate;

@@ -1,0 +1,922 @@
+//! The long-running agent (`berth run`): one reconcile loop fed by the
+//! sources (MQTT, state files, the persisted document), reporting through
+//! the sinks (feedback, current state, logs).
+//!
+//! The loop owns every decision about *when* to act; the pure parts decide
+//! *what*: [`queue`] picks the next job and supersedes waiting documents,
+//! [`backoff`] holds back containers that keep failing, and the planner and
+//! executor do the rest. Jobs run one at a time in their own task, so the
+//! loop keeps answering requests, superseding documents and pinging the
+//! systemd watchdog while an activity runs.
+
+pub mod backoff;
+pub mod files;
+pub mod mqtt;
+pub mod queue;
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::execute::{self, Activity, ExecuteOptions, RollbackMode, NEW_SUFFIX, OLD_SUFFIX};
+use crate::feedback::{now_ms, ActionStatus, Feedback, Status, Tracker};
+use crate::inventory::{self, CurrentState, InventoryOptions};
+use crate::journal::StateDir;
+use crate::observe;
+use crate::plan::{self, Action, PlanOptions};
+use crate::runtime::{Event, Runtime};
+use crate::spec::{self, DesiredState};
+
+use backoff::Backoff;
+use queue::{Job, Queue, Reason};
+
+/// Where a document came from, for logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The desired-state topic.
+    Mqtt,
+    /// The state file or directory.
+    Files(PathBuf),
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Mqtt => f.write_str("mqtt"),
+            Origin::Files(p) => write!(f, "file {}", p.display()),
+        }
+    }
+}
+
+/// A document as a source delivers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Body {
+    /// The text, to validate.
+    Text(String),
+    /// The source already found it unusable (too large, files overlapping).
+    Refused {
+        /// For the feedback, when it could be read.
+        activity_id: String,
+        /// Every problem.
+        errors: Vec<String>,
+    },
+}
+
+/// A document on its way to the loop.
+#[derive(Debug)]
+pub struct Incoming {
+    /// Its source.
+    pub origin: Origin,
+    /// Its contents.
+    pub body: Body,
+    /// Fulfilled once the document is persisted (or refused), so the
+    /// source can acknowledge it; dropped when it is not.
+    pub ack: Option<oneshot::Sender<()>>,
+}
+
+/// What the engine watcher reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineSignal {
+    /// A container event.
+    Event(Event),
+    /// The engine stopped answering.
+    Lost(String),
+    /// The engine answers again.
+    Back,
+}
+
+/// Everything the loop reacts to.
+#[derive(Debug)]
+pub enum Input {
+    /// A desired state.
+    Document(Incoming),
+    /// A `currentstate/get` request.
+    CurrentStateGet {
+        /// Echoed in the answer.
+        activity_id: String,
+    },
+    /// The broker connection is (re)established.
+    Connected,
+    /// From the engine watcher.
+    Engine(EngineSignal),
+    /// SIGTERM or SIGINT.
+    Shutdown,
+}
+
+/// What the loop publishes.
+#[derive(Debug, Clone)]
+pub enum Outbound {
+    /// A `desiredstatefeedback` message.
+    Feedback(Feedback),
+    /// A `currentstate` message.
+    CurrentState(CurrentState),
+}
+
+/// How the loop behaves.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// Removal scope, system containers, instance.
+    pub plan: PlanOptions,
+    /// Limits of each activity.
+    pub execute: ExecuteOptions,
+    /// The update domain documents must name.
+    pub domain: String,
+    /// Env names whose values the current state hides.
+    pub redact_env: Vec<String>,
+    /// Drift correction period; zero disables drift correction.
+    pub reconcile_interval: Duration,
+    /// Quiet time after engine events before re-planning and reporting.
+    pub debounce: Duration,
+    /// Back-off for containers that keep failing.
+    pub backoff: backoff::Policy,
+    /// How long a running activity may take to finish at shutdown before it
+    /// is stopped and rolled back.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for AgentOptions {
+    fn default() -> Self {
+        Self {
+            plan: PlanOptions::default(),
+            execute: ExecuteOptions::default(),
+            domain: spec::validate::DEFAULT_DOMAIN.to_string(),
+            redact_env: inventory::DEFAULT_REDACT
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            reconcile_interval: Duration::from_secs(60),
+            debounce: Duration::from_secs(1),
+            backoff: backoff::Policy::default(),
+            shutdown_grace: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Why the agent stopped other than by a signal.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The state directory failed under an activity.
+    #[error("state directory: {0}")]
+    State(#[from] crate::journal::StateError),
+}
+
+/// What the loop tells systemd (or nobody).
+pub trait Notify: Send {
+    /// Start-up is over: recovery ran and the last document was enforced.
+    fn ready(&self);
+    /// The loop is alive.
+    fn alive(&self);
+    /// A one-line status for `systemctl status`.
+    fn status(&self, text: &str);
+    /// Shutdown began.
+    fn stopping(&self);
+    /// How often [`Notify::alive`] must be called, if at all.
+    fn interval(&self) -> Option<Duration>;
+}
+
+/// Notifies nobody.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Silent;
+
+impl Notify for Silent {
+    fn ready(&self) {}
+    fn alive(&self) {}
+    fn status(&self, _: &str) {}
+    fn stopping(&self) {}
+    fn interval(&self) -> Option<Duration> {
+        None
+    }
+}
+
+/// A document the loop accepted.
+#[derive(Debug, Clone)]
+struct Document {
+    desired: Arc<DesiredState>,
+    origin: Origin,
+}
+
+/// What a job did, for the loop's bookkeeping.
+#[derive(Debug, Default)]
+struct Report {
+    activity_id: String,
+    /// Whether anything was published for it (an activity ran).
+    visible: bool,
+    /// Containers acted on, and whether that worked.
+    attempted: Vec<(String, bool)>,
+    /// Containers found as desired.
+    in_sync: Vec<String>,
+}
+
+/// Shared by the loop and its jobs.
+struct Shared<R> {
+    rt: R,
+    state: StateDir,
+    options: AgentOptions,
+    out: Option<mpsc::UnboundedSender<Outbound>>,
+}
+
+impl<R> Shared<R> {
+    fn publish(&self, m: Outbound) {
+        if let Some(out) = &self.out {
+            let _ = out.send(m);
+        }
+    }
+
+    /// A one-off feedback message (refusals, supersessions, recoveries).
+    fn feedback(&self, f: Feedback) {
+        log_feedback(&f, &mut None);
+        self.publish(Outbound::Feedback(f));
+    }
+}
+
+/// One line per change of the overall status, or per message with words:
+/// per-container progress goes to debug.
+fn log_feedback(f: &Feedback, last: &mut Option<Status>) {
+    let status = serde_json::to_value(f.payload.status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let failed: Vec<String> = f
+        .payload
+        .actions
+        .iter()
+        .filter(|a| is_failure(a.status))
+        .map(|a| format!("{}: {}", a.component.id, a.message.as_deref().unwrap_or("")))
+        .collect();
+    let new = *last != Some(f.payload.status);
+    *last = Some(f.payload.status);
+    match &f.payload.message {
+        Some(m) if failed.is_empty() => tracing::info!("{status}: {m}"),
+        Some(m) => tracing::warn!(failed = ?failed, "{status}: {m}"),
+        None if new => tracing::info!("{status}"),
+        None => tracing::debug!("{status}"),
+    }
+}
+
+fn is_failure(s: ActionStatus) -> bool {
+    matches!(
+        s,
+        ActionStatus::DownloadFailure
+            | ActionStatus::UpdateFailure
+            | ActionStatus::ActivationFailure
+            | ActionStatus::RemovalFailure
+    )
+}
+
+/// Runs the agent until [`Input::Shutdown`] (or until every input sender
+/// is gone). `inputs_tx` lets the loop's own watchers feed it.
+///
+/// # Errors
+/// Only a state directory that cannot be written.
+pub async fn run<R: Runtime + 'static>(
+    rt: R,
+    state: StateDir,
+    options: AgentOptions,
+    inputs_tx: mpsc::UnboundedSender<Input>,
+    mut inputs: mpsc::UnboundedReceiver<Input>,
+    out: Option<mpsc::UnboundedSender<Outbound>>,
+    notify: &dyn Notify,
+) -> Result<(), AgentError> {
+    let shared = Arc::new(Shared {
+        rt,
+        state,
+        options,
+        out,
+    });
+    notify.status("recovering");
+    if !recover(&shared, &mut inputs, notify).await {
+        return Ok(());
+    }
+    let mut lp = Loop {
+        shared: shared.clone(),
+        queue: Queue::default(),
+        backoff: Backoff::new(shared.options.backoff),
+        current: None,
+        running: None,
+        ready: false,
+        reconcile_at: None,
+        report_at: None,
+        report_since: None,
+        reports: mpsc::unbounded_channel().0,
+    };
+    lp.reports = spawn_reporter(shared.clone());
+    lp.load_persisted();
+    let watcher = tokio::spawn(watch_engine(shared.clone(), inputs_tx));
+    let result = lp.run(&mut inputs, notify).await;
+    watcher.abort();
+    result
+}
+
+/// Undoes what an interrupted activity left, retrying while the engine is
+/// away. Returns false when shutdown came first.
+async fn recover<R: Runtime>(
+    shared: &Shared<R>,
+    inputs: &mut mpsc::UnboundedReceiver<Input>,
+    notify: &dyn Notify,
+) -> bool {
+    let interrupted = shared.state.read_journal().ok().flatten();
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match execute::recover(&shared.rt, &shared.state, &shared.options.plan.instance).await {
+            Ok(lines) => {
+                for line in &lines {
+                    tracing::warn!("recovered: {line}");
+                }
+                if let Some(j) = interrupted.filter(|j| !j.activity_id.is_empty()) {
+                    let message = format!(
+                        "berth stopped during {} and restarted; the activity was undone: {}",
+                        j.phase,
+                        if lines.is_empty() {
+                            "nothing had changed".to_string()
+                        } else {
+                            lines.join("; ")
+                        }
+                    );
+                    let tracker = Tracker::new(&j.activity_id, &shared.options.domain);
+                    shared.feedback(tracker.message(Status::Incomplete, Some(message)));
+                }
+                return true;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = %humantime::format_duration(delay), "cannot recover yet");
+                notify.status(&format!("waiting to recover: {e}"));
+            }
+        }
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                () = &mut sleep => break,
+                input = inputs.recv() => match input {
+                    None | Some(Input::Shutdown) => return false,
+                    Some(_) => {}
+                },
+            }
+        }
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// The loop's state.
+struct Loop<R> {
+    shared: Arc<Shared<R>>,
+    queue: Queue<Document>,
+    backoff: Backoff,
+    /// The last accepted document: what drift correction converges to.
+    current: Option<Document>,
+    running: Option<(JobFuture, String)>,
+    ready: bool,
+    reconcile_at: Option<Instant>,
+    report_at: Option<Instant>,
+    report_since: Option<Instant>,
+    reports: mpsc::UnboundedSender<String>,
+}
+
+/// A job in progress. Polled by the loop itself rather than spawned: the
+/// executor's futures are not `Send`, and dropping this future is how a job
+/// is stopped at shutdown.
+type JobFuture = Pin<Box<dyn Future<Output = Result<Report, AgentError>>>>;
+
+/// Far enough away to mean "never" for a timer.
+fn never() -> Instant {
+    Instant::now() + Duration::from_secs(86_400 * 365)
+}
+
+impl<R: Runtime + 'static> Loop<R> {
+    fn options(&self) -> &AgentOptions {
+        &self.shared.options
+    }
+
+    fn load_persisted(&mut self) {
+        let text = match self.shared.state.load_desired() {
+            Ok(Some(text)) => text,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the persisted document");
+                return;
+            }
+        };
+        let options = spec::Options {
+            domain: self.options().domain.clone(),
+        };
+        match spec::parse(&text, &options) {
+            Ok(accepted) => {
+                tracing::info!(activity = %accepted.desired.activity_id, "enforcing the persisted document");
+                self.current = Some(Document {
+                    desired: Arc::new(accepted.desired),
+                    origin: Origin::Files(self.shared.state.path().to_path_buf()),
+                });
+                self.queue.request_reconcile(Reason::Startup);
+            }
+            Err(rejection) => tracing::error!(
+                errors = ?rejection.errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "the persisted document is no longer valid; waiting for a new one"
+            ),
+        }
+    }
+
+    async fn run(
+        &mut self,
+        inputs: &mut mpsc::UnboundedReceiver<Input>,
+        notify: &dyn Notify,
+    ) -> Result<(), AgentError> {
+        let alive_every = notify.interval();
+        let mut alive = tokio::time::interval(alive_every.unwrap_or(Duration::from_secs(3600)));
+        self.schedule_reconcile();
+        loop {
+            if self.running.is_none() {
+                self.start_next();
+            }
+            if !self.ready && self.running.is_none() && self.queue.is_empty() {
+                self.ready = true;
+                notify.ready();
+                notify.status("enforcing the desired state");
+                tracing::info!("ready");
+            }
+            let reconcile_at = self.reconcile_at.unwrap_or_else(never);
+            let report_at = self.report_at.unwrap_or_else(never);
+            tokio::select! {
+                input = inputs.recv() => match input {
+                    None | Some(Input::Shutdown) => {
+                        notify.stopping();
+                        return self.shutdown(inputs).await;
+                    }
+                    Some(input) => self.input(input),
+                },
+                done = running(&mut self.running), if self.running.is_some() => {
+                    self.running = None;
+                    self.finished(done?);
+                }
+                () = tokio::time::sleep_until(reconcile_at), if self.reconcile_at.is_some() => {
+                    self.reconcile_at = None;
+                    let retry = self.backoff.next_retry(std::time::Instant::now()).is_some();
+                    self.queue.request_reconcile(if retry { Reason::Retry } else { Reason::Interval });
+                }
+                () = tokio::time::sleep_until(report_at), if self.report_at.is_some() => {
+                    self.report_at = None;
+                    self.report_since = None;
+                    let _ = self.reports.send(format!("current-state-{}", now_ms()));
+                }
+                _ = alive.tick(), if alive_every.is_some() => notify.alive(),
+            }
+        }
+    }
+
+    fn input(&mut self, input: Input) {
+        match input {
+            Input::Document(incoming) => self.document(incoming),
+            Input::CurrentStateGet { activity_id } => {
+                let _ = self.reports.send(activity_id);
+            }
+            Input::Connected => {
+                let _ = self
+                    .reports
+                    .send(format!("initial-current-state-{}", now_ms()));
+            }
+            Input::Engine(EngineSignal::Event(event)) => self.engine_event(&event),
+            Input::Engine(EngineSignal::Lost(why)) => {
+                tracing::warn!(error = %why, "lost the Docker engine; waiting for it")
+            }
+            Input::Engine(EngineSignal::Back) => {
+                tracing::info!("the Docker engine answers again");
+                self.soon_reconcile();
+                self.soon_report();
+            }
+            Input::Shutdown => {}
+        }
+    }
+
+    fn document(&mut self, incoming: Incoming) {
+        let domain = self.options().domain.clone();
+        let refuse = |activity_id: &str, errors: Vec<String>| {
+            tracing::warn!(origin = %incoming.origin, activity = %activity_id, errors = ?errors, "refused a desired state");
+            let message = errors.join("; ");
+            let tracker = Tracker::new(activity_id, &domain);
+            self.shared
+                .feedback(tracker.message(Status::IdentificationFailed, Some(message)));
+        };
+        let text = match incoming.body {
+            Body::Refused {
+                activity_id,
+                errors,
+            } => {
+                refuse(&activity_id, errors);
+                ack(incoming.ack);
+                return;
+            }
+            Body::Text(text) => text,
+        };
+        let options = spec::Options {
+            domain: domain.clone(),
+        };
+        let accepted = match spec::parse(&text, &options) {
+            Ok(a) => a,
+            Err(rejection) => {
+                let activity_id = serde_json::from_str::<serde_json::Value>(&text)
+                    .ok()
+                    .and_then(|v| v.get("activityId")?.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                refuse(
+                    &activity_id,
+                    rejection.errors.iter().map(ToString::to_string).collect(),
+                );
+                ack(incoming.ack);
+                return;
+            }
+        };
+        let activity_id = accepted.desired.activity_id.clone();
+        for w in &accepted.warnings {
+            tracing::warn!(activity = %activity_id, "{w}");
+        }
+        if let Err(e) = self.shared.state.save_desired(&text) {
+            refuse(
+                &activity_id,
+                vec![format!("cannot persist the document: {e}")],
+            );
+            ack(incoming.ack);
+            return;
+        }
+        ack(incoming.ack);
+        tracing::info!(origin = %incoming.origin, activity = %activity_id, "accepted a desired state");
+        let document = Document {
+            desired: Arc::new(accepted.desired),
+            origin: incoming.origin,
+        };
+        self.current = Some(document.clone());
+        self.backoff.reset();
+        if let Some(old) = self.queue.offer(document) {
+            let tracker = Tracker::new(&old.desired.activity_id, &domain);
+            self.shared.feedback(tracker.message(
+                Status::Superseded,
+                Some(format!("superseded by {activity_id} before it started")),
+            ));
+        }
+    }
+
+    fn engine_event(&mut self, event: &Event) {
+        tracing::debug!(action = %event.action, name = %event.name, "engine event");
+        self.soon_report();
+        let ours = self.current.as_ref().is_some_and(|d| {
+            d.desired.container(&event.name).is_some() || event.action == "rename"
+        });
+        let temporary = event.name.ends_with(NEW_SUFFIX) || event.name.ends_with(OLD_SUFFIX);
+        if ours
+            && !temporary
+            && matches!(event.action.as_str(), "die" | "destroy" | "rename" | "stop")
+        {
+            self.soon_reconcile();
+        }
+    }
+
+    /// Reports the current state after the events settle, but at least every
+    /// few debounce periods while they keep coming.
+    fn soon_report(&mut self) {
+        let now = Instant::now();
+        let since = *self.report_since.get_or_insert(now);
+        let debounce = self.options().debounce;
+        self.report_at = Some((now + debounce).min(since + debounce * 5));
+    }
+
+    fn soon_reconcile(&mut self) {
+        if self.options().reconcile_interval.is_zero() || self.current.is_none() {
+            return;
+        }
+        let at = Instant::now() + self.options().debounce;
+        self.reconcile_at = Some(self.reconcile_at.map_or(at, |t| t.min(at)));
+    }
+
+    /// The next periodic reconcile, or an earlier back-off retry.
+    fn schedule_reconcile(&mut self) {
+        let interval = self.options().reconcile_interval;
+        if interval.is_zero() || self.current.is_none() {
+            self.reconcile_at = None;
+            return;
+        }
+        let now = Instant::now();
+        let mut at = now + interval;
+        if let Some(retry) = self.backoff.next_retry(std::time::Instant::now()) {
+            let wait = retry.saturating_duration_since(std::time::Instant::now());
+            at = at.min(now + wait);
+        }
+        self.reconcile_at = Some(at);
+    }
+
+    fn start_next(&mut self) {
+        let Some(next) = self.queue.take() else {
+            return;
+        };
+        let (document, activity_id, rollback, reason) = match next {
+            Job::Apply(d) => {
+                let id = d.desired.activity_id.clone();
+                (d, id, self.options().execute.rollback, None)
+            }
+            Job::Reconcile(reason) => {
+                let Some(current) = self.current.clone() else {
+                    return;
+                };
+                // Converge container by container: one that fails is
+                // rolled back alone and backed off, the others go on.
+                (
+                    current,
+                    format!("reconcile-{}", now_ms()),
+                    RollbackMode::Container,
+                    Some(reason),
+                )
+            }
+        };
+        let now = std::time::Instant::now();
+        let blocked: BTreeSet<String> = match reason {
+            None => BTreeSet::new(),
+            Some(_) => self.backoff.blocked(now),
+        };
+        let span = tracing::info_span!("activity", activityId = %activity_id);
+        span.in_scope(|| match reason {
+            None => tracing::info!(origin = %document.origin, "applying a desired state"),
+            Some(r) => tracing::debug!(reason = r.as_str(), blocked = ?blocked, "reconciling"),
+        });
+        let shared = self.shared.clone();
+        let id = activity_id.clone();
+        let task: JobFuture =
+            Box::pin(job(shared, document.desired, id, rollback, reason, blocked).instrument(span));
+        self.running = Some((task, activity_id));
+    }
+
+    fn finished(&mut self, report: Report) {
+        let now = std::time::Instant::now();
+        for (name, ok) in &report.attempted {
+            self.backoff.attempted(name, *ok, now);
+            if !ok {
+                tracing::warn!(
+                    container = %name,
+                    failures = self.backoff.failures(name),
+                    retry_in = ?self.backoff.blocked_until(name, now).map(|t| t - now),
+                    "could not converge; backing off"
+                );
+            }
+        }
+        for name in &report.in_sync {
+            self.backoff.in_sync(name, now);
+        }
+        if report.visible {
+            let _ = self.reports.send(report.activity_id);
+        }
+        self.schedule_reconcile();
+    }
+
+    async fn shutdown(
+        &mut self,
+        inputs: &mut mpsc::UnboundedReceiver<Input>,
+    ) -> Result<(), AgentError> {
+        tracing::info!("stopping");
+        inputs.close();
+        if let Some((mut task, activity_id)) = self.running.take() {
+            let grace = self.options().shutdown_grace;
+            tracing::info!(activity = %activity_id, grace = %humantime::format_duration(grace), "waiting for the running activity to end");
+            match tokio::time::timeout(grace, &mut task).await {
+                Ok(result) => {
+                    result?;
+                }
+                Err(_) => {
+                    drop(task);
+                    tracing::warn!(activity = %activity_id, "the activity did not end in time; rolling it back");
+                    let result = execute::recover(
+                        &self.shared.rt,
+                        &self.shared.state,
+                        &self.options().plan.instance,
+                    )
+                    .await;
+                    let message = match result {
+                        Ok(lines) => format!(
+                            "berth was stopped during the activity and undid it: {}",
+                            if lines.is_empty() {
+                                "nothing had changed".into()
+                            } else {
+                                lines.join("; ")
+                            }
+                        ),
+                        Err(e) => format!(
+                            "berth was stopped during the activity; undoing it failed ({e}) and is retried at the next start"
+                        ),
+                    };
+                    let tracker = Tracker::new(&activity_id, &self.options().domain);
+                    self.shared
+                        .feedback(tracker.message(Status::Incomplete, Some(message)));
+                }
+            }
+        }
+        if let Some(waiting) = self.queue.drain() {
+            tracing::info!(activity = %waiting.desired.activity_id, "a waiting document is enforced at the next start");
+        }
+        Ok(())
+    }
+}
+
+/// The running job's end; never, when none runs.
+async fn running(job: &mut Option<(JobFuture, String)>) -> Result<Report, AgentError> {
+    match job {
+        Some((task, _)) => task.await,
+        None => std::future::pending().await,
+    }
+}
+
+fn ack(ack: Option<oneshot::Sender<()>>) {
+    if let Some(a) = ack {
+        let _ = a.send(());
+    }
+}
+
+/// Waits until the engine answers, logging once.
+async fn wait_for_engine<R: Runtime>(rt: &R) {
+    let mut delay = Duration::from_millis(500);
+    let mut warned = false;
+    loop {
+        match rt.info().await {
+            Ok(_) => return,
+            Err(e) => {
+                if !warned {
+                    tracing::warn!(error = %e, "the Docker engine does not answer; waiting");
+                    warned = true;
+                }
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(15));
+    }
+}
+
+/// One job: plan, then carry the plan out with feedback. `reason` is set
+/// for reconciles, which stay silent when nothing needs doing.
+async fn job<R: Runtime>(
+    shared: Arc<Shared<R>>,
+    desired: Arc<DesiredState>,
+    activity_id: String,
+    rollback: RollbackMode,
+    reason: Option<Reason>,
+    blocked: BTreeSet<String>,
+) -> Result<Report, AgentError> {
+    wait_for_engine(&shared.rt).await;
+    let options = &shared.options;
+    let mut desired_here = (*desired).clone();
+    desired_here.activity_id = activity_id.clone();
+    let desired = &desired_here;
+    let mut tracker = Tracker::new(&activity_id, &options.domain);
+    let mut report = Report {
+        activity_id: activity_id.clone(),
+        ..Default::default()
+    };
+    if reason.is_none() {
+        report.visible = true;
+        shared.feedback(tracker.message(Status::Identifying, None));
+    }
+    let observed = match observe::gather_for(&shared.rt, desired).await {
+        Ok(o) => o,
+        Err(e) => {
+            if reason.is_none() {
+                shared.feedback(tracker.message(Status::IdentificationFailed, Some(e.to_string())));
+            } else {
+                tracing::warn!(error = %e, "cannot read the engine to reconcile");
+            }
+            return Ok(report);
+        }
+    };
+    let mut plan = plan::compute(desired, &observed, &options.plan);
+    for entry in plan.actions.iter_mut() {
+        if entry.action.changes() && blocked.contains(&entry.id) {
+            tracing::info!(container = %entry.id, "backing off: not touched this time");
+            entry.action = Action::Ignore;
+        }
+    }
+    report.in_sync = plan
+        .actions
+        .iter()
+        .filter(|e| e.action == Action::Keep)
+        .map(|e| e.id.clone())
+        .collect();
+    if reason.is_some() {
+        if !plan.has_changes() {
+            tracing::debug!("nothing drifted");
+            return Ok(report);
+        }
+        tracing::info!(changes = %plan.summary(), "correcting drift");
+        report.visible = true;
+        shared.feedback(tracker.message(Status::Identifying, None));
+    }
+    let execute_options = ExecuteOptions {
+        rollback,
+        ..options.execute.clone()
+    };
+    let mut last = Some(Status::Identifying);
+    let mut sink = |f: Feedback| {
+        log_feedback(&f, &mut last);
+        shared.publish(Outbound::Feedback(f));
+    };
+    let activity = Activity {
+        desired,
+        plan: &plan,
+        observed: &observed,
+    };
+    execute::carry_out(
+        &shared.rt,
+        &shared.state,
+        activity,
+        &execute_options,
+        &mut tracker,
+        &mut sink,
+    )
+    .await?;
+    report.attempted = plan
+        .actions
+        .iter()
+        .filter(|e| e.action.changes())
+        .map(|e| {
+            let ok = !tracker.status_of(&e.id).is_some_and(is_failure);
+            (e.id.clone(), ok)
+        })
+        .collect();
+    Ok(report)
+}
+
+/// Builds and publishes the current state, one request at a time.
+fn spawn_reporter<R: Runtime + 'static>(shared: Arc<Shared<R>>) -> mpsc::UnboundedSender<String> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        while let Some(activity_id) = rx.recv().await {
+            if shared.out.is_none() {
+                continue;
+            }
+            match current_state(&shared, &activity_id).await {
+                Ok(state) => {
+                    tracing::debug!(activity = %activity_id, containers = state.payload.software_nodes.len().saturating_sub(1), "publishing the current state");
+                    shared.publish(Outbound::CurrentState(state));
+                }
+                Err(e) => {
+                    tracing::warn!(activity = %activity_id, error = %e, "cannot read the current state")
+                }
+            }
+        }
+    });
+    tx
+}
+
+/// The Kanto inventory of every container on the engine.
+async fn current_state<R: Runtime>(
+    shared: &Shared<R>,
+    activity_id: &str,
+) -> Result<CurrentState, crate::runtime::RuntimeError> {
+    let observed = observe::gather(&shared.rt, &[], &[]).await?;
+    let images = observe::images_of(&shared.rt, &observed).await?;
+    let options = InventoryOptions {
+        domain: shared.options.domain.clone(),
+        redact: shared.options.redact_env.clone(),
+    };
+    Ok(inventory::build(
+        &observed,
+        &images,
+        activity_id,
+        now_ms(),
+        &options,
+    ))
+}
+
+/// Forwards engine events, and tells the loop when the engine goes away
+/// and comes back.
+async fn watch_engine<R: Runtime>(shared: Arc<Shared<R>>, inputs: mpsc::UnboundedSender<Input>) {
+    loop {
+        let mut events = shared.rt.events();
+        let why = loop {
+            match events.next().await {
+                Some(Ok(event)) => {
+                    if inputs
+                        .send(Input::Engine(EngineSignal::Event(event)))
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Some(Err(e)) => break e.to_string(),
+                None => break "the event stream ended".to_string(),
+            }
+        };
+        drop(events);
+        if shared.rt.info().await.is_ok() {
+            // Still there: the stream alone broke; pick it up again.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        if inputs.send(Input::Engine(EngineSignal::Lost(why))).is_err() {
+            return;
+        }
+        wait_for_engine(&shared.rt).await;
+        if inputs.send(Input::Engine(EngineSignal::Back)).is_err() {
+            return;
+        }
+    }
+}
