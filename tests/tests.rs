@@ -1,8 +1,10 @@
 //! berth's integration suite: the binary, the published schemas and the real
 //! engine, registry and broker that `scripts/test-env.sh` starts.
 
+mod broker;
 mod util;
 
+mod agent;
 mod cli_apply;
 mod cli_plan;
 mod cli_state;

@@ -1,0 +1,833 @@
+//! `berth run`, the agent, against the real engine and a real mosquitto:
+//! desired states over MQTT and from files, feedback and current state,
+//! superseding, drift correction, broker restarts, berth restarts and
+//! shutdown.
+//!
+//! Each test has its own broker (so it can restart it), its own berth
+//! instance (so its berth never touches another test's containers) and
+//! container names unique to this run.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::broker::{publish, retained, Broker, Subscriber};
+use crate::util::{berth, desired_state, docker, image, skip_docker, unique, Cleanup, Component};
+
+const WAIT: Duration = Duration::from_secs(90);
+const FEEDBACK: &str = "containersupdate/desiredstatefeedback";
+const CURRENT: &str = "containersupdate/currentstate";
+const DESIRED: &str = "containersupdate/desiredstate";
+const GET: &str = "containersupdate/currentstate/get";
+
+/// A `berth run` in the background. Its standard error (the log) is
+/// collected as it comes; dropping it kills the process.
+struct Agent {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Agent {
+    /// Starts `berth run` with these arguments and a quick readiness gate.
+    fn start(state_dir: &Path, args: &[&str]) -> Self {
+        Self::start_with(state_dir, args, &[])
+    }
+
+    fn start_with(state_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut cmd = berth();
+        cmd.args(["run", "--state-dir"])
+            .arg(state_dir)
+            .args(["--log-level", "berth=debug"])
+            .args(args)
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if !args.contains(&"--min-ready") {
+            cmd.args(["--min-ready", "500ms"]);
+        }
+        let mut child = cmd.spawn().expect("berth starts");
+        let log = Arc::new(Mutex::new(String::new()));
+        let pipe = child.stderr.take().expect("stderr is piped");
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        Self { child, log }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Waits until the log contains `needle`; fails if berth exits first.
+    fn wait_log(&mut self, needle: &str) {
+        let deadline = Instant::now() + WAIT;
+        while !self.log().contains(needle) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(200));
+                assert!(
+                    self.log().contains(needle),
+                    "berth exited ({status}) before logging {needle:?}\n{}",
+                    self.log()
+                );
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in the log within {WAIT:?}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGTERM, then the exit status (fails after a minute).
+    fn terminate(&mut self) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "berth did not exit within 60s of SIGTERM\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Containers this test owns: named uniquely, removed at the end.
+struct Names {
+    names: Vec<String>,
+    _cleanup: Vec<Cleanup>,
+}
+
+impl Names {
+    fn new(short: &[&str]) -> Self {
+        let names: Vec<String> = short.iter().map(|s| unique(s)).collect();
+        let cleanup = names
+            .iter()
+            .flat_map(|n| {
+                [
+                    Cleanup(n.clone()),
+                    Cleanup(format!("{n}.berth-new")),
+                    Cleanup(format!("{n}.berth-old")),
+                ]
+            })
+            .collect();
+        Self {
+            names,
+            _cleanup: cleanup,
+        }
+    }
+
+    fn get(&self, i: usize) -> &str {
+        &self.names[i]
+    }
+}
+
+/// The container's inspect output, if it exists.
+fn inspect(name: &str) -> Option<Value> {
+    let out = Command::new("docker")
+        .args(["inspect", "--type", "container", name])
+        .output()
+        .expect("docker runs");
+    if !out.status.success() {
+        return None;
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    v.get(0).cloned()
+}
+
+fn running_image(name: &str) -> Option<String> {
+    let c = inspect(name)?;
+    (c["State"]["Running"] == true).then(|| c["Config"]["Image"].as_str().unwrap_or("").into())
+}
+
+fn env_value(name: &str, key: &str) -> Option<String> {
+    let c = inspect(name)?;
+    c["Config"]["Env"].as_array()?.iter().find_map(|e| {
+        e.as_str()?
+            .strip_prefix(&format!("{key}="))
+            .map(str::to_string)
+    })
+}
+
+/// Polls `check` until it holds; fails with `what` and the agent's log.
+fn eventually(what: &str, agent: &Agent, check: impl Fn() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !check() {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {WAIT:?}\nberth log:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Feedback messages of one activity, in order.
+fn feedback_of(sub: &Subscriber, activity: &str) -> Vec<Value> {
+    sub.json(FEEDBACK)
+        .into_iter()
+        .filter(|f| f["activityId"] == activity)
+        .collect()
+}
+
+fn statuses(feedback: &[Value]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for f in feedback {
+        let s = f["payload"]["status"].as_str().unwrap_or("").to_string();
+        if out.last() != Some(&s) {
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// Waits until the activity's feedback reaches a final status; returns it.
+fn final_status(sub: &Subscriber, activity: &str, agent: &Agent) -> String {
+    let finals = [
+        "COMPLETED",
+        "INCOMPLETE",
+        "IDENTIFICATION_FAILED",
+        "SUPERSEDED",
+    ];
+    let what = format!("final feedback of {activity}; berth log:\n{}", agent.log());
+    sub.wait_for(&what, WAIT, |msgs| {
+        msgs.iter().any(|(t, p)| {
+            t.ends_with(FEEDBACK)
+                && serde_json::from_str::<Value>(p).is_ok_and(|f| {
+                    f["activityId"] == activity
+                        && finals.contains(&f["payload"]["status"].as_str().unwrap_or(""))
+                })
+        })
+    });
+    let all = feedback_of(sub, activity);
+    let last = all
+        .iter()
+        .rev()
+        .find(|f| finals.contains(&f["payload"]["status"].as_str().unwrap_or("")))
+        .expect("a final status");
+    last["payload"]["status"].as_str().unwrap_or("").to_string()
+}
+
+fn service(tag: &str) -> String {
+    image("service", tag)
+}
+
+fn doc(activity: &str, components: &[Component]) -> String {
+    desired_state(activity, components)
+}
+
+#[test]
+fn an_mqtt_desired_state_runs_to_completed_and_currentstate_get_echoes_the_request() {
+    if skip_docker("agent mqtt flow") {
+        return;
+    }
+    let broker = Broker::start();
+    let sub = Subscriber::start(&broker, "#");
+    let state = TempDir::new().unwrap();
+    let names = Names::new(&["mq-web", "mq-db"]);
+    let mut agent = Agent::start(state.path(), &["--mqtt-url", &broker.url()]);
+    agent.wait_log("connected to the MQTT broker");
+    let img = service("1");
+    publish(
+        &broker,
+        DESIRED,
+        &doc(
+            "mqtt-1",
+            &[
+                (names.get(0), "1", &[("image", &img)]),
+                (names.get(1), "1", &[("image", &img)]),
+            ],
+        ),
+    );
+    assert_eq!(final_status(&sub, "mqtt-1", &agent), "COMPLETED");
+    let seq = statuses(&feedback_of(&sub, "mqtt-1"));
+    assert_eq!(
+        seq.first().map(String::as_str),
+        Some("IDENTIFYING"),
+        "{seq:?}"
+    );
+    for step in [
+        "IDENTIFIED",
+        "DOWNLOADING",
+        "UPDATING",
+        "ACTIVATING",
+        "CLEANUP",
+    ] {
+        assert!(seq.iter().any(|s| s == step), "{step} missing in {seq:?}");
+    }
+    assert_eq!(running_image(names.get(0)), Some(img.clone()));
+    assert_eq!(running_image(names.get(1)), Some(img.clone()));
+
+    publish(&broker, GET, r#"{"activityId":"get-42","payload":null}"#);
+    sub.wait_for("current state answering get-42", WAIT, |msgs| {
+        msgs.iter()
+            .any(|(t, p)| t == CURRENT && p.contains(r#""activityId":"get-42""#))
+    });
+    let answer = sub
+        .json(CURRENT)
+        .into_iter()
+        .find(|c| c["activityId"] == "get-42")
+        .unwrap();
+    let ids: Vec<&str> = answer["payload"]["softwareNodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["id"].as_str())
+        .collect();
+    for n in &names.names {
+        assert!(
+            ids.contains(&format!("containers:{n}").as_str()),
+            "{n} not in {ids:?}"
+        );
+    }
+    assert!(sub.json(CURRENT).iter().any(|c| c["activityId"]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("initial-current-state-")));
+    assert!(
+        sub.json(CURRENT)
+            .iter()
+            .any(|c| c["activityId"] == "mqtt-1"),
+        "a current state follows the activity"
+    );
+    assert!(agent.terminate().success(), "{}", agent.log());
+}
+
+#[test]
+fn a_broken_document_gets_identification_failed_with_the_reasons_and_changes_nothing() {
+    if skip_docker("agent broken document") {
+        return;
+    }
+    let broker = Broker::start();
+    let sub = Subscriber::start(&broker, "#");
+    let state = TempDir::new().unwrap();
+    let names = Names::new(&["broken"]);
+    let mut agent = Agent::start(state.path(), &["--mqtt-url", &broker.url()]);
+    agent.wait_log("connected to the MQTT broker");
+    let img = service("1");
+    let bad = doc(
+        "broken-1",
+        &[(
+            names.get(0),
+            "1",
+            &[("image", &img), ("restartPolicy", "sometimes")],
+        )],
+    );
+    publish(&broker, DESIRED, &bad);
+    assert_eq!(
+        final_status(&sub, "broken-1", &agent),
+        "IDENTIFICATION_FAILED"
+    );
+    let f = feedback_of(&sub, "broken-1");
+    assert_eq!(f.len(), 1, "only the failure is reported: {f:?}");
+    let message = f[0]["payload"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("restartPolicy") && message.contains("sometimes"),
+        "{message}"
+    );
+    publish(&broker, DESIRED, "this is not json");
+    sub.wait_for("refusal of non-JSON", WAIT, |msgs| {
+        msgs.iter()
+            .filter(|(t, p)| t == FEEDBACK && p.contains("IDENTIFICATION_FAILED"))
+            .count()
+            >= 2
+    });
+    assert!(inspect(names.get(0)).is_none(), "nothing was created");
+    assert!(agent.is_running());
+    assert!(agent.terminate().success());
+}
+
+#[test]
+fn an_mqtt_message_over_the_size_limit_is_refused() {
+    if skip_docker("agent message size") {
+        return;
+    }
+    let broker = Broker::start();
+    let sub = Subscriber::start(&broker, "#");
+    let state = TempDir::new().unwrap();
+    let names = Names::new(&["big"]);
+    let mut agent = Agent::start(
+        state.path(),
+        &[
+            "--mqtt-url",
+            &broker.url(),
+            "--mqtt-max-message-size",
+            "300",
+        ],
+    );
+    agent.wait_log("connected to the MQTT broker");
+    let padding = "x".repeat(400);
+    let img = service("1");
+    let big = doc(
+        "big-1",
+        &[(names.get(0), "1", &[("image", &img), ("env", &padding)])],
+    );
+    publish(&broker, DESIRED, &big);
+    assert_eq!(final_status(&sub, "big-1", &agent), "IDENTIFICATION_FAILED");
+    let f = feedback_of(&sub, "big-1");
+    assert!(
+        f[0]["payload"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_message_size"),
+        "{f:?}"
+    );
+    assert!(inspect(names.get(0)).is_none());
+    assert!(agent.terminate().success());
+}
+
+#[test]
+fn in_a_burst_of_ten_documents_the_last_wins_and_the_waiting_ones_are_superseded() {
+    if skip_docker("agent burst") {
+        return;
+    }
+    let broker = Broker::start();
+    let sub = Subscriber::start(&broker, "#");
+    let state = TempDir::new().unwrap();
+    let names = Names::new(&["burst"]);
+    let mut agent = Agent::start(
+        state.path(),
+        &["--mqtt-url", &broker.url(), "--min-ready", "2s"],
+    );
+    agent.wait_log("connected to the MQTT broker");
+    let img = service("1");
+    for i in 0..10 {
+        let n = i.to_string();
+        let env = format!("N={n}");
+        publish(
+            &broker,
+            DESIRED,
+            &doc(
+                &format!("burst-{i}"),
+                &[(names.get(0), &n, &[("image", &img), ("env", &env)])],
+            ),
+        );
+    }
+    assert_eq!(final_status(&sub, "burst-9", &agent), "COMPLETED");
+    let mut superseded = 0;
+    for i in 0..9 {
+        let status = final_status(&sub, &format!("burst-{i}"), &agent);
+        assert!(
+            status == "COMPLETED" || status == "SUPERSEDED",
+            "burst-{i} ended {status}"
+        );
+        if status == "SUPERSEDED" {
+            superseded += 1;
+            let f = feedback_of(&sub, &format!("burst-{i}"));
+            assert_eq!(f.len(), 1, "a superseded document never started: {f:?}");
+        }
+    }
+    assert!(
+        superseded >= 7,
+        "most of the burst waited and was superseded"
+    );
+    assert_eq!(env_value(names.get(0), "N").as_deref(), Some("9"));
+    assert!(agent.is_running(), "no crash");
+    assert!(agent.terminate().success());
+}
+
+#[test]
+fn a_broker_restart_during_an_activity_loses_neither_its_final_feedback_nor_the_current_state() {
+    if skip_docker("agent broker restart") {
+        return;
+    }
+    let mut broker = Broker::start();
+    let sub = Subscriber::start(&broker, "#");
+    let state = TempDir::new().unwrap();
+    let names = Names::new(&["restart"]);
+    let mut agent = Agent::start(
+        state.path(),
+        &["--mqtt-url", &broker.url(), "--min-ready", "6s"],
+    );
+    agent.wait_log("connected to the MQTT broker");
+    let img = service("1");
+    publish(
+        &broker,
+        DESIRED,
+        &doc("restart-1", &[(names.get(0), "1", &[("image", &img)])]),
+    );
+    sub.wait_for("ACTIVATING", WAIT, |msgs| {
+        msgs.iter()
+            .any(|(t, p)| t == FEEDBACK && p.contains(r#""status":"ACTIVATING""#))
+    });
+    broker.stop();
+    std::thread::sleep(Duration::from_secs(2));
+    broker.restart();
+    assert_eq!(final_status(&sub, "restart-1", &agent), "COMPLETED");
+    sub.wait_for("the current state after the activity", WAIT, |msgs| {
+        msgs.iter()
+            .any(|(t, p)| t == CURRENT && p.contains(r#""activityId":"restart-1""#))
+    });
+    assert!(agent.log().contains("lost the MQTT connection"));
+    let retained_state = retained(&broker, CURRENT, Duration::from_secs(10)).expect("retained");
+    assert!(
+        retained_state.contains(&format!("containers:{}", names.get(0))),
+        "{retained_state}"
+    );
+    assert_eq!(running_image(names.get(0)), Some(img));
+    assert!(agent.terminate().success());
+}
+
+#[test]
+fn a_container_removed_by_hand_is_back_within_the_reconcile_interval() {
+    if skip_docker("agent drift") {
+        return;
+    }
+    let state = TempDir::new().unwrap();
+    let files = TempDir::new().unwrap();
+    let names = Names::new(&["drift-a", "drift-b"]);
+    let img = service("1");
+    let file = files.path().join("state.json");
+    std::fs::write(
+        &file,
+        doc(
+            "drift-1",
+            &[
+                (names.get(0), "1", &[("image", &img)]),
+                (names.get(1), "1", &[("image", &img)]),
+            ],
+        ),
+    )
+    .unwrap();
+    let mut agent = Agent::start(
+        state.path(),
+        &[
+            "--files",
+            file.to_str().unwrap(),
+            "--reconcile-interval",
+            "3s",
+        ],
+    );
+    eventually("both containers run", &agent, || {
+        running_image(names.get(0)).is_some() && running_image(names.get(1)).is_some()
+    });
+    let before = inspect(names.get(0)).unwrap()["Id"].clone();
+    docker(&["rm", "-f", names.get(0)]);
+    eventually("the removed container is back", &agent, || {
+        running_image(names.get(0)).is_some()
+    });
+    assert_ne!(
+        inspect(names.get(0)).unwrap()["Id"],
+        before,
+        "a new container"
+    );
+    agent.wait_log("correcting drift");
+    docker(&["stop", "-t", "1", names.get(1)]);
+    eventually("the stopped container runs again", &agent, || {
+        running_image(names.get(1)).is_some()
+    });
+    assert!(agent.terminate().success());
+}
+
+#[test]
+fn reconcile_interval_zero_leaves_drift_alone() {
+    if skip_docker("agent drift off") {
+        return;
+    }
+    let state = TempDir::new().unwrap();
+    let files = TempDir::new().unwrap();
+    let names = Names::new(&["nodrift"]);
+    let img = service("1");
+    let file = files.path().join("state.json");
+    std::fs::write(
+        &file,
+        doc("nodrift-1", &[(names.get(0), "1", &[("image", &img)])]),
+    )
+    .unwrap();
+    let mut agent = Agent::start(
+        state.path(),
+        &[
+            "--files",
+            file.to_str().unwrap(),
+            "--reconcile-interval",
+            "0",
+        ],
+    );
+    eventually("the container runs", &agent, || {
+        running_image(names.get(0)).is_some()
+    });
+    agent.wait_log("COMPLETED");
+    docker(&["rm", "-f", names.get(0)]);
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(inspect(names.get(0)).is_none(), "drift correction is off");
+    assert!(agent.terminate().success());
+}
+
+#[test]
+fn the_file_source_converges_on_a_write_and_on_a_change_without_a_broker() {
+    if skip_docker("agent file source") {
+        return;
+    }
+    let state = TempDir::new().unwrap();
+    let files = TempDir::new().unwrap();
+    let names = Names::new(&["file-web"]);
+    let file = files.path().join("desired.json");
+    let mut agent = Agent::start(
+        state.path(),
+        &[
+            "--files",
+            file.to_str().unwrap(),
+            "--files-poll-interval",
+            "300ms",
+        ],
+    );
+    agent.wait_log("no desired state from files");
+    let v1 = service("1");
+    std::fs::write(
+        &file,
+        doc("file-1", &[(names.get(0), "1", &[("image", &v1)])]),
+    )
+    .unwrap();
+    eventually("version 1 runs", &agent, || {
+        running_image(names.get(0)).as_deref() == Some(v1.as_str())
+    });
+    // An atomic replace, as GitOps tools write.
+    let v2 = service("2");
+    let temp = files.path().join(".desired.json.tmp");
+    std::fs::write(
+        &temp,
+        doc("file-2", &[(names.get(0), "2", &[("image", &v2)])]),
+    )
+    .unwrap();
+    std::fs::rename(&temp, &file).unwrap();
+    eventually("version 2 runs", &agent, || {
+        running_image(names.get(0)).as_deref() == Some(v2.as_str())
+    });
+    assert!(!agent.log().contains("MQTT"), "no broker involved");
+    assert!(agent.terminate().success());
+}
+
+#[test]
+fn a_directory_of_state_files_is_merged_and_overlapping_ids_are_refused() {
+    if skip_docker("agent file directory") {
+        return;
+    }
+    let state = TempDir::new().unwrap();
+    let files = TempDir::new().unwrap();
+    let names = Names::new(&["dir-a", "dir-b"]);
+    let img = service("1");
+    std::fs::write(
+        files.path().join("a.json"),
+        doc("dir-a", &[(names.get(0), "1", &[("image", &img)])]),
+    )
+    .unwrap();
+    std::fs::write(
+        files.path().join("b.json"),
+        doc("dir-b", &[(names.get(0), "1", &[("image", &img)])]),
+    )
+    .unwrap();
+    let mut agent = Agent::start(
+        state.path(),
+        &[
+            "--files",
+            files.path().to_str().unwrap(),
+            "--files-poll-interval",
+            "300ms",
+        ],
+    );
+    agent.wait_log("also in a.json");
+    assert!(agent.log().contains("IDENTIFICATION_FAILED"));
+    assert!(inspect(names.get(0)).is_none(), "nothing applied");
+    std::fs::write(
+        files.path().join("b.json"),
+        doc("dir-b", &[(names.get(1), "1", &[("image", &img)])]),
+    )
+    .unwrap();
+    eventually("both files' containers run", &agent, || {
+        running_image(names.get(0)).is_some() && running_image(names.get(1)).is_some()
+    });
+    assert!(agent.terminate().success());
+}
+
+#[test]
+fn after_a_restart_with_no_broker_reachable_the_persisted_document_is_enforced() {
+    if skip_docker("agent restart without broker") {
+        return;
+    }
+    let state = TempDir::new().unwrap();
+    let files = TempDir::new().unwrap();
+    let names = Names::new(&["persist"]);
+    let img = service("1");
+    let file = files.path().join("state.json");
+    std::fs::write(
+        &file,
+        doc("persist-1", &[(names.get(0), "1", &[("image", &img)])]),
+    )
+    .unwrap();
+    let mut first = Agent::start(state.path(), &["--files", file.to_str().unwrap()]);
+    eventually("the container runs", &first, || {
+        running_image(names.get(0)).is_some()
+    });
+    first.wait_log("COMPLETED");
+    assert!(first.terminate().success(), "{}", first.log());
+    docker(&["rm", "-f", names.get(0)]);
+
+    let nowhere = format!("mqtt://127.0.0.1:{}", crate::util::free_port());
+    let mut second = Agent::start(state.path(), &["--mqtt-url", &nowhere]);
+    eventually("the persisted document is enforced", &second, || {
+        running_image(names.get(0)).is_some()
+    });
+    second.wait_log("cannot reach the MQTT broker");
+    assert!(second.terminate().success());
+}
+
+#[test]
+fn sigterm_during_an_activity_undoes_it_and_exits_zero() {
+    if skip_docker("agent sigterm") {
+        return;
+    }
+    let state = TempDir::new().unwrap();
+    let files = TempDir::new().unwrap();
+    let names = Names::new(&["term"]);
+    let v1 = service("1");
+    let file = files.path().join("state.json");
+    std::fs::write(
+        &file,
+        doc("term-1", &[(names.get(0), "1", &[("image", &v1)])]),
+    )
+    .unwrap();
+    let mut first = Agent::start(state.path(), &["--files", file.to_str().unwrap()]);
+    eventually("version 1 runs", &first, || {
+        running_image(names.get(0)).is_some()
+    });
+    first.wait_log("COMPLETED");
+    assert!(first.terminate().success());
+    let v1_id = inspect(names.get(0)).unwrap()["Id"].clone();
+
+    let v2 = service("2");
+    std::fs::write(
+        &file,
+        doc("term-2", &[(names.get(0), "2", &[("image", &v2)])]),
+    )
+    .unwrap();
+    let mut second = Agent::start_with(
+        state.path(),
+        &["--files", file.to_str().unwrap(), "--shutdown-grace", "1s"],
+        &[("BERTH_TEST_PAUSE_AT", "activating")],
+    );
+    second.wait_log("pausing during activating");
+    let status = second.terminate();
+    assert!(status.success(), "exit {status}\n{}", second.log());
+    assert!(second.log().contains("rolling it back"), "{}", second.log());
+    let now = inspect(names.get(0)).expect("the old container is back");
+    assert_eq!(now["Id"], v1_id);
+    assert_eq!(now["State"]["Running"], true);
+    assert!(inspect(&format!("{}.berth-old", names.get(0))).is_none());
+    assert!(inspect(&format!("{}.berth-new", names.get(0))).is_none());
+}
+
+#[test]
+fn json_logs_carry_the_activity_id_on_every_line_of_an_activity() {
+    if skip_docker("agent json logs") {
+        return;
+    }
+    let state = TempDir::new().unwrap();
+    let files = TempDir::new().unwrap();
+    let names = Names::new(&["jsonlog"]);
+    let img = service("1");
+    let file = files.path().join("state.json");
+    std::fs::write(
+        &file,
+        doc("jsonlog-1", &[(names.get(0), "1", &[("image", &img)])]),
+    )
+    .unwrap();
+    let mut agent = Agent::start(
+        state.path(),
+        &["--files", file.to_str().unwrap(), "--log-format", "json"],
+    );
+    agent.wait_log("COMPLETED");
+    let lines: Vec<Value> = agent
+        .log()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let completed = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "COMPLETED")
+        .expect("a COMPLETED line");
+    assert_eq!(completed["span"]["activityId"], "jsonlog-1");
+    assert!(agent.terminate().success());
+}
+
+#[test]
+fn print_config_shows_the_effective_options_with_the_password_hidden() {
+    let dir = TempDir::new().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        "parallel = 2\n[mqtt]\nurl = \"mqtt://broker:1884\"\nusername = \"dev\"\npassword = \"hunter2\"\n",
+    )
+    .unwrap();
+    let out = berth()
+        .args(["run", "--config"])
+        .arg(&config)
+        .args(["--print-config", "--reconcile-interval", "5s"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(text.contains("parallel = 2"), "{text}");
+    assert!(
+        text.contains("reconcile_interval = \"5s\""),
+        "the flag wins: {text}"
+    );
+    assert!(text.contains("mqtt://broker:1884"), "{text}");
+}
+
+#[test]
+fn an_unknown_option_in_the_configuration_stops_start_up_naming_it() {
+    let dir = TempDir::new().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "reconcile_intervall = \"5s\"\n").unwrap();
+    let out = berth()
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("reconcile_intervall"), "{err}");
+}
+
+#[test]
+fn a_bad_duration_flag_stops_start_up_naming_it() {
+    let out = berth()
+        .args(["run", "--reconcile-interval", "soon", "--print-config"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--reconcile-interval") && err.contains("soon"),
+        "{err}"
+    );
+}
