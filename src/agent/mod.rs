@@ -217,7 +217,7 @@ struct Report {
 
 /// Shared by the loop and its jobs.
 struct Shared<R> {
-    rt: R,
+    rt: Arc<R>,
     state: StateDir,
     options: AgentOptions,
     out: Option<mpsc::UnboundedSender<Outbound>>,
@@ -272,12 +272,13 @@ fn is_failure(s: ActionStatus) -> bool {
 }
 
 /// Runs the agent until [`Input::Shutdown`] (or until every input sender
-/// is gone). `inputs_tx` lets the loop's own watchers feed it.
+/// is gone). `inputs_tx` lets the loop's own watchers feed it. The runtime
+/// is shared so the caller (a test) can watch the engine too.
 ///
 /// # Errors
 /// Only a state directory that cannot be written.
 pub async fn run<R: Runtime + 'static>(
-    rt: R,
+    rt: Arc<R>,
     state: StateDir,
     options: AgentOptions,
     inputs_tx: mpsc::UnboundedSender<Input>,
@@ -325,7 +326,7 @@ async fn recover<R: Runtime>(
     let interrupted = shared.state.read_journal().ok().flatten();
     let mut delay = Duration::from_millis(500);
     loop {
-        match execute::recover(&shared.rt, &shared.state, &shared.options.plan.instance).await {
+        match execute::recover(&*shared.rt, &shared.state, &shared.options.plan.instance).await {
             Ok(lines) => {
                 for line in &lines {
                     tracing::warn!("recovered: {line}");
@@ -657,7 +658,10 @@ impl<R: Runtime + 'static> Loop<R> {
                 tracing::warn!(
                     container = %name,
                     failures = self.backoff.failures(name),
-                    retry_in = ?self.backoff.blocked_until(name, now).map(|t| t - now),
+                    retry_in = %self
+                        .backoff
+                        .blocked_until(name, now)
+                        .map_or_else(String::new, |t| humantime::format_duration(t - now).to_string()),
                     "could not converge; backing off"
                 );
             }
@@ -688,7 +692,7 @@ impl<R: Runtime + 'static> Loop<R> {
                     drop(task);
                     tracing::warn!(activity = %activity_id, "the activity did not end in time; rolling it back");
                     let result = execute::recover(
-                        &self.shared.rt,
+                        &*self.shared.rt,
                         &self.shared.state,
                         &self.options().plan.instance,
                     )
@@ -762,7 +766,7 @@ async fn job<R: Runtime>(
     reason: Option<Reason>,
     blocked: BTreeSet<String>,
 ) -> Result<Report, AgentError> {
-    wait_for_engine(&shared.rt).await;
+    wait_for_engine(&*shared.rt).await;
     let options = &shared.options;
     let mut desired_here = (*desired).clone();
     desired_here.activity_id = activity_id.clone();
@@ -776,7 +780,7 @@ async fn job<R: Runtime>(
         report.visible = true;
         shared.feedback(tracker.message(Status::Identifying, None));
     }
-    let observed = match observe::gather_for(&shared.rt, desired).await {
+    let observed = match observe::gather_for(&*shared.rt, desired).await {
         Ok(o) => o,
         Err(e) => {
             if reason.is_none() {
@@ -824,7 +828,7 @@ async fn job<R: Runtime>(
         observed: &observed,
     };
     execute::carry_out(
-        &shared.rt,
+        &*shared.rt,
         &shared.state,
         activity,
         &execute_options,
@@ -871,8 +875,8 @@ async fn current_state<R: Runtime>(
     shared: &Shared<R>,
     activity_id: &str,
 ) -> Result<CurrentState, crate::runtime::RuntimeError> {
-    let observed = observe::gather(&shared.rt, &[], &[]).await?;
-    let images = observe::images_of(&shared.rt, &observed).await?;
+    let observed = observe::gather(&*shared.rt, &[], &[]).await?;
+    let images = observe::images_of(&*shared.rt, &observed).await?;
     let options = InventoryOptions {
         domain: shared.options.domain.clone(),
         redact: shared.options.redact_env.clone(),
@@ -914,9 +918,13 @@ async fn watch_engine<R: Runtime>(shared: Arc<Shared<R>>, inputs: mpsc::Unbounde
         if inputs.send(Input::Engine(EngineSignal::Lost(why))).is_err() {
             return;
         }
-        wait_for_engine(&shared.rt).await;
+        wait_for_engine(&*shared.rt).await;
         if inputs.send(Input::Engine(EngineSignal::Back)).is_err() {
             return;
         }
     }
 }
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;

@@ -355,7 +355,16 @@ async fn agent_main(
         ..AgentOptions::default()
     };
     let notify = Systemd::new();
-    let result = agent::run(rt, state, options, inputs_tx, inputs, out, &notify).await;
+    let result = agent::run(
+        std::sync::Arc::new(rt),
+        state,
+        options,
+        inputs_tx,
+        inputs,
+        out,
+        &notify,
+    )
+    .await;
     if let Some(task) = files_task {
         task.abort();
     }

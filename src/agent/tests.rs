@@ -1,0 +1,1 @@
+//! Unit tests of the agent loop on the in-memory engine.
