@@ -831,3 +831,151 @@ fn a_bad_duration_flag_stops_start_up_naming_it() {
         "{err}"
     );
 }
+
+#[test]
+fn systemd_hears_ready_only_after_the_persisted_document_is_enforced_then_watchdog_pings() {
+    if skip_docker("agent sd_notify") {
+        return;
+    }
+    use std::os::unix::net::UnixDatagram;
+    let state = TempDir::new().unwrap();
+    let files = TempDir::new().unwrap();
+    let names = Names::new(&["notify"]);
+    let img = service("1");
+    let file = files.path().join("state.json");
+    std::fs::write(
+        &file,
+        doc("notify-1", &[(names.get(0), "1", &[("image", &img)])]),
+    )
+    .unwrap();
+    let mut first = Agent::start(state.path(), &["--files", file.to_str().unwrap()]);
+    first.wait_log("COMPLETED");
+    assert!(first.terminate().success());
+    docker(&["rm", "-f", names.get(0)]);
+
+    let socket_path = files.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut agent = Agent::start_with(
+        state.path(),
+        &[],
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "1000000"),
+        ],
+    );
+    let mut buf = [0u8; 4096];
+    let mut seen = Vec::new();
+    loop {
+        let n = socket
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("no READY=1 ({e}); got {seen:?}\n{}", agent.log()));
+        let message = String::from_utf8_lossy(&buf[..n]).to_string();
+        if message.lines().any(|l| l == "READY=1") {
+            assert!(
+                running_image(names.get(0)).is_some(),
+                "READY=1 came before the persisted document was enforced"
+            );
+            break;
+        }
+        seen.push(message);
+    }
+    let started = Instant::now();
+    let mut pings = 0;
+    while pings < 2 {
+        let n = socket.recv(&mut buf).expect("watchdog pings keep coming");
+        if String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .any(|l| l == "WATCHDOG=1")
+        {
+            pings += 1;
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "pings every half WatchdogSec"
+    );
+    assert!(agent.terminate().success());
+    let mut stopping = false;
+    socket
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    while let Ok(n) = socket.recv(&mut buf) {
+        if String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .any(|l| l == "STOPPING=1")
+        {
+            stopping = true;
+        }
+    }
+    assert!(stopping, "systemd hears STOPPING=1 at shutdown");
+}
+
+#[test]
+fn the_systemd_unit_is_a_notify_service_with_watchdog_restart_and_ordering() {
+    let unit = std::fs::read_to_string(crate::util::repo_path("systemd/berth.service")).unwrap();
+    let value = |key: &str| -> Vec<String> {
+        unit.lines()
+            .filter_map(|l| l.strip_prefix(&format!("{key}=")))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(value("Type"), ["notify"]);
+    assert_eq!(value("Restart"), ["on-failure"]);
+    assert_eq!(value("WatchdogSec").len(), 1);
+    let after = value("After").join(" ");
+    assert!(
+        after.contains("docker.service") && after.contains("network-online.target"),
+        "{after}"
+    );
+    let exec = value("ExecStart").join(" ");
+    assert!(
+        exec.contains(" run --config /etc/berth/config.toml"),
+        "{exec}"
+    );
+    // The unit's command line must be one berth accepts.
+    let config = crate::util::repo_path("examples/config.toml");
+    let args: Vec<&str> = exec.split_whitespace().skip(1).collect();
+    let out = berth()
+        .args(args.iter().map(|a| {
+            if *a == "/etc/berth/config.toml" {
+                config.to_str().unwrap()
+            } else {
+                a
+            }
+        }))
+        .arg("--print-config")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // systemd's own checker, where systemd is installed.
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        let dir = TempDir::new().unwrap();
+        let copy = dir.path().join("berth.service");
+        std::fs::write(
+            &copy,
+            unit.replace("/usr/local/bin/berth", env!("CARGO_BIN_EXE_berth")),
+        )
+        .unwrap();
+        let out = Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(&copy)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !err.contains("berth.service:"),
+            "systemd-analyze verify complains:\n{err}"
+        );
+    }
+}
