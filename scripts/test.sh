@@ -7,3 +7,5 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash scripts/test-env.sh
 cargo test --all-targets --locked "$@"
+# Tests that restart the shared engine run alone, after everything else.
+cargo test --locked --test integration "$@" -- --ignored --test-threads 1 serial_

@@ -979,3 +979,75 @@ fn the_systemd_unit_is_a_notify_service_with_watchdog_restart_and_ordering() {
         );
     }
 }
+
+/// Restarts the shared dockerd, so it must run alone: `scripts/test.sh` runs
+/// it after the rest of the suite (`cargo test -- --ignored serial_`).
+#[test]
+#[ignore = "restarts the shared engine; scripts/test.sh runs it alone, after the suite"]
+fn serial_berth_waits_for_a_restarted_engine_and_resumes() {
+    if skip_docker("agent engine restart") {
+        return;
+    }
+    let state = TempDir::new().unwrap();
+    let files = TempDir::new().unwrap();
+    let names = Names::new(&["engine"]);
+    let img = service("1");
+    let file = files.path().join("state.json");
+    std::fs::write(
+        &file,
+        doc(
+            "engine-1",
+            &[(
+                names.get(0),
+                "1",
+                &[("image", &img), ("restartPolicy", "on-failure")],
+            )],
+        ),
+    )
+    .unwrap();
+    let mut agent = Agent::start(
+        state.path(),
+        &[
+            "--files",
+            file.to_str().unwrap(),
+            "--reconcile-interval",
+            "5s",
+        ],
+    );
+    eventually("the container runs", &agent, || {
+        running_image(names.get(0)).is_some()
+    });
+    agent.wait_log("COMPLETED");
+
+    let _ = Command::new("pkill")
+        .args(["-TERM", "-x", "dockerd"])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Command::new("docker")
+        .arg("info")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        assert!(Instant::now() < deadline, "dockerd did not stop");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    agent.wait_log("lost the Docker engine");
+    std::thread::sleep(Duration::from_secs(2));
+    let up = Command::new("bash")
+        .arg(crate::util::repo_path("scripts/test-env.sh"))
+        .output()
+        .unwrap();
+    assert!(
+        up.status.success(),
+        "restarting the engine failed: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    agent.wait_log("the Docker engine answers again");
+    // The engine stopped the container (exit 0, which "on-failure" does not
+    // restart): berth starts it.
+    eventually("the container runs again", &agent, || {
+        running_image(names.get(0)).is_some()
+    });
+    assert!(agent.is_running());
+    assert!(agent.terminate().success());
+}
