@@ -207,6 +207,8 @@ struct Document {
 #[derive(Debug, Default)]
 struct Report {
     activity_id: String,
+    /// The back-off generation the job started in.
+    generation: u64,
     /// Whether anything was published for it (an activity ran).
     visible: bool,
     /// Containers acted on, and whether that worked.
@@ -293,13 +295,14 @@ pub async fn run<R: Runtime + 'static>(
         out,
     });
     notify.status("recovering");
-    if !recover(&shared, &mut inputs, notify).await {
+    let Some(early) = recover(&shared, &mut inputs, notify).await else {
         return Ok(());
-    }
+    };
     let mut lp = Loop {
         shared: shared.clone(),
         queue: Queue::default(),
         backoff: Backoff::new(shared.options.backoff),
+        generation: 0,
         current: None,
         running: None,
         ready: false,
@@ -310,6 +313,9 @@ pub async fn run<R: Runtime + 'static>(
     };
     lp.reports = spawn_reporter(shared.clone());
     lp.load_persisted();
+    for input in early {
+        lp.input(input);
+    }
     let watcher = tokio::spawn(watch_engine(shared.clone(), inputs_tx));
     let result = lp.run(&mut inputs, notify).await;
     watcher.abort();
@@ -317,13 +323,27 @@ pub async fn run<R: Runtime + 'static>(
 }
 
 /// Undoes what an interrupted activity left, retrying while the engine is
-/// away. Returns false when shutdown came first.
+/// away. Inputs that arrive meanwhile are kept for the loop, in order.
+/// Returns `None` when shutdown came first.
 async fn recover<R: Runtime>(
     shared: &Shared<R>,
     inputs: &mut mpsc::UnboundedReceiver<Input>,
     notify: &dyn Notify,
-) -> bool {
-    let interrupted = shared.state.read_journal().ok().flatten();
+) -> Option<Vec<Input>> {
+    let mut kept = Vec::new();
+    let interrupted = match shared.state.read_journal() {
+        Ok(journal) => journal,
+        Err(e) => {
+            // Unreadable: recovery still works from the temporary names, as
+            // if the journal had never been written; keeping it would block
+            // every start.
+            tracing::error!(error = %e, "the journal is unreadable; recovering from container names alone");
+            if let Err(e) = shared.state.clear_journal() {
+                tracing::error!(error = %e, "cannot remove the unreadable journal");
+            }
+            None
+        }
+    };
     let mut delay = Duration::from_millis(500);
     loop {
         match execute::recover(&*shared.rt, &shared.state, &shared.options.plan.instance).await {
@@ -344,7 +364,7 @@ async fn recover<R: Runtime>(
                     let tracker = Tracker::new(&j.activity_id, &shared.options.domain);
                     shared.feedback(tracker.message(Status::Incomplete, Some(message)));
                 }
-                return true;
+                return Some(kept);
             }
             Err(e) => {
                 tracing::warn!(error = %e, retry_in = %humantime::format_duration(delay), "cannot recover yet");
@@ -357,8 +377,8 @@ async fn recover<R: Runtime>(
             tokio::select! {
                 () = &mut sleep => break,
                 input = inputs.recv() => match input {
-                    None | Some(Input::Shutdown) => return false,
-                    Some(_) => {}
+                    None | Some(Input::Shutdown) => return None,
+                    Some(input) => kept.push(input),
                 },
             }
         }
@@ -371,6 +391,9 @@ struct Loop<R> {
     shared: Arc<Shared<R>>,
     queue: Queue<Document>,
     backoff: Backoff,
+    /// Bumped when a new document resets the back-off, so a job that was
+    /// running for the previous document does not count against the new one.
+    generation: u64,
     /// The last accepted document: what drift correction converges to.
     current: Option<Document>,
     running: Option<(JobFuture, String)>,
@@ -553,6 +576,7 @@ impl<R: Runtime + 'static> Loop<R> {
         };
         self.current = Some(document.clone());
         self.backoff.reset();
+        self.generation += 1;
         if let Some(old) = self.queue.offer(document) {
             let tracker = Tracker::new(&old.desired.activity_id, &domain);
             self.shared.feedback(tracker.message(
@@ -607,6 +631,10 @@ impl<R: Runtime + 'static> Loop<R> {
             let wait = retry.saturating_duration_since(std::time::Instant::now());
             at = at.min(now + wait);
         }
+        // An event-driven reconcile already due earlier stays due.
+        if let Some(pending) = self.reconcile_at {
+            at = at.min(pending);
+        }
         self.reconcile_at = Some(at);
     }
 
@@ -645,14 +673,22 @@ impl<R: Runtime + 'static> Loop<R> {
         });
         let shared = self.shared.clone();
         let id = activity_id.clone();
-        let task: JobFuture =
-            Box::pin(job(shared, document.desired, id, rollback, reason, blocked).instrument(span));
+        let work = Work {
+            desired: document.desired,
+            activity_id: id,
+            rollback,
+            reason,
+            blocked,
+            generation: self.generation,
+        };
+        let task: JobFuture = Box::pin(job(shared, work).instrument(span));
         self.running = Some((task, activity_id));
     }
 
     fn finished(&mut self, report: Report) {
         let now = std::time::Instant::now();
-        for (name, ok) in &report.attempted {
+        let current = report.generation == self.generation;
+        for (name, ok) in report.attempted.iter().filter(|_| current) {
             self.backoff.attempted(name, *ok, now);
             if !ok {
                 tracing::warn!(
@@ -666,7 +702,7 @@ impl<R: Runtime + 'static> Loop<R> {
                 );
             }
         }
-        for name in &report.in_sync {
+        for name in report.in_sync.iter().filter(|_| current) {
             self.backoff.in_sync(name, now);
         }
         if report.visible {
@@ -756,16 +792,28 @@ async fn wait_for_engine<R: Runtime>(rt: &R) {
     }
 }
 
-/// One job: plan, then carry the plan out with feedback. `reason` is set
-/// for reconciles, which stay silent when nothing needs doing.
-async fn job<R: Runtime>(
-    shared: Arc<Shared<R>>,
+/// What one job is to do.
+struct Work {
     desired: Arc<DesiredState>,
     activity_id: String,
     rollback: RollbackMode,
+    /// Set for reconciles, which stay silent when nothing needs doing.
     reason: Option<Reason>,
+    /// Containers in back-off: not touched this time.
     blocked: BTreeSet<String>,
-) -> Result<Report, AgentError> {
+    generation: u64,
+}
+
+/// One job: plan, then carry the plan out with feedback.
+async fn job<R: Runtime>(shared: Arc<Shared<R>>, work: Work) -> Result<Report, AgentError> {
+    let Work {
+        desired,
+        activity_id,
+        rollback,
+        reason,
+        blocked,
+        generation,
+    } = work;
     wait_for_engine(&*shared.rt).await;
     let options = &shared.options;
     let mut desired_here = (*desired).clone();
@@ -774,6 +822,7 @@ async fn job<R: Runtime>(
     let mut tracker = Tracker::new(&activity_id, &options.domain);
     let mut report = Report {
         activity_id: activity_id.clone(),
+        generation,
         ..Default::default()
     };
     if reason.is_none() {
@@ -827,7 +876,7 @@ async fn job<R: Runtime>(
         plan: &plan,
         observed: &observed,
     };
-    execute::carry_out(
+    let outcome = execute::carry_out(
         &*shared.rt,
         &shared.state,
         activity,
@@ -836,13 +885,16 @@ async fn job<R: Runtime>(
         &mut sink,
     )
     .await?;
+    // After an activity-wide rollback, the containers that did not fail were
+    // undone too: they were not repaired, and are not to blame.
+    let undone = rollback == RollbackMode::Activity && outcome.status != Status::Completed;
     report.attempted = plan
         .actions
         .iter()
         .filter(|e| e.action.changes())
-        .map(|e| {
+        .filter_map(|e| {
             let ok = !tracker.status_of(&e.id).is_some_and(is_failure);
-            (e.id.clone(), ok)
+            (!(ok && undone)).then(|| (e.id.clone(), ok))
         })
         .collect();
     Ok(report)

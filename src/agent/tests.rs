@@ -1,1 +1,1322 @@
 //! Unit tests of the agent loop on the in-memory engine.
+//!
+//! Each test drives [`run`] in its own task, feeding it inputs the way the
+//! sources do and reading what it publishes the way the sinks do. Most run on
+//! paused tokio time: intervals, debounce, shutdown grace and the executor's
+//! hour-long test pause pass as soon as nothing else can happen, so the
+//! tests are instant and their timings exact. The back-off test runs on real
+//! time, because back-off counts in `std::time::Instant`, which paused tokio
+//! time does not move.
+//!
+//! The executor's `min_ready` is zero here: it too is measured in
+//! `std::time::Instant`, so on paused time a non-zero value makes the
+//! readiness gate spin while tokio time races ahead.
+
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::task::{Context, Poll, Wake, Waker};
+
+use futures_util::FutureExt;
+
+use super::*;
+use crate::execute::PausePoint;
+use crate::journal::{Journal, JournalEntry};
+use crate::runtime::fake::{Call, FakeRuntime, EXIT_LABEL};
+use crate::runtime::ImageDetails;
+
+const ONE: &str = "127.0.0.1:5000/berth-test/service:1";
+const TWO: &str = "127.0.0.1:5000/berth-test/service:2";
+
+/// How long a test waits for anything on paused time (the executor's test
+/// pause is one hour).
+const VIRTUAL: Duration = Duration::from_secs(10 * 3600);
+/// How long a test waits for anything on real time.
+const REAL: Duration = Duration::from_secs(5);
+
+fn image(id: &str) -> ImageDetails {
+    ImageDetails {
+        id: format!("sha256:{id:0>64}"),
+        env: vec!["PATH=/bin".into()],
+        cmd: Some(vec!["/bin/service".into()]),
+        ..Default::default()
+    }
+}
+
+/// A document as a source delivers it: one component (version `1`) per
+/// `(name, config)` in `domain`.
+fn document_in(domain: &str, activity: &str, components: &[(&str, &[(&str, &str)])]) -> String {
+    let components: Vec<serde_json::Value> = components
+        .iter()
+        .map(|(id, config)| {
+            let config: Vec<serde_json::Value> = config
+                .iter()
+                .map(|(k, v)| serde_json::json!({"key": k, "value": v}))
+                .collect();
+            serde_json::json!({"id": id, "version": "1", "config": config})
+        })
+        .collect();
+    serde_json::json!({
+        "activityId": activity,
+        "payload": {"domains": [{"id": domain, "components": components}]}
+    })
+    .to_string()
+}
+
+fn document(activity: &str, components: &[(&str, &[(&str, &str)])]) -> String {
+    document_in(spec::validate::DEFAULT_DOMAIN, activity, components)
+}
+
+/// Quick, but otherwise as shipped.
+fn options() -> AgentOptions {
+    AgentOptions {
+        execute: ExecuteOptions {
+            min_ready: Duration::ZERO,
+            ..ExecuteOptions::default()
+        },
+        reconcile_interval: Duration::from_secs(60),
+        debounce: Duration::from_secs(1),
+        backoff: backoff::Policy {
+            base: Duration::from_secs(2),
+            cap: Duration::from_secs(60),
+            healthy_after: Duration::from_secs(300),
+        },
+        shutdown_grace: Duration::from_secs(600),
+        ..AgentOptions::default()
+    }
+}
+
+fn paused_at_activating(options: AgentOptions) -> AgentOptions {
+    AgentOptions {
+        execute: ExecuteOptions {
+            pause_at: Some(PausePoint::Activating),
+            ..options.execute
+        },
+        ..options
+    }
+}
+
+fn running(rt: &FakeRuntime, name: &str) -> bool {
+    rt.container(name)
+        .is_some_and(|c| c.state.status == crate::runtime::Status::Running)
+}
+
+fn names(rt: &FakeRuntime) -> Vec<String> {
+    let mut names: Vec<String> = rt
+        .list()
+        .now_or_never()
+        .expect("the fake answers at once")
+        .expect("the fake lists")
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    names.sort();
+    names
+}
+
+fn creates_of(rt: &FakeRuntime, name: &str) -> usize {
+    let temporary = format!("{name}{NEW_SUFFIX}");
+    rt.calls()
+        .iter()
+        .filter(|c| matches!(c, Call::Create(n) if *n == temporary || n == name))
+        .count()
+}
+
+fn feedback(seen: &[Outbound]) -> Vec<&Feedback> {
+    seen.iter()
+        .filter_map(|m| match m {
+            Outbound::Feedback(f) => Some(f),
+            Outbound::CurrentState(_) => None,
+        })
+        .collect()
+}
+
+fn feedback_of<'a>(seen: &'a [Outbound], activity: &str) -> Vec<&'a Feedback> {
+    feedback(seen)
+        .into_iter()
+        .filter(|f| f.activity_id == activity)
+        .collect()
+}
+
+fn statuses(seen: &[Outbound], activity: &str) -> Vec<Status> {
+    feedback_of(seen, activity)
+        .iter()
+        .map(|f| f.payload.status)
+        .collect()
+}
+
+/// Where in `seen` the first message matching `what` is.
+fn position(seen: &[Outbound], what: impl Fn(&Outbound) -> bool) -> usize {
+    seen.iter()
+        .position(what)
+        .unwrap_or_else(|| panic!("not published: {}", summary(seen)))
+}
+
+fn is_feedback(m: &Outbound, activity: &str, status: Status) -> bool {
+    matches!(m, Outbound::Feedback(f) if f.activity_id == activity && f.payload.status == status)
+}
+
+fn is_reconcile(f: &Feedback) -> bool {
+    f.activity_id.starts_with("reconcile-")
+}
+
+/// Whether the activity did something to `name` (a kept container stays
+/// `IDENTIFIED`; an ignored one is not listed).
+fn acted_on(f: &Feedback, name: &str) -> bool {
+    let id = format!("{}:{name}", spec::validate::DEFAULT_DOMAIN);
+    f.payload
+        .actions
+        .iter()
+        .any(|a| a.component.id == id && a.status != ActionStatus::Identified)
+}
+
+fn message(f: &Feedback) -> &str {
+    f.payload.message.as_deref().unwrap_or("")
+}
+
+/// One line per message, for failure reports.
+fn summary(seen: &[Outbound]) -> String {
+    let lines: Vec<String> = seen
+        .iter()
+        .map(|m| match m {
+            Outbound::Feedback(f) => format!(
+                "feedback {} {:?} {}",
+                f.activity_id,
+                f.payload.status,
+                message(f)
+            ),
+            Outbound::CurrentState(s) => format!("current state {}", s.activity_id),
+        })
+        .collect();
+    format!("\n  {}", lines.join("\n  "))
+}
+
+/// Asserts `wanted` occur in `statuses` in this order.
+fn assert_in_order(statuses: &[Status], wanted: &[Status]) {
+    let mut from = 0;
+    for w in wanted {
+        match statuses[from..].iter().position(|s| s == w) {
+            Some(i) => from += i + 1,
+            None => panic!("{w:?} missing or out of order in {statuses:?}"),
+        }
+    }
+}
+
+/// The ends a source and a sink hold while the loop runs.
+struct Agent {
+    rt: Arc<FakeRuntime>,
+    tx: mpsc::UnboundedSender<Input>,
+    out: mpsc::UnboundedReceiver<Outbound>,
+    /// Everything published so far, in order.
+    seen: Vec<Outbound>,
+    limit: Duration,
+}
+
+impl Agent {
+    fn send(&self, input: Input) {
+        self.tx.send(input).expect("the loop takes inputs");
+    }
+
+    /// Sends a document as MQTT does; the receiver fires on acknowledgement.
+    fn offer(&self, text: &str) -> oneshot::Receiver<()> {
+        let (ack, acked) = oneshot::channel();
+        self.send(Input::Document(Incoming {
+            origin: Origin::Mqtt,
+            body: Body::Text(text.to_string()),
+            ack: Some(ack),
+        }));
+        acked
+    }
+
+    async fn acked(&self, acked: oneshot::Receiver<()>) {
+        tokio::time::timeout(self.limit, acked)
+            .await
+            .expect("acknowledged in time")
+            .expect("acknowledged, not dropped");
+    }
+
+    /// Reads what the loop publishes until `pick` finds something.
+    async fn wait_for<T>(&mut self, what: &str, mut pick: impl FnMut(&Outbound) -> Option<T>) -> T {
+        let deadline = Instant::now() + self.limit;
+        loop {
+            match tokio::time::timeout_at(deadline, self.out.recv()).await {
+                Ok(Some(m)) => {
+                    let found = pick(&m);
+                    self.seen.push(m);
+                    if let Some(found) = found {
+                        return found;
+                    }
+                }
+                Ok(None) => panic!("the loop stopped publishing before {what}"),
+                Err(_) => panic!(
+                    "no {what} within {:?}; published:{}",
+                    self.limit,
+                    summary(&self.seen)
+                ),
+            }
+        }
+    }
+
+    async fn feedback_until(&mut self, what: &str, wanted: impl Fn(&Feedback) -> bool) -> Feedback {
+        self.wait_for(what, |m| match m {
+            Outbound::Feedback(f) if wanted(f) => Some(f.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// The final feedback of `activity`.
+    async fn finished(&mut self, activity: &str) -> Feedback {
+        self.feedback_until(&format!("final feedback for {activity}"), |f| {
+            f.activity_id == activity && f.payload.status.is_final()
+        })
+        .await
+    }
+
+    async fn current_state(&mut self, wanted: impl Fn(&CurrentState) -> bool) -> CurrentState {
+        self.wait_for("current state", |m| match m {
+            Outbound::CurrentState(s) if wanted(s) => Some(s.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Until the loop's engine watcher listens (events before that are lost).
+    async fn watching(&self) {
+        for _ in 0..1000 {
+            if self.rt.watchers() > 0 {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("the loop never watched the engine's events");
+    }
+}
+
+/// How a session ended.
+struct Ended<T> {
+    result: Result<(), AgentError>,
+    value: T,
+    /// Everything published, in order, until the loop was gone.
+    seen: Vec<Outbound>,
+    /// How long `run` took to return after `Input::Shutdown`.
+    stopping: Duration,
+}
+
+/// An engine whose registry has both images, and a state directory.
+struct Fixture {
+    rt: Arc<FakeRuntime>,
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let rt = FakeRuntime::new();
+        rt.add_registry_image(ONE, image("1"));
+        rt.add_registry_image(TWO, image("2"));
+        Self {
+            rt: Arc::new(rt),
+            dir: tempfile::tempdir().expect("temporary directory"),
+        }
+    }
+
+    fn state(&self) -> StateDir {
+        StateDir::open(self.dir.path()).expect("state directory")
+    }
+
+    /// Brings the engine to `text` as `berth apply` would, before the loop.
+    async fn applied(&self, text: &str) {
+        let desired = spec::parse(text, &spec::Options::default())
+            .expect("a valid document")
+            .desired;
+        let status = execute::apply(
+            &*self.rt,
+            &self.state(),
+            &desired,
+            &plan::PlanOptions::default(),
+            &options().execute,
+            &mut |_: Feedback| {},
+        )
+        .await
+        .expect("state directory");
+        assert_eq!(status, Status::Completed);
+    }
+
+    async fn run<T>(
+        &self,
+        options: AgentOptions,
+        body: impl AsyncFnOnce(&mut Agent) -> T,
+    ) -> Ended<T> {
+        self.session(options, &Silent, VIRTUAL, body).await
+    }
+
+    /// Runs the loop and `body` side by side, then shuts the loop down and
+    /// collects what it published.
+    async fn session<T>(
+        &self,
+        options: AgentOptions,
+        notify: &dyn Notify,
+        limit: Duration,
+        body: impl AsyncFnOnce(&mut Agent) -> T,
+    ) -> Ended<T> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (out_tx, out_rx) = mpsc::unbounded_channel();
+        let mut agent = Agent {
+            rt: self.rt.clone(),
+            tx: tx.clone(),
+            out: out_rx,
+            seen: Vec::new(),
+            limit,
+        };
+        let looping = run(
+            self.rt.clone(),
+            self.state(),
+            options,
+            tx,
+            rx,
+            Some(out_tx),
+            notify,
+        );
+        tokio::pin!(looping);
+        let value = tokio::select! {
+            biased;
+            r = &mut looping => panic!("the loop stopped by itself: {r:?}"),
+            v = body(&mut agent) => v,
+        };
+        // Refused when the body already shut the loop down.
+        let _ = agent.tx.send(Input::Shutdown);
+        let since = Instant::now();
+        let result = tokio::time::timeout(limit, looping)
+            .await
+            .expect("the loop stops");
+        let stopping = since.elapsed();
+        // The channel closes once the loop and its reporter are gone.
+        let drained = tokio::time::timeout(limit, async {
+            while let Some(m) = agent.out.recv().await {
+                agent.seen.push(m);
+            }
+        })
+        .await;
+        assert!(drained.is_ok(), "the loop's tasks outlived it");
+        Ended {
+            result,
+            value,
+            seen: agent.seen,
+            stopping,
+        }
+    }
+}
+
+/// Records what the engine held when the loop said it was ready.
+struct Startup {
+    rt: Arc<FakeRuntime>,
+    ready: tokio::sync::watch::Sender<Option<Vec<String>>>,
+}
+
+impl Startup {
+    fn new(rt: &Arc<FakeRuntime>) -> Self {
+        Self {
+            rt: rt.clone(),
+            ready: tokio::sync::watch::channel(None).0,
+        }
+    }
+
+    /// The containers there were at `ready`, once it came.
+    async fn ready(&self) -> Vec<String> {
+        let mut rx = self.ready.subscribe();
+        let seen = tokio::time::timeout(VIRTUAL, rx.wait_for(Option::is_some))
+            .await
+            .expect("ready in time")
+            .expect("the sender lives");
+        seen.clone().unwrap_or_default()
+    }
+}
+
+impl Notify for Startup {
+    fn ready(&self) {
+        self.ready.send_replace(Some(names(&self.rt)));
+    }
+    fn alive(&self) {}
+    fn status(&self, _: &str) {}
+    fn stopping(&self) {}
+    fn interval(&self) -> Option<Duration> {
+        None
+    }
+}
+
+/// Whether some file in `dir` holds exactly `text`.
+fn holds(dir: &Path, text: &str) -> bool {
+    std::fs::read_dir(dir)
+        .expect("state directory")
+        .filter_map(Result::ok)
+        .any(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t == text))
+}
+
+/// A waker that looks into the state directory at the very moment the
+/// acknowledgement is sent (the sender wakes the receiver synchronously).
+struct PersistedWhenAcked {
+    dir: PathBuf,
+    text: String,
+    answer: Mutex<Option<bool>>,
+}
+
+impl Wake for PersistedWhenAcked {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let persisted = holds(&self.dir, &self.text);
+        self.answer
+            .lock()
+            .expect("not poisoned")
+            .get_or_insert(persisted);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_accepted_document_runs_to_completed_then_its_current_state_is_published() {
+    let f = Fixture::new();
+    let text = document(
+        "a1",
+        &[("web", &[("image", ONE)]), ("db", &[("image", TWO)])],
+    );
+    let ended = f
+        .run(options(), async |a: &mut Agent| {
+            a.offer(&text);
+            a.finished("a1").await;
+            a.current_state(|s| s.activity_id == "a1").await
+        })
+        .await;
+    ended.result.unwrap();
+
+    let s = statuses(&ended.seen, "a1");
+    assert_eq!(s[..2], [Status::Identifying, Status::Identified], "{s:?}");
+    assert_in_order(
+        &s,
+        &[
+            Status::Downloading,
+            Status::DownloadSuccess,
+            Status::Updating,
+            Status::UpdateSuccess,
+            Status::Activating,
+            Status::ActivationSuccess,
+            Status::Cleanup,
+            Status::CleanupSuccess,
+            Status::Completed,
+        ],
+    );
+    assert_eq!(s.last(), Some(&Status::Completed));
+    assert!(running(&f.rt, "web") && running(&f.rt, "db"));
+
+    let completed = position(&ended.seen, |m| is_feedback(m, "a1", Status::Completed));
+    let reported = position(
+        &ended.seen,
+        |m| matches!(m, Outbound::CurrentState(s) if s.activity_id == "a1"),
+    );
+    assert!(completed < reported, "{}", summary(&ended.seen));
+    let nodes: Vec<&str> = ended
+        .value
+        .payload
+        .software_nodes
+        .iter()
+        .map(|n| n.id.as_str())
+        .collect();
+    assert!(
+        nodes.contains(&"containers:web") && nodes.contains(&"containers:db"),
+        "{nodes:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_broken_document_gets_one_identification_failed_naming_the_problem_and_changes_nothing() {
+    let f = Fixture::new();
+    let unknown_key = document("a-key", &[("web", &[("image", ONE), ("imagee", ONE)])]);
+    let wrong_domain = document_in("apps", "a-domain", &[("web", &[("image", ONE)])]);
+    let cases = [
+        ("a-key", unknown_key, ["\"imagee\"", "is not a known key"]),
+        (
+            "",
+            "not json at all".to_string(),
+            ["document", "is not valid JSON"],
+        ),
+        (
+            "a-domain",
+            wrong_domain,
+            ["\"apps\"", "is not a domain berth serves"],
+        ),
+    ];
+    let ended = f
+        .run(options(), async |a: &mut Agent| {
+            for (activity, text, _) in &cases {
+                let acked = a.offer(text);
+                a.acked(acked).await;
+                a.finished(activity).await;
+            }
+        })
+        .await;
+    ended.result.unwrap();
+
+    assert_eq!(
+        feedback(&ended.seen).len(),
+        cases.len(),
+        "{}",
+        summary(&ended.seen)
+    );
+    for (activity, _, words) in &cases {
+        let fb = feedback_of(&ended.seen, activity);
+        assert_eq!(fb.len(), 1, "{activity}: {}", summary(&ended.seen));
+        assert_eq!(fb[0].payload.status, Status::IdentificationFailed);
+        for w in words {
+            assert!(
+                message(fb[0]).contains(w),
+                "{activity}: {:?} lacks {w}",
+                message(fb[0])
+            );
+        }
+    }
+    assert_eq!(f.rt.calls(), []);
+    assert_eq!(f.state().load_desired().unwrap(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_document_its_source_refused_gets_identification_failed_with_the_sources_errors() {
+    let f = Fixture::new();
+    let errors = vec![
+        "the message is 2000000 bytes; the limit is 1048576".to_string(),
+        "second problem".to_string(),
+    ];
+    let refused = Body::Refused {
+        activity_id: "big-1".into(),
+        errors: errors.clone(),
+    };
+    let ended = f
+        .run(options(), async |a: &mut Agent| {
+            let (ack, acked) = oneshot::channel();
+            a.send(Input::Document(Incoming {
+                origin: Origin::Mqtt,
+                body: refused,
+                ack: Some(ack),
+            }));
+            a.acked(acked).await;
+            a.finished("big-1").await
+        })
+        .await;
+    ended.result.unwrap();
+
+    assert_eq!(ended.value.payload.status, Status::IdentificationFailed);
+    for e in &errors {
+        assert!(
+            message(&ended.value).contains(e),
+            "{:?}",
+            message(&ended.value)
+        );
+    }
+    assert_eq!(feedback(&ended.seen).len(), 1, "{}", summary(&ended.seen));
+    assert_eq!(f.rt.calls(), []);
+    assert_eq!(f.state().load_desired().unwrap(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn documents_arriving_during_an_activity_supersede_each_other_and_the_last_runs_after_it() {
+    let f = Fixture::new();
+    // Every activity waits an hour in ACTIVATING, so the others arrive
+    // while the first runs.
+    let docs: Vec<String> = (1..=4)
+        .map(|i| {
+            document(
+                &format!("a{i}"),
+                &[("web", &[("image", ONE), ("env", &format!("X={i}"))])],
+            )
+        })
+        .collect();
+    let ended = f
+        .run(paused_at_activating(options()), async |a: &mut Agent| {
+            for d in &docs {
+                a.offer(d);
+            }
+            a.finished("a4").await
+        })
+        .await;
+    ended.result.unwrap();
+    let seen = &ended.seen;
+
+    for (old, newer) in [("a2", "a3"), ("a3", "a4")] {
+        let fb = feedback_of(seen, old);
+        assert_eq!(fb.len(), 1, "{old}: {}", summary(seen));
+        assert_eq!(fb[0].payload.status, Status::Superseded);
+        assert!(message(fb[0]).contains(newer), "{:?}", message(fb[0]));
+    }
+    let first = statuses(seen, "a1");
+    assert_eq!(first.first(), Some(&Status::Identifying), "{first:?}");
+    assert_eq!(first.last(), Some(&Status::Completed), "{first:?}");
+    assert!(
+        !first
+            .iter()
+            .any(|s| matches!(s, Status::Superseded | Status::Incomplete)),
+        "{first:?}"
+    );
+    assert_eq!(ended.value.payload.status, Status::Completed);
+    let first_ended = position(seen, |m| is_feedback(m, "a1", Status::Completed));
+    let last_began = position(seen, |m| is_feedback(m, "a4", Status::Identifying));
+    assert!(first_ended < last_began, "{}", summary(seen));
+    let web = f.rt.container("web").expect("web exists");
+    assert!(web.env.contains(&"X=4".to_string()), "{:?}", web.env);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_accepted_document_is_persisted_before_it_is_acknowledged() {
+    let f = Fixture::new();
+    let text = document("a1", &[("web", &[("image", ONE)])]);
+    let probe = Arc::new(PersistedWhenAcked {
+        dir: f.dir.path().to_path_buf(),
+        text: text.clone(),
+        answer: Mutex::new(None),
+    });
+    let ended = f
+        .run(options(), async |a: &mut Agent| {
+            let (ack, mut acked) = oneshot::channel();
+            let waker = Waker::from(probe.clone());
+            let polled = Pin::new(&mut acked).poll(&mut Context::from_waker(&waker));
+            assert!(polled.is_pending());
+            a.send(Input::Document(Incoming {
+                origin: Origin::Mqtt,
+                body: Body::Text(text.clone()),
+                ack: Some(ack),
+            }));
+            a.finished("a1").await;
+            matches!(
+                Pin::new(&mut acked).poll(&mut Context::from_waker(Waker::noop())),
+                Poll::Ready(Ok(()))
+            )
+        })
+        .await;
+    ended.result.unwrap();
+
+    assert!(ended.value, "the document was never acknowledged");
+    assert_eq!(
+        *probe.answer.lock().unwrap(),
+        Some(true),
+        "acknowledged before it was persisted"
+    );
+    assert_eq!(f.state().load_desired().unwrap(), Some(text));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_persisted_document_is_enforced_at_start_up_without_any_input() {
+    let f = Fixture::new();
+    let text = document(
+        "a1",
+        &[("web", &[("image", ONE)]), ("db", &[("image", ONE)])],
+    );
+    f.applied(&text).await;
+    f.state().save_desired(&text).unwrap();
+    let db = f.rt.container("db").unwrap().id;
+    f.rt.remove(&db).await.unwrap();
+    let startup = Startup::new(&f.rt);
+
+    let ended = f
+        .session(options(), &startup, VIRTUAL, async |a: &mut Agent| {
+            let fb = a
+                .feedback_until("the start-up reconcile", |f| {
+                    is_reconcile(f) && f.payload.status.is_final()
+                })
+                .await;
+            (fb, startup.ready().await)
+        })
+        .await;
+    ended.result.unwrap();
+
+    let (fb, at_ready) = ended.value;
+    assert_eq!(
+        fb.payload.status,
+        Status::Completed,
+        "{}",
+        summary(&ended.seen)
+    );
+    assert!(acted_on(&fb, "db") && !acted_on(&fb, "web"), "{fb:?}");
+    assert!(running(&f.rt, "db") && running(&f.rt, "web"));
+    assert_eq!(
+        at_ready,
+        ["db", "web"],
+        "ready before the document was enforced"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn start_up_is_silent_when_the_engine_already_matches_the_persisted_document() {
+    let f = Fixture::new();
+    let text = document("a1", &[("web", &[("image", ONE)])]);
+    f.applied(&text).await;
+    f.state().save_desired(&text).unwrap();
+    let calls = f.rt.calls();
+    let startup = Startup::new(&f.rt);
+
+    let ended = f
+        .session(options(), &startup, VIRTUAL, async |_: &mut Agent| {
+            startup.ready().await
+        })
+        .await;
+    ended.result.unwrap();
+
+    assert_eq!(ended.value, ["web"]);
+    assert!(feedback(&ended.seen).is_empty(), "{}", summary(&ended.seen));
+    assert_eq!(f.rt.calls(), calls, "the engine was touched");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_container_removed_by_hand_is_recreated_within_the_reconcile_interval() {
+    let f = Fixture::new();
+    let interval = Duration::from_secs(30);
+    let text = document(
+        "a1",
+        &[("web", &[("image", ONE)]), ("db", &[("image", ONE)])],
+    );
+    let ended = f
+        .run(
+            AgentOptions {
+                reconcile_interval: interval,
+                ..options()
+            },
+            async |a: &mut Agent| {
+                a.offer(&text);
+                a.finished("a1").await;
+                let db = a.rt.container("db").unwrap().id;
+                let web = a.rt.container("web").unwrap().id;
+                a.rt.remove(&web).await.unwrap();
+                let since = Instant::now();
+                let fb = a
+                    .feedback_until("drift correction", |f| {
+                        is_reconcile(f) && f.payload.status.is_final()
+                    })
+                    .await;
+                (fb, since.elapsed(), db)
+            },
+        )
+        .await;
+    ended.result.unwrap();
+
+    let (fb, took, db) = ended.value;
+    assert_eq!(
+        fb.payload.status,
+        Status::Completed,
+        "{}",
+        summary(&ended.seen)
+    );
+    assert!(took <= interval, "took {took:?}");
+    assert!(acted_on(&fb, "web") && !acted_on(&fb, "db"), "{fb:?}");
+    assert!(running(&f.rt, "web"));
+    assert_eq!(f.rt.container("db").unwrap().id, db, "db was touched");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_engine_event_for_a_managed_container_triggers_a_reconcile_after_the_debounce() {
+    let f = Fixture::new();
+    let interval = Duration::from_secs(3600);
+    let debounce = Duration::from_secs(2);
+    let text = document("a1", &[("web", &[("image", ONE)])]);
+    let ended = f
+        .run(
+            AgentOptions {
+                reconcile_interval: interval,
+                debounce,
+                ..options()
+            },
+            async |a: &mut Agent| {
+                a.offer(&text);
+                a.finished("a1").await;
+                a.watching().await;
+                let web = a.rt.container("web").unwrap().id;
+                a.rt.remove(&web).await.unwrap();
+                a.rt.emit(Event {
+                    action: "destroy".into(),
+                    id: web,
+                    name: "web".into(),
+                });
+                let since = Instant::now();
+                let fb = a
+                    .feedback_until("drift correction", |f| {
+                        is_reconcile(f) && f.payload.status.is_final()
+                    })
+                    .await;
+                (fb, since.elapsed())
+            },
+        )
+        .await;
+    ended.result.unwrap();
+
+    let (fb, took) = ended.value;
+    assert_eq!(
+        fb.payload.status,
+        Status::Completed,
+        "{}",
+        summary(&ended.seen)
+    );
+    assert!(
+        took >= debounce,
+        "did not wait for the events to settle: {took:?}"
+    );
+    assert!(
+        took < interval,
+        "waited for the interval, not the event: {took:?}"
+    );
+    assert!(running(&f.rt, "web"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_zero_reconcile_interval_disables_drift_correction() {
+    let f = Fixture::new();
+    let text = document("a1", &[("web", &[("image", ONE)])]);
+    let ended = f
+        .run(
+            AgentOptions {
+                reconcile_interval: Duration::ZERO,
+                ..options()
+            },
+            async |a: &mut Agent| {
+                a.offer(&text);
+                a.finished("a1").await;
+                a.watching().await;
+                let web = a.rt.container("web").unwrap().id;
+                a.rt.remove(&web).await.unwrap();
+                a.rt.emit(Event {
+                    action: "destroy".into(),
+                    id: web,
+                    name: "web".into(),
+                });
+                tokio::time::sleep(Duration::from_secs(2 * 3600)).await;
+            },
+        )
+        .await;
+    ended.result.unwrap();
+
+    assert_eq!(f.rt.container("web"), None, "web was put back");
+    assert_eq!(creates_of(&f.rt, "web"), 1);
+    assert!(
+        !feedback(&ended.seen).iter().any(|f| is_reconcile(f)),
+        "{}",
+        summary(&ended.seen)
+    );
+}
+
+#[tokio::test]
+async fn a_container_that_keeps_failing_is_backed_off_while_the_others_are_still_corrected() {
+    // Real time: back-off counts in std::time::Instant.
+    let f = Fixture::new();
+    let base = Duration::from_millis(100);
+    let options = AgentOptions {
+        reconcile_interval: Duration::from_millis(20),
+        debounce: Duration::from_millis(10),
+        backoff: backoff::Policy {
+            base,
+            cap: Duration::from_secs(10),
+            healthy_after: Duration::from_secs(60),
+        },
+        ..options()
+    };
+    let crash = format!("{EXIT_LABEL}=1");
+    let healthy = document("a1", &[("good", &[("image", ONE)])]);
+    let with_crasher = document(
+        "a2",
+        &[
+            ("good", &[("image", ONE)]),
+            ("bad", &[("image", ONE), ("label", &crash)]),
+        ],
+    );
+    let ended = f
+        .session(options, &Silent, REAL, async |a: &mut Agent| {
+            a.offer(&healthy);
+            a.finished("a1").await;
+            a.offer(&with_crasher);
+            let mut failed_at = Vec::new();
+            let mut put_back = None;
+            while failed_at.len() < 4 {
+                let fb = a
+                    .feedback_until("an attempt on bad", |f| {
+                        f.payload.status == Status::Incomplete && message(f).contains("bad")
+                    })
+                    .await;
+                failed_at.push(std::time::Instant::now());
+                if failed_at.len() == 2 {
+                    // bad now waits 2 x base; good goes meanwhile.
+                    let good = a.rt.container("good").unwrap().id;
+                    a.rt.remove(&good).await.unwrap();
+                    let attempts = creates_of(&a.rt, "bad");
+                    let fb = a
+                        .feedback_until("good put back", |f| {
+                            is_reconcile(f) && f.payload.status.is_final() && acted_on(f, "good")
+                        })
+                        .await;
+                    put_back = Some((fb, creates_of(&a.rt, "bad") - attempts));
+                }
+                assert!(!acted_on(&fb, "good"), "{fb:?}");
+            }
+            (failed_at, put_back.expect("good was removed"))
+        })
+        .await;
+    ended.result.unwrap();
+
+    let (failed_at, (put_back, bad_meanwhile)) = ended.value;
+    assert_eq!(put_back.payload.status, Status::Completed, "{put_back:?}");
+    assert!(
+        !acted_on(&put_back, "bad"),
+        "bad was not left alone: {put_back:?}"
+    );
+    assert_eq!(bad_meanwhile, 0, "bad was retried before good was put back");
+    assert!(running(&f.rt, "good"));
+    let gaps: Vec<Duration> = failed_at.windows(2).map(|w| w[1] - w[0]).collect();
+    for (i, gap) in gaps.iter().enumerate() {
+        let wait = base * 2u32.pow(i as u32);
+        // A timer never fires early; allow for rounding to the millisecond.
+        assert!(
+            *gap + Duration::from_millis(2) >= wait,
+            "attempt {} came {gap:?} after the previous one, before its back-off of {wait:?}: {gaps:?}",
+            i + 2
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn current_state_requests_and_connecting_publish_the_current_state() {
+    let f = Fixture::new();
+    let text = document("a1", &[("web", &[("image", ONE)])]);
+    let ended = f
+        .run(options(), async |a: &mut Agent| {
+            a.offer(&text);
+            a.finished("a1").await;
+            a.send(Input::CurrentStateGet {
+                activity_id: "x".into(),
+            });
+            let asked = a.current_state(|s| s.activity_id == "x").await;
+            a.send(Input::Connected);
+            let connected = a
+                .current_state(|s| s.activity_id.starts_with("initial-current-state-"))
+                .await;
+            (asked, connected)
+        })
+        .await;
+    ended.result.unwrap();
+
+    for state in [&ended.value.0, &ended.value.1] {
+        assert!(
+            state
+                .payload
+                .software_nodes
+                .iter()
+                .any(|n| n.id == "containers:web"),
+            "{state:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_while_idle_returns_at_once() {
+    let f = Fixture::new();
+    let text = document("a1", &[("web", &[("image", ONE)])]);
+    let ended = f
+        .run(options(), async |a: &mut Agent| {
+            a.offer(&text);
+            a.finished("a1").await;
+        })
+        .await;
+    ended.result.unwrap();
+    assert!(
+        ended.stopping < Duration::from_secs(1),
+        "took {:?}",
+        ended.stopping
+    );
+    assert!(running(&f.rt, "web"), "shutdown touched the engine");
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_during_an_activity_waits_for_it_within_the_grace() {
+    let f = Fixture::new();
+    let grace = Duration::from_secs(2 * 3600);
+    let text = document("a1", &[("web", &[("image", ONE)])]);
+    let ended = f
+        .run(
+            AgentOptions {
+                shutdown_grace: grace,
+                ..paused_at_activating(options())
+            },
+            async |a: &mut Agent| {
+                a.offer(&text);
+                a.feedback_until("ACTIVATING", |f| f.payload.status == Status::Activating)
+                    .await;
+            },
+        )
+        .await;
+    ended.result.unwrap();
+
+    // The executor's test pause lasts an hour.
+    assert!(
+        ended.stopping >= Duration::from_secs(3600),
+        "took {:?}",
+        ended.stopping
+    );
+    assert!(ended.stopping < grace, "took {:?}", ended.stopping);
+    assert_eq!(
+        statuses(&ended.seen, "a1").last(),
+        Some(&Status::Completed),
+        "{}",
+        summary(&ended.seen)
+    );
+    assert!(running(&f.rt, "web"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_past_the_grace_rolls_the_running_activity_back() {
+    let f = Fixture::new();
+    f.applied(&document("a1", &[("web", &[("image", ONE)])]))
+        .await;
+    let old = f.rt.container("web").unwrap().id;
+    let grace = Duration::from_secs(1);
+    let text = document("a2", &[("web", &[("image", TWO)])]);
+    let ended = f
+        .run(
+            AgentOptions {
+                shutdown_grace: grace,
+                ..paused_at_activating(options())
+            },
+            async |a: &mut Agent| {
+                a.offer(&text);
+                a.feedback_until("ACTIVATING", |f| f.payload.status == Status::Activating)
+                    .await;
+            },
+        )
+        .await;
+    ended.result.unwrap();
+
+    assert!(ended.stopping >= grace, "took {:?}", ended.stopping);
+    assert!(
+        ended.stopping < Duration::from_secs(3600),
+        "took {:?}",
+        ended.stopping
+    );
+    let fb = feedback_of(&ended.seen, "a2");
+    let last = fb.last().expect("feedback for a2");
+    assert_eq!(
+        last.payload.status,
+        Status::Incomplete,
+        "{}",
+        summary(&ended.seen)
+    );
+    assert!(
+        message(last).contains("berth was stopped"),
+        "{:?}",
+        message(last)
+    );
+    assert!(
+        message(last).contains("restored the previous web"),
+        "{:?}",
+        message(last)
+    );
+    assert!(!fb.iter().any(|f| f.payload.status == Status::Completed));
+    let web = f.rt.container("web").expect("web exists");
+    assert_eq!(
+        (web.id.as_str(), web.image_ref.as_str()),
+        (old.as_str(), ONE)
+    );
+    assert!(running(&f.rt, "web"));
+    assert_eq!(names(&f.rt), ["web"]);
+    assert_eq!(f.state().read_journal().unwrap(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_activity_interrupted_by_a_crash_is_reported_incomplete_at_start_up() {
+    let f = Fixture::new();
+    f.applied(&document("a1", &[("web", &[("image", ONE)])]))
+        .await;
+    // berth died in UPDATING: the old web stopped and renamed away.
+    let web = f.rt.container("web").unwrap().id;
+    f.rt.stop(&web, Duration::ZERO).await.unwrap();
+    f.rt.rename(&web, &format!("web{OLD_SUFFIX}"))
+        .await
+        .unwrap();
+    f.state()
+        .write_journal(&Journal {
+            activity_id: "a2".into(),
+            phase: "updating".into(),
+            entries: vec![JournalEntry {
+                name: "web".into(),
+                old_id: Some(web.clone()),
+                old_running: true,
+                new_id: None,
+                activated: false,
+            }],
+        })
+        .unwrap();
+
+    let ended = f
+        .run(options(), async |a: &mut Agent| a.finished("a2").await)
+        .await;
+    ended.result.unwrap();
+
+    let fb = ended.value;
+    assert_eq!(fb.payload.status, Status::Incomplete);
+    assert!(
+        message(&fb).contains("stopped during updating"),
+        "{:?}",
+        message(&fb)
+    );
+    assert!(
+        message(&fb).contains("restored the previous web"),
+        "{:?}",
+        message(&fb)
+    );
+    assert_eq!(
+        feedback_of(&ended.seen, "a2").len(),
+        1,
+        "{}",
+        summary(&ended.seen)
+    );
+    assert_eq!(f.rt.container("web").map(|c| c.id), Some(web));
+    assert!(running(&f.rt, "web"));
+    assert_eq!(f.state().read_journal().unwrap(), None);
+}
+
+#[tokio::test(start_paused = true)]
+
+async fn an_event_just_before_an_activity_ends_still_triggers_a_reconcile_after_the_debounce() {
+    let f = Fixture::new();
+    let interval = Duration::from_secs(2 * 3600);
+    let debounce = Duration::from_secs(2);
+    let a1 = document(
+        "a1",
+        &[("web", &[("image", ONE)]), ("db", &[("image", ONE)])],
+    );
+    f.applied(&a1).await;
+    f.state().save_desired(&a1).unwrap();
+    let a2 = document(
+        "a2",
+        &[("web", &[("image", TWO)]), ("db", &[("image", ONE)])],
+    );
+    let ended = f
+        .run(
+            AgentOptions {
+                reconcile_interval: interval,
+                debounce,
+                ..paused_at_activating(options())
+            },
+            async |a: &mut Agent| {
+                a.watching().await;
+                a.offer(&a2);
+                a.feedback_until("ACTIVATING", |f| f.payload.status == Status::Activating)
+                    .await;
+                // a2 sits an hour in ACTIVATING; db goes one second before
+                // it ends, inside the debounce.
+                tokio::time::sleep(Duration::from_secs(3599)).await;
+                let db = a.rt.container("db").unwrap().id;
+                a.rt.remove(&db).await.unwrap();
+                a.rt.emit(Event {
+                    action: "destroy".into(),
+                    id: db,
+                    name: "db".into(),
+                });
+                let since = Instant::now();
+                a.finished("a2").await;
+                a.feedback_until("drift correction", |f| {
+                    is_reconcile(f) && f.payload.status == Status::Identifying
+                })
+                .await;
+                since.elapsed()
+            },
+        )
+        .await;
+    ended.result.unwrap();
+    let took = ended.value;
+    assert!(
+        took < interval,
+        "the event's reconcile waited for the interval: {took:?}"
+    );
+}
+
+#[tokio::test]
+
+async fn a_container_rolled_back_only_because_another_failed_is_not_backed_off() {
+    // Real time: back-off counts in std::time::Instant.
+    let f = Fixture::new();
+    let base = Duration::from_millis(300);
+    let options = AgentOptions {
+        reconcile_interval: Duration::from_millis(20),
+        debounce: Duration::from_millis(10),
+        backoff: backoff::Policy {
+            base,
+            cap: Duration::from_secs(10),
+            healthy_after: Duration::from_secs(60),
+        },
+        ..options()
+    };
+    let crash = format!("{EXIT_LABEL}=1");
+    let text = document(
+        "a1",
+        &[
+            ("good", &[("image", ONE)]),
+            ("bad", &[("image", ONE), ("label", &crash)]),
+        ],
+    );
+    let ended = f
+        .session(options, &Silent, REAL, async |a: &mut Agent| {
+            a.offer(&text);
+            // bad fails, and the activity's rollback takes good with it.
+            a.finished("a1").await;
+            let put_back = |f: &Feedback| {
+                is_reconcile(f) && f.payload.status == Status::Completed && acted_on(f, "good")
+            };
+            a.feedback_until("good created", put_back).await;
+            // good never failed: a first repair by hand costs nothing.
+            let good = a.rt.container("good").unwrap().id;
+            a.rt.remove(&good).await.unwrap();
+            let since = std::time::Instant::now();
+            a.feedback_until("good put back", put_back).await;
+            since.elapsed()
+        })
+        .await;
+    ended.result.unwrap();
+    let took = ended.value;
+    assert!(took < base, "good was backed off: put back after {took:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unreadable_journal_does_not_keep_berth_from_starting() {
+    let f = Fixture::new();
+    std::fs::write(f.dir.path().join("journal.json"), "{ torn write").unwrap();
+    let text = document("a1", &[("web", &[("image", ONE)])]);
+    let ended = f
+        .run(options(), async |a: &mut Agent| {
+            a.offer(&text);
+            a.finished("a1").await
+        })
+        .await;
+    ended.result.unwrap();
+    assert_eq!(ended.value.payload.status, Status::Completed);
+    assert!(!f.dir.path().join("journal.json").exists());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_document_that_arrives_while_recovery_retries_is_applied_afterwards() {
+    let f = Fixture::new();
+    f.applied(&document("a1", &[("web", &[("image", ONE)])]))
+        .await;
+    // berth died in UPDATING, and the first attempt to rename the old
+    // container back fails: recovery retries.
+    let web = f.rt.container("web").unwrap().id;
+    f.rt.stop(&web, Duration::ZERO).await.unwrap();
+    f.rt.rename(&web, &format!("web{OLD_SUFFIX}"))
+        .await
+        .unwrap();
+    f.rt.fail_next(
+        Call::Rename(web.clone(), "web".into()),
+        crate::runtime::RuntimeError::Other("busy".into()),
+    );
+    let text = document("a2", &[("web", &[("image", TWO)])]);
+    let ended = f
+        .run(options(), async |a: &mut Agent| {
+            a.offer(&text);
+            a.finished("a2").await
+        })
+        .await;
+    ended.result.unwrap();
+    assert_eq!(ended.value.payload.status, Status::Completed);
+    assert_eq!(f.rt.container("web").unwrap().image_ref, TWO);
+}

@@ -4,15 +4,19 @@
 //! ([`super::docker::create_body`]) and applies the engine's rules to it
 //! (image defaults merged in, swap defaulting to twice the memory, anonymous
 //! volumes for image `VOLUME`s), so what it reports back is what a real
-//! engine would. It records every call and can fail one on demand.
+//! engine would. It records every call and can fail one on demand, and it
+//! delivers the engine events a test emits (it makes up none itself, so a
+//! test decides exactly what the agent hears).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use tokio::sync::broadcast;
+
 use super::docker::{create_body, raw_devices, raw_health};
 use super::{
-    ContainerDetails, ContainerState, CreateRequest, EngineInfo, EventStream, ImageDetails,
+    ContainerDetails, ContainerState, CreateRequest, EngineInfo, Event, EventStream, ImageDetails,
     PullProgress, RawHealthcheck, RawMount, RawPortBinding, Result, Runtime, RuntimeError, Status,
 };
 use crate::spec::model::ContainerConfig;
@@ -55,10 +59,23 @@ struct State {
     next_id: u64,
 }
 
+/// How many emitted events a slow watcher may fall behind before it misses
+/// some (as a real engine's event stream would drop them too).
+const EVENT_BACKLOG: usize = 256;
+
 /// The in-memory engine.
-#[derive(Default)]
 pub struct FakeRuntime {
     state: Mutex<State>,
+    events: broadcast::Sender<Event>,
+}
+
+impl Default for FakeRuntime {
+    fn default() -> Self {
+        Self {
+            state: Mutex::default(),
+            events: broadcast::channel(EVENT_BACKLOG).0,
+        }
+    }
 }
 
 impl FakeRuntime {
@@ -118,6 +135,20 @@ impl FakeRuntime {
         if let Some(c) = self.lock().containers.iter_mut().find(|c| c.name == name) {
             change(c);
         }
+    }
+
+    /// Delivers `event` to every stream [`Runtime::events`] handed out so
+    /// far, as the engine reports what happened to a container. The fake
+    /// never emits events on its own, so a test emits the ones it needs.
+    pub fn emit(&self, event: Event) {
+        // Nobody watching is fine: the engine does not wait for listeners.
+        let _ = self.events.send(event);
+    }
+
+    /// How many event streams are open, so a test can wait until the agent
+    /// watches before it emits (events before subscribing are not replayed).
+    pub fn watchers(&self) -> usize {
+        self.events.receiver_count()
     }
 
     fn record(&self, call: Call) -> Result<()> {
@@ -498,6 +529,16 @@ impl Runtime for FakeRuntime {
     }
 
     fn events(&self) -> EventStream {
-        Box::pin(futures_util::stream::empty())
+        // Like the engine's stream: what happens from now on, never ending.
+        let rx = self.events.subscribe();
+        Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(event) => return Some((Ok(event), rx)),
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        }))
     }
 }
