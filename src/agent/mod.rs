@@ -45,6 +45,8 @@ pub enum Origin {
     Mqtt,
     /// The state file or directory.
     Files(PathBuf),
+    /// The last accepted document, kept in the state directory.
+    Persisted,
 }
 
 impl std::fmt::Display for Origin {
@@ -52,6 +54,7 @@ impl std::fmt::Display for Origin {
         match self {
             Origin::Mqtt => f.write_str("mqtt"),
             Origin::Files(p) => write!(f, "file {}", p.display()),
+            Origin::Persisted => f.write_str("the state directory"),
         }
     }
 }
@@ -436,7 +439,7 @@ impl<R: Runtime + 'static> Loop<R> {
                 tracing::info!(activity = %accepted.desired.activity_id, "enforcing the persisted document");
                 self.current = Some(Document {
                     desired: Arc::new(accepted.desired),
-                    origin: Origin::Files(self.shared.state.path().to_path_buf()),
+                    origin: Origin::Persisted,
                 });
                 self.queue.request_reconcile(Reason::Startup);
             }
@@ -471,7 +474,7 @@ impl<R: Runtime + 'static> Loop<R> {
                 input = inputs.recv() => match input {
                     None | Some(Input::Shutdown) => {
                         notify.stopping();
-                        return self.shutdown(inputs).await;
+                        return self.shutdown(inputs, notify).await;
                     }
                     Some(input) => self.input(input),
                 },
@@ -714,13 +717,25 @@ impl<R: Runtime + 'static> Loop<R> {
     async fn shutdown(
         &mut self,
         inputs: &mut mpsc::UnboundedReceiver<Input>,
+        notify: &dyn Notify,
     ) -> Result<(), AgentError> {
         tracing::info!("stopping");
         inputs.close();
         if let Some((mut task, activity_id)) = self.running.take() {
             let grace = self.options().shutdown_grace;
             tracing::info!(activity = %activity_id, grace = %humantime::format_duration(grace), "waiting for the running activity to end");
-            match tokio::time::timeout(grace, &mut task).await {
+            let waited = async {
+                // Keep the watchdog fed while the activity ends.
+                let mut alive =
+                    tokio::time::interval(notify.interval().unwrap_or(Duration::from_secs(3600)));
+                loop {
+                    tokio::select! {
+                        result = &mut task => break result,
+                        _ = alive.tick() => notify.alive(),
+                    }
+                }
+            };
+            match tokio::time::timeout(grace, waited).await {
                 Ok(result) => {
                     result?;
                 }
