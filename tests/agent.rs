@@ -120,6 +120,39 @@ impl Drop for Agent {
     }
 }
 
+/// A state directory, and a state file for the file source.
+struct Device {
+    state: TempDir,
+    files: TempDir,
+    file: std::path::PathBuf,
+}
+
+impl Device {
+    /// With the state file holding `document`.
+    fn new(document: &str) -> Self {
+        let files = TempDir::new().unwrap();
+        let device = Self {
+            state: TempDir::new().unwrap(),
+            file: files.path().join("state.json"),
+            files,
+        };
+        device.write(document);
+        device
+    }
+
+    fn write(&self, document: &str) {
+        std::fs::write(&self.file, document).unwrap();
+    }
+
+    fn state(&self) -> &Path {
+        self.state.path()
+    }
+
+    fn file(&self) -> &str {
+        self.file.to_str().unwrap()
+    }
+}
+
 /// Containers this test owns: named uniquely, removed at the end.
 struct Names {
     names: Vec<String>,
@@ -501,30 +534,18 @@ fn a_container_removed_by_hand_is_back_within_the_reconcile_interval() {
     if skip_docker("agent drift") {
         return;
     }
-    let state = TempDir::new().unwrap();
-    let files = TempDir::new().unwrap();
     let names = Names::new(&["drift-a", "drift-b"]);
     let img = service("1");
-    let file = files.path().join("state.json");
-    std::fs::write(
-        &file,
-        doc(
-            "drift-1",
-            &[
-                (names.get(0), "1", &[("image", &img)]),
-                (names.get(1), "1", &[("image", &img)]),
-            ],
-        ),
-    )
-    .unwrap();
-    let mut agent = Agent::start(
-        state.path(),
+    let device = Device::new(&doc(
+        "drift-1",
         &[
-            "--files",
-            file.to_str().unwrap(),
-            "--reconcile-interval",
-            "3s",
+            (names.get(0), "1", &[("image", &img)]),
+            (names.get(1), "1", &[("image", &img)]),
         ],
+    ));
+    let mut agent = Agent::start(
+        device.state(),
+        &["--files", device.file(), "--reconcile-interval", "3s"],
     );
     eventually("both containers run", &agent, || {
         running_image(names.get(0)).is_some() && running_image(names.get(1)).is_some()
@@ -552,24 +573,15 @@ fn reconcile_interval_zero_leaves_drift_alone() {
     if skip_docker("agent drift off") {
         return;
     }
-    let state = TempDir::new().unwrap();
-    let files = TempDir::new().unwrap();
     let names = Names::new(&["nodrift"]);
     let img = service("1");
-    let file = files.path().join("state.json");
-    std::fs::write(
-        &file,
-        doc("nodrift-1", &[(names.get(0), "1", &[("image", &img)])]),
-    )
-    .unwrap();
+    let device = Device::new(&doc(
+        "nodrift-1",
+        &[(names.get(0), "1", &[("image", &img)])],
+    ));
     let mut agent = Agent::start(
-        state.path(),
-        &[
-            "--files",
-            file.to_str().unwrap(),
-            "--reconcile-interval",
-            "0",
-        ],
+        device.state(),
+        &["--files", device.file(), "--reconcile-interval", "0"],
     );
     eventually("the container runs", &agent, || {
         running_image(names.get(0)).is_some()
@@ -672,17 +684,13 @@ fn after_a_restart_with_no_broker_reachable_the_persisted_document_is_enforced()
     if skip_docker("agent restart without broker") {
         return;
     }
-    let state = TempDir::new().unwrap();
-    let files = TempDir::new().unwrap();
     let names = Names::new(&["persist"]);
     let img = service("1");
-    let file = files.path().join("state.json");
-    std::fs::write(
-        &file,
-        doc("persist-1", &[(names.get(0), "1", &[("image", &img)])]),
-    )
-    .unwrap();
-    let mut first = Agent::start(state.path(), &["--files", file.to_str().unwrap()]);
+    let device = Device::new(&doc(
+        "persist-1",
+        &[(names.get(0), "1", &[("image", &img)])],
+    ));
+    let mut first = Agent::start(device.state(), &["--files", device.file()]);
     eventually("the container runs", &first, || {
         running_image(names.get(0)).is_some()
     });
@@ -691,7 +699,7 @@ fn after_a_restart_with_no_broker_reachable_the_persisted_document_is_enforced()
     docker(&["rm", "-f", names.get(0)]);
 
     let nowhere = format!("mqtt://127.0.0.1:{}", crate::util::free_port());
-    let mut second = Agent::start(state.path(), &["--mqtt-url", &nowhere]);
+    let mut second = Agent::start(device.state(), &["--mqtt-url", &nowhere]);
     eventually("the persisted document is enforced", &second, || {
         running_image(names.get(0)).is_some()
     });
@@ -704,17 +712,10 @@ fn sigterm_during_an_activity_undoes_it_and_exits_zero() {
     if skip_docker("agent sigterm") {
         return;
     }
-    let state = TempDir::new().unwrap();
-    let files = TempDir::new().unwrap();
     let names = Names::new(&["term"]);
     let v1 = service("1");
-    let file = files.path().join("state.json");
-    std::fs::write(
-        &file,
-        doc("term-1", &[(names.get(0), "1", &[("image", &v1)])]),
-    )
-    .unwrap();
-    let mut first = Agent::start(state.path(), &["--files", file.to_str().unwrap()]);
+    let device = Device::new(&doc("term-1", &[(names.get(0), "1", &[("image", &v1)])]));
+    let mut first = Agent::start(device.state(), &["--files", device.file()]);
     eventually("version 1 runs", &first, || {
         running_image(names.get(0)).is_some()
     });
@@ -723,14 +724,10 @@ fn sigterm_during_an_activity_undoes_it_and_exits_zero() {
     let v1_id = inspect(names.get(0)).unwrap()["Id"].clone();
 
     let v2 = service("2");
-    std::fs::write(
-        &file,
-        doc("term-2", &[(names.get(0), "2", &[("image", &v2)])]),
-    )
-    .unwrap();
+    device.write(&doc("term-2", &[(names.get(0), "2", &[("image", &v2)])]));
     let mut second = Agent::start_with(
-        state.path(),
-        &["--files", file.to_str().unwrap(), "--shutdown-grace", "1s"],
+        device.state(),
+        &["--files", device.file(), "--shutdown-grace", "1s"],
         &[("BERTH_TEST_PAUSE_AT", "activating")],
     );
     second.wait_log("pausing during activating");
@@ -749,19 +746,15 @@ fn json_logs_carry_the_activity_id_on_every_line_of_an_activity() {
     if skip_docker("agent json logs") {
         return;
     }
-    let state = TempDir::new().unwrap();
-    let files = TempDir::new().unwrap();
     let names = Names::new(&["jsonlog"]);
     let img = service("1");
-    let file = files.path().join("state.json");
-    std::fs::write(
-        &file,
-        doc("jsonlog-1", &[(names.get(0), "1", &[("image", &img)])]),
-    )
-    .unwrap();
+    let device = Device::new(&doc(
+        "jsonlog-1",
+        &[(names.get(0), "1", &[("image", &img)])],
+    ));
     let mut agent = Agent::start(
-        state.path(),
-        &["--files", file.to_str().unwrap(), "--log-format", "json"],
+        device.state(),
+        &["--files", device.file(), "--log-format", "json"],
     );
     agent.wait_log("COMPLETED");
     let lines: Vec<Value> = agent
@@ -838,28 +831,21 @@ fn systemd_hears_ready_only_after_the_persisted_document_is_enforced_then_watchd
         return;
     }
     use std::os::unix::net::UnixDatagram;
-    let state = TempDir::new().unwrap();
-    let files = TempDir::new().unwrap();
     let names = Names::new(&["notify"]);
     let img = service("1");
-    let file = files.path().join("state.json");
-    std::fs::write(
-        &file,
-        doc("notify-1", &[(names.get(0), "1", &[("image", &img)])]),
-    )
-    .unwrap();
-    let mut first = Agent::start(state.path(), &["--files", file.to_str().unwrap()]);
+    let device = Device::new(&doc("notify-1", &[(names.get(0), "1", &[("image", &img)])]));
+    let mut first = Agent::start(device.state(), &["--files", device.file()]);
     first.wait_log("COMPLETED");
     assert!(first.terminate().success());
     docker(&["rm", "-f", names.get(0)]);
 
-    let socket_path = files.path().join("notify.sock");
+    let socket_path = device.files.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
     socket
         .set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap();
     let mut agent = Agent::start_with(
-        state.path(),
+        device.state(),
         &[],
         &[
             ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
@@ -988,31 +974,19 @@ fn serial_berth_waits_for_a_restarted_engine_and_resumes() {
     if skip_docker("agent engine restart") {
         return;
     }
-    let state = TempDir::new().unwrap();
-    let files = TempDir::new().unwrap();
     let names = Names::new(&["engine"]);
     let img = service("1");
-    let file = files.path().join("state.json");
-    std::fs::write(
-        &file,
-        doc(
-            "engine-1",
-            &[(
-                names.get(0),
-                "1",
-                &[("image", &img), ("restartPolicy", "on-failure")],
-            )],
-        ),
-    )
-    .unwrap();
+    let device = Device::new(&doc(
+        "engine-1",
+        &[(
+            names.get(0),
+            "1",
+            &[("image", &img), ("restartPolicy", "on-failure")],
+        )],
+    ));
     let mut agent = Agent::start(
-        state.path(),
-        &[
-            "--files",
-            file.to_str().unwrap(),
-            "--reconcile-interval",
-            "5s",
-        ],
+        device.state(),
+        &["--files", device.file(), "--reconcile-interval", "5s"],
     );
     eventually("the container runs", &agent, || {
         running_image(names.get(0)).is_some()
