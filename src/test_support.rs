@@ -13,8 +13,9 @@ pub fn block_on<F: Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
-/// A validated document: one component (version `1`) per `(id, config)`.
-pub fn desired(activity: &str, components: &[(&str, &[(&str, &str)])]) -> DesiredState {
+/// A document's text: one component (version `1`) per `(id, config)` in
+/// `domain`.
+pub fn document_in(domain: &str, activity: &str, components: &[(&str, &[(&str, &str)])]) -> String {
     let comps: Vec<serde_json::Value> = components
         .iter()
         .map(|(id, config)| {
@@ -25,11 +26,16 @@ pub fn desired(activity: &str, components: &[(&str, &[(&str, &str)])]) -> Desire
             serde_json::json!({"id": id, "version": "1", "config": config})
         })
         .collect();
-    let text = serde_json::json!({
+    serde_json::json!({
         "activityId": activity,
-        "payload": {"domains": [{"id": "containers", "components": comps}]}
+        "payload": {"domains": [{"id": domain, "components": comps}]}
     })
-    .to_string();
+    .to_string()
+}
+
+/// A validated document: one component (version `1`) per `(id, config)`.
+pub fn desired(activity: &str, components: &[(&str, &[(&str, &str)])]) -> DesiredState {
+    let text = document_in(spec::validate::DEFAULT_DOMAIN, activity, components);
     match spec::parse(&text, &Default::default()) {
         Ok(a) => a.desired,
         Err(r) => panic!("{r}"),

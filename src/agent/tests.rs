@@ -24,6 +24,7 @@ use crate::execute::PausePoint;
 use crate::journal::{Journal, JournalEntry};
 use crate::runtime::fake::{Call, FakeRuntime, EXIT_LABEL};
 use crate::runtime::ImageDetails;
+use crate::test_support::document_in;
 
 const ONE: &str = "127.0.0.1:5000/berth-test/service:1";
 const TWO: &str = "127.0.0.1:5000/berth-test/service:2";
@@ -41,26 +42,6 @@ fn image(id: &str) -> ImageDetails {
         cmd: Some(vec!["/bin/service".into()]),
         ..Default::default()
     }
-}
-
-/// A document as a source delivers it: one component (version `1`) per
-/// `(name, config)` in `domain`.
-fn document_in(domain: &str, activity: &str, components: &[(&str, &[(&str, &str)])]) -> String {
-    let components: Vec<serde_json::Value> = components
-        .iter()
-        .map(|(id, config)| {
-            let config: Vec<serde_json::Value> = config
-                .iter()
-                .map(|(k, v)| serde_json::json!({"key": k, "value": v}))
-                .collect();
-            serde_json::json!({"id": id, "version": "1", "config": config})
-        })
-        .collect();
-    serde_json::json!({
-        "activityId": activity,
-        "payload": {"domains": [{"id": domain, "components": components}]}
-    })
-    .to_string()
 }
 
 fn document(activity: &str, components: &[(&str, &[(&str, &str)])]) -> String {
