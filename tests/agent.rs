@@ -1025,3 +1025,52 @@ fn serial_berth_waits_for_a_restarted_engine_and_resumes() {
     assert!(agent.is_running());
     assert!(agent.terminate().success());
 }
+
+#[test]
+fn a_change_made_outside_berth_is_published_as_a_new_current_state() {
+    if skip_docker("agent current state on events") {
+        return;
+    }
+    let broker = Broker::start();
+    let sub = Subscriber::start(&broker, "#");
+    let state = TempDir::new().unwrap();
+    let names = Names::new(&["evt-a", "evt-b"]);
+    let mut agent = Agent::start(
+        state.path(),
+        &["--mqtt-url", &broker.url(), "--reconcile-interval", "0"],
+    );
+    agent.wait_log("connected to the MQTT broker");
+    let img = service("1");
+    publish(
+        &broker,
+        DESIRED,
+        &doc(
+            "evt-1",
+            &[
+                (names.get(0), "1", &[("image", &img)]),
+                (names.get(1), "1", &[("image", &img)]),
+            ],
+        ),
+    );
+    assert_eq!(final_status(&sub, "evt-1", &agent), "COMPLETED");
+    let removed = format!("\"containers:{}\"", names.get(0));
+    let kept = format!("\"containers:{}\"", names.get(1));
+    sub.wait_for("the current state after the activity", WAIT, |msgs| {
+        msgs.iter()
+            .any(|(t, p)| t == CURRENT && p.contains(r#""activityId":"evt-1""#))
+    });
+    docker(&["rm", "-f", names.get(0)]);
+    sub.wait_for(
+        "a current state without the removed container",
+        WAIT,
+        |msgs| {
+            msgs.iter().any(|(t, p)| {
+                t == CURRENT
+                    && p.contains(r#""activityId":"current-state-"#)
+                    && p.contains(&kept)
+                    && !p.contains(&removed)
+            })
+        },
+    );
+    assert!(agent.terminate().success());
+}
