@@ -7,22 +7,12 @@ use crate::observe;
 use crate::observe::Observed;
 use crate::plan::{self, PlanOptions};
 use crate::runtime::fake::{Call, FakeRuntime, EXIT_LABEL};
-use crate::runtime::{ImageDetails, Runtime, RuntimeError};
+use crate::runtime::{Runtime, RuntimeError};
 use crate::spec::DesiredState;
-use crate::test_support::{block_on, desired};
+use crate::test_support::{block_on, desired, service_image as image};
 
 const ONE: &str = "127.0.0.1:5000/berth-test/service:1";
 const TWO: &str = "127.0.0.1:5000/berth-test/service:2";
-
-fn image(id: &str) -> ImageDetails {
-    ImageDetails {
-        id: format!("sha256:{id:0>64}"),
-        env: vec!["PATH=/bin".into()],
-        cmd: Some(vec!["/bin/service".into()]),
-        volumes: vec!["/data".into()],
-        ..Default::default()
-    }
-}
 
 /// An engine whose registry has both images; `ONE` is already local.
 fn engine() -> FakeRuntime {

@@ -41,3 +41,15 @@ pub fn desired(activity: &str, components: &[(&str, &[(&str, &str)])]) -> Desire
         Err(r) => panic!("{r}"),
     }
 }
+
+/// The test service image as the engine describes it: a default env and
+/// command, and an anonymous volume at `/data`.
+pub fn service_image(id: &str) -> crate::runtime::ImageDetails {
+    crate::runtime::ImageDetails {
+        id: format!("sha256:{id:0>64}"),
+        env: vec!["PATH=/bin".into()],
+        cmd: Some(vec!["/bin/service".into()]),
+        volumes: vec!["/data".into()],
+        ..Default::default()
+    }
+}

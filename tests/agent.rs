@@ -7,17 +7,17 @@
 //! instance (so its berth never touches another test's containers) and
 //! container names unique to this run.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::broker::{publish, retained, Broker, Subscriber};
-use crate::util::{berth, desired_state, docker, image, skip_docker, unique, Cleanup, Component};
+use crate::util::{
+    berth, desired_state, docker, image, skip_docker, unique, Background, Cleanup, Component,
+};
 
 const WAIT: Duration = Duration::from_secs(90);
 const FEEDBACK: &str = "containersupdate/desiredstatefeedback";
@@ -25,12 +25,8 @@ const CURRENT: &str = "containersupdate/currentstate";
 const DESIRED: &str = "containersupdate/desiredstate";
 const GET: &str = "containersupdate/currentstate/get";
 
-/// A `berth run` in the background. Its standard error (the log) is
-/// collected as it comes; dropping it kills the process.
-struct Agent {
-    child: Child,
-    log: Arc<Mutex<String>>,
-}
+/// `berth run` in the background; dropping it kills the process.
+struct Agent(Background);
 
 impl Agent {
     /// Starts `berth run` with these arguments and a quick readiness gate.
@@ -44,80 +40,42 @@ impl Agent {
             .arg(state_dir)
             .args(["--log-level", "berth=debug"])
             .args(args)
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .envs(env.iter().copied());
         if !args.contains(&"--min-ready") {
             cmd.args(["--min-ready", "500ms"]);
         }
-        let mut child = cmd.spawn().expect("berth starts");
-        let log = Arc::new(Mutex::new(String::new()));
-        let pipe = child.stderr.take().expect("stderr is piped");
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        Self { child, log }
+        Self(Background::spawn(cmd))
     }
 
     fn log(&self) -> String {
-        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.0.stderr()
     }
 
     /// Waits until the log contains `needle`; fails if berth exits first.
     fn wait_log(&mut self, needle: &str) {
-        let deadline = Instant::now() + WAIT;
-        while !self.log().contains(needle) {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                std::thread::sleep(Duration::from_millis(200));
-                assert!(
-                    self.log().contains(needle),
-                    "berth exited ({status}) before logging {needle:?}\n{}",
-                    self.log()
-                );
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {needle:?} in the log within {WAIT:?}\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.0.wait_for(needle, WAIT);
     }
 
-    /// SIGTERM, then the exit status (fails after a minute).
     fn terminate(&mut self) -> ExitStatus {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "berth did not exit within 60s of SIGTERM\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.0.terminate()
     }
 
     fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        self.0.is_running()
     }
 }
 
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A private broker watched from its first message, and a `berth run` on it
+/// that has connected.
+fn on_broker(state: &TempDir, extra: &[&str]) -> (Broker, Subscriber, Agent) {
+    let broker = Broker::start();
+    let sub = Subscriber::start(&broker, "#");
+    let url = broker.url();
+    let mut args = vec!["--mqtt-url", url.as_str()];
+    args.extend_from_slice(extra);
+    let mut agent = Agent::start(state.path(), &args);
+    agent.wait_log("connected to the MQTT broker");
+    (broker, sub, agent)
 }
 
 /// A state directory, and a state file for the file source.
@@ -282,12 +240,9 @@ fn an_mqtt_desired_state_runs_to_completed_and_currentstate_get_echoes_the_reque
     if skip_docker("agent mqtt flow") {
         return;
     }
-    let broker = Broker::start();
-    let sub = Subscriber::start(&broker, "#");
     let state = TempDir::new().unwrap();
     let names = Names::new(&["mq-web", "mq-db"]);
-    let mut agent = Agent::start(state.path(), &["--mqtt-url", &broker.url()]);
-    agent.wait_log("connected to the MQTT broker");
+    let (broker, sub, mut agent) = on_broker(&state, &[]);
     let img = service("1");
     publish(
         &broker,
@@ -359,12 +314,9 @@ fn a_broken_document_gets_identification_failed_with_the_reasons_and_changes_not
     if skip_docker("agent broken document") {
         return;
     }
-    let broker = Broker::start();
-    let sub = Subscriber::start(&broker, "#");
     let state = TempDir::new().unwrap();
     let names = Names::new(&["broken"]);
-    let mut agent = Agent::start(state.path(), &["--mqtt-url", &broker.url()]);
-    agent.wait_log("connected to the MQTT broker");
+    let (broker, sub, mut agent) = on_broker(&state, &[]);
     let img = service("1");
     let bad = doc(
         "broken-1",
@@ -403,20 +355,9 @@ fn an_mqtt_message_over_the_size_limit_is_refused() {
     if skip_docker("agent message size") {
         return;
     }
-    let broker = Broker::start();
-    let sub = Subscriber::start(&broker, "#");
     let state = TempDir::new().unwrap();
     let names = Names::new(&["big"]);
-    let mut agent = Agent::start(
-        state.path(),
-        &[
-            "--mqtt-url",
-            &broker.url(),
-            "--mqtt-max-message-size",
-            "300",
-        ],
-    );
-    agent.wait_log("connected to the MQTT broker");
+    let (broker, sub, mut agent) = on_broker(&state, &["--mqtt-max-message-size", "300"]);
     let padding = "x".repeat(400);
     let img = service("1");
     let big = doc(
@@ -442,15 +383,9 @@ fn in_a_burst_of_ten_documents_the_last_wins_and_the_waiting_ones_are_superseded
     if skip_docker("agent burst") {
         return;
     }
-    let broker = Broker::start();
-    let sub = Subscriber::start(&broker, "#");
     let state = TempDir::new().unwrap();
     let names = Names::new(&["burst"]);
-    let mut agent = Agent::start(
-        state.path(),
-        &["--mqtt-url", &broker.url(), "--min-ready", "2s"],
-    );
-    agent.wait_log("connected to the MQTT broker");
+    let (broker, sub, mut agent) = on_broker(&state, &["--min-ready", "2s"]);
     let img = service("1");
     for i in 0..10 {
         let n = i.to_string();
@@ -492,15 +427,9 @@ fn a_broker_restart_during_an_activity_loses_neither_its_final_feedback_nor_the_
     if skip_docker("agent broker restart") {
         return;
     }
-    let mut broker = Broker::start();
-    let sub = Subscriber::start(&broker, "#");
     let state = TempDir::new().unwrap();
     let names = Names::new(&["restart"]);
-    let mut agent = Agent::start(
-        state.path(),
-        &["--mqtt-url", &broker.url(), "--min-ready", "6s"],
-    );
-    agent.wait_log("connected to the MQTT broker");
+    let (mut broker, sub, mut agent) = on_broker(&state, &["--min-ready", "6s"]);
     let img = service("1");
     publish(
         &broker,
@@ -1031,15 +960,9 @@ fn a_change_made_outside_berth_is_published_as_a_new_current_state() {
     if skip_docker("agent current state on events") {
         return;
     }
-    let broker = Broker::start();
-    let sub = Subscriber::start(&broker, "#");
     let state = TempDir::new().unwrap();
     let names = Names::new(&["evt-a", "evt-b"]);
-    let mut agent = Agent::start(
-        state.path(),
-        &["--mqtt-url", &broker.url(), "--reconcile-interval", "0"],
-    );
-    agent.wait_log("connected to the MQTT broker");
+    let (broker, sub, mut agent) = on_broker(&state, &["--reconcile-interval", "0"]);
     let img = service("1");
     publish(
         &broker,

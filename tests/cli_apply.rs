@@ -10,18 +10,16 @@
 //! unmanaged container of concurrent tests. Everything else berth does goes
 //! to the real engine unchanged.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::util::{
     berth, desired_state, docker, image, repo_path, run, skip_docker, temp_file, text, unique,
-    Component, EngineView,
+    Background, Component, EngineView,
 };
 
 /// One test's device: a name prefix, a state directory, a place for
@@ -341,84 +339,13 @@ fn volume_exists(volume: &str) -> bool {
         .success()
 }
 
-/// A `berth apply` running in the background, killed (by its pid) when
-/// dropped; its standard error is collected as it comes.
-struct Background {
-    child: Child,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Background {
-    fn spawn(mut cmd: Command) -> Self {
-        let mut child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("berth starts");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let pipe = child.stderr.take().expect("stderr is piped");
-        let sink = Arc::clone(&stderr);
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        Self { child, stderr }
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Waits until standard error contains `needle`; fails if berth exits first.
-    fn wait_for(&mut self, needle: &str) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !self.stderr().contains(needle) {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                // Give the reader a moment to drain the pipe.
-                std::thread::sleep(Duration::from_millis(200));
-                if self.stderr().contains(needle) {
-                    return;
-                }
-                panic!(
-                    "berth exited ({status}) before printing {needle:?}\nstderr:\n{}",
-                    self.stderr()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {needle:?} within 60s\nstderr:\n{}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// SIGKILL, and reap.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 /// Starts an apply that pauses at `point` (BERTH_TEST_PAUSE_AT) and waits
 /// until it says so.
 fn paused_apply(device: &Device, doc: &Path, point: &str) -> Background {
     let mut cmd = device.apply_cmd(doc, &[]);
     cmd.env("BERTH_TEST_PAUSE_AT", point);
     let mut bg = Background::spawn(cmd);
-    bg.wait_for(&format!("pausing during {point}"));
+    bg.wait_for(&format!("pausing during {point}"), Duration::from_secs(60));
     bg
 }
 

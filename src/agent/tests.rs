@@ -23,8 +23,7 @@ use super::*;
 use crate::execute::PausePoint;
 use crate::journal::{Journal, JournalEntry};
 use crate::runtime::fake::{Call, FakeRuntime, EXIT_LABEL};
-use crate::runtime::ImageDetails;
-use crate::test_support::document_in;
+use crate::test_support::{document_in, service_image as image};
 
 const ONE: &str = "127.0.0.1:5000/berth-test/service:1";
 const TWO: &str = "127.0.0.1:5000/berth-test/service:2";
@@ -34,15 +33,6 @@ const TWO: &str = "127.0.0.1:5000/berth-test/service:2";
 const VIRTUAL: Duration = Duration::from_secs(10 * 3600);
 /// How long a test waits for anything on real time.
 const REAL: Duration = Duration::from_secs(5);
-
-fn image(id: &str) -> ImageDetails {
-    ImageDetails {
-        id: format!("sha256:{id:0>64}"),
-        env: vec!["PATH=/bin".into()],
-        cmd: Some(vec!["/bin/service".into()]),
-        ..Default::default()
-    }
-}
 
 fn document(activity: &str, components: &[(&str, &[(&str, &str)])]) -> String {
     document_in(spec::validate::DEFAULT_DOMAIN, activity, components)
