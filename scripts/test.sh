@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash scripts/test-env.sh
-cargo test --all-targets --locked "$@"
+# test-hooks: the binary the integration tests drive reads BERTH_TEST_PAUSE_AT
+# and BERTH_TEST_FAULTS; the release build has no such hooks.
+cargo test --all-targets --locked --features test-hooks "$@"
 # Tests that restart the shared engine run alone, after everything else.
-cargo test --locked --test integration "$@" -- --ignored --test-threads 1 serial_
+cargo test --locked --features test-hooks --test integration "$@" -- --ignored --test-threads 1 serial_

@@ -13,6 +13,91 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::execute::RollbackMode;
 use crate::plan::Scope;
 
+const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+
+// ---------------------------------------------------------------------------
+// Bounds. Every wait below is added to an `Instant` or multiplied into a
+// deadline somewhere; each bound is what a person can mean, far inside what
+// the arithmetic holds, and is named in the error that refuses a value.
+// ---------------------------------------------------------------------------
+
+/// The most `parallel`: each unit is an engine call and a pull stream held
+/// open at once; past 64 an edge device's engine only queues them.
+pub const MAX_PARALLEL: usize = 64;
+/// The longest `min_ready`: an activity waits this long for every container
+/// without a health check, so a day is already a very patient rollout.
+pub const MAX_MIN_READY: Duration = DAY;
+/// The longest `ready_margin`: added to a health check's own worst case
+/// (at most 24h + 24h x 100, see [`crate::spec::values::MAX_HEALTH_DURATION`]),
+/// which keeps the readiness deadline far inside `Instant`'s range.
+pub const MAX_READY_MARGIN: Duration = DAY;
+/// The longest `stop_timeout`: the same bound as a document's `stopTimeout`,
+/// since it stands in for it and the engine counts it in whole seconds.
+pub const MAX_STOP_TIMEOUT: Duration = crate::spec::values::MAX_STOP_TIMEOUT;
+/// The longest `pull_timeout`: a pull that has not finished within a day
+/// is stalled, not slow.
+pub const MAX_PULL_TIMEOUT: Duration = DAY;
+/// The longest `activity_timeout`: an activity holds the lock and blocks
+/// every newer document while it runs; a week covers the slowest link and
+/// the longest readiness gates.
+pub const MAX_ACTIVITY_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+/// The longest `shutdown_grace`: no service manager waits longer than a
+/// day for a stop (systemd's `TimeoutStopSec` is usually seconds).
+pub const MAX_SHUTDOWN_GRACE: Duration = DAY;
+/// The longest `reconcile_interval`: drift corrected less than daily is not
+/// corrected; `0` still turns it off.
+pub const MAX_RECONCILE_INTERVAL: Duration = DAY;
+/// The longest `files.poll_interval`: a state file looked at less than
+/// daily is not being watched.
+pub const MAX_POLL_INTERVAL: Duration = DAY;
+/// The longest `mqtt.keep_alive`: MQTT sends it as a 16-bit number of
+/// seconds, and the client truncates anything longer.
+pub const MAX_KEEP_ALIVE: Duration = Duration::from_secs(u16::MAX as u64);
+/// The largest `mqtt.max_message_size`: MQTT's largest packet (a remaining
+/// length of 268,435,455 bytes); no broker delivers a bigger message.
+pub const MAX_MQTT_MESSAGE_SIZE: usize = 268_435_455;
+
+/// Refuses a duration above `max`, in the words of every configuration
+/// error (`activity_timeout: 8d must be at most 7d`). Public so that the
+/// command line's flags (`berth apply --min-ready`) apply the same bounds
+/// and say the same thing; `option` is the name the person wrote.
+///
+/// # Errors
+/// The option, the value and the bound, when the value is above it.
+pub fn check_duration(
+    option: &str,
+    value: Duration,
+    max: Duration,
+) -> Result<Duration, ConfigError> {
+    if value > max {
+        return Err(ConfigError(format!(
+            "{option}: {} must be at most {}",
+            crate::spec::values::duration_text(value),
+            crate::spec::values::duration_text(max)
+        )));
+    }
+    Ok(value)
+}
+
+/// Refuses a count outside `min..=max` (`parallel: 65 is not between 1 and
+/// 64`), for the options and flags that take one.
+///
+/// # Errors
+/// The option, the value and both bounds, when the value is outside them.
+pub fn check_count(
+    option: &str,
+    value: usize,
+    min: usize,
+    max: usize,
+) -> Result<usize, ConfigError> {
+    if !(min..=max).contains(&value) {
+        return Err(ConfigError(format!(
+            "{option}: {value} is not between {min} and {max}"
+        )));
+    }
+    Ok(value)
+}
+
 /// Why a configuration file was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -185,11 +270,25 @@ impl Config {
     /// The option and what is wrong with it.
     pub fn check(&self) -> Result<(), ConfigError> {
         let bad = |option: &str, problem: String| Err(ConfigError(format!("{option}: {problem}")));
-        if self.parallel == 0 || self.parallel > 64 {
-            return bad(
-                "parallel",
-                format!("{} is not between 1 and 64", self.parallel),
-            );
+        check_count("parallel", self.parallel, 1, MAX_PARALLEL)?;
+        for (option, value, max) in [
+            ("min_ready", self.min_ready, MAX_MIN_READY),
+            ("ready_margin", self.ready_margin, MAX_READY_MARGIN),
+            ("stop_timeout", self.stop_timeout, MAX_STOP_TIMEOUT),
+            ("pull_timeout", self.pull_timeout, MAX_PULL_TIMEOUT),
+            (
+                "activity_timeout",
+                self.activity_timeout,
+                MAX_ACTIVITY_TIMEOUT,
+            ),
+            ("shutdown_grace", self.shutdown_grace, MAX_SHUTDOWN_GRACE),
+            (
+                "reconcile_interval",
+                self.reconcile_interval,
+                MAX_RECONCILE_INTERVAL,
+            ),
+        ] {
+            check_duration(option, value, max)?;
         }
         if let Err(e) = crate::spec::values::check_name(&self.instance) {
             return bad("instance", format!("\"{}\" {e}", self.instance));
@@ -233,12 +332,23 @@ impl Config {
             if !mqtt.keep_alive.is_zero() && mqtt.keep_alive < Duration::from_secs(1) {
                 return bad("mqtt.keep_alive", "must be 0 (off) or at least 1s".into());
             }
+            check_duration("mqtt.keep_alive", mqtt.keep_alive, MAX_KEEP_ALIVE)?;
             if let Err(e) = crate::spec::values::check_name(&mqtt.domain) {
                 return bad("mqtt.domain", format!("\"{}\" {e}", mqtt.domain));
             }
-            if mqtt.max_message_size == 0 {
-                return bad("mqtt.max_message_size", "must be more than 0".into());
-            }
+            check_count(
+                "mqtt.max_message_size",
+                mqtt.max_message_size,
+                1,
+                MAX_MQTT_MESSAGE_SIZE,
+            )?;
+        }
+        if let Some(files) = &self.files {
+            check_duration(
+                "files.poll_interval",
+                files.poll_interval,
+                MAX_POLL_INTERVAL,
+            )?;
         }
         Ok(())
     }
@@ -384,6 +494,224 @@ mod tests {
             .unwrap_err()
             .0
             .starts_with("parallel:"));
+    }
+
+    /// The error of a configuration that must be refused.
+    #[track_caller]
+    fn refusal(text: &str) -> String {
+        match Config::parse(text) {
+            Ok(c) => panic!("expected {text:?} to be refused, got {c:#?}"),
+            Err(e) => e.0,
+        }
+    }
+
+    #[track_caller]
+    fn assert_refused_with(text: &str, expected: &str) {
+        assert_eq!(refusal(text), expected, "for {text:?}");
+    }
+
+    #[test]
+    fn parallel_of_64_is_accepted() {
+        assert_eq!(Config::parse("parallel = 64").unwrap().parallel, 64);
+    }
+
+    #[test]
+    fn parallel_above_64_is_refused_naming_the_bound() {
+        assert_refused_with("parallel = 65", "parallel: 65 is not between 1 and 64");
+    }
+
+    #[test]
+    fn min_ready_of_24h_is_accepted() {
+        assert_eq!(Config::parse("min_ready = \"24h\"").unwrap().min_ready, DAY);
+    }
+
+    #[test]
+    fn min_ready_above_24h_is_refused_naming_the_bound() {
+        assert_refused_with(
+            "min_ready = \"24h 1ns\"",
+            "min_ready: 86400.000000001s must be at most 24h",
+        );
+    }
+
+    #[test]
+    fn ready_margin_of_24h_is_accepted() {
+        assert_eq!(
+            Config::parse("ready_margin = \"24h\"")
+                .unwrap()
+                .ready_margin,
+            DAY
+        );
+    }
+
+    #[test]
+    fn ready_margin_above_24h_is_refused_naming_the_bound() {
+        assert_refused_with(
+            "ready_margin = \"25h\"",
+            "ready_margin: 25h must be at most 24h",
+        );
+    }
+
+    #[test]
+    fn stop_timeout_of_1h_is_accepted() {
+        assert_eq!(
+            Config::parse("stop_timeout = \"1h\"").unwrap().stop_timeout,
+            Duration::from_secs(3600)
+        );
+    }
+
+    #[test]
+    fn stop_timeout_above_1h_is_refused_naming_the_bound() {
+        assert_refused_with(
+            "stop_timeout = \"3601s\"",
+            "stop_timeout: 3601s must be at most 1h",
+        );
+    }
+
+    #[test]
+    fn pull_timeout_of_24h_is_accepted() {
+        assert_eq!(
+            Config::parse("pull_timeout = \"24h\"")
+                .unwrap()
+                .pull_timeout,
+            DAY
+        );
+    }
+
+    #[test]
+    fn pull_timeout_above_24h_is_refused_naming_the_bound() {
+        assert_refused_with(
+            "pull_timeout = \"2days\"",
+            "pull_timeout: 2d must be at most 24h",
+        );
+    }
+
+    #[test]
+    fn activity_timeout_of_7_days_is_accepted() {
+        assert_eq!(
+            Config::parse("activity_timeout = \"7d\"")
+                .unwrap()
+                .activity_timeout,
+            MAX_ACTIVITY_TIMEOUT
+        );
+    }
+
+    #[test]
+    fn activity_timeout_above_7_days_is_refused_naming_the_bound() {
+        assert_refused_with(
+            "activity_timeout = \"7d 1s\"",
+            "activity_timeout: 604801s must be at most 7d",
+        );
+    }
+
+    #[test]
+    fn shutdown_grace_of_24h_is_accepted() {
+        assert_eq!(
+            Config::parse("shutdown_grace = \"24h\"")
+                .unwrap()
+                .shutdown_grace,
+            DAY
+        );
+    }
+
+    #[test]
+    fn shutdown_grace_above_24h_is_refused_naming_the_bound() {
+        assert_refused_with(
+            "shutdown_grace = \"24h 1s\"",
+            "shutdown_grace: 86401s must be at most 24h",
+        );
+    }
+
+    #[test]
+    fn reconcile_interval_of_24h_is_accepted() {
+        assert_eq!(
+            Config::parse("reconcile_interval = \"24h\"")
+                .unwrap()
+                .reconcile_interval,
+            DAY
+        );
+    }
+
+    #[test]
+    fn reconcile_interval_above_24h_is_refused_naming_the_bound() {
+        assert_refused_with(
+            "reconcile_interval = \"1000d\"",
+            "reconcile_interval: 1000d must be at most 24h",
+        );
+    }
+
+    #[test]
+    fn mqtt_keep_alive_of_65535s_is_accepted() {
+        let c = Config::parse("[mqtt]\nkeep_alive = \"65535s\"").unwrap();
+        assert_eq!(c.mqtt.map(|m| m.keep_alive), Some(MAX_KEEP_ALIVE));
+    }
+
+    #[test]
+    fn mqtt_keep_alive_above_65535s_is_refused_naming_the_bound() {
+        assert_refused_with(
+            "[mqtt]\nkeep_alive = \"65536s\"",
+            "mqtt.keep_alive: 65536s must be at most 65535s",
+        );
+    }
+
+    #[test]
+    fn mqtt_max_message_size_of_mqtts_largest_packet_is_accepted() {
+        let c = Config::parse("[mqtt]\nmax_message_size = 268435455").unwrap();
+        assert_eq!(c.mqtt.map(|m| m.max_message_size), Some(268_435_455));
+    }
+
+    #[test]
+    fn mqtt_max_message_size_above_mqtts_largest_packet_is_refused_naming_the_bound() {
+        assert_refused_with(
+            "[mqtt]\nmax_message_size = 268435456",
+            "mqtt.max_message_size: 268435456 is not between 1 and 268435455",
+        );
+    }
+
+    #[test]
+    fn files_poll_interval_of_24h_is_accepted() {
+        let c = Config::parse("[files]\npoll_interval = \"24h\"").unwrap();
+        assert_eq!(c.files.map(|f| f.poll_interval), Some(DAY));
+    }
+
+    #[test]
+    fn files_poll_interval_above_24h_is_refused_naming_the_bound() {
+        assert_refused_with(
+            "[files]\npoll_interval = \"24h 1ns\"",
+            "files.poll_interval: 86400.000000001s must be at most 24h",
+        );
+    }
+
+    #[test]
+    fn check_duration_names_the_option_the_value_and_the_bound() {
+        assert_eq!(check_duration("--min-ready", DAY, MAX_MIN_READY), Ok(DAY));
+        assert_eq!(
+            check_duration("--min-ready", 2 * DAY, MAX_MIN_READY),
+            Err(ConfigError("--min-ready: 2d must be at most 24h".into()))
+        );
+    }
+
+    #[test]
+    fn check_count_names_the_option_the_value_and_the_bounds() {
+        assert_eq!(check_count("--parallel", 1, 1, MAX_PARALLEL), Ok(1));
+        assert_eq!(
+            check_count("--parallel", 0, 1, MAX_PARALLEL),
+            Err(ConfigError("--parallel: 0 is not between 1 and 64".into()))
+        );
+    }
+
+    /// The readiness gate waits start period + interval x retries + margin
+    /// from now, possibly late in an activity; with every value at its bound
+    /// that deadline, even past the activity timeout, is still an `Instant`.
+    #[test]
+    fn the_longest_readiness_wait_the_bounds_allow_fits_an_instant() {
+        use crate::spec::values::{MAX_HEALTH_DURATION, MAX_HEALTH_RETRIES};
+        let worst = MAX_HEALTH_DURATION
+            .checked_mul(MAX_HEALTH_RETRIES)
+            .and_then(|d| d.checked_add(MAX_HEALTH_DURATION))
+            .and_then(|d| d.checked_add(MAX_READY_MARGIN))
+            .and_then(|d| d.checked_add(MAX_ACTIVITY_TIMEOUT));
+        let deadline = worst.and_then(|w| std::time::Instant::now().checked_add(w));
+        assert!(deadline.is_some(), "{worst:?}");
     }
 
     #[test]

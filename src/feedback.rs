@@ -244,6 +244,7 @@ mod tests {
             diff: None,
             version: Some("1".into()),
             container_id: None,
+            execution: Default::default(),
         };
         Plan {
             activity_id: "a".into(),

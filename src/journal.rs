@@ -11,7 +11,11 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use std::collections::BTreeSet;
+
 use serde::{Deserialize, Serialize};
+
+use crate::spec::model::{Resources, RestartPolicy};
 
 /// Where berth keeps its state unless told otherwise.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/berth";
@@ -44,52 +48,193 @@ pub enum StateError {
     },
 }
 
-/// What one container went through in the activity, for recovery.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JournalEntry {
-    /// Container (component) name.
-    pub name: String,
-    /// The old container's id, when there was one.
-    pub old_id: Option<String>,
-    /// Whether the old container was running before berth touched it.
-    pub old_running: bool,
-    /// The new container's id, once created.
-    pub new_id: Option<String>,
-    /// The new container passed its readiness gate: keep it on recovery.
-    pub activated: bool,
+/// The journal format this berth writes; a journal in another format is
+/// treated as unreadable (recovery then works from container names alone).
+pub const JOURNAL_VERSION: u32 = 2;
+
+/// In-place settings as they were before an update, to put them back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InPlace {
+    /// Restart policy.
+    pub restart: RestartPolicy,
+    /// Resource limits.
+    pub resources: Resources,
 }
 
-/// The record of an activity in progress.
+/// One destructive step of an activity, written to the journal (and
+/// fsynced) before it is issued, with what undoing it needs. Undoing an
+/// effect whose target is already in the undone state does nothing, so the
+/// log can be replayed any number of times.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "effect",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum Effect {
+    /// A new container created under the temporary name `temp`; `id` once
+    /// the engine answered. Undo: remove it.
+    Create {
+        /// Component.
+        name: String,
+        /// Temporary name it is created under.
+        temp: String,
+        /// Its id, once known.
+        id: Option<String>,
+    },
+    /// An existing container stopped. Undo: start it, if it was running.
+    Stop {
+        /// Component.
+        name: String,
+        /// Container id.
+        id: String,
+        /// Whether it was running before.
+        was_running: bool,
+    },
+    /// A container renamed. Undo: rename it back.
+    Rename {
+        /// Component.
+        name: String,
+        /// Container id.
+        id: String,
+        /// Name before.
+        from: String,
+        /// Name after.
+        to: String,
+    },
+    /// Restart policy and resources changed in place. Undo: put `previous` back.
+    Update {
+        /// Component.
+        name: String,
+        /// Container id.
+        id: String,
+        /// What they were.
+        previous: InPlace,
+    },
+    /// A container started (or resumed). Undo: stop it, if it was not running
+    /// (a new container is removed instead).
+    Start {
+        /// Component.
+        name: String,
+        /// Container id.
+        id: String,
+        /// Whether it was running before.
+        was_running: bool,
+    },
+    /// A container removed after the activity was committed. Never undone.
+    Remove {
+        /// Component.
+        name: String,
+        /// Container id.
+        id: String,
+    },
+}
+
+impl Effect {
+    /// The component the effect belongs to.
+    pub fn name(&self) -> &str {
+        match self {
+            Effect::Create { name, .. }
+            | Effect::Stop { name, .. }
+            | Effect::Rename { name, .. }
+            | Effect::Update { name, .. }
+            | Effect::Start { name, .. }
+            | Effect::Remove { name, .. } => name,
+        }
+    }
+}
+
+/// An effect and whether it was undone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Record {
+    /// The effect.
+    #[serde(flatten)]
+    pub effect: Effect,
+    /// Undone by a rollback or recovery.
+    #[serde(default)]
+    pub undone: bool,
+}
+
+/// What the activity is to do to one container, written before anything is
+/// touched: enough for recovery to finish a committed container's cleanup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Intent {
+    /// Component.
+    pub name: String,
+    /// The plan's action word (`create`, `recreate`, …).
+    pub action: String,
+    /// The container the activity found, if any.
+    pub old_id: Option<String>,
+    /// Its name then, when it was not the component's (a container restored
+    /// from a temporary name).
+    #[serde(default)]
+    pub old_name: Option<String>,
+    /// Whether it was running.
+    pub old_running: bool,
+}
+
+/// The undo log of an activity in progress.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Journal {
+    /// [`JOURNAL_VERSION`].
+    pub version: u32,
     /// The activity.
     pub activity_id: String,
+    /// The berth instance that wrote it: only its containers are touched.
+    pub instance: String,
     /// Its phase when last written (`downloading`, `updating`, …).
     pub phase: String,
-    /// One entry per container it touches.
-    pub entries: Vec<JournalEntry>,
+    /// One entry per container the activity changes.
+    pub intents: Vec<Intent>,
+    /// Containers whose new version stays: their effects are never undone;
+    /// recovery finishes their cleanup instead.
+    pub committed: BTreeSet<String>,
+    /// Every destructive effect, in the order it was issued.
+    pub records: Vec<Record>,
 }
 
 impl Journal {
-    /// The entry for a container, created on first use.
-    pub fn entry(&mut self, name: &str) -> &mut JournalEntry {
-        if let Some(i) = self.entries.iter().position(|e| e.name == name) {
-            return &mut self.entries[i];
+    /// A journal for a new activity.
+    pub fn new(activity_id: &str, instance: &str) -> Self {
+        Self {
+            version: JOURNAL_VERSION,
+            activity_id: activity_id.to_string(),
+            instance: instance.to_string(),
+            ..Default::default()
         }
-        self.entries.push(JournalEntry {
-            name: name.to_string(),
-            old_id: None,
-            old_running: false,
-            new_id: None,
-            activated: false,
-        });
-        let last = self.entries.len() - 1;
-        &mut self.entries[last]
     }
 
-    /// The entry for a container, if any.
-    pub fn get(&self, name: &str) -> Option<&JournalEntry> {
-        self.entries.iter().find(|e| e.name == name)
+    /// The intent for a container.
+    pub fn intent(&self, name: &str) -> Option<&Intent> {
+        self.intents.iter().find(|i| i.name == name)
+    }
+
+    /// Appends an effect (not yet written).
+    pub fn push(&mut self, effect: Effect) -> usize {
+        self.records.push(Record {
+            effect,
+            undone: false,
+        });
+        self.records.len() - 1
+    }
+
+    /// Ids of the containers this activity created.
+    pub fn created(&self) -> BTreeSet<&str> {
+        self.records
+            .iter()
+            .filter_map(|r| match &r.effect {
+                Effect::Create { id: Some(id), .. } => Some(id.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The containers the activity changes.
+    pub fn names(&self) -> BTreeSet<&str> {
+        self.intents.iter().map(|i| i.name.as_str()).collect()
     }
 }
 
@@ -136,7 +281,10 @@ impl StateDir {
 
     /// Writes the journal atomically.
     pub fn write_journal(&self, journal: &Journal) -> Result<(), StateError> {
-        let text = serde_json::to_vec_pretty(journal).unwrap_or_default();
+        let text = serde_json::to_vec(journal).map_err(|e| StateError::Corrupt {
+            path: self.path.join(JOURNAL),
+            message: e.to_string(),
+        })?;
         self.write_atomic(JOURNAL, &text)
     }
 
@@ -145,26 +293,53 @@ impl StateDir {
         let path = self.path.join(JOURNAL);
         match fs::read(&path) {
             Ok(bytes) => {
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|e| StateError::Corrupt {
-                        path,
+                let journal: Journal =
+                    serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
+                        path: path.clone(),
                         message: e.to_string(),
-                    })
+                    })?;
+                if journal.version != JOURNAL_VERSION {
+                    return Err(StateError::Corrupt {
+                        path,
+                        message: format!(
+                            "journal format {} (this berth writes {JOURNAL_VERSION})",
+                            journal.version
+                        ),
+                    });
+                }
+                Ok(Some(journal))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(StateError::Io { path, source }),
         }
     }
 
+    /// Writes the journal atomically without blocking the async runtime:
+    /// the writes and fsyncs run on tokio's blocking pool.
+    ///
+    /// # Errors
+    /// When the file cannot be written (a full disk, say).
+    pub async fn store_journal(&self, journal: &Journal) -> Result<(), StateError> {
+        let bytes = serde_json::to_vec(journal).map_err(|e| StateError::Corrupt {
+            path: self.path.join(JOURNAL),
+            message: e.to_string(),
+        })?;
+        let dir = self.path.clone();
+        blocking(move || write_atomic(&dir, JOURNAL, &bytes), &self.path).await
+    }
+
+    /// Removes the journal without blocking the async runtime.
+    ///
+    /// # Errors
+    /// When the file cannot be removed.
+    pub async fn discard_journal(&self) -> Result<(), StateError> {
+        let dir = self.path.clone();
+        blocking(move || remove_journal(&dir), &self.path).await
+    }
+
     /// Removes the journal: the activity is over.
     pub fn clear_journal(&self) -> Result<(), StateError> {
-        let path = self.path.join(JOURNAL);
-        match fs::remove_file(&path) {
-            Ok(()) => self.sync_dir(),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(StateError::Io { path, source }),
-        }
+        remove_journal(&self.path)
     }
 
     /// Persists the last accepted document.
@@ -183,27 +358,59 @@ impl StateDir {
     }
 
     fn write_atomic(&self, name: &str, bytes: &[u8]) -> Result<(), StateError> {
-        let target = self.path.join(name);
-        let temp = self.path.join(format!(".{name}.tmp"));
-        let io = |source| StateError::Io {
-            path: target.clone(),
-            source,
-        };
-        let mut file = File::create(&temp).map_err(io)?;
-        file.write_all(bytes).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        fs::rename(&temp, &target).map_err(io)?;
-        self.sync_dir()
+        write_atomic(&self.path, name, bytes)
     }
+}
 
-    fn sync_dir(&self) -> Result<(), StateError> {
-        File::open(&self.path)
-            .and_then(|d| d.sync_all())
-            .map_err(|source| StateError::Io {
-                path: self.path.clone(),
-                source,
-            })
+/// A temporary file, fsync, rename, fsync of the directory: a power cut
+/// leaves the old content or the new, never a torn one.
+fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StateError> {
+    let target = dir.join(name);
+    let temp = dir.join(format!(".{name}.tmp"));
+    let io = |source| StateError::Io {
+        path: target.clone(),
+        source,
+    };
+    let mut file = File::create(&temp).map_err(io)?;
+    if let Err(e) = file.write_all(bytes).and_then(|()| file.sync_all()) {
+        // A full disk must not leave a half-written temporary behind.
+        drop(file);
+        let _ = fs::remove_file(&temp);
+        return Err(io(e));
     }
+    fs::rename(&temp, &target).map_err(io)?;
+    sync_dir(dir)
+}
+
+fn remove_journal(dir: &Path) -> Result<(), StateError> {
+    let path = dir.join(JOURNAL);
+    match fs::remove_file(&path) {
+        Ok(()) => sync_dir(dir),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(StateError::Io { path, source }),
+    }
+}
+
+/// Runs file work (writes, fsyncs) on tokio's blocking pool.
+async fn blocking(
+    work: impl FnOnce() -> Result<(), StateError> + Send + 'static,
+    dir: &Path,
+) -> Result<(), StateError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| StateError::Io {
+            path: dir.to_path_buf(),
+            source: io::Error::other(e.to_string()),
+        })?
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StateError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| StateError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })
 }
 
 #[cfg(test)]
@@ -231,12 +438,14 @@ mod tests {
     fn journal_round_trips_and_clears() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::open(dir.path()).unwrap();
-        let mut journal = Journal {
-            activity_id: "a".into(),
-            phase: "updating".into(),
-            entries: vec![],
-        };
-        journal.entry("web").old_running = true;
+        let mut journal = Journal::new("a", "default");
+        journal.phase = "updating".into();
+        journal.push(Effect::Stop {
+            name: "web".into(),
+            id: "1".into(),
+            was_running: true,
+        });
+        journal.committed.insert("db".into());
         state.write_journal(&journal).unwrap();
         assert_eq!(state.read_journal().unwrap(), Some(journal));
         state.clear_journal().unwrap();
@@ -248,6 +457,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::open(dir.path()).unwrap();
         fs::write(dir.path().join(JOURNAL), "{").unwrap();
+        assert!(matches!(
+            state.read_journal(),
+            Err(StateError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn a_journal_of_another_format_is_reported_unreadable() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        fs::write(
+            dir.path().join(JOURNAL),
+            r#"{"activity_id":"a","phase":"updating","entries":[]}"#,
+        )
+        .unwrap();
         assert!(matches!(
             state.read_journal(),
             Err(StateError::Corrupt { .. })

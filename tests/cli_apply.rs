@@ -27,7 +27,7 @@ use crate::util::{
 /// removes every container with the prefix (including `.berth-old` and
 /// `.berth-new` ones, with their anonymous volumes), then the named volumes
 /// it handed out.
-struct Device {
+pub(crate) struct Device {
     prefix: String,
     view: EngineView,
     state: TempDir,
@@ -36,7 +36,7 @@ struct Device {
 }
 
 impl Device {
-    fn new(tag: &str) -> Self {
+    pub(crate) fn new(tag: &str) -> Self {
         let prefix = unique(&format!("apply-{tag}-"));
         Self {
             view: EngineView::new(&prefix),
@@ -48,19 +48,19 @@ impl Device {
     }
 
     /// A container name of this device.
-    fn name(&self, short: &str) -> String {
+    pub(crate) fn name(&self, short: &str) -> String {
         format!("{}{short}", self.prefix)
     }
 
     /// A named volume of this device, removed when it drops.
-    fn volume(&mut self, short: &str) -> String {
+    pub(crate) fn volume(&mut self, short: &str) -> String {
         let name = self.name(short);
         self.volumes.push(name.clone());
         name
     }
 
     /// Writes a document (activity `<prefix><file>`) and returns its path.
-    fn doc(&self, file: &str, components: &[Component]) -> PathBuf {
+    pub(crate) fn doc(&self, file: &str, components: &[Component]) -> PathBuf {
         let activity = format!("{}{file}", self.prefix);
         temp_file(
             self.files.path(),
@@ -71,7 +71,7 @@ impl Device {
 
     /// `berth apply --json --min-ready 1s --state-dir <mine> EXTRA... DOC`,
     /// seeing only this device's containers.
-    fn apply_cmd(&self, doc: &Path, extra: &[&str]) -> Command {
+    pub(crate) fn apply_cmd(&self, doc: &Path, extra: &[&str]) -> Command {
         let mut cmd = berth();
         cmd.env("DOCKER_HOST", self.view.host())
             .env("BERTH_INSTANCE", &self.prefix)
@@ -83,12 +83,12 @@ impl Device {
         cmd
     }
 
-    fn apply(&self, doc: &Path, extra: &[&str]) -> Applied {
+    pub(crate) fn apply(&self, doc: &Path, extra: &[&str]) -> Applied {
         Applied::from(run(&mut self.apply_cmd(doc, extra)))
     }
 
     /// An apply that must complete.
-    fn apply_ok(&self, doc: &Path, extra: &[&str]) -> Applied {
+    pub(crate) fn apply_ok(&self, doc: &Path, extra: &[&str]) -> Applied {
         let a = self.apply(doc, extra);
         assert_eq!(a.code(), Some(0), "apply failed\n{a}");
         assert_eq!(a.last_status(), "COMPLETED", "{a}");
@@ -96,7 +96,7 @@ impl Device {
     }
 
     /// Every container on the engine with this device's prefix.
-    fn containers(&self) -> Vec<String> {
+    pub(crate) fn containers(&self) -> Vec<String> {
         let mut names: Vec<String> = docker(&["ps", "-a", "--format", "{{.Names}}"])
             .lines()
             .filter(|n| n.starts_with(&self.prefix))
@@ -107,22 +107,22 @@ impl Device {
     }
 
     /// Containers left under an activity's temporary names.
-    fn leftovers(&self) -> Vec<String> {
+    pub(crate) fn leftovers(&self) -> Vec<String> {
         self.containers()
             .into_iter()
-            .filter(|n| n.ends_with(".berth-old") || n.ends_with(".berth-new"))
+            .filter(|n| n.contains(".berth-old") || n.contains(".berth-new"))
             .collect()
     }
 
     /// `docker run -d` of an unlabelled container of this device.
-    fn hand_made(&self, short: &str, image_ref: &str) -> String {
+    pub(crate) fn hand_made(&self, short: &str, image_ref: &str) -> String {
         let name = self.name(short);
         docker(&["run", "-d", "--name", &name, image_ref]);
         name
     }
 
     /// Files and directories in the state directory.
-    fn state_files(&self) -> Vec<String> {
+    pub(crate) fn state_files(&self) -> Vec<String> {
         std::fs::read_dir(self.state.path())
             .expect("state dir readable")
             .filter_map(|e| e.ok())
@@ -162,7 +162,7 @@ impl Drop for Device {
 }
 
 /// What one apply printed: its feedback messages and its exit.
-struct Applied {
+pub(crate) struct Applied {
     out: Output,
     feedback: Vec<Value>,
 }
@@ -200,28 +200,28 @@ impl std::fmt::Display for Applied {
 }
 
 impl Applied {
-    fn code(&self) -> Option<i32> {
+    pub(crate) fn code(&self) -> Option<i32> {
         self.out.status.code()
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         text(&self.out.stderr)
     }
 
     /// The overall status of every message, in order.
-    fn statuses(&self) -> Vec<String> {
+    pub(crate) fn statuses(&self) -> Vec<String> {
         self.feedback
             .iter()
             .map(|f| f["payload"]["status"].as_str().unwrap_or("?").to_string())
             .collect()
     }
 
-    fn last_status(&self) -> String {
+    pub(crate) fn last_status(&self) -> String {
         self.statuses().last().cloned().unwrap_or_default()
     }
 
     /// The first message with this overall status.
-    fn message(&self, status: &str) -> &Value {
+    pub(crate) fn message(&self, status: &str) -> &Value {
         self.feedback
             .iter()
             .find(|f| f["payload"]["status"] == status)
@@ -229,7 +229,7 @@ impl Applied {
     }
 
     /// Asserts that these statuses occur in this order (others may come between).
-    fn assert_sequence(&self, wanted: &[&str]) {
+    pub(crate) fn assert_sequence(&self, wanted: &[&str]) {
         let statuses = self.statuses();
         let mut rest = statuses.iter();
         for w in wanted {
@@ -241,7 +241,7 @@ impl Applied {
     }
 
     /// Whether some message reports this container's action with this status.
-    fn action_reached(&self, name: &str, status: &str) -> bool {
+    pub(crate) fn action_reached(&self, name: &str, status: &str) -> bool {
         let id = format!("containers:{name}");
         self.feedback.iter().any(|f| {
             f["payload"]["actions"].as_array().is_some_and(|actions| {
@@ -254,7 +254,7 @@ impl Applied {
 }
 
 /// `docker inspect` of one container, if it exists.
-fn try_inspect(name: &str) -> Option<Value> {
+pub(crate) fn try_inspect(name: &str) -> Option<Value> {
     let out = Command::new("docker")
         .args(["inspect", name])
         .output()
@@ -264,19 +264,19 @@ fn try_inspect(name: &str) -> Option<Value> {
 }
 
 /// `docker inspect` of one container.
-fn inspect(name: &str) -> Value {
+pub(crate) fn inspect(name: &str) -> Value {
     let v: Value = serde_json::from_str(&docker(&["inspect", name])).expect("inspect is JSON");
     v[0].clone()
 }
 
 /// A container's identity for "untouched" checks: id and StartedAt.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Identity {
-    id: String,
+pub(crate) struct Identity {
+    pub(crate) id: String,
     started_at: String,
 }
 
-fn identity(name: &str) -> Identity {
+pub(crate) fn identity(name: &str) -> Identity {
     let c = inspect(name);
     Identity {
         id: c["Id"].as_str().expect("Id").to_string(),
@@ -287,24 +287,24 @@ fn identity(name: &str) -> Identity {
     }
 }
 
-fn running(name: &str) -> bool {
+pub(crate) fn running(name: &str) -> bool {
     inspect(name)["State"]["Running"] == true
 }
 
 /// Asserts the container still has this identity and runs.
-fn assert_untouched(name: &str, before: &Identity, context: &dyn std::fmt::Display) {
+pub(crate) fn assert_untouched(name: &str, before: &Identity, context: &dyn std::fmt::Display) {
     assert_eq!(&identity(name), before, "{name} was touched\n{context}");
     assert!(running(name), "{name} is not running\n{context}");
 }
 
-fn config_image(name: &str) -> String {
+pub(crate) fn config_image(name: &str) -> String {
     inspect(name)["Config"]["Image"]
         .as_str()
         .unwrap_or_default()
         .to_string()
 }
 
-fn env_of(name: &str) -> Vec<String> {
+pub(crate) fn env_of(name: &str) -> Vec<String> {
     inspect(name)["Config"]["Env"]
         .as_array()
         .map(|e| {
@@ -316,12 +316,12 @@ fn env_of(name: &str) -> Vec<String> {
 }
 
 /// `docker exec NAME sh -c SCRIPT`, its stdout.
-fn exec(name: &str, script: &str) -> String {
+pub(crate) fn exec(name: &str, script: &str) -> String {
     docker(&["exec", name, "sh", "-c", script])
 }
 
 /// The name of the volume mounted at `destination`.
-fn volume_at(name: &str, destination: &str) -> String {
+pub(crate) fn volume_at(name: &str, destination: &str) -> String {
     inspect(name)["Mounts"]
         .as_array()
         .and_then(|m| m.iter().find(|m| m["Destination"] == destination))
@@ -330,7 +330,7 @@ fn volume_at(name: &str, destination: &str) -> String {
         .to_string()
 }
 
-fn volume_exists(volume: &str) -> bool {
+pub(crate) fn volume_exists(volume: &str) -> bool {
     Command::new("docker")
         .args(["volume", "inspect", volume])
         .output()
@@ -341,7 +341,7 @@ fn volume_exists(volume: &str) -> bool {
 
 /// Starts an apply that pauses at `point` (BERTH_TEST_PAUSE_AT) and waits
 /// until it says so.
-fn paused_apply(device: &Device, doc: &Path, point: &str) -> Background {
+pub(crate) fn paused_apply(device: &Device, doc: &Path, point: &str) -> Background {
     let mut cmd = device.apply_cmd(doc, &[]);
     cmd.env("BERTH_TEST_PAUSE_AT", point);
     let mut bg = Background::spawn(cmd);

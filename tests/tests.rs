@@ -12,3 +12,4 @@ mod cli_validate;
 mod environment;
 mod runtime_docker;
 mod schemas;
+mod undo_log;

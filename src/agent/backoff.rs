@@ -7,7 +7,9 @@
 //! a new document arrives, or once it has stayed as desired for a while.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// The back-off rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

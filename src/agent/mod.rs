@@ -484,7 +484,7 @@ impl<R: Runtime + 'static> Loop<R> {
                 }
                 () = tokio::time::sleep_until(reconcile_at), if self.reconcile_at.is_some() => {
                     self.reconcile_at = None;
-                    let retry = self.backoff.next_retry(std::time::Instant::now()).is_some();
+                    let retry = self.backoff.next_retry(Instant::now()).is_some();
                     self.queue.request_reconcile(if retry { Reason::Retry } else { Reason::Interval });
                 }
                 () = tokio::time::sleep_until(report_at), if self.report_at.is_some() => {
@@ -630,8 +630,8 @@ impl<R: Runtime + 'static> Loop<R> {
         }
         let now = Instant::now();
         let mut at = now + interval;
-        if let Some(retry) = self.backoff.next_retry(std::time::Instant::now()) {
-            let wait = retry.saturating_duration_since(std::time::Instant::now());
+        if let Some(retry) = self.backoff.next_retry(Instant::now()) {
+            let wait = retry.saturating_duration_since(Instant::now());
             at = at.min(now + wait);
         }
         // An event-driven reconcile already due earlier stays due.
@@ -664,7 +664,7 @@ impl<R: Runtime + 'static> Loop<R> {
                 )
             }
         };
-        let now = std::time::Instant::now();
+        let now = Instant::now();
         let blocked: BTreeSet<String> = match reason {
             None => BTreeSet::new(),
             Some(_) => self.backoff.blocked(now),
@@ -689,7 +689,7 @@ impl<R: Runtime + 'static> Loop<R> {
     }
 
     fn finished(&mut self, report: Report) {
-        let now = std::time::Instant::now();
+        let now = Instant::now();
         let current = report.generation == self.generation;
         for (name, ok) in report.attempted.iter().filter(|_| current) {
             self.backoff.attempted(name, *ok, now);
@@ -807,6 +807,32 @@ async fn wait_for_engine<R: Runtime>(rt: &R) {
     }
 }
 
+/// Finishes what a failed rollback (or a crash) left in the journal before
+/// anything is planned: until then the device may be half-way, and a plan
+/// over it could remove the only copy of the old version. Retried with
+/// back-off; the loop keeps answering meanwhile (it polls the job).
+async fn settle<R: Runtime>(shared: &Shared<R>) {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        if let Ok(None) = shared.state.read_journal() {
+            return;
+        }
+        match execute::recover(&*shared.rt, &shared.state, &shared.options.plan.instance).await {
+            Ok(lines) => {
+                for line in &lines {
+                    tracing::warn!("recovered: {line}");
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = %humantime::format_duration(delay), "the previous activity is not undone yet; retrying before anything else");
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(60));
+    }
+}
+
 /// What one job is to do.
 struct Work {
     desired: Arc<DesiredState>,
@@ -830,6 +856,7 @@ async fn job<R: Runtime>(shared: Arc<Shared<R>>, work: Work) -> Result<Report, A
         generation,
     } = work;
     wait_for_engine(&*shared.rt).await;
+    settle(&shared).await;
     let options = &shared.options;
     let mut desired_here = (*desired).clone();
     desired_here.activity_id = activity_id.clone();
@@ -908,7 +935,7 @@ async fn job<R: Runtime>(shared: Arc<Shared<R>>, work: Work) -> Result<Report, A
         .iter()
         .filter(|e| e.action.changes())
         .filter_map(|e| {
-            let ok = !tracker.status_of(&e.id).is_some_and(is_failure);
+            let ok = !outcome.failed.contains(&e.id);
             (!(ok && undone)).then(|| (e.id.clone(), ok))
         })
         .collect();

@@ -2,15 +2,11 @@
 //!
 //! Each test drives [`run`] in its own task, feeding it inputs the way the
 //! sources do and reading what it publishes the way the sinks do. Most run on
-//! paused tokio time: intervals, debounce, shutdown grace and the executor's
-//! hour-long test pause pass as soon as nothing else can happen, so the
-//! tests are instant and their timings exact. The back-off test runs on real
-//! time, because back-off counts in `std::time::Instant`, which paused tokio
-//! time does not move.
-//!
-//! The executor's `min_ready` is zero here: it too is measured in
-//! `std::time::Instant`, so on paused time a non-zero value makes the
-//! readiness gate spin while tokio time races ahead.
+//! paused tokio time: intervals, debounce, shutdown grace, back-off, the
+//! readiness gate and the executor's hour-long test pause all count in
+//! tokio's clock, so they pass as soon as nothing else can happen, and the
+//! tests are instant and their timings exact. Two back-off tests also run
+//! on real time, to show the timing holds outside a paused clock.
 
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -21,7 +17,7 @@ use futures_util::FutureExt;
 
 use super::*;
 use crate::execute::PausePoint;
-use crate::journal::{Journal, JournalEntry};
+use crate::journal::{Effect, Intent, Journal};
 use crate::runtime::fake::{Call, FakeRuntime, EXIT_LABEL};
 use crate::test_support::{document_in, service_image as image};
 
@@ -872,7 +868,7 @@ async fn a_zero_reconcile_interval_disables_drift_correction() {
 
 #[tokio::test]
 async fn a_container_that_keeps_failing_is_backed_off_while_the_others_are_still_corrected() {
-    // Real time: back-off counts in std::time::Instant.
+    // Real time, on purpose: the same back-off on a clock that is not paused.
     let f = Fixture::new();
     let base = Duration::from_millis(100);
     let options = AgentOptions {
@@ -907,7 +903,7 @@ async fn a_container_that_keeps_failing_is_backed_off_while_the_others_are_still
                         f.payload.status == Status::Incomplete && message(f).contains("bad")
                     })
                     .await;
-                failed_at.push(std::time::Instant::now());
+                failed_at.push(Instant::now());
                 if failed_at.len() == 2 {
                     // bad now waits 2 x base; good goes meanwhile.
                     let good = a.rt.container("good").unwrap().id;
@@ -1104,19 +1100,27 @@ async fn an_activity_interrupted_by_a_crash_is_reported_incomplete_at_start_up()
     f.rt.rename(&web, &format!("web{OLD_SUFFIX}"))
         .await
         .unwrap();
-    f.state()
-        .write_journal(&Journal {
-            activity_id: "a2".into(),
-            phase: "updating".into(),
-            entries: vec![JournalEntry {
-                name: "web".into(),
-                old_id: Some(web.clone()),
-                old_running: true,
-                new_id: None,
-                activated: false,
-            }],
-        })
-        .unwrap();
+    let mut journal = Journal::new("a2", crate::labels::DEFAULT_INSTANCE);
+    journal.phase = "updating".into();
+    journal.intents = vec![Intent {
+        name: "web".into(),
+        action: "recreate".into(),
+        old_id: Some(web.clone()),
+        old_name: None,
+        old_running: true,
+    }];
+    journal.push(Effect::Stop {
+        name: "web".into(),
+        id: web.clone(),
+        was_running: true,
+    });
+    journal.push(Effect::Rename {
+        name: "web".into(),
+        id: web.clone(),
+        from: "web".into(),
+        to: format!("web{OLD_SUFFIX}"),
+    });
+    f.state().write_journal(&journal).unwrap();
 
     let ended = f
         .run(options(), async |a: &mut Agent| a.finished("a2").await)
@@ -1205,7 +1209,7 @@ async fn an_event_just_before_an_activity_ends_still_triggers_a_reconcile_after_
 #[tokio::test]
 
 async fn a_container_rolled_back_only_because_another_failed_is_not_backed_off() {
-    // Real time: back-off counts in std::time::Instant.
+    // Real time, on purpose: the same back-off on a clock that is not paused.
     let f = Fixture::new();
     let base = Duration::from_millis(300);
     let options = AgentOptions {
@@ -1238,7 +1242,7 @@ async fn a_container_rolled_back_only_because_another_failed_is_not_backed_off()
             // good never failed: a first repair by hand costs nothing.
             let good = a.rt.container("good").unwrap().id;
             a.rt.remove(&good).await.unwrap();
-            let since = std::time::Instant::now();
+            let since = Instant::now();
             a.feedback_until("good put back", put_back).await;
             since.elapsed()
         })
@@ -1290,4 +1294,47 @@ async fn a_document_that_arrives_while_recovery_retries_is_applied_afterwards() 
     ended.result.unwrap();
     assert_eq!(ended.value.payload.status, Status::Completed);
     assert_eq!(f.rt.container("web").unwrap().image_ref, TWO);
+}
+
+#[tokio::test(start_paused = true)]
+async fn r18_after_a_rollback_that_failed_the_next_reconcile_restores_the_old_version_first() {
+    // Regression: the journal was cleared after a failed rollback, and the
+    // next drift reconcile planned web.berth-old as an ordinary removal and
+    // created web anew, without the old container's volumes.
+    let f = Fixture::new();
+    f.applied(&document("a1", &[("web", &[("image", ONE)])]))
+        .await;
+    let old = f.rt.container("web").unwrap().id;
+    let crash = format!("{EXIT_LABEL}=1");
+    let text = document("a2", &[("web", &[("image", TWO), ("label", &crash)])]);
+    f.rt.fail_next(
+        Call::Rename(old.clone(), "web".into()),
+        crate::runtime::RuntimeError::Refused {
+            status: 500,
+            message: "injected: the engine restarted".into(),
+        },
+    );
+    let ended = f
+        .run(options(), async |a: &mut Agent| {
+            a.offer(&text);
+            let end = a.finished("a2").await;
+            a.feedback_until("a reconcile that ends", |f| {
+                is_reconcile(f) && f.payload.status.is_final()
+            })
+            .await;
+            end
+        })
+        .await;
+    ended.result.unwrap();
+    assert_eq!(
+        ended.value.payload.status,
+        Status::IncompleteInconsistent,
+        "{}",
+        summary(&ended.seen)
+    );
+    let web = f.rt.container("web").expect("web exists");
+    assert_eq!(web.id, old, "{}", summary(&ended.seen));
+    assert!(running(&f.rt, "web"));
+    assert_eq!(names(&f.rt), ["web"]);
+    assert_eq!(f.state().read_journal().unwrap(), None);
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use berth::execute::{self, ExecuteOptions, PausePoint, RollbackMode};
+use berth::execute::{self, ExecuteOptions, RollbackMode};
 use berth::feedback::{Feedback, Status, Tracker};
 use berth::journal::{StateDir, DEFAULT_STATE_DIR};
 use berth::spec::validate::DEFAULT_DOMAIN;
@@ -206,11 +206,7 @@ impl ApplyArgs {
             activity_timeout: self.activity_timeout,
             rollback: self.rollback.into(),
             instance: self.policy.instance.clone(),
-            pause_at: match std::env::var("BERTH_TEST_PAUSE_AT").as_deref() {
-                Ok("updating") => Some(PausePoint::Updating),
-                Ok("activating") => Some(PausePoint::Activating),
-                _ => None,
-            },
+            pause_at: super::hooks::pause_at(),
         };
         let mut printer = Printer {
             json: self.json,
@@ -218,7 +214,7 @@ impl ApplyArgs {
             last: BTreeMap::new(),
         };
         let outcome = runtime.block_on(async {
-            let rt = self.engine.connect().await?;
+            let rt = super::hooks::engine(self.engine.connect().await?)?;
             for line in execute::recover(&rt, &state, &self.policy.instance)
                 .await
                 .map_err(anyhow::Error::msg)?

@@ -2,6 +2,7 @@
 
 mod apply;
 mod engine;
+mod hooks;
 mod plan;
 mod run;
 mod state;

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, watch};
 
 use berth::agent::{self, files::FileSource, mqtt, AgentOptions, Input, Notify};
 use berth::config::{Config, FilesConfig, MqttConfig};
-use berth::execute::{ExecuteOptions, PausePoint};
+use berth::execute::ExecuteOptions;
 use berth::journal::StateDir;
 use berth::plan::PlanOptions;
 use berth::runtime::docker::DockerRuntime;
@@ -299,6 +299,7 @@ async fn agent_main(
     let Some(rt) = connect(config.docker_host.as_deref(), &mut stop).await else {
         return Ok(());
     };
+    let rt = super::hooks::engine(rt)?;
     let domain = config.mqtt.as_ref().map_or_else(
         || berth::spec::validate::DEFAULT_DOMAIN.to_string(),
         |m| m.domain.clone(),
@@ -342,11 +343,7 @@ async fn agent_main(
             activity_timeout: config.activity_timeout,
             rollback: config.rollback,
             instance: config.instance.clone(),
-            pause_at: match std::env::var("BERTH_TEST_PAUSE_AT").as_deref() {
-                Ok("updating") => Some(PausePoint::Updating),
-                Ok("activating") => Some(PausePoint::Activating),
-                _ => None,
-            },
+            pause_at: super::hooks::pause_at(),
         },
         domain,
         redact_env: config.redact_env.clone(),

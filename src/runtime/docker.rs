@@ -23,14 +23,23 @@ use bollard::Docker;
 use futures_util::{StreamExt, TryStreamExt};
 
 use super::{
-    ContainerDetails, ContainerState, CreateRequest, EngineInfo, Event, EventStream, Health,
-    ImageDetails, PullProgress, RawHealthcheck, RawMount, RawPortBinding, Result, Runtime,
-    RuntimeError, Status,
+    describe_missing, ContainerDetails, ContainerState, CreateRequest, EngineInfo, Event,
+    EventStream, Health, ImageDetails, Missing, PullProgress, RawHealthcheck, RawMount,
+    RawPortBinding, Result, Runtime, RuntimeError, Status,
 };
 use crate::spec::model::{ContainerConfig, HealthTest, NetworkMode, RestartPolicy, Swap};
 
 /// How many containers are inspected at once when listing.
 const INSPECT_CONCURRENCY: usize = 8;
+
+/// How much longer than its own stop timeout a stop may take before the
+/// client gives up on the engine's answer (the engine kills after the stop
+/// timeout, then waits for the process to go).
+pub const STOP_MARGIN: Duration = Duration::from_secs(30);
+
+/// A client timeout that never fires (bollard skips a deadline it cannot
+/// represent).
+const NO_TIMEOUT: Duration = Duration::from_secs(u64::MAX);
 
 /// A connected Docker engine.
 #[derive(Debug, Clone)]
@@ -62,12 +71,63 @@ impl DockerRuntime {
         Ok(Self { docker, endpoint })
     }
 
-    fn map_err(&self, what: &str) -> impl Fn(BollardError) -> RuntimeError + '_ {
+    /// Sets the client's timeout for one request (bollard's default is
+    /// 120 s). It bounds the wait for the engine's answer to every call
+    /// except `stop` (its own timeout plus [`STOP_MARGIN`], when longer),
+    /// `pull` (none: the caller bounds a pull with its pull timeout) and
+    /// the event stream (bounded until the engine answers, which it does at
+    /// once, never while events flow). bollard counts whole seconds.
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.docker = self.docker.with_timeout(timeout);
+        self
+    }
+
+    /// The client's timeout for one request.
+    pub fn request_timeout(&self) -> Duration {
+        self.docker.timeout()
+    }
+
+    /// The client for a `stop` that may take `timeout` before the engine kills.
+    fn for_stop(&self, timeout: Duration) -> Docker {
+        let needed = timeout.saturating_add(STOP_MARGIN);
+        self.docker
+            .clone()
+            .with_timeout(needed.max(self.docker.timeout()))
+    }
+
+    /// Maps a pull's error: the engine reports a tag or repository the
+    /// registry does not have as 404 (`manifest for <ref> not found:
+    /// manifest unknown: …`), or as 500 when the registry's answer carried no
+    /// error document; both say the image is missing.
+    fn pull_error(&self, e: BollardError, reference: &str) -> RuntimeError {
+        match e {
+            BollardError::DockerResponseServerError { ref message, .. }
+                if pull_says_missing(message) =>
+            {
+                RuntimeError::not_found(Missing::Image, reference)
+            }
+            e => image_missing(self.map_err(Missing::Image, reference)(e), reference),
+        }
+    }
+
+    /// Maps a bollard error. A 404 says what was missing from the engine's
+    /// message when it can be read from it, else `kind` and `what` (what the
+    /// call was about) stand in.
+    fn map_err(&self, kind: Missing, what: &str) -> impl Fn(BollardError) -> RuntimeError + '_ {
         let what = what.to_string();
         move |e| match e {
             BollardError::DockerResponseServerError {
-                status_code: 404, ..
-            } => RuntimeError::NotFound { what: what.clone() },
+                status_code: 404,
+                message,
+            } => {
+                let (kind, found) = missing_from_message(&message).unwrap_or((kind, String::new()));
+                let what = if found.is_empty() {
+                    what.clone()
+                } else {
+                    found
+                };
+                RuntimeError::NotFound { kind, what }
+            }
             BollardError::DockerResponseServerError {
                 status_code: 409,
                 message,
@@ -85,9 +145,69 @@ impl DockerRuntime {
                 endpoint: self.endpoint.clone(),
                 message: e.to_string(),
             },
-            other => RuntimeError::Other(format!("{what}: {other}")),
+            other => RuntimeError::Other(format!("{}: {other}", describe_missing(kind, &what))),
         }
     }
+}
+
+/// Reads what was missing from the engine's 404 message (API 1.41 wording,
+/// checked against Docker 20.10):
+///
+/// - `No such container: <x>` (inspect, start, stop, rename, remove, update,
+///   connect; kill prefixes `Cannot kill container: <x>: `; start of a
+///   container whose `container:<x>` network target is gone names the target)
+/// - `No such image: <ref>` (create), `no such image: <ref>: No such image: <ref>`
+/// - `network <x> not found` (start with a missing user network; create and
+///   connect of a stopped container accept it), `No such network: <x>`
+/// - `get <x>: no such volume`
+/// - `manifest for <ref> not found: manifest unknown: manifest unknown` (pull
+///   of a missing tag or repository), `manifest unknown: manifest unknown`
+///   (registry digest): an image, its name left to the caller (empty).
+pub(crate) fn missing_from_message(message: &str) -> Option<(Missing, String)> {
+    let lower = message.to_ascii_lowercase();
+    let after = |needle: &str| {
+        lower
+            .rfind(needle)
+            .map(|i| message[i + needle.len()..].trim().to_string())
+    };
+    if let Some(what) = after("no such container: ") {
+        return Some((Missing::Container, what));
+    }
+    if let Some(what) = after("no such image: ") {
+        return Some((Missing::Image, what));
+    }
+    if let Some(what) = after("no such network: ") {
+        return Some((Missing::Network, what));
+    }
+    if let Some(name) = message
+        .strip_prefix("network ")
+        .and_then(|rest| rest.strip_suffix(" not found"))
+    {
+        return Some((Missing::Network, name.to_string()));
+    }
+    if lower.contains("no such volume") {
+        let what = after("no such volume: ").unwrap_or_else(|| {
+            message
+                .strip_prefix("get ")
+                .and_then(|rest| rest.split_once(": "))
+                .map(|(name, _)| name.to_string())
+                .unwrap_or_default()
+        });
+        return Some((Missing::Volume, what));
+    }
+    if lower.starts_with("manifest for ") || lower.contains("manifest unknown") {
+        return Some((Missing::Image, String::new()));
+    }
+    None
+}
+
+/// Whether an error a pull reports inside its stream says the image is not
+/// there.
+fn pull_says_missing(message: &str) -> bool {
+    let lower = message.to_ascii_lowercase();
+    lower.contains("manifest unknown")
+        || lower.contains("not found")
+        || lower.contains("repository does not exist")
 }
 
 impl Runtime for DockerRuntime {
@@ -96,7 +216,7 @@ impl Runtime for DockerRuntime {
             .docker
             .version()
             .await
-            .map_err(self.map_err("engine"))?;
+            .map_err(self.map_err(Missing::Other, "engine"))?;
         Ok(EngineInfo {
             version: v.version.unwrap_or_default(),
             api_version: self.docker.client_version().to_string(),
@@ -109,7 +229,7 @@ impl Runtime for DockerRuntime {
             .docker
             .list_containers(Some(options))
             .await
-            .map_err(self.map_err("containers"))?;
+            .map_err(self.map_err(Missing::Other, "containers"))?;
         let ids: Vec<String> = summaries.into_iter().filter_map(|s| s.id).collect();
         let details: Vec<Option<ContainerDetails>> = futures_util::stream::iter(ids)
             .map(|id| async move { self.inspect(&id).await })
@@ -126,7 +246,7 @@ impl Runtime for DockerRuntime {
             Err(BollardError::DockerResponseServerError {
                 status_code: 404, ..
             }) => Ok(None),
-            Err(e) => Err(self.map_err(&format!("container {id}"))(e)),
+            Err(e) => Err(self.map_err(Missing::Container, id)(e)),
         }
     }
 
@@ -136,7 +256,7 @@ impl Runtime for DockerRuntime {
             Err(BollardError::DockerResponseServerError {
                 status_code: 404, ..
             }) => Ok(None),
-            Err(e) => Err(self.map_err(&format!("image {reference}"))(e)),
+            Err(e) => Err(self.map_err(Missing::Image, reference)(e)),
         }
     }
 
@@ -145,7 +265,7 @@ impl Runtime for DockerRuntime {
             .docker
             .inspect_registry_image(reference, None)
             .await
-            .map_err(self.map_err(&format!("image {reference} in its registry")))?;
+            .map_err(|e| image_missing(self.map_err(Missing::Image, reference)(e), reference))?;
         d.descriptor.digest.ok_or_else(|| {
             RuntimeError::Other(format!("the registry gave no digest for {reference}"))
         })
@@ -156,7 +276,7 @@ impl Runtime for DockerRuntime {
             .docker
             .list_networks(None)
             .await
-            .map_err(self.map_err("networks"))?;
+            .map_err(self.map_err(Missing::Other, "networks"))?;
         Ok(networks.into_iter().filter_map(|n| n.name).collect())
     }
 
@@ -171,14 +291,23 @@ impl Runtime for DockerRuntime {
             .from_image(name)
             .tag(tag)
             .build();
-        let mut stream = self.docker.create_image(Some(options), None, None);
+        // The client timeout would cut a pull off while the engine waits for
+        // the registry's manifest (the engine answers only then), and report
+        // a slow registry as an unreachable engine; the caller bounds the
+        // whole pull with its own pull timeout instead.
+        let docker = self.docker.clone().with_timeout(NO_TIMEOUT);
+        let mut stream = docker.create_image(Some(options), None, None);
         let mut layers: HashMap<String, (u64, u64)> = HashMap::new();
         while let Some(item) = stream.next().await {
-            let info = item.map_err(self.map_err(&format!("image {reference}")))?;
+            let info = item.map_err(|e| self.pull_error(e, reference))?;
             if let Some(detail) = info.error_detail {
+                let message = detail.message.unwrap_or_else(|| "pull failed".into());
+                if pull_says_missing(&message) {
+                    return Err(RuntimeError::not_found(Missing::Image, reference));
+                }
                 return Err(RuntimeError::Refused {
                     status: 500,
-                    message: detail.message.unwrap_or_else(|| "pull failed".into()),
+                    message,
                 });
             }
             if let (Some(id), Some(p)) = (info.id, info.progress_detail) {
@@ -208,7 +337,7 @@ impl Runtime for DockerRuntime {
             .docker
             .create_container(Some(options), body)
             .await
-            .map_err(self.map_err(&format!("container {}", request.name)))?;
+            .map_err(self.map_err(Missing::Container, &request.name))?;
         let primary = primary_network(&request.config.network);
         for (network, aliases) in &request.networks {
             if Some(network.as_str()) == primary.as_deref() {
@@ -224,7 +353,7 @@ impl Runtime for DockerRuntime {
             if let Err(e) = self.docker.connect_network(network, connect).await {
                 // Half-made containers are not left behind.
                 let _ = self.remove(&created.id).await;
-                return Err(self.map_err(&format!("network {network}"))(e));
+                return Err(self.map_err(Missing::Network, network)(e));
             }
         }
         Ok(created.id)
@@ -234,18 +363,21 @@ impl Runtime for DockerRuntime {
         self.docker
             .start_container(id, None)
             .await
-            .map_err(self.map_err(&format!("container {id}")))
+            .map_err(self.map_err(Missing::Container, id))
     }
 
     async fn stop(&self, id: &str, timeout: Duration) -> Result<()> {
         let secs = i32::try_from(timeout.as_secs()).unwrap_or(i32::MAX);
         let options = StopContainerOptionsBuilder::default().t(secs).build();
-        match self.docker.stop_container(id, Some(options)).await {
+        // The engine answers only once the container is gone, which may take
+        // the whole stop timeout: the client waits that long and then some.
+        let docker = self.for_stop(timeout);
+        match docker.stop_container(id, Some(options)).await {
             // 304: already stopped, which is what was asked for.
             Err(BollardError::DockerResponseServerError {
                 status_code: 304, ..
             }) => Ok(()),
-            other => other.map_err(self.map_err(&format!("container {id}"))),
+            other => other.map_err(self.map_err(Missing::Container, id)),
         }
     }
 
@@ -256,14 +388,14 @@ impl Runtime for DockerRuntime {
         self.docker
             .kill_container(id, Some(options))
             .await
-            .map_err(self.map_err(&format!("container {id}")))
+            .map_err(self.map_err(Missing::Container, id))
     }
 
     async fn unpause(&self, id: &str) -> Result<()> {
         self.docker
             .unpause_container(id)
             .await
-            .map_err(self.map_err(&format!("container {id}")))
+            .map_err(self.map_err(Missing::Container, id))
     }
 
     async fn rename(&self, id: &str, new_name: &str) -> Result<()> {
@@ -273,7 +405,7 @@ impl Runtime for DockerRuntime {
         self.docker
             .rename_container(id, options)
             .await
-            .map_err(self.map_err(&format!("container {id}")))
+            .map_err(self.map_err(Missing::Container, id))
     }
 
     async fn remove(&self, id: &str) -> Result<()> {
@@ -284,7 +416,7 @@ impl Runtime for DockerRuntime {
         self.docker
             .remove_container(id, Some(options))
             .await
-            .map_err(self.map_err(&format!("container {id}")))
+            .map_err(self.map_err(Missing::Container, id))
     }
 
     async fn update(&self, id: &str, config: &ContainerConfig) -> Result<()> {
@@ -300,7 +432,15 @@ impl Runtime for DockerRuntime {
         self.docker
             .update_container(id, body)
             .await
-            .map_err(self.map_err(&format!("container {id}")))
+            .map_err(self.map_err(Missing::Container, id))
+    }
+
+    async fn host_path_exists(&self, path: &str) -> Option<bool> {
+        // The engine's host is this one only over its unix socket.
+        if !self.endpoint.starts_with("unix://") {
+            return None;
+        }
+        tokio::fs::try_exists(path).await.ok()
     }
 
     fn events(&self) -> EventStream {
@@ -330,6 +470,18 @@ impl Runtime for DockerRuntime {
             })
         });
         Box::pin(stream)
+    }
+}
+
+/// A pull or registry look-up names the reference it was asked for, not the
+/// engine's spelling of it.
+fn image_missing(e: RuntimeError, reference: &str) -> RuntimeError {
+    match e {
+        RuntimeError::NotFound {
+            kind: Missing::Image,
+            ..
+        } => RuntimeError::not_found(Missing::Image, reference),
+        other => other,
     }
 }
 
@@ -728,6 +880,96 @@ mod tests {
         assert_eq!(
             split_reference("127.0.0.1:5000/app"),
             ("127.0.0.1:5000/app", "latest")
+        );
+    }
+
+    #[test]
+    fn the_engines_404_messages_say_what_is_missing() {
+        let id = "8b5a0a15e3a8b0ab2581c2181ec2d66729fdb23753a0212cccea9b446f774372";
+        for (message, kind, what) in [
+            ("No such container: nosuchctr", Missing::Container, "nosuchctr"),
+            (
+                "Cannot kill container: nosuchctr: No such container: nosuchctr",
+                Missing::Container,
+                "nosuchctr",
+            ),
+            (&format!("No such container: {id}"), Missing::Container, id),
+            (
+                "No such image: 127.0.0.1:5000/berth-test/service:nosuch",
+                Missing::Image,
+                "127.0.0.1:5000/berth-test/service:nosuch",
+            ),
+            (
+                "no such image: nosuch:1: No such image: nosuch:1",
+                Missing::Image,
+                "nosuch:1",
+            ),
+            ("network nosuchnet not found", Missing::Network, "nosuchnet"),
+            ("No such network: nosuchnet", Missing::Network, "nosuchnet"),
+            ("get nosuchvol: no such volume", Missing::Volume, "nosuchvol"),
+            (
+                "manifest for 127.0.0.1:5000/berth-test/service:nosuch not found: manifest unknown: manifest unknown",
+                Missing::Image,
+                "",
+            ),
+            ("manifest unknown: manifest unknown", Missing::Image, ""),
+        ] {
+            assert_eq!(
+                missing_from_message(message),
+                Some((kind, what.to_string())),
+                "{message}"
+            );
+        }
+        assert_eq!(missing_from_message("page not found"), None);
+    }
+
+    #[test]
+    fn a_404_names_what_the_engine_says_is_missing_not_what_was_asked_for() {
+        let rt = DockerRuntime {
+            docker: Docker::connect_with_http("tcp://127.0.0.1:9", 1, bollard::API_DEFAULT_VERSION)
+                .unwrap(),
+            endpoint: "tcp://127.0.0.1:9".into(),
+        };
+        let e = |message: &str| BollardError::DockerResponseServerError {
+            status_code: 404,
+            message: message.into(),
+        };
+        let err = rt.map_err(Missing::Container, "web")(e("network edge not found"));
+        assert_eq!(err, RuntimeError::not_found(Missing::Network, "edge"));
+        assert_eq!(err.to_string(), "network \"edge\" not found");
+        let err = rt.map_err(Missing::Container, "web")(e("page not found"));
+        assert_eq!(err, RuntimeError::not_found(Missing::Container, "web"));
+        let err = rt.map_err(Missing::Image, "x:1")(e("manifest unknown: manifest unknown"));
+        assert_eq!(err.to_string(), "image x:1 not found");
+        let err = rt.map_err(Missing::Container, "web")(BollardError::DockerResponseServerError {
+            status_code: 409,
+            message: "busy".into(),
+        });
+        assert_eq!(
+            err,
+            RuntimeError::Conflict {
+                message: "busy".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_stop_waits_longer_than_its_own_timeout() {
+        let rt = DockerRuntime {
+            docker: Docker::connect_with_http("tcp://127.0.0.1:9", 2, bollard::API_DEFAULT_VERSION)
+                .unwrap(),
+            endpoint: "tcp://127.0.0.1:9".into(),
+        };
+        assert_eq!(
+            rt.for_stop(Duration::from_secs(300)).timeout(),
+            Duration::from_secs(300) + STOP_MARGIN
+        );
+        let rt = rt.with_request_timeout(Duration::from_secs(120));
+        assert_eq!(rt.request_timeout(), Duration::from_secs(120));
+        assert_eq!(
+            rt.for_stop(Duration::from_secs(1)).timeout(),
+            Duration::from_secs(120),
+            "never shorter than the base timeout"
         );
     }
 

@@ -7,6 +7,20 @@
 //! engine would. It records every call and can fail one on demand, and it
 //! delivers the engine events a test emits (it makes up none itself, so a
 //! test decides exactly what the agent hears).
+//!
+//! Where the executor relies on the engine's answers, the fake gives the
+//! same ones (checked against Docker 20.10, API 1.41):
+//!
+//! - create resolves `container:<name>` to `container:<id>` when the target
+//!   exists, and keeps the name when it does not (it is looked up again at
+//!   each start); it accepts a user network that does not exist;
+//! - start fails with `NotFound { Container, <target> }` when a
+//!   `container:` target is gone, with `Conflict` (`cannot join network of
+//!   a non running container: <target>`) when it is not running, and with
+//!   `NotFound { Network, <name> }` when a network it is on does not exist;
+//!   a failed start leaves the container `created` with the error recorded;
+//! - rename to the current name is refused (400), to a name in use is a
+//!   `Conflict`; stopping a stopped container succeeds.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
@@ -17,7 +31,8 @@ use tokio::sync::broadcast;
 use super::docker::{create_body, raw_devices, raw_health};
 use super::{
     ContainerDetails, ContainerState, CreateRequest, EngineInfo, Event, EventStream, ImageDetails,
-    PullProgress, RawHealthcheck, RawMount, RawPortBinding, Result, Runtime, RuntimeError, Status,
+    Missing, PullProgress, RawHealthcheck, RawMount, RawPortBinding, Result, Runtime, RuntimeError,
+    Status,
 };
 use crate::spec::model::ContainerConfig;
 
@@ -56,6 +71,7 @@ struct State {
     networks: Vec<String>,
     calls: Vec<Call>,
     failures: HashMap<Call, RuntimeError>,
+    missing_paths: std::collections::BTreeSet<String>,
     next_id: u64,
 }
 
@@ -109,6 +125,12 @@ impl FakeRuntime {
     /// Adds a user network.
     pub fn add_network(&self, name: &str) {
         self.lock().networks.push(name.to_string());
+    }
+
+    /// Makes a host path (a bind-mount source, a device) absent; every
+    /// other path exists.
+    pub fn remove_host_path(&self, path: &str) {
+        self.lock().missing_paths.insert(path.to_string());
     }
 
     /// Makes the next matching call fail with `error`.
@@ -172,11 +194,66 @@ impl FakeRuntime {
             .find(|c| c.id == id || c.name == id)
         {
             Some(c) => f(c),
-            None => Err(RuntimeError::NotFound {
-                what: format!("container {id}"),
-            }),
+            None => Err(RuntimeError::not_found(Missing::Container, id)),
         }
     }
+}
+
+/// The network modes that name no user network.
+fn is_builtin_network(mode: &str) -> bool {
+    matches!(mode, "" | "default" | "bridge" | "host" | "none") || mode.starts_with("container:")
+}
+
+/// Why the engine would refuse to start `c` now, as the engine words it.
+fn start_refusal(state: &State, c: &ContainerDetails) -> Option<RuntimeError> {
+    if let Some(target) = c.network_mode.strip_prefix("container:") {
+        let found = state
+            .containers
+            .iter()
+            .find(|o| o.id == target || o.name == target);
+        return match found.map(|o| o.state.status) {
+            None => Some(RuntimeError::not_found(Missing::Container, target)),
+            Some(Status::Running | Status::Paused) => None,
+            Some(Status::Restarting) => Some(RuntimeError::Conflict {
+                message: format!(
+                    "Container {target} is restarting, wait until the container is running"
+                ),
+            }),
+            Some(_) => Some(RuntimeError::Conflict {
+                message: format!("cannot join network of a non running container: {target}"),
+            }),
+        };
+    }
+    let user = (!is_builtin_network(&c.network_mode)).then_some(c.network_mode.as_str());
+    user.into_iter()
+        .chain(c.networks.keys().map(String::as_str))
+        .find(|n| !is_builtin_network(n) && !state.networks.iter().any(|known| known == n))
+        .map(|n| RuntimeError::not_found(Missing::Network, n))
+}
+
+/// The engine's own words for an error, as it records them in the
+/// container's state.
+fn engine_words(e: &RuntimeError) -> String {
+    match e {
+        RuntimeError::NotFound {
+            kind: Missing::Container,
+            what,
+        } => format!("No such container: {what}"),
+        RuntimeError::NotFound {
+            kind: Missing::Network,
+            what,
+        } => format!("network {what} not found"),
+        RuntimeError::Conflict { message } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The engine's words for a name taken by another container.
+fn name_in_use(name: &str, holder: &str) -> String {
+    format!(
+        "Conflict. The container name \"/{name}\" is already in use by container \"{holder}\". \
+         You have to remove (or rename) that container to be able to reuse that name."
+    )
 }
 
 fn merge_health(
@@ -236,9 +313,7 @@ impl Runtime for FakeRuntime {
             .get(reference)
             .and_then(|i| i.repo_digests.first())
             .and_then(|d| d.split_once('@').map(|(_, d)| d.to_string()))
-            .ok_or_else(|| RuntimeError::NotFound {
-                what: format!("image {reference} in its registry"),
-            })
+            .ok_or_else(|| RuntimeError::not_found(Missing::Image, reference))
     }
 
     async fn networks(&self) -> Result<Vec<String>> {
@@ -265,9 +340,7 @@ impl Runtime for FakeRuntime {
                 self.lock().images.insert(reference.to_string(), image);
                 Ok(())
             }
-            None => Err(RuntimeError::NotFound {
-                what: format!("image {reference}"),
-            }),
+            None => Err(RuntimeError::not_found(Missing::Image, reference)),
         }
     }
 
@@ -277,18 +350,31 @@ impl Runtime for FakeRuntime {
         let mut state = self.lock();
         let reference = body.image.clone().unwrap_or_default();
         let Some(image) = state.images.get(&reference).cloned() else {
-            return Err(RuntimeError::NotFound {
-                what: format!("image {reference}"),
-            });
+            return Err(RuntimeError::not_found(Missing::Image, reference));
         };
-        if state.containers.iter().any(|c| c.name == request.name) {
+        if let Some(other) = state.containers.iter().find(|c| c.name == request.name) {
             return Err(RuntimeError::Conflict {
-                message: format!("the name {} is already in use", request.name),
+                message: name_in_use(&request.name, &other.id),
             });
         }
         state.next_id += 1;
         let id = format!("{:064x}", state.next_id);
-        let host = body.host_config.clone().unwrap_or_default();
+        let mut host = body.host_config.clone().unwrap_or_default();
+        // The engine pins `container:<name>` to the target's id when the
+        // target exists; otherwise it keeps the name and looks it up at start.
+        if let Some(target) = host
+            .network_mode
+            .as_deref()
+            .and_then(|m| m.strip_prefix("container:"))
+        {
+            if let Some(t) = state
+                .containers
+                .iter()
+                .find(|c| c.id == target || c.name == target)
+            {
+                host.network_mode = Some(format!("container:{}", t.id));
+            }
+        }
 
         // The engine merges the image's environment under the container's;
         // an entry without '=' removes the image's variable.
@@ -400,10 +486,15 @@ impl Runtime for FakeRuntime {
             extra_hosts: host.extra_hosts.clone().unwrap_or_default(),
             network_mode: host.network_mode.clone().unwrap_or_default(),
             networks: request.networks.iter().cloned().collect(),
-            ips: BTreeMap::from([(
-                "bridge".to_string(),
-                format!("172.17.0.{}", state.next_id % 250 + 2),
-            )]),
+            // Sharing another container's network stack (or the host's, or
+            // none) gives a container no address of its own.
+            ips: match host.network_mode.as_deref().unwrap_or_default() {
+                m if m.starts_with("container:") || m == "host" || m == "none" => BTreeMap::new(),
+                _ => BTreeMap::from([(
+                    "bridge".to_string(),
+                    format!("172.17.0.{}", state.next_id % 250 + 2),
+                )]),
+            },
             privileged: host.privileged.unwrap_or(false),
             tty: body.tty.unwrap_or(false),
             open_stdin: body.open_stdin.unwrap_or(false),
@@ -428,18 +519,34 @@ impl Runtime for FakeRuntime {
 
     async fn start(&self, id: &str) -> Result<()> {
         self.record(Call::Start(id.to_string()))?;
-        self.with_container(id, |c| {
-            // A label lets a test build an image-less "crashing" container.
-            match c.labels.get(EXIT_LABEL).and_then(|v| v.parse().ok()) {
-                Some(code) => {
-                    c.state.status = Status::Exited;
-                    c.state.exit_code = code;
-                }
-                None => c.state.status = Status::Running,
+        let mut state = self.lock();
+        let Some(index) = state
+            .containers
+            .iter()
+            .position(|c| c.id == id || c.name == id)
+        else {
+            return Err(RuntimeError::not_found(Missing::Container, id));
+        };
+        if state.containers[index].state.status == Status::Running {
+            // 304: already started, which is what was asked for.
+            return Ok(());
+        }
+        if let Some(e) = start_refusal(&state, &state.containers[index]) {
+            state.containers[index].state.error = Some(engine_words(&e));
+            return Err(e);
+        }
+        let c = &mut state.containers[index];
+        // A label lets a test build an image-less "crashing" container.
+        match c.labels.get(EXIT_LABEL).and_then(|v| v.parse().ok()) {
+            Some(code) => {
+                c.state.status = Status::Exited;
+                c.state.exit_code = code;
             }
-            c.state.started_at = Some("2026-11-24T00:00:01Z".into());
-            Ok(())
-        })
+            None => c.state.status = Status::Running,
+        }
+        c.state.error = None;
+        c.state.started_at = Some("2026-11-24T00:00:01Z".into());
+        Ok(())
     }
 
     async fn stop(&self, id: &str, _timeout: Duration) -> Result<()> {
@@ -472,15 +579,31 @@ impl Runtime for FakeRuntime {
 
     async fn rename(&self, id: &str, new_name: &str) -> Result<()> {
         self.record(Call::Rename(id.to_string(), new_name.to_string()))?;
-        if self.lock().containers.iter().any(|c| c.name == new_name) {
-            return Err(RuntimeError::Conflict {
-                message: format!("the name {new_name} is already in use"),
+        let new_name = new_name.trim_start_matches('/');
+        let mut state = self.lock();
+        let Some(index) = state
+            .containers
+            .iter()
+            .position(|c| c.id == id || c.name == id)
+        else {
+            return Err(RuntimeError::not_found(Missing::Container, id));
+        };
+        if state.containers[index].name == new_name {
+            return Err(RuntimeError::Refused {
+                status: 400,
+                message: "Renaming a container with the same name as its current name".into(),
             });
         }
-        self.with_container(id, |c| {
-            c.name = new_name.to_string();
-            Ok(())
-        })
+        if let Some(other) = state.containers.iter().find(|c| c.name == new_name) {
+            return Err(RuntimeError::Conflict {
+                message: format!(
+                    "Error when allocating new name: {}",
+                    name_in_use(new_name, &other.id)
+                ),
+            });
+        }
+        state.containers[index].name = new_name.to_string();
+        Ok(())
     }
 
     async fn remove(&self, id: &str) -> Result<()> {
@@ -489,9 +612,7 @@ impl Runtime for FakeRuntime {
         let before = state.containers.len();
         state.containers.retain(|c| c.id != id && c.name != id);
         if state.containers.len() == before {
-            return Err(RuntimeError::NotFound {
-                what: format!("container {id}"),
-            });
+            return Err(RuntimeError::not_found(Missing::Container, id));
         }
         Ok(())
     }
@@ -528,6 +649,10 @@ impl Runtime for FakeRuntime {
         })
     }
 
+    async fn host_path_exists(&self, path: &str) -> Option<bool> {
+        Some(!self.lock().missing_paths.contains(path))
+    }
+
     fn events(&self) -> EventStream {
         // Like the engine's stream: what happens from now on, never ending.
         let rx = self.events.subscribe();
@@ -540,5 +665,256 @@ impl Runtime for FakeRuntime {
                 }
             }
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{block_on, desired, service_image};
+
+    const IMAGE: &str = "127.0.0.1:5000/berth-test/service:1";
+
+    fn engine() -> FakeRuntime {
+        let fake = FakeRuntime::new();
+        fake.add_image(IMAGE, service_image("1"));
+        fake
+    }
+
+    fn request(name: &str, config: &[(&str, &str)]) -> CreateRequest {
+        let mut config: Vec<(&str, &str)> = config.to_vec();
+        config.insert(0, ("image", IMAGE));
+        let d = desired("fake-test", &[(name, &config)]);
+        CreateRequest {
+            name: name.to_string(),
+            config: d.containers[0].config.clone(),
+            labels: BTreeMap::new(),
+            extra_hosts: Vec::new(),
+            inherited_volumes: Vec::new(),
+            networks: Vec::new(),
+        }
+    }
+
+    fn create(fake: &FakeRuntime, name: &str, config: &[(&str, &str)]) -> String {
+        block_on(fake.create(&request(name, config))).expect("create")
+    }
+
+    #[test]
+    fn create_pins_a_network_container_to_its_id() {
+        let fake = engine();
+        let web = create(&fake, "web", &[]);
+        create(&fake, "sidecar", &[("network", "container:web")]);
+        let sidecar = fake.container("sidecar").unwrap();
+        assert_eq!(sidecar.network_mode, format!("container:{web}"));
+    }
+
+    #[test]
+    fn start_joins_the_network_container_created_against_even_after_a_rename() {
+        let fake = engine();
+        let old = create(&fake, "web", &[]);
+        create(&fake, "sidecar", &[("network", "container:web")]);
+        block_on(async {
+            fake.start("web").await.unwrap();
+            fake.rename("web", "web.berth-old").await.unwrap();
+            fake.create(&request("web", &[])).await.unwrap();
+            fake.start("web").await.unwrap();
+            fake.stop("web.berth-old", Duration::ZERO).await.unwrap();
+            let err = fake.start("sidecar").await.unwrap_err();
+            assert_eq!(
+                err,
+                RuntimeError::Conflict {
+                    message: format!("cannot join network of a non running container: {old}")
+                }
+            );
+        });
+    }
+
+    #[test]
+    fn starting_with_a_network_container_that_is_not_running_is_a_conflict() {
+        let fake = engine();
+        let web = create(&fake, "web", &[]);
+        create(&fake, "sidecar", &[("network", "container:web")]);
+        let err = block_on(fake.start("sidecar")).unwrap_err();
+        assert!(matches!(&err, RuntimeError::Conflict { message }
+            if *message == format!("cannot join network of a non running container: {web}")));
+        let sidecar = fake.container("sidecar").unwrap();
+        assert_eq!(sidecar.state.status, Status::Created);
+        assert_eq!(
+            sidecar.state.error.as_deref(),
+            Some(err.to_string().trim_start_matches("conflict: "))
+        );
+        block_on(fake.start("web")).unwrap();
+        block_on(fake.start("sidecar")).expect("starts once web runs");
+        assert_eq!(fake.container("sidecar").unwrap().state.error, None);
+    }
+
+    #[test]
+    fn starting_with_a_removed_network_container_reports_that_container_missing() {
+        let fake = engine();
+        let web = create(&fake, "web", &[]);
+        create(&fake, "sidecar", &[("network", "container:web")]);
+        block_on(async {
+            fake.remove("web").await.unwrap();
+            let err = fake.start("sidecar").await.unwrap_err();
+            assert_eq!(
+                err,
+                RuntimeError::not_found(Missing::Container, web.clone())
+            );
+            assert_eq!(err.to_string(), format!("container {web} not found"));
+            // A new "web" does not help: the sidecar is pinned to the old id.
+            fake.create(&request("web", &[])).await.unwrap();
+            fake.start("web").await.unwrap();
+            assert!(fake
+                .start("sidecar")
+                .await
+                .unwrap_err()
+                .is_missing(Missing::Container));
+        });
+    }
+
+    #[test]
+    fn a_network_container_missing_at_create_is_looked_up_by_name_at_start() {
+        let fake = engine();
+        create(&fake, "sidecar", &[("network", "container:web")]);
+        assert_eq!(
+            fake.container("sidecar").unwrap().network_mode,
+            "container:web"
+        );
+        block_on(async {
+            let err = fake.start("sidecar").await.unwrap_err();
+            assert_eq!(err, RuntimeError::not_found(Missing::Container, "web"));
+            fake.create(&request("web", &[])).await.unwrap();
+            assert!(matches!(
+                fake.start("sidecar").await,
+                Err(RuntimeError::Conflict { .. })
+            ));
+            fake.start("web").await.unwrap();
+            fake.start("sidecar").await.expect("web runs now");
+        });
+        assert_eq!(
+            fake.container("sidecar").unwrap().network_mode,
+            "container:web"
+        );
+    }
+
+    #[test]
+    fn a_missing_user_network_is_accepted_at_create_and_refused_at_start() {
+        let fake = engine();
+        create(&fake, "web", &[("network", "nosuch")]);
+        let err = block_on(fake.start("web")).unwrap_err();
+        assert!(err.is_missing(Missing::Network), "{err:?}");
+        assert_eq!(err.to_string(), "network \"nosuch\" not found");
+        assert_eq!(
+            fake.container("web").unwrap().state.error.as_deref(),
+            Some("network nosuch not found")
+        );
+        fake.add_network("nosuch");
+        block_on(fake.start("web")).expect("the network exists now");
+    }
+
+    #[test]
+    fn a_missing_extra_network_is_refused_at_start() {
+        let fake = engine();
+        fake.add_network("front");
+        let mut req = request("web", &[("network", "front")]);
+        req.networks = vec![("front".into(), vec![]), ("back".into(), vec!["db".into()])];
+        block_on(fake.create(&req)).expect("create connects without checking");
+        let err = block_on(fake.start("web")).unwrap_err();
+        assert_eq!(err, RuntimeError::not_found(Missing::Network, "back"));
+    }
+
+    #[test]
+    fn creating_from_a_missing_image_reports_the_image() {
+        let fake = FakeRuntime::new();
+        let err = block_on(fake.create(&request("web", &[]))).unwrap_err();
+        assert_eq!(err, RuntimeError::not_found(Missing::Image, IMAGE));
+        assert_eq!(err.to_string(), format!("image {IMAGE} not found"));
+    }
+
+    #[test]
+    fn pulling_a_missing_image_reports_the_image() {
+        let fake = FakeRuntime::new();
+        let err = block_on(fake.pull(IMAGE, &|_| {})).unwrap_err();
+        assert!(err.is_missing(Missing::Image), "{err:?}");
+        let err = block_on(fake.registry_digest(IMAGE)).unwrap_err();
+        assert!(err.is_missing(Missing::Image), "{err:?}");
+    }
+
+    #[test]
+    fn calls_on_a_missing_container_report_the_container() {
+        let fake = engine();
+        block_on(async {
+            assert!(fake.inspect("nosuch").await.unwrap().is_none());
+            let errors = [
+                fake.start("nosuch").await.unwrap_err(),
+                fake.stop("nosuch", Duration::ZERO).await.unwrap_err(),
+                fake.kill("nosuch", "SIGKILL").await.unwrap_err(),
+                fake.rename("nosuch", "other").await.unwrap_err(),
+                fake.remove("nosuch").await.unwrap_err(),
+            ];
+            for err in errors {
+                assert_eq!(err, RuntimeError::not_found(Missing::Container, "nosuch"));
+            }
+        });
+    }
+
+    #[test]
+    fn renaming_to_the_current_name_is_refused() {
+        let fake = engine();
+        let id = create(&fake, "web", &[]);
+        for target in ["web", id.as_str()] {
+            let err = block_on(fake.rename(target, "web")).unwrap_err();
+            assert_eq!(
+                err,
+                RuntimeError::Refused {
+                    status: 400,
+                    message: "Renaming a container with the same name as its current name".into()
+                }
+            );
+        }
+        assert!(fake.container("web").is_some());
+    }
+
+    #[test]
+    fn renaming_to_a_name_in_use_is_a_conflict() {
+        let fake = engine();
+        create(&fake, "web", &[]);
+        let db = create(&fake, "db", &[]);
+        let err = block_on(fake.rename("web", "db")).unwrap_err();
+        match &err {
+            RuntimeError::Conflict { message } => {
+                assert!(message.starts_with("Error when allocating new name: Conflict."));
+                assert!(
+                    message.contains(&format!("\"/db\" is already in use by container \"{db}\""))
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(fake.container("web").is_some());
+    }
+
+    #[test]
+    fn creating_under_a_name_in_use_is_a_conflict() {
+        let fake = engine();
+        create(&fake, "web", &[]);
+        let err = block_on(fake.create(&request("web", &[]))).unwrap_err();
+        assert!(matches!(err, RuntimeError::Conflict { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn stopping_a_stopped_container_succeeds() {
+        let fake = engine();
+        create(&fake, "web", &[]);
+        block_on(async {
+            fake.stop("web", Duration::ZERO)
+                .await
+                .expect("never started");
+            fake.start("web").await.unwrap();
+            fake.stop("web", Duration::ZERO).await.unwrap();
+            fake.stop("web", Duration::ZERO)
+                .await
+                .expect("already stopped");
+        });
+        assert_eq!(fake.container("web").unwrap().state.status, Status::Exited);
     }
 }

@@ -2,10 +2,15 @@
 //!
 //! Everything berth needs from an engine goes through [`Runtime`]; the types
 //! here are berth's own plain data, so the pure code (observe, plan) never sees
-//! bollard, and an in-memory [`fake::FakeRuntime`] can stand in for tests.
+//! bollard, and an in-memory `fake::FakeRuntime` can stand in for tests
+//! (with `faults::Faulty` around either to inject failures). Both are compiled
+//! only for unit tests and with the `test-hooks` feature.
 
 pub mod docker;
+#[cfg(any(test, feature = "test-hooks"))]
 pub mod fake;
+#[cfg(any(test, feature = "test-hooks"))]
+pub mod faults;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -16,13 +21,58 @@ use futures_util::Stream;
 
 use crate::spec::model::ContainerConfig;
 
+/// What kind of object the engine did not find.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Missing {
+    /// A container: the one asked about, or one it refers to (the target
+    /// of a `container:<x>` network mode, reported at start).
+    Container,
+    /// An image, locally (create) or in its registry (pull).
+    Image,
+    /// A network (reported at start, not at create or connect).
+    Network,
+    /// A named volume.
+    Volume,
+    /// Something else the engine did not find.
+    Other,
+}
+
+impl Missing {
+    /// The word for it: `container`, `image`, `network`, `volume`, `object`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Missing::Container => "container",
+            Missing::Image => "image",
+            Missing::Network => "network",
+            Missing::Volume => "volume",
+            Missing::Other => "object",
+        }
+    }
+}
+
+/// `container abc`, `image x:1`, `network "edge"`, `volume "data"`; names a
+/// user chose for networks and volumes are quoted.
+pub(crate) fn describe_missing(kind: Missing, what: &str) -> String {
+    match kind {
+        Missing::Container | Missing::Image => format!("{} {what}", kind.as_str()),
+        Missing::Network | Missing::Volume => format!("{} {what:?}", kind.as_str()),
+        Missing::Other => what.to_string(),
+    }
+}
+
 /// What the engine said when an operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RuntimeError {
-    /// The container, image or network does not exist.
-    #[error("{what} not found")]
+    /// The container, image, network or volume does not exist. `kind` and
+    /// `what` come from the engine's message, so they name what was really
+    /// missing: starting a container whose network is gone reports the
+    /// network, not the container.
+    #[error("{} not found", describe_missing(*kind, what))]
     NotFound {
-        /// What was looked for.
+        /// What kind of object is missing.
+        kind: Missing,
+        /// Its name, id or reference as the engine gave it (for
+        /// [`Missing::Other`], a description).
         what: String,
     },
     /// The operation conflicts with the current state (name in use, …).
@@ -50,6 +100,29 @@ pub enum RuntimeError {
     /// Anything else (transport, decoding).
     #[error("{0}")]
     Other(String),
+}
+
+impl RuntimeError {
+    /// Whether this says an object of `kind` does not exist.
+    pub fn is_missing(&self, kind: Missing) -> bool {
+        matches!(self, RuntimeError::NotFound { kind: k, .. } if *k == kind)
+    }
+
+    /// The missing object's kind and name, when this is a [`RuntimeError::NotFound`].
+    pub fn missing(&self) -> Option<(Missing, &str)> {
+        match self {
+            RuntimeError::NotFound { kind, what } => Some((*kind, what.as_str())),
+            _ => None,
+        }
+    }
+
+    /// A not-found error.
+    pub fn not_found(kind: Missing, what: impl Into<String>) -> Self {
+        RuntimeError::NotFound {
+            kind,
+            what: what.into(),
+        }
+    }
 }
 
 /// The result of a runtime call.
@@ -398,6 +471,37 @@ pub trait Runtime: Send + Sync {
     /// Changes restart policy and resources in place, without a restart.
     fn update(&self, id: &str, config: &ContainerConfig)
         -> impl Future<Output = Result<()>> + Send;
+    /// Whether a path (a bind-mount source, a device) exists on the
+    /// engine's host; `None` when berth cannot tell (a remote engine).
+    fn host_path_exists(&self, path: &str) -> impl Future<Output = Option<bool>> + Send {
+        let _ = path;
+        std::future::ready(None)
+    }
     /// Container events as they happen.
     fn events(&self) -> EventStream;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_found_says_what_kind_of_thing_is_missing() {
+        let cases = [
+            (Missing::Container, "abc", "container abc not found"),
+            (Missing::Image, "x/app:1", "image x/app:1 not found"),
+            (Missing::Network, "nosuch", "network \"nosuch\" not found"),
+            (Missing::Volume, "data", "volume \"data\" not found"),
+            (Missing::Other, "the page", "the page not found"),
+        ];
+        for (kind, what, shown) in cases {
+            let err = RuntimeError::not_found(kind, what);
+            assert_eq!(err.to_string(), shown);
+            assert!(err.is_missing(kind));
+            assert_eq!(err.missing(), Some((kind, what)));
+        }
+        let err = RuntimeError::not_found(Missing::Network, "edge");
+        assert!(!err.is_missing(Missing::Container));
+        assert!(!RuntimeError::Other("x".into()).is_missing(Missing::Other));
+    }
 }

@@ -98,28 +98,28 @@ pub const CONTAINER_KEYS: &[KeyInfo] = &[
         "Keeps standard input open. Default: false."),
     key!("restartPolicy", ONCE, Kanto, Shape::OneOf(&["no", "always", "unless-stopped", "on-failure"]), "no, always, unless-stopped or on-failure",
         "What the engine does when the container exits. Default: unless-stopped."),
-    key!("restartMaxRetries", ONCE, Kanto, Shape::Pattern(COUNT_PATTERN), "a whole number, 0 or more",
-        "With restartPolicy on-failure: how often the engine restarts the container; 0 means without limit. Default: 0. Ignored (with a warning) for other policies, as in Kanto."),
-    key!("restartTimeout", ONCE, Kanto, Shape::Pattern(DURATION_PATTERN), "whole seconds (30) or a duration (30s)",
-        "With restartPolicy on-failure: Kanto's retry timeout. The Docker engine has no such setting, so berth accepts it for compatibility and warns that it has no effect."),
+    key!("restartMaxRetries", ONCE, Kanto, Shape::Pattern(COUNT_PATTERN), "a whole number from 0 to 1000000",
+        "With restartPolicy on-failure: how often the engine restarts the container; 0 means without limit. At most 1000000. Default: 0. Ignored (with a warning) for other policies, as in Kanto."),
+    key!("restartTimeout", ONCE, Kanto, Shape::Pattern(DURATION_PATTERN), "whole seconds (30) or a duration (30s), at most 24h",
+        "With restartPolicy on-failure: Kanto's retry timeout. The Docker engine has no such setting, so berth accepts it for compatibility and warns that it has no effect. At most 24h."),
     key!("logDriver", ONCE, Kanto, Shape::OneOf(&["json-file", "none", "local", "journald"]), "json-file, none, local or journald",
         "Where the container's output goes. Default: json-file. `local` and `journald` are berth additions."),
-    key!("logMaxFiles", ONCE, Kanto, Shape::Pattern(COUNT_PATTERN), "a whole number, 1 or more",
-        "How many log files are kept (json-file and local). Default: 2."),
-    key!("logMaxSize", ONCE, Kanto, Shape::Pattern(SIZE_PATTERN), "a size such as 100M",
-        "How large one log file grows before it is rotated (json-file and local). Default: 100M."),
+    key!("logMaxFiles", ONCE, Kanto, Shape::Pattern(COUNT_PATTERN), "a whole number from 1 to 1000",
+        "How many log files are kept (json-file and local). At most 1000. Default: 2."),
+    key!("logMaxSize", ONCE, Kanto, Shape::Pattern(SIZE_PATTERN), "a size such as 100M, at most 9223372036854775807 bytes",
+        "How large one log file grows before it is rotated (json-file and local). At most 9223372036854775807 bytes (the engine's signed 64-bit limit). Default: 100M."),
     key!("logPath", ONCE, Kanto, Shape::Text, "an absolute directory",
         "Kanto's log directory. The Docker engine keeps logs under its own data root, so berth accepts it for compatibility and warns that it has no effect."),
     key!("logMode", ONCE, Kanto, Shape::OneOf(&["blocking", "non-blocking"]), "blocking or non-blocking",
         "Whether writing output blocks the container when the log driver is slow. Default: blocking."),
-    key!("logMaxBufferSize", ONCE, Kanto, Shape::Pattern(SIZE_PATTERN), "a size such as 1M",
-        "The buffer for non-blocking logging. Default: 1M in non-blocking mode."),
-    key!("memory", ONCE, Kanto, Shape::Pattern(SIZE_PATTERN), "a size such as 512M or 1.5G (at least 6M)",
-        "The memory limit. Default: none. Changed in place, without a restart."),
-    key!("memoryReservation", ONCE, Kanto, Shape::Pattern(SIZE_PATTERN), "a size no larger than memory",
-        "The soft memory limit. Default: none. Changed in place."),
-    key!("memorySwap", ONCE, Kanto, Shape::Pattern("^(-1|[0-9]+(\\.[0-9]+)? ?[kKmMgG])$"), "a size no smaller than memory, or -1 for unlimited swap",
-        "Memory plus swap. Needs `memory`. Default: twice memory (the engine's default). Changed in place."),
+    key!("logMaxBufferSize", ONCE, Kanto, Shape::Pattern(SIZE_PATTERN), "a size such as 1M, at most 9223372036854775807 bytes",
+        "The buffer for non-blocking logging. At most 9223372036854775807 bytes (the engine's signed 64-bit limit). Default: 1M in non-blocking mode."),
+    key!("memory", ONCE, Kanto, Shape::Pattern(SIZE_PATTERN), "a size such as 512M or 1.5G (at least 6M, at most 4611686018427387903 bytes)",
+        "The memory limit. At least 6M (the engine's minimum) and at most 4611686018427387903 bytes, so that the engine's default swap of twice the memory fits its signed 64-bit limit. Default: none. Changed in place, without a restart."),
+    key!("memoryReservation", ONCE, Kanto, Shape::Pattern(SIZE_PATTERN), "a size no larger than memory (at least 6M, at most 9223372036854775807 bytes)",
+        "The soft memory limit. At most 9223372036854775807 bytes (the engine's signed 64-bit limit). Default: none. Changed in place."),
+    key!("memorySwap", ONCE, Kanto, Shape::Pattern("^(-1|[0-9]+(\\.[0-9]+)? ?[kKmMgG])$"), "a size no smaller than memory and at most 9223372036854775807 bytes, or -1 for unlimited swap",
+        "Memory plus swap. Needs `memory`. At most 9223372036854775807 bytes (the engine's signed 64-bit limit). Default: twice memory (the engine's default). Changed in place."),
     key!("hostName", ONCE, Kanto, Shape::Text, "a host name",
         "The container's host name. Default: `<id>-host`, as Kanto names its containers, so `host` entries of the form `name:container_<id>-host` resolve."),
     key!("domainName", ONCE, Kanto, Shape::Text, "a domain name",
@@ -134,28 +134,28 @@ pub const CONTAINER_KEYS: &[KeyInfo] = &[
         "A container label; repeat the key for more. Keys under `berth.` are berth's own and refused."),
     key!("volume", MANY, Berth, Shape::Text, "name:/container/path[:ro|rw]",
         "A named volume (created when missing, never removed by berth)."),
-    key!("cpus", ONCE, Berth, Shape::Pattern("^[0-9]*\\.?[0-9]+$"), "a number of CPUs such as 0.5 or 2",
-        "The CPU limit. Default: none. Changed in place."),
-    key!("stopTimeout", ONCE, Berth, Shape::Pattern(DURATION_PATTERN), "whole seconds (30) or a duration in whole seconds (30s, 2m)",
-        "How long a stop waits after the stop signal before killing. Default: the engine's (10s)."),
+    key!("cpus", ONCE, Berth, Shape::Pattern("^[0-9]*\\.?[0-9]+$"), "a number of CPUs such as 0.5 or 2, at most 9223372036.854775807",
+        "The CPU limit, to 9 decimal places. At most 9223372036.854775807 (the engine counts billionths of a CPU in a signed 64-bit number, and refuses more CPUs than the host has). Default: none. Changed in place."),
+    key!("stopTimeout", ONCE, Berth, Shape::Pattern(DURATION_PATTERN), "whole seconds (30) or a duration in whole seconds (30s, 2m), at most 1h",
+        "How long a stop waits after the stop signal before killing. At most 1h: the engine stores it in whole seconds, and every stop, recreate and rollback may wait this long. Default: the engine's (10s)."),
     key!("stopSignal", ONCE, Berth, Shape::Pattern("^([sS][iI][gG])?[a-zA-Z0-9+-]+$"), "a signal name (SIGTERM, TERM) or number",
         "The signal that asks the container to stop. Default: the image's, else SIGTERM."),
     key!("healthCmd", ONCE, Berth, Shape::Text, "a shell command, or NONE",
         "A health check run with /bin/sh -c inside the container; exit 0 means healthy. NONE disables the image's health check. Default: the image's."),
-    key!("healthInterval", ONCE, Berth, Shape::Pattern(DURATION_PATTERN), "a duration such as 10s",
-        "Time between health checks. Default: the image's, else 30s."),
-    key!("healthTimeout", ONCE, Berth, Shape::Pattern(DURATION_PATTERN), "a duration such as 5s",
-        "How long one check may take. Default: the image's, else 30s."),
-    key!("healthRetries", ONCE, Berth, Shape::Pattern(COUNT_PATTERN), "a whole number",
-        "Consecutive failures before the container counts as unhealthy. Default: the image's, else 3."),
-    key!("healthStartPeriod", ONCE, Berth, Shape::Pattern(DURATION_PATTERN), "a duration such as 30s",
-        "Grace time after start during which failures do not count. Default: the image's, else 0s."),
+    key!("healthInterval", ONCE, Berth, Shape::Pattern(DURATION_PATTERN), "a duration from 1ms to 24h, such as 10s",
+        "Time between health checks. At least 1ms (the engine's minimum), at most 24h. Default: the image's, else 30s."),
+    key!("healthTimeout", ONCE, Berth, Shape::Pattern(DURATION_PATTERN), "a duration from 1ms to 24h, such as 5s",
+        "How long one check may take. At least 1ms (the engine's minimum), at most 24h. Default: the image's, else 30s."),
+    key!("healthRetries", ONCE, Berth, Shape::Pattern(COUNT_PATTERN), "a whole number from 0 to 100",
+        "Consecutive failures before the container counts as unhealthy; 0 means the image's. At most 100: berth waits up to start period + interval x retries for a verdict. Default: the image's, else 3."),
+    key!("healthStartPeriod", ONCE, Berth, Shape::Pattern(DURATION_PATTERN), "0, or a duration from 1ms to 24h, such as 30s",
+        "Grace time after start during which failures do not count. 0, or at least 1ms (the engine's minimum); at most 24h. Default: the image's, else 0s."),
     key!("updateStrategy", ONCE, Berth, Shape::OneOf(&["stop-first", "start-first"]), "stop-first or start-first",
-        "stop-first stops the old container before the new one starts; start-first starts the new one first (not possible when both bind the same host port). Default: stop-first."),
+        "stop-first stops the old container before the new one starts; start-first starts the new one first (not possible when both bind the same host port) and stops the old one once the new one is ready. While both run they share the same volumes and bind mounts: two processes on one data directory, so use start-first only for services that allow it (berth's plan warns). Default: stop-first."),
     key!("pullPolicy", ONCE, Berth, Shape::OneOf(&["missing", "always", "never"]), "missing, always or never",
         "When the image is pulled: only when missing locally, on every apply, or never. Default: missing."),
     key!("dependsOn", MANY, Berth, Shape::Pattern("^[a-zA-Z0-9][a-zA-Z0-9_.-]*$"), "the id of another component in the same document",
-        "Starts this container after the named one; repeat the key for more."),
+        "Starts this container after the named one has proven ready; repeat the key for more. A container: network and a container_<hostname> host entry imply it."),
     key!("status", MANY, Reported, Shape::Text, "reported by the agent", "Current-state only; ignored in desired state."),
     key!("created", MANY, Reported, Shape::Text, "reported by the agent", "Current-state only; ignored in desired state."),
     key!("finishedAt", MANY, Reported, Shape::Text, "reported by the agent", "Current-state only; ignored in desired state."),
@@ -258,6 +258,82 @@ mod tests {
         assert_eq!(suggest(CONTAINER_KEYS, "enviroment"), None);
         assert_eq!(suggest(CONTAINER_KEYS, "memroy"), Some("memory"));
         assert_eq!(suggest(CONTAINER_KEYS, "logMaxFile"), Some("logMaxFiles"));
+    }
+
+    /// Each bounded key's syntax names its bound, with the figure validation
+    /// uses, so the schema cannot promise what validation refuses.
+    #[test]
+    fn bounded_keys_name_their_bounds_in_the_schema() {
+        use crate::spec::values::{self, duration_text};
+        let bounds = [
+            (
+                "restartMaxRetries",
+                format!("to {}", values::MAX_RESTART_RETRIES),
+            ),
+            (
+                "restartTimeout",
+                format!("at most {}", duration_text(values::MAX_RESTART_TIMEOUT)),
+            ),
+            ("logMaxFiles", format!("to {}", values::MAX_LOG_FILES)),
+            ("logMaxSize", format!("at most {} bytes", values::MAX_SIZE)),
+            (
+                "logMaxBufferSize",
+                format!("at most {} bytes", values::MAX_SIZE),
+            ),
+            ("memory", format!("at most {} bytes", values::MAX_MEMORY)),
+            (
+                "memoryReservation",
+                format!("at most {} bytes", values::MAX_SIZE),
+            ),
+            ("memorySwap", format!("at most {} bytes", values::MAX_SIZE)),
+            (
+                "cpus",
+                format!(
+                    "at most {}.{:09}",
+                    values::MAX_NANO_CPUS / 1_000_000_000,
+                    values::MAX_NANO_CPUS % 1_000_000_000
+                ),
+            ),
+            (
+                "stopTimeout",
+                format!("at most {}", duration_text(values::MAX_STOP_TIMEOUT)),
+            ),
+            (
+                "healthInterval",
+                format!(
+                    "from {} to {}",
+                    duration_text(values::MIN_HEALTH_DURATION),
+                    duration_text(values::MAX_HEALTH_DURATION)
+                ),
+            ),
+            (
+                "healthTimeout",
+                format!(
+                    "from {} to {}",
+                    duration_text(values::MIN_HEALTH_DURATION),
+                    duration_text(values::MAX_HEALTH_DURATION)
+                ),
+            ),
+            (
+                "healthStartPeriod",
+                format!(
+                    "from {} to {}",
+                    duration_text(values::MIN_HEALTH_DURATION),
+                    duration_text(values::MAX_HEALTH_DURATION)
+                ),
+            ),
+            (
+                "healthRetries",
+                format!("to {}", values::MAX_HEALTH_RETRIES),
+            ),
+        ];
+        for (key, bound) in bounds {
+            let info = find(CONTAINER_KEYS, key).map(|k| k.syntax);
+            assert!(
+                info.is_some_and(|s| s.contains(&bound)),
+                "{key}: syntax {info:?} lacks {bound:?}"
+            );
+        }
     }
 
     #[test]

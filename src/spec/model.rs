@@ -9,7 +9,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 
 use super::image::ImageRef;
 
@@ -406,7 +406,7 @@ impl NetworkMode {
 }
 
 /// The engine's restart policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "policy")]
 pub enum RestartPolicy {
     /// Never restart.
@@ -483,7 +483,7 @@ pub struct LogConfig {
 }
 
 /// Swap limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Swap {
     /// Memory plus swap, in bytes.
@@ -493,7 +493,7 @@ pub enum Swap {
 }
 
 /// Resource limits, changed in place by the engine's update call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Resources {
     /// Hard memory limit in bytes.
     pub memory: Option<u64>,

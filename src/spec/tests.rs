@@ -151,6 +151,16 @@ fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
 
+/// The largest size the engine takes, 2^63 - 1 bytes, in Kanto's size
+/// syntax (1023/1024 of a kibibyte is exactly .9990234375k).
+const LARGEST_SIZE: &str = "9007199254740991.9990234375k";
+/// One byte more than [`LARGEST_SIZE`]: 2^63 bytes.
+const ONE_PAST_LARGEST_SIZE: &str = "9007199254740992k";
+/// The largest memory limit, 2^62 - 1 bytes (twice it is still 2^63 - 2).
+const LARGEST_MEMORY: &str = "4503599627370495.9990234375k";
+/// One byte more than [`LARGEST_MEMORY`]: 2^62 bytes.
+const ONE_PAST_LARGEST_MEMORY: &str = "4503599627370496k";
+
 // ---------------------------------------------------------------------------
 // 1. Every container key: accepted values land in the right field, invalid
 //    values are refused at the component's key.
@@ -790,14 +800,40 @@ fn negative_restart_max_retries_is_refused() {
 }
 
 #[test]
-fn overflowing_restart_max_retries_is_refused() {
+fn overflowing_restart_max_retries_is_refused_naming_the_bound() {
     assert_web_refuses(
         &[
             ("restartPolicy", "on-failure"),
             ("restartMaxRetries", "4294967296"),
         ],
         "restartMaxRetries",
-        &["too large"],
+        &["\"4294967296\" must be at most 1000000"],
+    );
+}
+
+#[test]
+fn restart_max_retries_of_1000000_are_accepted() {
+    let spec = web(&[
+        ("restartPolicy", "on-failure"),
+        ("restartMaxRetries", "1000000"),
+    ]);
+    assert_eq!(
+        spec.config.restart,
+        RestartPolicy::OnFailure {
+            max_retries: 1_000_000
+        }
+    );
+}
+
+#[test]
+fn restart_max_retries_above_1000000_are_refused_naming_the_bound() {
+    assert_web_refuses(
+        &[
+            ("restartPolicy", "on-failure"),
+            ("restartMaxRetries", "1000001"),
+        ],
+        "restartMaxRetries",
+        &["\"1000001\" must be at most 1000000"],
     );
 }
 
@@ -852,6 +888,33 @@ fn negative_restart_timeout_is_refused() {
         &[("restartTimeout", "-30")],
         "restartTimeout",
         &["must not be negative"],
+    );
+}
+
+#[test]
+fn restart_timeout_of_24h_is_accepted() {
+    let config = [("restartPolicy", "on-failure"), ("restartTimeout", "24h")];
+    assert_eq!(
+        web(&config).rollout.restart_timeout,
+        Some(Duration::from_secs(24 * 3600))
+    );
+}
+
+#[test]
+fn restart_timeout_above_24h_is_refused_naming_the_bound() {
+    assert_web_refuses(
+        &[("restartPolicy", "on-failure"), ("restartTimeout", "86401")],
+        "restartTimeout",
+        &["\"86401\" must be at most 24h"],
+    );
+}
+
+#[test]
+fn restart_timeout_too_large_for_a_duration_is_refused_naming_the_bound() {
+    assert_web_refuses(
+        &[("restartTimeout", "99999999999999999999")],
+        "restartTimeout",
+        &["\"99999999999999999999\" must be at most 24h"],
     );
 }
 
@@ -1034,6 +1097,74 @@ fn log_max_buffer_size_in_blocking_mode_is_ignored_with_a_warning() {
     );
 }
 
+#[test]
+fn log_max_files_of_1_are_accepted() {
+    assert_eq!(web(&[("logMaxFiles", "1")]).config.log.max_files, Some(1));
+}
+
+#[test]
+fn log_max_files_of_1000_are_accepted() {
+    assert_eq!(
+        web(&[("logMaxFiles", "1000")]).config.log.max_files,
+        Some(1000)
+    );
+}
+
+#[test]
+fn log_max_files_above_1000_are_refused_naming_the_bound() {
+    assert_web_refuses(
+        &[("logMaxFiles", "1001")],
+        "logMaxFiles",
+        &["\"1001\" must be at most 1000"],
+    );
+}
+
+#[test]
+fn log_max_size_of_the_largest_signed_64_bit_byte_count_is_accepted() {
+    assert_eq!(
+        web(&[("logMaxSize", LARGEST_SIZE)]).config.log.max_size,
+        Some(i64::MAX as u64)
+    );
+}
+
+#[test]
+fn log_max_size_above_the_largest_signed_64_bit_byte_count_is_refused_naming_the_bound() {
+    assert_web_refuses(
+        &[("logMaxSize", ONE_PAST_LARGEST_SIZE)],
+        "logMaxSize",
+        &[
+            ONE_PAST_LARGEST_SIZE,
+            "is too large (at most 9223372036854775807 bytes)",
+        ],
+    );
+}
+
+#[test]
+fn log_max_buffer_size_of_the_largest_signed_64_bit_byte_count_is_accepted() {
+    let log = web(&[
+        ("logMode", "non-blocking"),
+        ("logMaxBufferSize", LARGEST_SIZE),
+    ])
+    .config
+    .log;
+    assert_eq!(log.max_buffer_size, Some(i64::MAX as u64));
+}
+
+#[test]
+fn log_max_buffer_size_above_the_largest_signed_64_bit_byte_count_is_refused_naming_the_bound() {
+    assert_web_refuses(
+        &[
+            ("logMode", "non-blocking"),
+            ("logMaxBufferSize", ONE_PAST_LARGEST_SIZE),
+        ],
+        "logMaxBufferSize",
+        &[
+            ONE_PAST_LARGEST_SIZE,
+            "is too large (at most 9223372036854775807 bytes)",
+        ],
+    );
+}
+
 // --- memory, memoryReservation, memorySwap ---
 
 #[test]
@@ -1149,6 +1280,81 @@ fn invalid_memory_with_memory_swap_is_reported_once() {
         &[("memory", "512"), ("memorySwap", "1G")],
         "memory",
         &["has no unit"],
+    );
+}
+
+#[test]
+fn memory_of_6m_is_accepted() {
+    assert_eq!(
+        web(&[("memory", "6M")]).config.resources.memory,
+        Some(6 * MI)
+    );
+}
+
+#[test]
+fn memory_of_half_the_largest_signed_64_bit_byte_count_is_accepted() {
+    assert_eq!(
+        web(&[("memory", LARGEST_MEMORY)]).config.resources.memory,
+        Some((i64::MAX / 2) as u64)
+    );
+}
+
+#[test]
+fn memory_above_half_the_largest_signed_64_bit_byte_count_is_refused_naming_the_bound() {
+    assert_web_refuses(
+        &[("memory", ONE_PAST_LARGEST_MEMORY)],
+        "memory",
+        &[
+            ONE_PAST_LARGEST_MEMORY,
+            "is too large (at most 4611686018427387903 bytes",
+            "twice the memory",
+        ],
+    );
+}
+
+#[test]
+fn memory_reservation_of_the_largest_signed_64_bit_byte_count_is_accepted() {
+    assert_eq!(
+        web(&[("memoryReservation", LARGEST_SIZE)])
+            .config
+            .resources
+            .memory_reservation,
+        Some(i64::MAX as u64)
+    );
+}
+
+#[test]
+fn memory_reservation_above_the_largest_signed_64_bit_byte_count_is_refused_naming_the_bound() {
+    assert_web_refuses(
+        &[("memoryReservation", ONE_PAST_LARGEST_SIZE)],
+        "memoryReservation",
+        &[
+            ONE_PAST_LARGEST_SIZE,
+            "is too large (at most 9223372036854775807 bytes)",
+        ],
+    );
+}
+
+#[test]
+fn memory_swap_of_the_largest_signed_64_bit_byte_count_is_accepted() {
+    assert_eq!(
+        web(&[("memory", "1G"), ("memorySwap", LARGEST_SIZE)])
+            .config
+            .resources
+            .memory_swap,
+        Some(Swap::Limit(i64::MAX as u64))
+    );
+}
+
+#[test]
+fn memory_swap_above_the_largest_signed_64_bit_byte_count_is_refused_naming_the_bound() {
+    assert_web_refuses(
+        &[("memory", "1G"), ("memorySwap", ONE_PAST_LARGEST_SIZE)],
+        "memorySwap",
+        &[
+            ONE_PAST_LARGEST_SIZE,
+            "is too large (at most 9223372036854775807 bytes)",
+        ],
     );
 }
 
@@ -1337,6 +1543,26 @@ fn cpus_that_are_not_a_number_are_refused() {
     assert_web_refuses(&[("cpus", "two")], "cpus", &["\"two\"", "is not a number"]);
 }
 
+#[test]
+fn cpus_of_the_largest_signed_64_bit_count_of_nano_cpus_are_accepted() {
+    assert_eq!(
+        web(&[("cpus", "9223372036.854775807")])
+            .config
+            .resources
+            .nano_cpus,
+        Some(i64::MAX as u64)
+    );
+}
+
+#[test]
+fn cpus_above_the_largest_signed_64_bit_count_of_nano_cpus_are_refused_naming_the_bound() {
+    assert_web_refuses(
+        &[("cpus", "9223372036.854775808")],
+        "cpus",
+        &["\"9223372036.854775808\" is too large (at most 9223372036.854775807 CPUs)"],
+    );
+}
+
 // --- stopTimeout, stopSignal ---
 
 #[test]
@@ -1360,6 +1586,23 @@ fn stop_timeout_not_in_whole_seconds_is_refused() {
             &["must be a whole number of seconds"],
         );
     }
+}
+
+#[test]
+fn stop_timeout_of_1h_is_accepted() {
+    assert_eq!(
+        web(&[("stopTimeout", "1h")]).config.stop_timeout,
+        Some(Duration::from_secs(3600))
+    );
+}
+
+#[test]
+fn stop_timeout_above_1h_is_refused_naming_the_bound() {
+    assert_web_refuses(
+        &[("stopTimeout", "3601")],
+        "stopTimeout",
+        &["\"3601\" must be at most 1h"],
+    );
 }
 
 #[test]
@@ -1486,6 +1729,174 @@ fn invalid_health_start_period_is_refused() {
         &[("healthStartPeriod", "soon")],
         "healthStartPeriod",
         &["is not a duration"],
+    );
+}
+
+#[test]
+fn health_interval_of_1ms_is_accepted() {
+    assert_eq!(
+        web(&[("healthInterval", "1ms")]).config.health.interval,
+        Some(Duration::from_millis(1))
+    );
+}
+
+#[test]
+fn health_interval_below_1ms_is_refused_naming_the_bound() {
+    assert_web_refuses(
+        &[("healthInterval", "999us")],
+        "healthInterval",
+        &["\"999us\" must be at least 1ms"],
+    );
+}
+
+#[test]
+fn health_interval_of_24h_is_accepted() {
+    assert_eq!(
+        web(&[("healthInterval", "24h")]).config.health.interval,
+        Some(Duration::from_secs(24 * 3600))
+    );
+}
+
+#[test]
+fn health_interval_above_24h_is_refused_naming_the_bound() {
+    assert_web_refuses(
+        &[("healthInterval", "24h 1ns")],
+        "healthInterval",
+        &["\"24h 1ns\" must be at most 24h"],
+    );
+}
+
+#[test]
+fn health_timeout_of_1ms_is_accepted() {
+    assert_eq!(
+        web(&[("healthTimeout", "1ms")]).config.health.timeout,
+        Some(Duration::from_millis(1))
+    );
+}
+
+#[test]
+fn health_timeout_below_1ms_is_refused_naming_the_bound() {
+    assert_web_refuses(
+        &[("healthTimeout", "999us")],
+        "healthTimeout",
+        &["\"999us\" must be at least 1ms"],
+    );
+}
+
+#[test]
+fn health_timeout_of_24h_is_accepted() {
+    assert_eq!(
+        web(&[("healthTimeout", "24h")]).config.health.timeout,
+        Some(Duration::from_secs(24 * 3600))
+    );
+}
+
+#[test]
+fn health_timeout_above_24h_is_refused_naming_the_bound() {
+    assert_web_refuses(
+        &[("healthTimeout", "24h 1ns")],
+        "healthTimeout",
+        &["\"24h 1ns\" must be at most 24h"],
+    );
+}
+
+#[test]
+fn health_start_period_of_1ms_is_accepted() {
+    assert_eq!(
+        web(&[("healthStartPeriod", "1ms")])
+            .config
+            .health
+            .start_period,
+        Some(Duration::from_millis(1))
+    );
+}
+
+#[test]
+fn health_start_period_between_0_and_1ms_is_refused_naming_the_bound() {
+    assert_web_refuses(
+        &[("healthStartPeriod", "999us")],
+        "healthStartPeriod",
+        &["\"999us\" must be 0 or at least 1ms"],
+    );
+}
+
+#[test]
+fn health_start_period_of_24h_is_accepted() {
+    assert_eq!(
+        web(&[("healthStartPeriod", "24h")])
+            .config
+            .health
+            .start_period,
+        Some(Duration::from_secs(24 * 3600))
+    );
+}
+
+#[test]
+fn health_start_period_above_24h_is_refused_naming_the_bound() {
+    assert_web_refuses(
+        &[("healthStartPeriod", "24h 1ns")],
+        "healthStartPeriod",
+        &["\"24h 1ns\" must be at most 24h"],
+    );
+}
+
+#[test]
+fn zero_health_retries_leave_the_count_to_the_image() {
+    assert_eq!(
+        web(&[("healthRetries", "0")]).config.health.retries,
+        Some(0)
+    );
+}
+
+#[test]
+fn health_retries_of_100_are_accepted() {
+    assert_eq!(
+        web(&[("healthRetries", "100")]).config.health.retries,
+        Some(100)
+    );
+}
+
+#[test]
+fn health_retries_above_100_are_refused_naming_the_bound() {
+    assert_web_refuses(
+        &[("healthRetries", "101")],
+        "healthRetries",
+        &["\"101\" must be at most 100"],
+    );
+}
+
+#[test]
+fn health_retries_beyond_any_integer_are_refused_naming_the_bound() {
+    assert_web_refuses(
+        &[("healthRetries", "99999999999999999999999")],
+        "healthRetries",
+        &["must be at most 100"],
+    );
+}
+
+/// Regression: this document used to be accepted, and the readiness gate's
+/// start period + interval x retries + margin then overflowed `Duration`
+/// and panicked the apply.
+#[test]
+fn health_interval_of_1000d_with_4000000000_retries_is_refused_instead_of_panicking_the_readiness_gate(
+) {
+    let r = web_rejection(&[
+        ("healthCmd", "true"),
+        ("healthInterval", "1000d"),
+        ("healthRetries", "4000000000"),
+    ]);
+    let found: Vec<(&str, &str)> = r
+        .errors
+        .iter()
+        .map(|e| (e.path.as_str(), e.message.as_str()))
+        .collect();
+    let (interval, retries) = (web_at("healthInterval"), web_at("healthRetries"));
+    assert_eq!(
+        found,
+        [
+            (interval.as_str(), "\"1000d\" must be at most 24h"),
+            (retries.as_str(), "\"4000000000\" must be at most 100"),
+        ]
     );
 }
 

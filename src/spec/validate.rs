@@ -604,7 +604,7 @@ impl Reader<'_, '_, '_> {
             restart,
             log,
             resources,
-            stop_timeout: self.one("stopTimeout", values::parse_whole_seconds),
+            stop_timeout: self.one("stopTimeout", values::parse_stop_timeout),
             stop_signal: self.one("stopSignal", values::parse_signal),
             health,
         };
@@ -793,7 +793,9 @@ impl Reader<'_, '_, '_> {
         let parsed = self.one("restartPolicy", |v| values::parse_word(v, &words));
         let policy_ok = parsed.is_some() || !self.has("restartPolicy");
         let policy = parsed.unwrap_or_default();
-        let retries = self.one("restartMaxRetries", |v| values::parse_count(v, 0));
+        let retries = self.one("restartMaxRetries", |v| {
+            values::parse_count(v, 0, values::MAX_RESTART_RETRIES)
+        });
         match policy {
             RestartPolicy::OnFailure { .. } => RestartPolicy::OnFailure {
                 max_retries: retries.unwrap_or(0),
@@ -820,7 +822,9 @@ impl Reader<'_, '_, '_> {
         let driver = self
             .one("logDriver", |v| values::parse_word(v, &drivers))
             .unwrap_or_default();
-        let max_files = self.one("logMaxFiles", |v| values::parse_count(v, 1));
+        let max_files = self.one("logMaxFiles", |v| {
+            values::parse_count(v, 1, values::MAX_LOG_FILES)
+        });
         let max_size = self.one("logMaxSize", values::parse_size);
         if max_size == Some(0) {
             self.error("logMaxSize", "must be more than 0");
@@ -861,7 +865,7 @@ impl Reader<'_, '_, '_> {
     }
 
     fn resources(&mut self) -> Resources {
-        let memory = self.one("memory", values::parse_size).filter(|m| *m > 0);
+        let memory = self.one("memory", values::parse_memory).filter(|m| *m > 0);
         let reservation = self
             .one("memoryReservation", values::parse_size)
             .filter(|m| *m > 0);
@@ -924,8 +928,10 @@ impl Reader<'_, '_, '_> {
             }),
             interval: self.one("healthInterval", values::parse_health_duration),
             timeout: self.one("healthTimeout", values::parse_health_duration),
-            retries: self.one("healthRetries", |v| values::parse_count(v, 0)),
-            start_period: self.one("healthStartPeriod", values::parse_duration),
+            retries: self.one("healthRetries", |v| {
+                values::parse_count(v, 0, values::MAX_HEALTH_RETRIES)
+            }),
+            start_period: self.one("healthStartPeriod", values::parse_health_start_period),
         }
     }
 
@@ -971,7 +977,7 @@ impl Reader<'_, '_, '_> {
             ("always", PullPolicy::Always),
             ("never", PullPolicy::Never),
         ];
-        let restart_timeout = self.one("restartTimeout", values::parse_duration);
+        let restart_timeout = self.one("restartTimeout", values::parse_restart_timeout);
         if restart_timeout.is_some() {
             let msg = if matches!(restart, RestartPolicy::OnFailure { .. }) {
                 "has no effect: the Docker engine has no restart retry timeout (kept for current state)".to_string()

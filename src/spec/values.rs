@@ -13,10 +13,71 @@ use super::model::{
 /// Problem text for one value.
 pub type Problem = String;
 
+// ---------------------------------------------------------------------------
+// Bounds. Every duration and count a document sets ends up in arithmetic (the
+// readiness gate waits start period + interval x retries + margin) or in a
+// signed 64-bit engine field, so each has an upper bound a person can mean and
+// the engine can store. Validation names the bound in its message; the
+// executor may rely on them instead of checking again.
+// ---------------------------------------------------------------------------
+
 /// The engine's smallest memory limit and reservation (moby's `linuxMinMemory`).
 pub const MIN_MEMORY: u64 = 6 * 1024 * 1024;
-/// Sizes the engine takes as signed 64-bit numbers.
-const MAX_SIZE: u64 = i64::MAX as u64;
+/// Sizes (`logMaxSize`, `logMaxBufferSize`, `memoryReservation`,
+/// `memorySwap`): the engine takes them as signed 64-bit byte counts.
+pub const MAX_SIZE: u64 = i64::MAX as u64;
+/// `memory`: when `memorySwap` is unset the engine (and berth's plan) takes
+/// twice the memory as the swap limit, and that doubling must still fit the
+/// engine's signed 64-bit byte count.
+pub const MAX_MEMORY: u64 = MAX_SIZE / 2;
+/// `cpus`, in billionths of a CPU: the engine takes `NanoCpus` as a signed
+/// 64-bit number (and refuses more CPUs than the host has).
+pub const MAX_NANO_CPUS: u64 = i64::MAX as u64;
+/// The shortest `healthInterval`, `healthTimeout` and non-zero
+/// `healthStartPeriod`: the engine refuses anything shorter (moby's
+/// `MinimumDuration`).
+pub const MIN_HEALTH_DURATION: Duration = Duration::from_millis(1);
+/// The longest `healthInterval`, `healthTimeout` and `healthStartPeriod`: a
+/// check run less often than daily detects nothing a person waits for, and
+/// with [`MAX_HEALTH_RETRIES`] it keeps the gate's worst case
+/// (start period + interval x retries) at 101 days, far from any overflow.
+pub const MAX_HEALTH_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+/// The most `healthRetries`: the readiness gate multiplies the interval by
+/// it, and a hundred consecutive failures is already far past "unhealthy".
+pub const MAX_HEALTH_RETRIES: u32 = 100;
+/// The longest `stopTimeout`: the engine stores it as whole seconds in an
+/// int and every stop, recreate and rollback may wait this long per
+/// container; a process that needs more than an hour to stop is stuck.
+pub const MAX_STOP_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+/// The longest `restartTimeout`: the engine has no such setting, so it is
+/// only kept and reported, but reported values must stay printable and
+/// comparable like every other duration.
+pub const MAX_RESTART_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+/// The most `restartMaxRetries`: the engine takes it as a signed 64-bit
+/// number; a million restarts is "without limit" in all but name (0 says
+/// that outright).
+pub const MAX_RESTART_RETRIES: u32 = 1_000_000;
+/// The most `logMaxFiles`: the log drivers keep every one of them on disk;
+/// a thousand rotated files is more history than any device keeps.
+pub const MAX_LOG_FILES: u32 = 1000;
+
+/// A duration as a person writes it, in its largest whole unit (`24h`, `1h`,
+/// `7d`, `1ms`, else seconds with a fraction: `86400.000000001s`), for
+/// messages that name a bound or a value; humantime reads it back.
+pub fn duration_text(d: Duration) -> String {
+    let (s, n) = (d.as_secs(), d.subsec_nanos());
+    match (s, n) {
+        (0, 0) => "0s".into(),
+        (0, n) if n % 1_000_000 == 0 => format!("{}ms", n / 1_000_000),
+        (_, 0) if s % 86_400 == 0 && s > 86_400 => format!("{}d", s / 86_400),
+        (_, 0) if s % 3600 == 0 => format!("{}h", s / 3600),
+        (_, 0) if s % 60 == 0 => format!("{}m", s / 60),
+        (_, 0) => format!("{s}s"),
+        (0, n) if n % 1000 == 0 => format!("{}us", n / 1000),
+        (0, n) => format!("{n}ns"),
+        (s, n) => format!("{s}.{}s", format!("{n:09}").trim_end_matches('0')),
+    }
+}
 
 /// Container (and volume, network) names as the engine accepts them.
 pub fn check_name(name: &str) -> Result<(), Problem> {
@@ -45,8 +106,8 @@ pub fn parse_bool(v: &str) -> Result<bool, Problem> {
     }
 }
 
-/// A whole number no smaller than `min`.
-pub fn parse_count(v: &str, min: u32) -> Result<u32, Problem> {
+/// A whole number from `min` to `max`; the message names the bound it misses.
+pub fn parse_count(v: &str, min: u32, max: u32) -> Result<u32, Problem> {
     let t = v.trim();
     if let Some(rest) = t.strip_prefix('-') {
         if !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()) {
@@ -54,11 +115,14 @@ pub fn parse_count(v: &str, min: u32) -> Result<u32, Problem> {
         }
     }
     if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("is not a whole number (expected {min} or more)"));
+        return Err(format!("is not a whole number (expected {min} to {max})"));
     }
-    let n: u32 = t
-        .parse()
-        .map_err(|_| format!("is too large (at most {})", u32::MAX))?;
+    let too_large = || format!("must be at most {max}");
+    // Any number of digits parses as "too large" rather than overflowing.
+    let n: u32 = t.parse().map_err(|_| too_large())?;
+    if n > max {
+        return Err(too_large());
+    }
     if n < min {
         return Err(format!("must be at least {min}"));
     }
@@ -125,47 +189,102 @@ pub fn parse_swap(v: &str) -> Result<Swap, Problem> {
 /// A duration: whole seconds (`30`, as Kanto's `restartTimeout`) or humantime
 /// text (`30s`, `1m 30s`, `500ms`, as Kanto's inventory prints it).
 pub fn parse_duration(v: &str) -> Result<Duration, Problem> {
+    read_duration(v)?.ok_or_else(|| "is too large".into())
+}
+
+/// A duration no longer than `max`. A number too large even for a
+/// [`Duration`] is refused with the same words, so every message names the
+/// bound.
+pub fn parse_duration_at_most(v: &str, max: Duration) -> Result<Duration, Problem> {
+    match read_duration(v)? {
+        Some(d) if d <= max => Ok(d),
+        _ => Err(format!("must be at most {}", duration_text(max))),
+    }
+}
+
+/// [`parse_duration`]'s syntax; `None` for a number beyond [`Duration`].
+fn read_duration(v: &str) -> Result<Option<Duration>, Problem> {
     let t = v.trim();
     if t.starts_with('-') {
         return Err("must not be negative".into());
     }
     if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
-        return t
-            .parse::<u64>()
-            .map(Duration::from_secs)
-            .map_err(|_| "is too large".into());
+        return Ok(t.parse::<u64>().ok().map(Duration::from_secs));
     }
-    humantime::parse_duration(t).map_err(|e| {
-        format!(
+    match humantime::parse_duration(t) {
+        Ok(d) => Ok(Some(d)),
+        // Without a fraction, an overflow can only mean "too large" (with
+        // one it may mean "finer than 1ns", which humantime's words cover).
+        Err(humantime::DurationError::NumberOverflow) if !t.contains('.') => Ok(None),
+        Err(e) => Err(format!(
             "is not a duration ({e}); expected whole seconds or a duration such as 30s or 1m30s"
-        )
-    })
+        )),
+    }
 }
 
-/// A duration that the engine stores in whole seconds.
-pub fn parse_whole_seconds(v: &str) -> Result<Duration, Problem> {
-    let d = parse_duration(v)?;
+/// `stopTimeout`: a duration the engine stores in whole seconds, at most
+/// [`MAX_STOP_TIMEOUT`].
+pub fn parse_stop_timeout(v: &str) -> Result<Duration, Problem> {
+    let d = parse_duration_at_most(v, MAX_STOP_TIMEOUT)?;
     if d.subsec_nanos() != 0 {
         return Err(
             "must be a whole number of seconds (the engine counts stop timeouts in seconds)".into(),
         );
     }
-    if d.as_secs() > i32::MAX as u64 {
-        return Err("is too large".into());
+    Ok(d)
+}
+
+/// `healthInterval` and `healthTimeout`: from [`MIN_HEALTH_DURATION`] (the
+/// engine refuses less, and 0 would mean "the image's", which leaving the
+/// key out already says) to [`MAX_HEALTH_DURATION`].
+pub fn parse_health_duration(v: &str) -> Result<Duration, Problem> {
+    let d = parse_duration_at_most(v, MAX_HEALTH_DURATION)?;
+    if d < MIN_HEALTH_DURATION {
+        return Err(format!(
+            "must be at least {}",
+            duration_text(MIN_HEALTH_DURATION)
+        ));
     }
     Ok(d)
 }
 
-/// A health-check duration: the engine refuses anything between 0 and 1ms.
-pub fn parse_health_duration(v: &str) -> Result<Duration, Problem> {
-    let d = parse_duration(v)?;
-    if d < Duration::from_millis(1) {
-        return Err("must be at least 1ms".into());
-    }
-    if d.as_nanos() > i64::MAX as u128 {
-        return Err("is too large".into());
+/// `healthStartPeriod`: 0 (no grace time), or from [`MIN_HEALTH_DURATION`]
+/// (the engine refuses a non-zero start period below it) to
+/// [`MAX_HEALTH_DURATION`].
+pub fn parse_health_start_period(v: &str) -> Result<Duration, Problem> {
+    let d = parse_duration_at_most(v, MAX_HEALTH_DURATION)?;
+    if !d.is_zero() && d < MIN_HEALTH_DURATION {
+        return Err(format!(
+            "must be 0 or at least {}",
+            duration_text(MIN_HEALTH_DURATION)
+        ));
     }
     Ok(d)
+}
+
+/// `restartTimeout`: a duration up to [`MAX_RESTART_TIMEOUT`].
+pub fn parse_restart_timeout(v: &str) -> Result<Duration, Problem> {
+    parse_duration_at_most(v, MAX_RESTART_TIMEOUT)
+}
+
+/// `memory`: a size up to [`MAX_MEMORY`] (0 means none; the caller checks
+/// [`MIN_MEMORY`], in mebibytes).
+pub fn parse_memory(v: &str) -> Result<u64, Problem> {
+    let bytes = parse_size(v)?;
+    if bytes > MAX_MEMORY {
+        return Err(format!(
+            "is too large (at most {MAX_MEMORY} bytes, so that the engine's default swap of twice the memory fits in a signed 64-bit number)"
+        ));
+    }
+    Ok(bytes)
+}
+
+fn cpus_too_large() -> Problem {
+    format!(
+        "is too large (at most {}.{:09} CPUs)",
+        MAX_NANO_CPUS / 1_000_000_000,
+        MAX_NANO_CPUS % 1_000_000_000
+    )
 }
 
 /// `cpus`: a positive decimal number of CPUs, in billionths.
@@ -190,7 +309,7 @@ pub fn parse_cpus(v: &str) -> Result<u64, Problem> {
     let whole: u64 = if whole.is_empty() {
         0
     } else {
-        whole.parse().map_err(|_| "is too large".to_string())?
+        whole.parse().map_err(|_| cpus_too_large())?
     };
     let frac_nanos: u64 = if frac.is_empty() {
         0
@@ -200,8 +319,8 @@ pub fn parse_cpus(v: &str) -> Result<u64, Problem> {
     let nanos = whole
         .checked_mul(1_000_000_000)
         .and_then(|n| n.checked_add(frac_nanos))
-        .filter(|n| *n <= i64::MAX as u64)
-        .ok_or_else(|| "is too large".to_string())?;
+        .filter(|n| *n <= MAX_NANO_CPUS)
+        .ok_or_else(cpus_too_large)?;
     if nanos == 0 {
         return Err(format!("must be more than 0; {expected}"));
     }
@@ -653,13 +772,21 @@ mod tests {
 
     #[test]
     fn count_refuses_negative_and_overflow() {
-        assert_eq!(parse_count("5", 0), Ok(5));
-        assert!(parse_count("-1", 0).unwrap_err().contains("negative"));
-        assert!(parse_count("99999999999", 0)
-            .unwrap_err()
-            .contains("too large"));
-        assert!(parse_count("0", 1).unwrap_err().contains("at least 1"));
-        assert!(parse_count("1.5", 0).is_err());
+        assert_eq!(parse_count("5", 0, 10), Ok(5));
+        assert!(parse_count("-1", 0, 10).unwrap_err().contains("negative"));
+        assert_eq!(
+            parse_count("99999999999", 0, 10),
+            Err("must be at most 10".into())
+        );
+        assert!(parse_count("0", 1, 10).unwrap_err().contains("at least 1"));
+        assert!(parse_count("1.5", 0, 10).is_err());
+    }
+
+    #[test]
+    fn count_accepts_its_bounds_and_refuses_one_past_the_top() {
+        assert_eq!(parse_count("1", 1, 10), Ok(1));
+        assert_eq!(parse_count("10", 1, 10), Ok(10));
+        assert_eq!(parse_count("11", 1, 10), Err("must be at most 10".into()));
     }
 
     #[test]
@@ -707,9 +834,28 @@ mod tests {
     }
 
     #[test]
-    fn whole_seconds_refuses_fractions() {
-        assert!(parse_whole_seconds("1500ms").unwrap_err().contains("whole"));
-        assert_eq!(parse_whole_seconds("2m"), Ok(Duration::from_secs(120)));
+    fn stop_timeout_refuses_fractions() {
+        assert!(parse_stop_timeout("1500ms").unwrap_err().contains("whole"));
+        assert_eq!(parse_stop_timeout("2m"), Ok(Duration::from_secs(120)));
+    }
+
+    #[test]
+    fn bounds_are_written_as_a_person_would() {
+        assert_eq!(duration_text(Duration::from_millis(1)), "1ms");
+        assert_eq!(duration_text(Duration::from_secs(30)), "30s");
+        assert_eq!(duration_text(Duration::from_secs(120)), "2m");
+        assert_eq!(duration_text(MAX_STOP_TIMEOUT), "1h");
+        assert_eq!(duration_text(MAX_HEALTH_DURATION), "24h");
+        assert_eq!(duration_text(Duration::from_secs(7 * 86_400)), "7d");
+        assert_eq!(duration_text(Duration::from_secs(65_535)), "65535s");
+        assert_eq!(duration_text(Duration::from_micros(999)), "999us");
+        assert_eq!(duration_text(Duration::from_millis(1500)), "1.5s");
+        let past_a_day = MAX_HEALTH_DURATION + Duration::from_nanos(1);
+        assert_eq!(duration_text(past_a_day), "86400.000000001s");
+        assert_eq!(
+            humantime::parse_duration("86400.000000001s"),
+            Ok(past_a_day)
+        );
     }
 
     #[test]

@@ -26,6 +26,9 @@ use crate::spec::hash::{hash_version, spec_hash, HASH_VERSION};
 use crate::spec::model::*;
 use crate::spec::params;
 
+pub mod execution;
+pub use execution::{temporary, Execution, Pull, Temporary, NEW_SUFFIX, OLD_SUFFIX};
+
 /// Which containers berth may remove when they are not desired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -126,6 +129,10 @@ pub struct PlanEntry {
     /// The existing container's id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
+    /// How the executor carries it out (decided here, not there).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub execution: Execution,
 }
 
 /// The whole plan, in the order the actions should run.
@@ -236,8 +243,24 @@ pub fn compute(desired: &DesiredState, observed: &Observed, options: &PlanOption
         observed.containers.iter().map(|c| (c.name(), c)).collect();
     let desired_names: BTreeSet<&str> =
         desired.containers.iter().map(|c| c.name.as_str()).collect();
+    // Our old containers that an interrupted activity left on a temporary
+    // name while their own name is free: the desired component is brought
+    // back from them (with their volumes), never created from scratch.
+    let mut restorable: HashMap<&str, &ObservedContainer> = HashMap::new();
+    for c in &observed.containers {
+        if let Some((base, Temporary::Old)) = temporary(c.name()) {
+            let ours = c
+                .owner
+                .as_ref()
+                .is_some_and(|o| o.instance == options.instance);
+            if ours && !by_name.contains_key(base) {
+                restorable.entry(base).or_insert(c);
+            }
+        }
+    }
     for spec in &desired.containers {
-        let current = by_name.get(spec.name.as_str()).copied();
+        let restore = restorable.get(spec.name.as_str()).copied();
+        let current = by_name.get(spec.name.as_str()).copied().or(restore);
         let foreign = current
             .and_then(|c| c.owner.as_ref())
             .map(|o| o.instance.as_str())
@@ -253,6 +276,7 @@ pub fn compute(desired: &DesiredState, observed: &Observed, options: &PlanOption
                 diff: None,
                 version: spec.version.clone(),
                 container_id: current.map(|c| c.details.id.clone()),
+                execution: Execution::default(),
             }
         } else if system.contains(spec.name.as_str()) {
             PlanEntry {
@@ -262,7 +286,10 @@ pub fn compute(desired: &DesiredState, observed: &Observed, options: &PlanOption
                 diff: None,
                 version: spec.version.clone(),
                 container_id: current.map(|c| c.details.id.clone()),
+                execution: Execution::default(),
             }
+        } else if let Some(previous) = restore {
+            restore_entry(decide(spec, Some(previous), observed), previous)
         } else {
             decide(spec, current, observed)
         };
@@ -285,10 +312,46 @@ pub fn compute(desired: &DesiredState, observed: &Observed, options: &PlanOption
 
     let mut removals = Vec::new();
     let mut ignored = Vec::new();
+    let restoring: BTreeSet<&str> = ordered
+        .iter()
+        .filter_map(|e| e.execution.restore_from.as_deref())
+        .collect();
     for c in &observed.containers {
         let name = c.name();
-        if desired_names.contains(name) {
+        if desired_names.contains(name) || restoring.contains(name) {
             continue;
+        }
+        let ours = c
+            .owner
+            .as_ref()
+            .is_some_and(|o| o.instance == options.instance);
+        if let (Some((base, kind)), true) = (temporary(name), ours) {
+            // berth's own temporaries are never ordinary containers: a new
+            // one is recovery's to remove, an old one the only copy of a
+            // previous version.
+            let reason = match kind {
+                Temporary::New => {
+                    "temporary new container of an interrupted activity; recovery removes it"
+                        .to_string()
+                }
+                Temporary::Old if desired_names.contains(base) => {
+                    warnings.push(format!("{name}: an older container of {base} left by an interrupted activity; berth keeps it (with its data) — remove it by hand once {base} is verified"));
+                    format!("previous container of {base}, kept by an interrupted activity")
+                }
+                Temporary::Old => String::new(),
+            };
+            if !reason.is_empty() {
+                ignored.push(PlanEntry {
+                    id: name.to_string(),
+                    action: Action::Ignore,
+                    reasons: vec![reason],
+                    diff: None,
+                    version: c.owner.as_ref().and_then(|o| o.version.clone()),
+                    container_id: Some(c.details.id.clone()),
+                    execution: Execution::default(),
+                });
+                continue;
+            }
         }
         let entry = |action, reason: &str| PlanEntry {
             id: name.to_string(),
@@ -297,6 +360,7 @@ pub fn compute(desired: &DesiredState, observed: &Observed, options: &PlanOption
             diff: None,
             version: c.owner.as_ref().and_then(|o| o.version.clone()),
             container_id: Some(c.details.id.clone()),
+            execution: Execution::default(),
         };
         let foreign = c
             .owner
@@ -325,6 +389,19 @@ pub fn compute(desired: &DesiredState, observed: &Observed, options: &PlanOption
         }
     }
     ordered.extend(removals);
+    execution::decide(desired, observed, &mut ordered);
+    for entry in &ordered {
+        let (Some(spec), Some(old)) = (desired.container(&entry.id), observed.container(&entry.id))
+        else {
+            continue;
+        };
+        if entry.execution.start_first && execution::shares_data(spec, old) {
+            warnings.push(format!(
+                "{}: updateStrategy=start-first runs the old and the new container on the same data for a moment; make sure the service can share its data directory, or use stop-first",
+                entry.id
+            ));
+        }
+    }
     ordered.extend(ignored);
     Plan {
         activity_id: desired.activity_id.clone(),
@@ -346,6 +423,7 @@ fn decide(
         diff: None,
         version: spec.version.clone(),
         container_id: None,
+        execution: Execution::default(),
     };
     let Some(current) = current else {
         entry
@@ -419,6 +497,36 @@ fn decide(
     }
     entry.reasons = diffs.into_iter().map(|d| d.reason).collect();
     entry.diff = Some(settings_diff(spec, current));
+    entry
+}
+
+/// The entry for a component whose container lost its name to an
+/// interrupted activity and sits on `previous` (a `.berth-old` name): the
+/// same container comes back when it still matches, else it is replaced
+/// with its volumes carried over.
+fn restore_entry(mut entry: PlanEntry, previous: &ObservedContainer) -> PlanEntry {
+    let from = previous.name().to_string();
+    match entry.action {
+        Action::Keep | Action::Start => {
+            entry.action = Action::Start;
+            entry.reasons = vec![format!(
+                "{} is missing; its previous container {from} is restored and started",
+                entry.id
+            )];
+            entry.execution.restore_from = Some(from);
+        }
+        _ => {
+            entry.action = Action::Recreate;
+            entry.reasons.insert(
+                0,
+                format!(
+                    "{} is missing; its previous container {from} is replaced, its volumes carried over",
+                    entry.id
+                ),
+            );
+            entry.execution.restore_from = Some(from);
+        }
+    }
     entry
 }
 
@@ -1005,28 +1113,35 @@ fn settings_diff(spec: &ContainerSpec, current: &ObservedContainer) -> String {
         .to_string()
 }
 
-/// A container whose network is `container:<x>` shares x's network stack, so
-/// it must be recreated whenever x is.
+/// A container linked to x (its network is `container:<x>`, or a host entry
+/// resolves to x's address) must be recreated whenever x is: it shares x's
+/// network stack, or holds x's old address.
 fn propagate_shared_network(desired: &DesiredState, entries: &mut BTreeMap<&str, PlanEntry>) {
     loop {
         let mut changed = false;
         for spec in &desired.containers {
-            let NetworkMode::Container(parent) = &spec.config.network else {
-                continue;
-            };
-            let parent_replaced = entries
-                .get(parent.as_str())
-                .is_some_and(|e| matches!(e.action, Action::Recreate | Action::Create));
+            let replaced: Vec<&str> = execution::links(spec, desired)
+                .into_iter()
+                .filter(|l| {
+                    entries
+                        .get(l)
+                        .is_some_and(|e| matches!(e.action, Action::Recreate | Action::Create))
+                })
+                .collect();
             let Some(entry) = entries.get_mut(spec.name.as_str()) else {
                 continue;
             };
-            if parent_replaced
-                && matches!(entry.action, Action::Keep | Action::Start | Action::Update)
-            {
+            if let (Some(parent), true) = (
+                replaced.first(),
+                matches!(entry.action, Action::Keep | Action::Start | Action::Update),
+            ) {
                 entry.action = Action::Recreate;
-                entry.reasons.push(format!(
-                    "shares the network of {parent}, which gets a new container"
-                ));
+                entry.reasons.push(match &spec.config.network {
+                    NetworkMode::Container(p) if p == parent => {
+                        format!("shares the network of {parent}, which gets a new container")
+                    }
+                    _ => format!("links to {parent} by address, which gets a new container"),
+                });
                 changed = true;
             }
         }
@@ -1037,8 +1152,8 @@ fn propagate_shared_network(desired: &DesiredState, entries: &mut BTreeMap<&str,
 }
 
 /// Desired containers in dependency order (dependencies first), document
-/// order among equals. Kahn's algorithm over the `dependsOn` and
-/// `container:<x>` network edges, linear in containers plus edges.
+/// order among equals. Kahn's algorithm over the `dependsOn` edges and the
+/// links (`container:<x>` networks, `container_<hostname>` host entries).
 pub fn order(desired: &DesiredState) -> Vec<&str> {
     let index: HashMap<&str, usize> = desired
         .containers
@@ -1050,16 +1165,9 @@ pub fn order(desired: &DesiredState) -> Vec<&str> {
     let mut waiting_on = vec![0usize; n];
     let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
     for (i, c) in desired.containers.iter().enumerate() {
-        let network_parent = match &c.config.network {
-            NetworkMode::Container(parent) => Some(parent),
-            _ => None,
-        };
-        let deps: BTreeSet<usize> = c
-            .rollout
-            .depends_on
-            .iter()
-            .chain(network_parent)
-            .filter_map(|d| index.get(d.as_str()).copied())
+        let deps: BTreeSet<usize> = execution::dependencies(c, desired)
+            .into_iter()
+            .filter_map(|d| index.get(d).copied())
             .filter(|d| *d != i)
             .collect();
         waiting_on[i] = deps.len();
@@ -1097,5 +1205,4 @@ pub fn order(desired: &DesiredState) -> Vec<&str> {
 }
 
 #[cfg(test)]
-#[path = "plan_tests.rs"]
 mod tests;

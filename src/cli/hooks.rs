@@ -1,0 +1,51 @@
+//! Test hooks. Only a `test-hooks` build (the integration tests') reads
+//! them: there `BERTH_TEST_PAUSE_AT` makes an activity wait at a named
+//! point so a test can kill berth there, and `BERTH_TEST_FAULTS` wraps the
+//! engine in [`berth::runtime::faults::Faulty`] (e.g. `rename#2:fail`). The
+//! release binary has neither, and reads no such variable.
+
+use berth::execute::PausePoint;
+use berth::runtime::docker::DockerRuntime;
+
+/// The engine the commands talk to.
+#[cfg(feature = "test-hooks")]
+pub type Engine = berth::runtime::faults::Faulty<DockerRuntime>;
+/// The engine the commands talk to.
+#[cfg(not(feature = "test-hooks"))]
+pub type Engine = DockerRuntime;
+
+/// Wraps a connected engine with the faults `BERTH_TEST_FAULTS` asks for.
+///
+/// # Errors
+/// When the variable does not parse.
+#[cfg(feature = "test-hooks")]
+pub fn engine(rt: DockerRuntime) -> anyhow::Result<Engine> {
+    let spec = std::env::var("BERTH_TEST_FAULTS").unwrap_or_default();
+    berth::runtime::faults::Faulty::from_spec(rt, &spec)
+        .map_err(|e| anyhow::anyhow!("BERTH_TEST_FAULTS: {e}"))
+}
+
+/// The engine as connected.
+///
+/// # Errors
+/// Never.
+#[cfg(not(feature = "test-hooks"))]
+pub fn engine(rt: DockerRuntime) -> anyhow::Result<Engine> {
+    Ok(rt)
+}
+
+/// Where `BERTH_TEST_PAUSE_AT` asks an activity to wait.
+#[cfg(feature = "test-hooks")]
+pub fn pause_at() -> Option<PausePoint> {
+    match std::env::var("BERTH_TEST_PAUSE_AT").as_deref() {
+        Ok("updating") => Some(PausePoint::Updating),
+        Ok("activating") => Some(PausePoint::Activating),
+        _ => None,
+    }
+}
+
+/// No pause points outside test builds.
+#[cfg(not(feature = "test-hooks"))]
+pub fn pause_at() -> Option<PausePoint> {
+    None
+}

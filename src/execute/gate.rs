@@ -1,0 +1,181 @@
+//! The readiness gate: healthy within the health check's own worst case
+//! (plus a margin) when the container has one; otherwise running, without
+//! restarts, for `min_ready`. Every wait ends by the activity's deadline,
+//! whatever the health settings say, and no setting can overflow the
+//! arithmetic: the worst case saturates and is then capped.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::ExecuteOptions;
+use crate::runtime::{self, ContainerDetails, Health, RawHealthcheck, Runtime};
+use crate::spec::model::{ContainerSpec, HealthTest};
+
+/// How often the gate looks at a container.
+const POLL: Duration = Duration::from_millis(200);
+
+/// The engine's defaults for a health check that leaves them unset.
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+const DEFAULT_RETRIES: u32 = 3;
+
+/// The longest a health check may take to call a container healthy: its
+/// start period plus interval times retries plus `margin`; saturating, so
+/// any values give a duration (the deadline caps it).
+pub(super) fn health_worst_case(h: &RawHealthcheck, margin: Duration) -> Duration {
+    let ns = |v: i64, default: Duration| {
+        u64::try_from(v)
+            .ok()
+            .filter(|v| *v > 0)
+            .map_or(default, Duration::from_nanos)
+    };
+    let interval = ns(h.interval_ns, DEFAULT_INTERVAL);
+    let start = ns(h.start_period_ns, Duration::ZERO);
+    let retries = u32::try_from(h.retries)
+        .ok()
+        .filter(|r| *r > 0)
+        .unwrap_or(DEFAULT_RETRIES);
+    interval
+        .saturating_mul(retries)
+        .saturating_add(start)
+        .saturating_add(margin)
+}
+
+/// `now + d`, or `cap` when that is later or beyond what an instant holds.
+fn until(d: Duration, cap: Instant) -> Instant {
+    Instant::now().checked_add(d).map_or(cap, |t| t.min(cap))
+}
+
+async fn look<R: Runtime>(rt: &R, id: &str) -> Result<ContainerDetails, String> {
+    rt.inspect(id)
+        .await
+        .map_err(|e| format!("cannot inspect: {e}"))?
+        .ok_or_else(|| "the container disappeared".to_string())
+}
+
+/// Waits until the container `id` is ready, or says why it is not.
+/// `deadline` is the activity's.
+pub(super) async fn wait_ready<R: Runtime>(
+    rt: &R,
+    options: &ExecuteOptions,
+    id: &str,
+    spec: Option<&ContainerSpec>,
+    deadline: Instant,
+) -> Result<(), String> {
+    let details = look(rt, id).await?;
+    let check = details
+        .healthcheck
+        .as_ref()
+        .filter(|h| !h.test.is_empty() && h.test.first().map(String::as_str) != Some("NONE"));
+    let disabled = spec.is_some_and(|s| s.config.health.test == Some(HealthTest::Disabled));
+    let restarts = details.state.restart_count;
+    let cut_short = || {
+        format!(
+            "not ready when the activity's time ran out (activity_timeout {})",
+            humantime::format_duration(options.activity_timeout)
+        )
+    };
+    match check {
+        Some(h) if !disabled => {
+            let within = health_worst_case(h, options.ready_margin);
+            let until = until(within, deadline);
+            loop {
+                let d = look(rt, id).await?;
+                if d.state.status != runtime::Status::Running
+                    && d.state.status != runtime::Status::Restarting
+                {
+                    return Err(format!(
+                        "exited with code {} before becoming healthy",
+                        d.state.exit_code
+                    ));
+                }
+                match d.state.health {
+                    Some(Health::Healthy) => return Ok(()),
+                    Some(Health::Unhealthy) => return Err("became unhealthy".into()),
+                    _ => {}
+                }
+                if Instant::now() >= until {
+                    return Err(if until >= deadline {
+                        cut_short()
+                    } else {
+                        format!("not healthy within {}", humantime::format_duration(within))
+                    });
+                }
+                tokio::time::sleep(POLL).await;
+            }
+        }
+        _ => {
+            let until = until(options.min_ready, deadline);
+            loop {
+                let d = look(rt, id).await?;
+                if d.state.status != runtime::Status::Running {
+                    return Err(format!(
+                        "exited with code {} within {} of starting",
+                        d.state.exit_code,
+                        humantime::format_duration(options.min_ready)
+                    ));
+                }
+                if d.state.restart_count > restarts {
+                    return Err("restarted while it had to prove it stays up".into());
+                }
+                if Instant::now() >= until {
+                    return if until >= deadline && options.min_ready > Duration::ZERO {
+                        Err(cut_short())
+                    } else {
+                        Ok(())
+                    };
+                }
+                tokio::time::sleep(POLL.min(options.min_ready)).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_overflowing_health_check_saturates_instead_of_panicking() {
+        // Regression: healthInterval of many days times retries in the
+        // billions panicked in Duration arithmetic after the container started.
+        let h = RawHealthcheck {
+            test: vec!["CMD".into(), "true".into()],
+            interval_ns: i64::MAX,
+            retries: i64::from(u32::MAX),
+            start_period_ns: i64::MAX,
+            ..Default::default()
+        };
+        assert_eq!(health_worst_case(&h, Duration::MAX), Duration::MAX);
+    }
+
+    #[test]
+    fn the_worst_case_is_start_plus_interval_times_retries_plus_margin() {
+        let h = RawHealthcheck {
+            interval_ns: 2_000_000_000,
+            retries: 3,
+            start_period_ns: 5_000_000_000,
+            ..Default::default()
+        };
+        assert_eq!(
+            health_worst_case(&h, Duration::from_secs(1)),
+            Duration::from_secs(12)
+        );
+    }
+
+    #[test]
+    fn unset_health_values_take_the_engines_defaults() {
+        assert_eq!(
+            health_worst_case(&RawHealthcheck::default(), Duration::ZERO),
+            Duration::from_secs(90)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_never_passes_the_activity_deadline() {
+        let cap = Instant::now() + Duration::from_secs(5);
+        assert_eq!(until(Duration::MAX, cap), cap);
+        assert_eq!(until(Duration::from_secs(86_400 * 365 * 1000), cap), cap);
+        assert!(until(Duration::from_secs(1), cap) < cap);
+    }
+}

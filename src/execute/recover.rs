@@ -1,0 +1,103 @@
+//! Recovery: what an interrupted activity left, finished. Committed
+//! containers keep their new version and lose their old one; everything
+//! else is undone through the same log replay a rollback uses. Then the
+//! temporary names are swept, for what no journal describes.
+
+use crate::execute::undo;
+use crate::journal::{StateDir, StateError};
+use crate::labels;
+use crate::plan::{temporary, Temporary};
+use crate::runtime::{self, Runtime};
+
+/// What recovery did, one line each.
+pub type Recovered = Vec<String>;
+
+/// Finishes whatever an interrupted activity left: committed containers'
+/// cleanup, then the undo of every other effect in the journal (old
+/// containers back under their names, running if they were; new ones
+/// gone). Then our own temporaries that no journal names: unfinished new
+/// containers go, an old container whose name is free comes back.
+///
+/// # Errors
+/// When the engine cannot be read or a step fails; the journal is then
+/// kept, with the steps done so far marked, and the next call goes on.
+pub async fn recover<R: Runtime>(
+    rt: &R,
+    state: &StateDir,
+    instance: &str,
+) -> Result<Recovered, String> {
+    let journal = match state.read_journal() {
+        Ok(j) => j,
+        Err(e @ StateError::Corrupt { .. }) => {
+            tracing::error!(error = %e, "the journal is unreadable; recovering from container names alone");
+            None
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let mut done = Vec::new();
+    if let Some(mut journal) = journal {
+        let mut left = Vec::new();
+        let committed: Vec<String> = journal.committed.iter().cloned().collect();
+        for name in committed {
+            match undo::finish(rt, &journal, &name).await {
+                Ok(true) => done.push(format!(
+                    "kept the new {name} (it had passed its readiness gate) and removed the old one"
+                )),
+                Ok(false) => {}
+                Err(e) => left.push(e),
+            }
+        }
+        let settled = undo::undo(rt, &mut journal, None).await;
+        done.extend(settled.done);
+        left.extend(settled.left);
+        if !left.is_empty() {
+            if let Err(e) = state.store_journal(&journal).await {
+                tracing::error!(error = %e, "cannot write the journal");
+            }
+            return Err(left.join("; "));
+        }
+    }
+    done.extend(sweep(rt, instance).await?);
+    state.discard_journal().await.map_err(|e| e.to_string())?;
+    Ok(done)
+}
+
+/// Our temporaries that no journal accounts for.
+async fn sweep<R: Runtime>(rt: &R, instance: &str) -> Result<Recovered, String> {
+    let containers = rt.list().await.map_err(|e| e.to_string())?;
+    let ours = |c: &runtime::ContainerDetails| {
+        labels::ownership(&c.labels).is_some_and(|o| o.instance == instance)
+    };
+    let mut names: std::collections::HashSet<&str> =
+        containers.iter().map(|c| c.name.as_str()).collect();
+    let mut done = Vec::new();
+    for c in containers.iter().filter(|c| ours(c)) {
+        let Some((base, kind)) = temporary(&c.name) else {
+            continue;
+        };
+        match kind {
+            Temporary::New => {
+                rt.remove(&c.id)
+                    .await
+                    .map_err(|e| format!("removing {}: {e}", c.name))?;
+                done.push(format!(
+                    "removed the unfinished new container {} of {base}",
+                    c.name
+                ));
+            }
+            Temporary::Old if !names.contains(base) => {
+                names.insert(base);
+                rt.rename(&c.id, base)
+                    .await
+                    .map_err(|e| format!("renaming {} back: {e}", c.name))?;
+                rt.start(&c.id)
+                    .await
+                    .map_err(|e| format!("starting {base}: {e}"))?;
+                done.push(format!("restored the previous {base} and started it"));
+            }
+            // Its name is taken: the planner keeps it and says so.
+            Temporary::Old => {}
+        }
+    }
+    Ok(done)
+}
