@@ -355,17 +355,14 @@ async fn recover<R: Runtime>(
                     tracing::warn!("recovered: {line}");
                 }
                 if let Some(j) = interrupted.filter(|j| !j.activity_id.is_empty()) {
-                    let message = format!(
-                        "berth stopped during {} and restarted; the activity was undone: {}",
-                        j.phase,
-                        if lines.is_empty() {
-                            "nothing had changed".to_string()
-                        } else {
-                            lines.join("; ")
-                        }
-                    );
+                    let (status, words) = execute::verdict(&j, &lines);
+                    let message = if j.phase == execute::ROLLBACK_FAILED {
+                        words
+                    } else {
+                        format!("berth stopped during {} and restarted; {words}", j.phase)
+                    };
                     let tracker = Tracker::new(&j.activity_id, &shared.options.domain);
-                    shared.feedback(tracker.message(Status::Incomplete, Some(message)));
+                    shared.feedback(tracker.message(status, Some(message)));
                 }
                 return Some(kept);
             }
@@ -742,28 +739,30 @@ impl<R: Runtime + 'static> Loop<R> {
                 Err(_) => {
                     drop(task);
                     tracing::warn!(activity = %activity_id, "the activity did not end in time; rolling it back");
+                    let journal = self.shared.state.read_journal().ok().flatten();
                     let result = execute::recover(
                         &*self.shared.rt,
                         &self.shared.state,
                         &self.options().plan.instance,
                     )
                     .await;
-                    let message = match result {
-                        Ok(lines) => format!(
-                            "berth was stopped during the activity and undid it: {}",
-                            if lines.is_empty() {
-                                "nothing had changed".into()
-                            } else {
-                                lines.join("; ")
-                            }
+                    let (status, message) = match (result, journal) {
+                        (Ok(lines), Some(j)) => {
+                            let (status, words) = execute::verdict(&j, &lines);
+                            let phase = &j.phase;
+                            (status, format!("berth was stopped during {phase}; {words}"))
+                        }
+                        (Ok(_), None) => (
+                            Status::Incomplete,
+                            "berth was stopped during the activity; nothing had changed".into(),
                         ),
-                        Err(e) => format!(
-                            "berth was stopped during the activity; undoing it failed ({e}) and is retried at the next start"
+                        (Err(e), _) => (
+                            Status::IncompleteInconsistent,
+                            format!("berth was stopped during the activity; undoing it failed ({e}) and is retried at the next start"),
                         ),
                     };
                     let tracker = Tracker::new(&activity_id, &self.options().domain);
-                    self.shared
-                        .feedback(tracker.message(Status::Incomplete, Some(message)));
+                    self.shared.feedback(tracker.message(status, Some(message)));
                 }
             }
         }

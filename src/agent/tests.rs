@@ -1338,3 +1338,65 @@ async fn r18_after_a_rollback_that_failed_the_next_reconcile_restores_the_old_ve
     assert_eq!(names(&f.rt), ["web"]);
     assert_eq!(f.state().read_journal().unwrap(), None);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_activity_interrupted_during_cleanup_is_reported_completed_at_start_up() {
+    let f = Fixture::new();
+    f.applied(&document("a1", &[("web", &[("image", ONE)])]))
+        .await;
+    // berth died in CLEANUP: the new web had proven ready and the activity
+    // was committed; the old web still waits on its temporary name.
+    let old = f.rt.container("web").unwrap().id;
+    f.rt.stop(&old, Duration::ZERO).await.unwrap();
+    f.rt.rename(&old, &format!("web{OLD_SUFFIX}"))
+        .await
+        .unwrap();
+    let a2 = spec::parse(
+        &document("a2", &[("web", &[("image", TWO)])]),
+        &spec::Options::default(),
+    )
+    .unwrap()
+    .desired;
+    f.rt.pull(TWO, &|_| {}).await.unwrap();
+    let labels = crate::labels::for_spec(&a2.containers[0], None, crate::labels::DEFAULT_INSTANCE);
+    let request = crate::runtime::CreateRequest {
+        name: "web".into(),
+        config: a2.containers[0].config.clone(),
+        labels,
+        extra_hosts: vec![],
+        inherited_volumes: vec![],
+        networks: vec![],
+    };
+    let new = f.rt.create(&request).await.unwrap();
+    f.rt.start(&new).await.unwrap();
+    let mut journal = Journal::new("a2", crate::labels::DEFAULT_INSTANCE);
+    journal.phase = "cleanup".into();
+    journal.intents = vec![Intent {
+        name: "web".into(),
+        action: "recreate".into(),
+        old_id: Some(old.clone()),
+        old_name: None,
+        old_running: true,
+    }];
+    journal.committed.insert("web".into());
+    f.state().write_journal(&journal).unwrap();
+
+    let ended = f
+        .run(options(), async |a: &mut Agent| a.finished("a2").await)
+        .await;
+    ended.result.unwrap();
+
+    let fb = ended.value;
+    assert_eq!(fb.payload.status, Status::Completed, "{:?}", message(&fb));
+    assert!(
+        message(&fb).contains("the new version stays"),
+        "{:?}",
+        message(&fb)
+    );
+    assert_eq!(f.rt.container("web").map(|c| c.id), Some(new));
+    assert!(
+        !names(&f.rt).contains(&format!("web{OLD_SUFFIX}")),
+        "the old web is removed"
+    );
+    assert_eq!(names(&f.rt), ["web"]);
+}

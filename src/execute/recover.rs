@@ -4,7 +4,8 @@
 //! temporary names are swept, for what no journal describes.
 
 use crate::execute::undo;
-use crate::journal::{StateDir, StateError};
+use crate::feedback::Status;
+use crate::journal::{Journal, StateDir, StateError};
 use crate::labels;
 use crate::plan::{temporary, Temporary};
 use crate::runtime::{self, Runtime};
@@ -60,6 +61,51 @@ pub async fn recover<R: Runtime>(
     done.extend(sweep(rt, instance).await?);
     state.discard_journal().await.map_err(|e| e.to_string())?;
     Ok(done)
+}
+
+/// The journal phase of an activity whose rollback did not hold.
+pub const ROLLBACK_FAILED: &str = "rollback-failed";
+
+/// The final word on an activity that recovery finished, under its own
+/// activity id: `COMPLETED` when every container had been committed (the
+/// new version stays, only its cleanup was left), else `INCOMPLETE`. The
+/// words say what became of it; the caller says why it was interrupted.
+pub fn verdict(journal: &Journal, lines: &[String]) -> (Status, String) {
+    let what = if lines.is_empty() {
+        "nothing had changed".to_string()
+    } else {
+        lines.join("; ")
+    };
+    let committed: Vec<&str> = journal
+        .intents
+        .iter()
+        .map(|i| i.name.as_str())
+        .filter(|n| journal.committed.contains(*n))
+        .collect();
+    if journal.phase == ROLLBACK_FAILED {
+        (
+            Status::Incomplete,
+            format!("the rollback that had failed is finished: {what}"),
+        )
+    } else if !journal.intents.is_empty() && committed.len() == journal.intents.len() {
+        (
+            Status::Completed,
+            format!("the new version stays and its cleanup is finished: {what}"),
+        )
+    } else if committed.is_empty() {
+        (
+            Status::Incomplete,
+            format!("the activity was undone: {what}"),
+        )
+    } else {
+        (
+            Status::Incomplete,
+            format!(
+                "{} keep their new version, the rest was undone: {what}",
+                committed.join(", ")
+            ),
+        )
+    }
 }
 
 /// Our temporaries that no journal accounts for.

@@ -247,11 +247,14 @@ impl<R: Runtime> Run<'_, R> {
             .filter(|u| !u.failed)
             .map(|u| u.name().to_string())
             .collect();
+        let before = self.journal.committed.clone();
         self.journal.committed.extend(keep);
         self.journal.phase = "cleanup".into();
         if let Err(e) = self.write().await {
             // Unrecorded, a crash during cleanup would be undone with the
-            // old containers already gone: go back now instead.
+            // old containers already gone: go back now instead (all that
+            // was not committed on disk before).
+            self.journal.committed = before;
             return self.roll_back(None, e.to_string()).await;
         }
         if failures.is_empty() {
@@ -735,6 +738,7 @@ impl<R: Runtime> Run<'_, R> {
                 failed,
             };
         }
+        self.journal.phase = super::ROLLBACK_FAILED.into();
         if let Err(e) = self.write().await {
             tracing::error!(error = %e, "cannot keep the journal for recovery");
         }
