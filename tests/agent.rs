@@ -15,9 +15,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::broker::{publish, retained, Broker, Subscriber};
-use crate::util::{
-    berth, desired_state, docker, image, skip_docker, unique, Background, Cleanup, Component,
-};
+use crate::util::{berth, desired_state, docker, image, unique, Background, Cleanup, Component};
 
 const WAIT: Duration = Duration::from_secs(90);
 const FEEDBACK: &str = "containersupdate/desiredstatefeedback";
@@ -237,9 +235,6 @@ fn doc(activity: &str, components: &[Component]) -> String {
 
 #[test]
 fn an_mqtt_desired_state_runs_to_completed_and_currentstate_get_echoes_the_request() {
-    if skip_docker("agent mqtt flow") {
-        return;
-    }
     let state = TempDir::new().unwrap();
     let names = Names::new(&["mq-web", "mq-db"]);
     let (broker, sub, mut agent) = on_broker(&state, &[]);
@@ -311,9 +306,6 @@ fn an_mqtt_desired_state_runs_to_completed_and_currentstate_get_echoes_the_reque
 
 #[test]
 fn a_broken_document_gets_identification_failed_with_the_reasons_and_changes_nothing() {
-    if skip_docker("agent broken document") {
-        return;
-    }
     let state = TempDir::new().unwrap();
     let names = Names::new(&["broken"]);
     let (broker, sub, mut agent) = on_broker(&state, &[]);
@@ -352,9 +344,6 @@ fn a_broken_document_gets_identification_failed_with_the_reasons_and_changes_not
 
 #[test]
 fn an_mqtt_message_over_the_size_limit_is_refused() {
-    if skip_docker("agent message size") {
-        return;
-    }
     let state = TempDir::new().unwrap();
     let names = Names::new(&["big"]);
     let (broker, sub, mut agent) = on_broker(&state, &["--mqtt-max-message-size", "300"]);
@@ -380,9 +369,6 @@ fn an_mqtt_message_over_the_size_limit_is_refused() {
 
 #[test]
 fn in_a_burst_of_ten_documents_the_last_wins_and_the_waiting_ones_are_superseded() {
-    if skip_docker("agent burst") {
-        return;
-    }
     let state = TempDir::new().unwrap();
     let names = Names::new(&["burst"]);
     let (broker, sub, mut agent) = on_broker(&state, &["--min-ready", "2s"]);
@@ -424,9 +410,6 @@ fn in_a_burst_of_ten_documents_the_last_wins_and_the_waiting_ones_are_superseded
 
 #[test]
 fn a_broker_restart_during_an_activity_loses_neither_its_final_feedback_nor_the_current_state() {
-    if skip_docker("agent broker restart") {
-        return;
-    }
     let state = TempDir::new().unwrap();
     let names = Names::new(&["restart"]);
     let (mut broker, sub, mut agent) = on_broker(&state, &["--min-ready", "6s"]);
@@ -460,9 +443,6 @@ fn a_broker_restart_during_an_activity_loses_neither_its_final_feedback_nor_the_
 
 #[test]
 fn a_container_removed_by_hand_is_back_within_the_reconcile_interval() {
-    if skip_docker("agent drift") {
-        return;
-    }
     let names = Names::new(&["drift-a", "drift-b"]);
     let img = service("1");
     let device = Device::new(&doc(
@@ -499,9 +479,6 @@ fn a_container_removed_by_hand_is_back_within_the_reconcile_interval() {
 
 #[test]
 fn reconcile_interval_zero_leaves_drift_alone() {
-    if skip_docker("agent drift off") {
-        return;
-    }
     let names = Names::new(&["nodrift"]);
     let img = service("1");
     let device = Device::new(&doc(
@@ -524,9 +501,6 @@ fn reconcile_interval_zero_leaves_drift_alone() {
 
 #[test]
 fn the_file_source_converges_on_a_write_and_on_a_change_without_a_broker() {
-    if skip_docker("agent file source") {
-        return;
-    }
     let state = TempDir::new().unwrap();
     let files = TempDir::new().unwrap();
     let names = Names::new(&["file-web"]);
@@ -568,9 +542,6 @@ fn the_file_source_converges_on_a_write_and_on_a_change_without_a_broker() {
 
 #[test]
 fn a_directory_of_state_files_is_merged_and_overlapping_ids_are_refused() {
-    if skip_docker("agent file directory") {
-        return;
-    }
     let state = TempDir::new().unwrap();
     let files = TempDir::new().unwrap();
     let names = Names::new(&["dir-a", "dir-b"]);
@@ -610,9 +581,6 @@ fn a_directory_of_state_files_is_merged_and_overlapping_ids_are_refused() {
 
 #[test]
 fn after_a_restart_with_no_broker_reachable_the_persisted_document_is_enforced() {
-    if skip_docker("agent restart without broker") {
-        return;
-    }
     let names = Names::new(&["persist"]);
     let img = service("1");
     let device = Device::new(&doc(
@@ -638,9 +606,6 @@ fn after_a_restart_with_no_broker_reachable_the_persisted_document_is_enforced()
 
 #[test]
 fn sigterm_during_an_activity_undoes_it_and_exits_zero() {
-    if skip_docker("agent sigterm") {
-        return;
-    }
     let names = Names::new(&["term"]);
     let v1 = service("1");
     let device = Device::new(&doc("term-1", &[(names.get(0), "1", &[("image", &v1)])]));
@@ -672,9 +637,6 @@ fn sigterm_during_an_activity_undoes_it_and_exits_zero() {
 
 #[test]
 fn json_logs_carry_the_activity_id_on_every_line_of_an_activity() {
-    if skip_docker("agent json logs") {
-        return;
-    }
     let names = Names::new(&["jsonlog"]);
     let img = service("1");
     let device = Device::new(&doc(
@@ -756,9 +718,6 @@ fn a_bad_duration_flag_stops_start_up_naming_it() {
 
 #[test]
 fn systemd_hears_ready_only_after_the_persisted_document_is_enforced_then_watchdog_pings() {
-    if skip_docker("agent sd_notify") {
-        return;
-    }
     use std::os::unix::net::UnixDatagram;
     let names = Names::new(&["notify"]);
     let img = service("1");
@@ -900,9 +859,6 @@ fn the_systemd_unit_is_a_notify_service_with_watchdog_restart_and_ordering() {
 #[test]
 #[ignore = "restarts the shared engine; scripts/test.sh runs it alone, after the suite"]
 fn serial_berth_waits_for_a_restarted_engine_and_resumes() {
-    if skip_docker("agent engine restart") {
-        return;
-    }
     let names = Names::new(&["engine"]);
     let img = service("1");
     let device = Device::new(&doc(
@@ -957,9 +913,6 @@ fn serial_berth_waits_for_a_restarted_engine_and_resumes() {
 
 #[test]
 fn a_change_made_outside_berth_is_published_as_a_new_current_state() {
-    if skip_docker("agent current state on events") {
-        return;
-    }
     let state = TempDir::new().unwrap();
     let names = Names::new(&["evt-a", "evt-b"]);
     let (broker, sub, mut agent) = on_broker(&state, &["--reconcile-interval", "0"]);

@@ -18,8 +18,8 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::util::{
-    berth, desired_state, docker, image, repo_path, run, skip_docker, temp_file, text, unique,
-    Background, Component, EngineView,
+    berth, desired_state, docker, image, repo_path, run, temp_file, text, unique, Background,
+    Component, EngineView,
 };
 
 /// One test's device: a name prefix, a state directory, a place for
@@ -351,9 +351,6 @@ pub(crate) fn paused_apply(device: &Device, doc: &Path, point: &str) -> Backgrou
 
 #[test]
 fn fresh_device_gets_every_container_and_a_second_apply_changes_nothing() {
-    if skip_docker("fresh_device_gets_every_container_and_a_second_apply_changes_nothing") {
-        return;
-    }
     let device = Device::new("fresh");
     let names = [device.name("a"), device.name("b"), device.name("c")];
     let service_1 = image("service", "1");
@@ -390,9 +387,6 @@ fn fresh_device_gets_every_container_and_a_second_apply_changes_nothing() {
 
 #[test]
 fn changed_env_and_image_recreate_exactly_those_two_containers() {
-    if skip_docker("changed_env_and_image_recreate_exactly_those_two_containers") {
-        return;
-    }
     let device = Device::new("change");
     let (env_changed, image_changed, kept) = (
         device.name("env"),
@@ -451,9 +445,6 @@ fn changed_env_and_image_recreate_exactly_those_two_containers() {
 
 #[test]
 fn memory_change_is_applied_in_place_without_a_restart() {
-    if skip_docker("memory_change_is_applied_in_place_without_a_restart") {
-        return;
-    }
     let device = Device::new("memory");
     let name = device.name("svc");
     let service_1 = image("service", "1");
@@ -481,9 +472,6 @@ fn memory_change_is_applied_in_place_without_a_restart() {
 
 #[test]
 fn data_in_named_bind_and_anonymous_volumes_survives_a_recreate() {
-    if skip_docker("data_in_named_bind_and_anonymous_volumes_survives_a_recreate") {
-        return;
-    }
     let mut device = Device::new("data");
     let name = device.name("store");
     let named = device.volume("vol");
@@ -541,9 +529,6 @@ fn data_in_named_bind_and_anonymous_volumes_survives_a_recreate() {
 
 #[test]
 fn image_that_does_not_exist_fails_the_download_and_changes_nothing() {
-    if skip_docker("image_that_does_not_exist_fails_the_download_and_changes_nothing") {
-        return;
-    }
     let device = Device::new("nope");
     let (broken, other) = (device.name("broken"), device.name("other"));
     let service_1 = image("service", "1");
@@ -630,17 +615,11 @@ fn assert_failed_replacement_rolls_back(tag: &str, replacement: &str, extra: &[&
 
 #[test]
 fn new_version_that_exits_at_once_is_rolled_back() {
-    if skip_docker("new_version_that_exits_at_once_is_rolled_back") {
-        return;
-    }
     assert_failed_replacement_rolls_back("crash", &image("crash", "1"), &[]);
 }
 
 #[test]
 fn new_version_that_never_becomes_healthy_is_rolled_back() {
-    if skip_docker("new_version_that_never_becomes_healthy_is_rolled_back") {
-        return;
-    }
     assert_failed_replacement_rolls_back(
         "unhealthy",
         &image("unhealthy", "1"),
@@ -650,9 +629,6 @@ fn new_version_that_never_becomes_healthy_is_rolled_back() {
 
 #[test]
 fn activity_rollback_also_restores_a_container_that_had_succeeded() {
-    if skip_docker("activity_rollback_also_restores_a_container_that_had_succeeded") {
-        return;
-    }
     let device = Device::new("activity");
     let (first, second) = (device.name("first"), device.name("second"));
     let service_1 = image("service", "1");
@@ -736,17 +712,11 @@ fn assert_kill_then_reapply_completes(tag: &str, point: &str) {
 
 #[test]
 fn apply_after_a_kill_during_updating_recovers_and_completes() {
-    if skip_docker("apply_after_a_kill_during_updating_recovers_and_completes") {
-        return;
-    }
     assert_kill_then_reapply_completes("kill-upd", "updating");
 }
 
 #[test]
 fn apply_after_a_kill_during_activating_recovers_and_completes() {
-    if skip_docker("apply_after_a_kill_during_activating_recovers_and_completes") {
-        return;
-    }
     assert_kill_then_reapply_completes("kill-act", "activating");
 }
 
@@ -784,28 +754,16 @@ fn assert_kill_then_original_restores(tag: &str, point: &str) {
 
 #[test]
 fn original_document_after_a_kill_during_updating_restores_the_original_container() {
-    if skip_docker("original_document_after_a_kill_during_updating_restores_the_original_container")
-    {
-        return;
-    }
     assert_kill_then_original_restores("orig-upd", "updating");
 }
 
 #[test]
 fn original_document_after_a_kill_during_activating_restores_the_original_container() {
-    if skip_docker(
-        "original_document_after_a_kill_during_activating_restores_the_original_container",
-    ) {
-        return;
-    }
     assert_kill_then_original_restores("orig-act", "activating");
 }
 
 #[test]
 fn container_rollback_keeps_the_new_version_of_a_container_that_succeeded() {
-    if skip_docker("container_rollback_keeps_the_new_version_of_a_container_that_succeeded") {
-        return;
-    }
     let device = Device::new("per-container");
     let (first, second) = (device.name("first"), device.name("second"));
     let service_1 = image("service", "1");
@@ -843,9 +801,6 @@ fn container_rollback_keeps_the_new_version_of_a_container_that_succeeded() {
 
 #[test]
 fn recreated_container_with_inherited_volumes_is_kept_by_the_next_apply() {
-    if skip_docker("recreated_container_with_inherited_volumes_is_kept_by_the_next_apply") {
-        return;
-    }
     let mut device = Device::new("volumes-keep");
     let name = device.name("store");
     let named = format!("{}:/named", device.volume("vol"));
@@ -883,9 +838,6 @@ fn recreated_container_with_inherited_volumes_is_kept_by_the_next_apply() {
 
 #[test]
 fn unmanaged_and_system_containers_are_untouched_by_success_and_by_rollback() {
-    if skip_docker("unmanaged_and_system_containers_are_untouched_by_success_and_by_rollback") {
-        return;
-    }
     let device = Device::new("bystanders");
     let (service_1, service_2) = (image("service", "1"), image("service", "2"));
     let unmanaged = device.hand_made("unmanaged", &service_1);
@@ -938,9 +890,6 @@ fn unmanaged_and_system_containers_are_untouched_by_success_and_by_rollback() {
 
 #[test]
 fn invalid_document_reports_identification_failed_and_creates_nothing() {
-    if skip_docker("invalid_document_reports_identification_failed_and_creates_nothing") {
-        return;
-    }
     let device = Device::new("invalid");
     let (good, bad) = (device.name("good"), device.name("bad"));
     let service_1 = image("service", "1");
@@ -975,9 +924,6 @@ fn invalid_document_reports_identification_failed_and_creates_nothing() {
 
 #[test]
 fn second_apply_on_a_locked_state_dir_is_refused() {
-    if skip_docker("second_apply_on_a_locked_state_dir_is_refused") {
-        return;
-    }
     let device = Device::new("lock");
     let name = device.name("svc");
     let v1 = device.doc("v1", &[(&name, "1", &[("image", &image("service", "1"))])]);
@@ -996,9 +942,6 @@ fn second_apply_on_a_locked_state_dir_is_refused() {
 
 #[test]
 fn dry_run_prints_the_plan_and_changes_nothing() {
-    if skip_docker("dry_run_prints_the_plan_and_changes_nothing") {
-        return;
-    }
     let device = Device::new("dry");
     let (existing, absent) = (device.name("existing"), device.name("absent"));
     let service_1 = image("service", "1");
@@ -1053,9 +996,6 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
 
 #[test]
 fn scope_all_removes_an_unmanaged_container_and_the_default_scope_does_not() {
-    if skip_docker("scope_all_removes_an_unmanaged_container_and_the_default_scope_does_not") {
-        return;
-    }
     let device = Device::new("scope");
     let unmanaged = device.hand_made("unmanaged", &image("service", "1"));
     let managed = device.name("managed");
@@ -1075,9 +1015,6 @@ fn scope_all_removes_an_unmanaged_container_and_the_default_scope_does_not() {
 
 #[test]
 fn json_feedback_lines_conform_to_the_published_schema() {
-    if skip_docker("json_feedback_lines_conform_to_the_published_schema") {
-        return;
-    }
     let schema_path = repo_path("schemas/feedback.schema.json");
     if !schema_path.exists() {
         eprintln!("!!! SKIPPED json_feedback_lines_conform_to_the_published_schema: no schemas/feedback.schema.json !!!");
@@ -1155,9 +1092,6 @@ fn json_feedback_lines_conform_to_the_published_schema() {
 
 #[test]
 fn engine_view_lists_only_the_containers_of_its_prefix() {
-    if skip_docker("engine_view_lists_only_the_containers_of_its_prefix") {
-        return;
-    }
     let device = Device::new("view");
     let mine = device.hand_made("mine", &image("service", "1"));
     let outsider = unique("apply-outsider-of-view");
@@ -1173,9 +1107,6 @@ fn engine_view_lists_only_the_containers_of_its_prefix() {
 
 #[test]
 fn activity_rollback_reverts_an_in_place_memory_update() {
-    if skip_docker("activity_rollback_reverts_an_in_place_memory_update") {
-        return;
-    }
     let device = Device::new("revert-update");
     let (resized, failing) = (device.name("resized"), device.name("failing"));
     let service_1 = image("service", "1");

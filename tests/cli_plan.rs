@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::util::{
-    berth, desired_state, docker, image, json_stdout, repo_path, run, skip_docker, temp_file, text,
-    unique, Cleanup,
+    berth, desired_state, docker, image, json_stdout, repo_path, run, temp_file, text, unique,
+    Cleanup,
 };
 
 /// Starts a hand-made (unlabelled) container; removed when the guard drops.
@@ -82,9 +82,6 @@ fn assert_entry(plan: &Value, name: &str, want_action: &str, reason: &str) {
 
 #[test]
 fn hand_made_container_matching_the_document_is_adopted_and_kept() {
-    if skip_docker("hand_made_container_matching_the_document_is_adopted_and_kept") {
-        return;
-    }
     let (name, _cleanup) = hand_made("adopt-keep", &["-e", "FOO=1"], "1");
     let dir = tempfile::tempdir().unwrap();
     // The image's own IMAGE_DEFAULT (and PATH) are in the container's env but
@@ -105,9 +102,6 @@ fn hand_made_container_matching_the_document_is_adopted_and_kept() {
 
 #[test]
 fn hand_made_container_with_a_different_env_value_is_recreated() {
-    if skip_docker("hand_made_container_with_a_different_env_value_is_recreated") {
-        return;
-    }
     let (name, _cleanup) = hand_made("env-changed", &["-e", "FOO=1"], "1");
     let dir = tempfile::tempdir().unwrap();
     let file = document(
@@ -121,9 +115,6 @@ fn hand_made_container_with_a_different_env_value_is_recreated() {
 
 #[test]
 fn image_tag_change_is_recreate_with_a_short_reason() {
-    if skip_docker("image_tag_change_is_recreate_with_a_short_reason") {
-        return;
-    }
     let (name, _cleanup) = hand_made("image-tag", &[], "1");
     let dir = tempfile::tempdir().unwrap();
     let file = document(dir.path(), &name, &[("image", &image("service", "2"))]);
@@ -138,9 +129,6 @@ fn image_tag_change_is_recreate_with_a_short_reason() {
 
 #[test]
 fn memory_change_is_update_in_place() {
-    if skip_docker("memory_change_is_update_in_place") {
-        return;
-    }
     let (name, _cleanup) = hand_made("memory", &["--memory", "64m"], "1");
     let dir = tempfile::tempdir().unwrap();
     let file = document(
@@ -154,9 +142,6 @@ fn memory_change_is_update_in_place() {
 
 #[test]
 fn restart_policy_change_is_update_in_place() {
-    if skip_docker("restart_policy_change_is_update_in_place") {
-        return;
-    }
     let (name, _cleanup) = hand_made("restart", &["--restart", "no"], "1");
     let dir = tempfile::tempdir().unwrap();
     let file = document(
@@ -178,9 +163,6 @@ fn restart_policy_change_is_update_in_place() {
 
 #[test]
 fn missing_published_port_is_recreate_with_the_port_named() {
-    if skip_docker("missing_published_port_is_recreate_with_the_port_named") {
-        return;
-    }
     let (name, _cleanup) = hand_made("port", &[], "1");
     let dir = tempfile::tempdir().unwrap();
     // Planning only reads, so nothing needs to be free on this port.
@@ -195,9 +177,6 @@ fn missing_published_port_is_recreate_with_the_port_named() {
 
 #[test]
 fn absent_container_is_created() {
-    if skip_docker("absent_container_is_created") {
-        return;
-    }
     let name = unique("absent");
     let _cleanup = Cleanup(name.clone());
     let dir = tempfile::tempdir().unwrap();
@@ -224,9 +203,6 @@ fn document_without(dir: &Path, name: &str) -> PathBuf {
 
 #[test]
 fn hand_made_container_absent_from_the_document_is_ignored() {
-    if skip_docker("hand_made_container_absent_from_the_document_is_ignored") {
-        return;
-    }
     let (name, _cleanup) = hand_made("unmanaged", &[], "1");
     let dir = tempfile::tempdir().unwrap();
     let plan = plan_json(&document_without(dir.path(), &name), &[]);
@@ -240,9 +216,6 @@ fn hand_made_container_absent_from_the_document_is_ignored() {
 
 #[test]
 fn hand_made_container_absent_from_the_document_is_removed_under_scope_all() {
-    if skip_docker("hand_made_container_absent_from_the_document_is_removed_under_scope_all") {
-        return;
-    }
     let (name, _cleanup) = hand_made("scope-all", &[], "1");
     let dir = tempfile::tempdir().unwrap();
     let plan = plan_json(&document_without(dir.path(), &name), &["--scope", "all"]);
@@ -251,9 +224,6 @@ fn hand_made_container_absent_from_the_document_is_removed_under_scope_all() {
 
 #[test]
 fn system_container_listed_in_the_document_is_ignored() {
-    if skip_docker("system_container_listed_in_the_document_is_ignored") {
-        return;
-    }
     let (name, _cleanup) = hand_made("system", &[], "1");
     let dir = tempfile::tempdir().unwrap();
     let file = document(dir.path(), &name, &[("image", &image("service", "2"))]);
@@ -268,9 +238,6 @@ fn system_container_listed_in_the_document_is_ignored() {
 
 #[test]
 fn stopped_container_matching_the_document_is_started() {
-    if skip_docker("stopped_container_matching_the_document_is_started") {
-        return;
-    }
     let (name, _cleanup) = hand_made("stopped", &[], "1");
     docker(&["stop", "-t", "60", &name]);
     let dir = tempfile::tempdir().unwrap();
@@ -288,9 +255,6 @@ fn stopped_container_matching_the_document_is_started() {
 
 #[test]
 fn detailed_exitcode_is_two_when_something_changes() {
-    if skip_docker("detailed_exitcode_is_two_when_something_changes") {
-        return;
-    }
     let name = unique("exitcode-2");
     let _cleanup = Cleanup(name.clone());
     let dir = tempfile::tempdir().unwrap();
@@ -304,9 +268,6 @@ fn detailed_exitcode_is_two_when_something_changes() {
 
 #[test]
 fn detailed_exitcode_is_zero_when_everything_is_kept() {
-    if skip_docker("detailed_exitcode_is_zero_when_everything_is_kept") {
-        return;
-    }
     let (name, _cleanup) = hand_made("exitcode-0", &["-e", "FOO=1"], "1");
     let dir = tempfile::tempdir().unwrap();
     let file = document(
@@ -339,9 +300,6 @@ fn detailed_exitcode_is_zero_when_everything_is_kept() {
 
 #[test]
 fn invalid_document_is_refused_like_validate_without_contacting_the_engine() {
-    if skip_docker("invalid_document_is_refused_like_validate_without_contacting_the_engine") {
-        return;
-    }
     let name = unique("invalid");
     let dir = tempfile::tempdir().unwrap();
     let file = document(
@@ -377,9 +335,6 @@ fn invalid_document_is_refused_like_validate_without_contacting_the_engine() {
 
 #[test]
 fn unreachable_engine_is_a_one_line_error() {
-    if skip_docker("unreachable_engine_is_a_one_line_error") {
-        return;
-    }
     let name = unique("unreachable");
     let dir = tempfile::tempdir().unwrap();
     let file = document(dir.path(), &name, &[("image", &image("service", "1"))]);
@@ -404,9 +359,6 @@ fn reason_column(line: &str) -> Option<usize> {
 
 #[test]
 fn human_output_has_an_aligned_line_per_container_and_a_summary() {
-    if skip_docker("human_output_has_an_aligned_line_per_container_and_a_summary") {
-        return;
-    }
     let (name, _cleanup) = hand_made("human", &["-e", "FOO=1"], "1");
     let dir = tempfile::tempdir().unwrap();
     let file = document(
@@ -456,9 +408,6 @@ fn schema_errors(plan: &Value) -> Vec<String> {
 
 #[test]
 fn json_plan_conforms_to_the_published_schema() {
-    if skip_docker("json_plan_conforms_to_the_published_schema") {
-        return;
-    }
     // Entries that carry the optional fields: a recreate (diff, containerId)
     // and a create (neither).
     let (name, _cleanup) = hand_made("schema", &["-e", "FOO=1"], "1");
@@ -487,9 +436,6 @@ fn json_plan_conforms_to_the_published_schema() {
 
 #[test]
 fn json_plan_with_warnings_conforms_to_the_published_schema() {
-    if skip_docker("json_plan_with_warnings_conforms_to_the_published_schema") {
-        return;
-    }
     // A network that does not exist gives the plan a warning, so `warnings`
     // is printed; the entries are a recreate (diff, containerId) and a
     // create (neither).

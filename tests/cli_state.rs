@@ -7,8 +7,8 @@ use std::process::Output;
 use serde_json::Value;
 
 use crate::util::{
-    berth, desired_state, docker, free_port, image, json_stdout, repo_path, run, skip_docker,
-    temp_file, text, unique, Cleanup,
+    berth, desired_state, docker, free_port, image, json_stdout, repo_path, run, temp_file, text,
+    unique, Cleanup,
 };
 
 /// Starts a hand-made (unlabelled) container; removed when the guard drops.
@@ -84,9 +84,6 @@ fn env(node: &Value) -> Vec<String> {
 
 #[test]
 fn hand_made_container_is_a_node_linked_from_the_agent() {
-    if skip_docker("hand_made_container_is_a_node_linked_from_the_agent") {
-        return;
-    }
     let (name, _cleanup) = hand_made("node", &[]);
     let state = state_json(&[]);
     let node = node(&state, &name);
@@ -113,9 +110,6 @@ fn hand_made_container_is_a_node_linked_from_the_agent() {
 
 #[test]
 fn secret_env_values_are_redacted_and_image_env_left_out() {
-    if skip_docker("secret_env_values_are_redacted_and_image_env_left_out") {
-        return;
-    }
     let (name, _cleanup) = hand_made(
         "redact",
         &["-e", "DB_PASSWORD=hunter2", "-e", "LOG_LEVEL=debug"],
@@ -139,9 +133,6 @@ fn secret_env_values_are_redacted_and_image_env_left_out() {
 
 #[test]
 fn redact_env_patterns_replace_the_defaults() {
-    if skip_docker("redact_env_patterns_replace_the_defaults") {
-        return;
-    }
     let (name, _cleanup) = hand_made(
         "redact-custom",
         &["-e", "DB_PASSWORD=hunter2", "-e", "LOG_LEVEL=debug"],
@@ -154,9 +145,6 @@ fn redact_env_patterns_replace_the_defaults() {
 
 #[test]
 fn exited_container_reports_exited_and_its_exit_code() {
-    if skip_docker("exited_container_reports_exited_and_its_exit_code") {
-        return;
-    }
     let name = unique("exited");
     let _cleanup = Cleanup(name.clone());
     docker(&["create", "--name", &name, &image("crash", "1")]);
@@ -181,9 +169,6 @@ fn exited_container_reports_exited_and_its_exit_code() {
 
 #[test]
 fn json_state_conforms_to_the_published_schema() {
-    if skip_docker("json_state_conforms_to_the_published_schema") {
-        return;
-    }
     let (name, _cleanup) = hand_made("schema", &["-e", "DB_PASSWORD=hunter2", "--memory", "64m"]);
     let state = state_json(&[]);
     node(&state, &name);
@@ -217,9 +202,6 @@ fn table_row(stdout: &str, name: &str) -> (Vec<String>, Vec<String>) {
 
 #[test]
 fn table_shows_a_hand_made_container_as_unmanaged() {
-    if skip_docker("table_shows_a_hand_made_container_as_unmanaged") {
-        return;
-    }
     let (name, _cleanup) = hand_made("table", &[]);
     let stdout = text(&state(&[]).stdout);
     assert!(!stdout.contains('\x1b'), "colour on a pipe: {stdout:?}");
@@ -243,9 +225,6 @@ fn table_shows_a_hand_made_container_as_unmanaged() {
 
 #[test]
 fn table_marks_system_containers() {
-    if skip_docker("table_marks_system_containers") {
-        return;
-    }
     let (name, _cleanup) = hand_made("table-system", &[]);
     let stdout = text(&state(&["--system-containers", &name]).stdout);
     let (_, row) = table_row(&stdout, &name);
@@ -254,9 +233,6 @@ fn table_marks_system_containers() {
 
 #[test]
 fn parameters_of_a_hand_made_container_round_trip_to_keep() {
-    if skip_docker("parameters_of_a_hand_made_container_round_trip_to_keep") {
-        return;
-    }
     let port = free_port().to_string();
     let publish = format!("127.0.0.1:{port}:8080");
     let (name, _cleanup) = hand_made(

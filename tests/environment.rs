@@ -4,13 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use crate::util::{docker, image, skip_docker, unique, Cleanup};
+use crate::util::{docker, image, unique, Cleanup};
 
 #[test]
 fn engine_answers() {
-    if skip_docker("engine_answers") {
-        return;
-    }
     let version = docker(&["version", "--format", "{{.Server.APIVersion}}"]);
     assert!(
         version.starts_with("1."),
@@ -20,9 +17,6 @@ fn engine_answers() {
 
 #[test]
 fn test_images_pull_from_the_local_registry() {
-    if skip_docker("test_images_pull_from_the_local_registry") {
-        return;
-    }
     for name in ["service", "crash", "unhealthy", "healthy", "volume"] {
         for tag in ["1", "2"] {
             docker(&["pull", "-q", &image(name, tag)]);
@@ -32,9 +26,6 @@ fn test_images_pull_from_the_local_registry() {
 
 #[test]
 fn the_two_service_versions_are_different_images() {
-    if skip_docker("the_two_service_versions_are_different_images") {
-        return;
-    }
     let one = docker(&[
         "image",
         "inspect",
@@ -54,9 +45,6 @@ fn the_two_service_versions_are_different_images() {
 
 #[test]
 fn service_exits_zero_on_sigterm() {
-    if skip_docker("service_exits_zero_on_sigterm") {
-        return;
-    }
     let name = unique("sigterm");
     let _cleanup = Cleanup(name.clone());
     docker(&["run", "-d", "--name", &name, &image("service", "1")]);
@@ -71,9 +59,6 @@ fn service_exits_zero_on_sigterm() {
 
 #[test]
 fn crash_exits_one() {
-    if skip_docker("crash_exits_one") {
-        return;
-    }
     let name = unique("crash");
     let _cleanup = Cleanup(name.clone());
     // `docker run` reports the container's own exit status, so use create+start.
@@ -89,9 +74,6 @@ fn crash_exits_one() {
 
 #[test]
 fn unhealthy_image_becomes_unhealthy() {
-    if skip_docker("unhealthy_image_becomes_unhealthy") {
-        return;
-    }
     let name = unique("unhealthy");
     let _cleanup = Cleanup(name.clone());
     docker(&["run", "-d", "--name", &name, &image("unhealthy", "1")]);
@@ -109,9 +91,6 @@ fn unhealthy_image_becomes_unhealthy() {
 
 #[test]
 fn volume_image_declares_an_anonymous_volume() {
-    if skip_docker("volume_image_declares_an_anonymous_volume") {
-        return;
-    }
     let volumes = docker(&[
         "image",
         "inspect",
@@ -124,9 +103,6 @@ fn volume_image_declares_an_anonymous_volume() {
 
 #[test]
 fn broker_accepts_a_publish() {
-    if skip_docker("broker_accepts_a_publish") {
-        return;
-    }
     let out = std::process::Command::new("mosquitto_pub")
         .args(["-h", "127.0.0.1", "-t", "berth/test/ping", "-m", "ping"])
         .output()

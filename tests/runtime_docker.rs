@@ -16,7 +16,7 @@ use berth::runtime::{CreateRequest, Missing, Runtime, RuntimeError, Status};
 use berth::spec::model::NetworkMode;
 use berth::spec::{self, ContainerSpec, DesiredState};
 
-use crate::util::{desired_state, docker, image, skip_docker, unique, Cleanup};
+use crate::util::{desired_state, docker, image, unique, Cleanup};
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_multi_thread()
@@ -106,9 +106,6 @@ impl Drop for TestNetwork {
 
 #[test]
 fn a_container_berth_created_plans_as_keep() {
-    if skip_docker("a_container_berth_created_plans_as_keep") {
-        return;
-    }
     let name = unique("roundtrip");
     let _cleanup = Cleanup(name.clone());
     let volume = unique("roundtrip-vol");
@@ -168,9 +165,6 @@ fn a_container_berth_created_plans_as_keep() {
 
 #[test]
 fn update_changes_limits_without_a_restart() {
-    if skip_docker("update_changes_limits_without_a_restart") {
-        return;
-    }
     let name = unique("update");
     let _cleanup = Cleanup(name.clone());
     let img = image("service", "1");
@@ -208,9 +202,6 @@ fn update_changes_limits_without_a_restart() {
 
 #[test]
 fn stop_rename_and_remove_keep_named_volumes() {
-    if skip_docker("stop_rename_and_remove_keep_named_volumes") {
-        return;
-    }
     let name = unique("lifecycle");
     let renamed = unique("lifecycle-old");
     let _cleanup = (Cleanup(name.clone()), Cleanup(renamed.clone()));
@@ -244,9 +235,6 @@ fn stop_rename_and_remove_keep_named_volumes() {
 
 #[test]
 fn pulling_a_missing_tag_is_an_error_that_names_it() {
-    if skip_docker("pulling_a_missing_tag_is_an_error_that_names_it") {
-        return;
-    }
     let reference = image("service", "does-not-exist");
     let err = block_on(async { connect().await.pull(&reference, &|_| {}).await.unwrap_err() });
     assert_eq!(
@@ -258,9 +246,6 @@ fn pulling_a_missing_tag_is_an_error_that_names_it() {
 
 #[test]
 fn pulling_reports_progress_and_makes_the_image_present() {
-    if skip_docker("pulling_reports_progress_and_makes_the_image_present") {
-        return;
-    }
     // A tag of its own, so removing it locally disturbs no other test.
     let tag = format!("pull-{}", std::process::id());
     let reference = image("volume", &tag);
@@ -294,9 +279,6 @@ fn an_unreachable_engine_is_unavailable() {
 
 #[test]
 fn events_report_a_container_start() {
-    if skip_docker("events_report_a_container_start") {
-        return;
-    }
     let name = unique("events");
     let _cleanup = Cleanup(name.clone());
     let img = image("service", "1");
@@ -325,9 +307,6 @@ fn events_report_a_container_start() {
 
 #[test]
 fn pulling_a_missing_repository_reports_the_image() {
-    if skip_docker("pulling_a_missing_repository_reports_the_image") {
-        return;
-    }
     let reference = image("no-such-repository", "1");
     let err = block_on(async { connect().await.pull(&reference, &|_| {}).await.unwrap_err() });
     assert_eq!(err, RuntimeError::not_found(Missing::Image, reference));
@@ -335,9 +314,6 @@ fn pulling_a_missing_repository_reports_the_image() {
 
 #[test]
 fn the_registry_digest_of_a_missing_tag_reports_the_image() {
-    if skip_docker("the_registry_digest_of_a_missing_tag_reports_the_image") {
-        return;
-    }
     let reference = image("service", "does-not-exist");
     let err = block_on(async {
         connect()
@@ -351,9 +327,6 @@ fn the_registry_digest_of_a_missing_tag_reports_the_image() {
 
 #[test]
 fn creating_from_a_missing_image_reports_the_image() {
-    if skip_docker("creating_from_a_missing_image_reports_the_image") {
-        return;
-    }
     let name = unique("no-image");
     let _cleanup = Cleanup(name.clone());
     let reference = image("service", "never-pulled");
@@ -375,9 +348,6 @@ fn creating_from_a_missing_image_reports_the_image() {
 
 #[test]
 fn inspecting_a_missing_container_finds_none() {
-    if skip_docker("inspecting_a_missing_container_finds_none") {
-        return;
-    }
     let name = unique("never-created");
     let found = block_on(async { connect().await.inspect(&name).await });
     assert_eq!(found, Ok(None));
@@ -385,9 +355,6 @@ fn inspecting_a_missing_container_finds_none() {
 
 #[test]
 fn removing_a_missing_container_reports_the_container() {
-    if skip_docker("removing_a_missing_container_reports_the_container") {
-        return;
-    }
     let name = unique("never-created");
     let err = block_on(async { connect().await.remove(&name).await.unwrap_err() });
     assert_eq!(
@@ -399,9 +366,6 @@ fn removing_a_missing_container_reports_the_container() {
 
 #[test]
 fn renaming_a_missing_container_reports_the_container() {
-    if skip_docker("renaming_a_missing_container_reports_the_container") {
-        return;
-    }
     let name = unique("never-created");
     let err = block_on(async {
         let rt = connect().await;
@@ -414,9 +378,6 @@ fn renaming_a_missing_container_reports_the_container() {
 
 #[test]
 fn stopping_and_killing_a_missing_container_report_the_container() {
-    if skip_docker("stopping_and_killing_a_missing_container_report_the_container") {
-        return;
-    }
     let name = unique("never-created");
     let (stop, kill) = block_on(async {
         let rt = connect().await;
@@ -434,9 +395,6 @@ fn stopping_and_killing_a_missing_container_report_the_container() {
 
 #[test]
 fn starting_with_a_missing_user_network_reports_the_network() {
-    if skip_docker("starting_with_a_missing_user_network_reports_the_network") {
-        return;
-    }
     let name = unique("no-network");
     let _cleanup = Cleanup(name.clone());
     let network = unique("no-such-network");
@@ -457,9 +415,6 @@ fn starting_with_a_missing_user_network_reports_the_network() {
 
 #[test]
 fn a_missing_extra_network_is_accepted_at_create_and_reported_at_start() {
-    if skip_docker("a_missing_extra_network_is_accepted_at_create_and_reported_at_start") {
-        return;
-    }
     let name = unique("no-extra-network");
     let _cleanup = Cleanup(name.clone());
     let network = unique("no-such-extra-network");
@@ -476,9 +431,6 @@ fn a_missing_extra_network_is_accepted_at_create_and_reported_at_start() {
 
 #[test]
 fn a_network_container_is_pinned_to_its_id_at_create() {
-    if skip_docker("a_network_container_is_pinned_to_its_id_at_create") {
-        return;
-    }
     let host = unique("netns-host");
     let sidecar = unique("netns-sidecar");
     let _cleanup = (Cleanup(host.clone()), Cleanup(sidecar.clone()));
@@ -500,9 +452,6 @@ fn a_network_container_is_pinned_to_its_id_at_create() {
 
 #[test]
 fn a_network_container_missing_at_create_is_looked_up_by_name_at_start() {
-    if skip_docker("a_network_container_missing_at_create_is_looked_up_by_name_at_start") {
-        return;
-    }
     let host = unique("late-host");
     let sidecar = unique("late-sidecar");
     let _cleanup = (Cleanup(host.clone()), Cleanup(sidecar.clone()));
@@ -530,9 +479,6 @@ fn a_network_container_missing_at_create_is_looked_up_by_name_at_start() {
 
 #[test]
 fn starting_with_a_stopped_network_container_is_a_conflict() {
-    if skip_docker("starting_with_a_stopped_network_container_is_a_conflict") {
-        return;
-    }
     let host = unique("stopped-host");
     let sidecar = unique("stopped-sidecar");
     let _cleanup = (Cleanup(host.clone()), Cleanup(sidecar.clone()));
@@ -560,9 +506,6 @@ fn starting_with_a_stopped_network_container_is_a_conflict() {
 
 #[test]
 fn starting_with_a_removed_network_container_reports_that_container() {
-    if skip_docker("starting_with_a_removed_network_container_reports_that_container") {
-        return;
-    }
     let host = unique("gone-host");
     let sidecar = unique("gone-sidecar");
     let _cleanup = (Cleanup(host.clone()), Cleanup(sidecar.clone()));
@@ -586,9 +529,6 @@ fn starting_with_a_removed_network_container_reports_that_container() {
 
 #[test]
 fn renaming_to_the_current_name_is_refused() {
-    if skip_docker("renaming_to_the_current_name_is_refused") {
-        return;
-    }
     let name = unique("same-name");
     let _cleanup = Cleanup(name.clone());
     let err = block_on(async {
@@ -607,9 +547,6 @@ fn renaming_to_the_current_name_is_refused() {
 
 #[test]
 fn renaming_to_a_name_in_use_is_a_conflict() {
-    if skip_docker("renaming_to_a_name_in_use_is_a_conflict") {
-        return;
-    }
     let first = unique("name-taker");
     let second = unique("name-wanter");
     let _cleanup = (Cleanup(first.clone()), Cleanup(second.clone()));
@@ -634,9 +571,6 @@ fn renaming_to_a_name_in_use_is_a_conflict() {
 
 #[test]
 fn a_stop_longer_than_the_request_timeout_succeeds() {
-    if skip_docker("a_stop_longer_than_the_request_timeout_succeeds") {
-        return;
-    }
     let name = unique("stubborn");
     let _cleanup = Cleanup(name.clone());
     let img = image("service", "1");
@@ -670,9 +604,6 @@ fn a_stop_longer_than_the_request_timeout_succeeds() {
 
 #[test]
 fn events_keep_flowing_past_the_request_timeout() {
-    if skip_docker("events_keep_flowing_past_the_request_timeout") {
-        return;
-    }
     let name = unique("late-event");
     let _cleanup = Cleanup(name.clone());
     let seen = block_on(async {
@@ -755,9 +686,6 @@ fn slow_registry(delay: Duration) -> u16 {
 
 #[test]
 fn a_slow_registry_is_waited_for_past_the_request_timeout() {
-    if skip_docker("a_slow_registry_is_waited_for_past_the_request_timeout") {
-        return;
-    }
     let port = slow_registry(Duration::from_secs(3));
     let reference = format!("127.0.0.1:{port}/berth-test/slow:1");
     let (err, took) = block_on(async {
@@ -776,9 +704,6 @@ fn a_slow_registry_is_waited_for_past_the_request_timeout() {
 
 #[test]
 fn a_network_removed_after_create_is_reported_at_start() {
-    if skip_docker("a_network_removed_after_create_is_reported_at_start") {
-        return;
-    }
     let name = unique("network-gone");
     let _cleanup = Cleanup(name.clone());
     let network = TestNetwork::new(&unique("network-gone-net"));

@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use crate::cli_apply::{config_image, exec, identity, inspect, running, Applied, Device};
-use crate::util::{berth, image, run, skip_docker, temp_file, text, Component};
+use crate::util::{berth, image, run, temp_file, text, Component};
 
 /// `apply` with engine faults injected (the test-hooks build's
 /// `BERTH_TEST_FAULTS`).
@@ -29,9 +29,6 @@ fn marker(name: &str) -> String {
 
 #[test]
 fn a_rename_that_fails_after_parallel_stops_leaves_every_old_container_running() {
-    if skip_docker("a_rename_that_fails_after_parallel_stops_leaves_every_old_container_running") {
-        return;
-    }
     let mut device = Device::new("u-rename");
     let names = [device.name("a"), device.name("b"), device.name("c")];
     let volumes: Vec<String> = ["va", "vb", "vc"]
@@ -88,9 +85,6 @@ fn a_rename_that_fails_after_parallel_stops_leaves_every_old_container_running()
 
 #[test]
 fn a_rollback_that_fails_says_so_and_the_next_apply_restores_the_old_version() {
-    if skip_docker("a_rollback_that_fails_says_so_and_the_next_apply_restores_the_old_version") {
-        return;
-    }
     let device = Device::new("u-failed");
     let name = device.name("svc");
     let (volume_1, crash_1) = (image("volume", "1"), image("crash", "1"));
@@ -133,9 +127,6 @@ fn a_rollback_that_fails_says_so_and_the_next_apply_restores_the_old_version() {
 
 #[test]
 fn a_foreign_container_on_the_old_temporary_name_does_not_block_a_recreate() {
-    if skip_docker("a_foreign_container_on_the_old_temporary_name_does_not_block_a_recreate") {
-        return;
-    }
     let device = Device::new("u-foreign");
     let name = device.name("svc");
     let (service_1, service_2) = (image("service", "1"), image("service", "2"));
@@ -160,9 +151,6 @@ fn a_foreign_container_on_the_old_temporary_name_does_not_block_a_recreate() {
 
 #[test]
 fn a_network_that_does_not_exist_fails_downloading_naming_it() {
-    if skip_docker("a_network_that_does_not_exist_fails_downloading_naming_it") {
-        return;
-    }
     let device = Device::new("u-net");
     let name = device.name("svc");
     let service_1 = image("service", "1");
@@ -213,9 +201,6 @@ fn network_mode(name: &str) -> String {
 
 #[test]
 fn linked_services_deploy_cold_and_either_side_updates_alone() {
-    if skip_docker("linked_services_deploy_cold_and_either_side_updates_alone") {
-        return;
-    }
     // The shape of Eclipse Leda's desired state: services that share the
     // databroker's network, and services that reach it by host entry.
     let device = Device::new("u-links");
@@ -337,9 +322,6 @@ fn apply_paused_before(device: &Device, doc: &Path, at: &str) -> crate::util::Ba
 
 #[test]
 fn a_kill_during_cleanup_is_finished_not_undone() {
-    if skip_docker("a_kill_during_cleanup_is_finished_not_undone") {
-        return;
-    }
     let device = Device::new("u-cleanup");
     let name = device.name("svc");
     let (service_1, service_2) = (image("service", "1"), image("service", "2"));
@@ -372,9 +354,6 @@ fn memory_of(name: &str) -> i64 {
 
 #[test]
 fn a_kill_after_an_in_place_update_is_undone_by_the_next_start() {
-    if skip_docker("a_kill_after_an_in_place_update_is_undone_by_the_next_start") {
-        return;
-    }
     let device = Device::new("u-inplace");
     let (limited, other) = (device.name("limited"), device.name("other"));
     let service_1 = image("service", "1");

@@ -47,18 +47,6 @@ pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// Whether integration tests that need the engine were switched off on
-/// purpose. Anything else that stops them is a failure, never a silent pass.
-pub fn skip_docker(test: &str) -> bool {
-    let skip = std::env::var("BERTH_SKIP_DOCKER").is_ok_and(|v| v == "1");
-    if skip {
-        eprintln!(
-            "!!! SKIPPED {test}: BERTH_SKIP_DOCKER=1 is set, the real engine is not used !!!"
-        );
-    }
-    skip
-}
-
 /// Runs the docker CLI and returns its stdout, panicking with its stderr on failure.
 pub fn docker(args: &[&str]) -> String {
     let out = Command::new("docker")
