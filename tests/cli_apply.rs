@@ -72,14 +72,36 @@ impl Device {
     /// `berth apply --json --min-ready 1s --state-dir <mine> EXTRA... DOC`,
     /// seeing only this device's containers.
     pub(crate) fn apply_cmd(&self, doc: &Path, extra: &[&str]) -> Command {
+        self.apply_cmd_in(self.state.path(), doc, extra)
+    }
+
+    /// [`Self::apply_cmd`] with another state directory.
+    pub(crate) fn apply_cmd_in(&self, state: &Path, doc: &Path, extra: &[&str]) -> Command {
         let mut cmd = berth();
         cmd.env("DOCKER_HOST", self.view.host())
             .env("BERTH_INSTANCE", &self.prefix)
             .env_remove("BERTH_TEST_PAUSE_AT")
+            .env_remove("BERTH_TEST_FAULTS")
             .args(["apply", "--json", "--min-ready", "1s", "--state-dir"])
-            .arg(self.state.path())
+            .arg(state)
             .args(extra)
             .arg(doc);
+        cmd
+    }
+
+    /// `berth ARGS...` as this device: its engine view, instance and state
+    /// directory (`--state-dir` is added after the subcommand).
+    pub(crate) fn berth_cmd(&self, subcommand: &str, args: &[&str]) -> Command {
+        let mut cmd = berth();
+        cmd.env("DOCKER_HOST", self.view.host())
+            .env("BERTH_INSTANCE", &self.prefix)
+            .env_remove("BERTH_TEST_PAUSE_AT")
+            .env_remove("BERTH_TEST_FAULTS")
+            .arg(subcommand);
+        if subcommand != "plan" {
+            cmd.arg("--state-dir").arg(self.state.path());
+        }
+        cmd.args(args);
         cmd
     }
 

@@ -10,6 +10,7 @@ mod cli_plan;
 mod cli_state;
 mod cli_validate;
 mod environment;
+mod faults;
 mod runtime_docker;
 mod schemas;
 mod undo_log;

@@ -99,14 +99,23 @@ impl From<RollbackArg> for RollbackMode {
 }
 
 /// Prints feedback: JSON lines, or a line per change for people.
-struct Printer {
+pub(super) struct Printer {
     json: bool,
     paint: Paint,
     last: BTreeMap<String, String>,
 }
 
 impl Printer {
-    fn print(&mut self, f: &Feedback) {
+    /// A printer for standard output.
+    pub(super) fn stdout(json: bool) -> Self {
+        Self {
+            json,
+            paint: Paint::stdout(),
+            last: BTreeMap::new(),
+        }
+    }
+
+    pub(super) fn print(&mut self, f: &Feedback) {
         let mut out = io::stdout().lock();
         if self.json {
             let _ = serde_json::to_writer(&mut out, f);
@@ -208,18 +217,20 @@ impl ApplyArgs {
             instance: self.policy.instance.clone(),
             pause_at: super::hooks::pause_at(),
         };
-        let mut printer = Printer {
-            json: self.json,
-            paint: Paint::stdout(),
-            last: BTreeMap::new(),
-        };
+        let mut printer = Printer::stdout(self.json);
         let outcome = runtime.block_on(async {
             let rt = super::hooks::engine(self.engine.connect().await?)?;
-            for line in execute::recover(&rt, &state, &self.policy.instance)
-                .await
-                .map_err(anyhow::Error::msg)?
-            {
+            let (lines, verdict) =
+                execute::recover_with_verdict(&rt, &state, &self.policy.instance, DEFAULT_DOMAIN)
+                    .await
+                    .map_err(|e| {
+                        anyhow::anyhow!("recovering what an earlier activity left: {e}")
+                    })?;
+            for line in lines {
                 eprintln!("berth: recovered: {line}");
+            }
+            if let Some(f) = verdict {
+                printer.print(&f);
             }
             let mut sink = |f: Feedback| printer.print(&f);
             let plan_options = self.policy.plan_options();

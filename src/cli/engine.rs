@@ -49,7 +49,7 @@ pub struct PolicyArgs {
     pub instance: String,
 }
 
-fn instance_name(v: &str) -> Result<String, String> {
+pub(super) fn instance_name(v: &str) -> Result<String, String> {
     berth::spec::values::check_name(v)
         .map(|()| v.to_string())
         .map_err(|e| format!("instance name {e}"))

@@ -4,6 +4,7 @@ mod apply;
 mod engine;
 mod hooks;
 mod plan;
+mod recover;
 mod run;
 mod state;
 mod validate;
@@ -19,6 +20,7 @@ Examples:
   cat state.json | berth validate -     read a document from standard input
   berth plan examples/multi.json        what an apply would change, and why
   berth state --json                    the inventory as Kanto's current state
+  berth recover                         finish what an interrupted activity left
   berth run --config /etc/berth/config.toml   the agent (MQTT, state files, drift)";
 
 /// berth: drives Docker containers toward a desired-state document
@@ -51,6 +53,8 @@ pub enum Command {
     State(state::StateArgs),
     /// Converge the engine to a document: download first, roll back on failure.
     Apply(apply::ApplyArgs),
+    /// Finish what an interrupted activity left (also done before every apply).
+    Recover(recover::RecoverArgs),
     /// The agent: enforce desired states from MQTT and state files, correct drift.
     Run(Box<run::RunArgs>),
 }
@@ -96,6 +100,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Plan(cmd) => cmd.exec(),
         Command::State(cmd) => cmd.exec(),
         Command::Apply(cmd) => cmd.exec(),
+        Command::Recover(cmd) => cmd.exec(),
         Command::Run(cmd) => cmd.exec(),
     }
 }

@@ -4,7 +4,7 @@
 //! temporary names are swept, for what no journal describes.
 
 use crate::execute::undo;
-use crate::feedback::Status;
+use crate::feedback::{Feedback, Status, Tracker};
 use crate::journal::{Journal, StateDir, StateError};
 use crate::labels;
 use crate::plan::{temporary, Temporary};
@@ -61,6 +61,32 @@ pub async fn recover<R: Runtime>(
     done.extend(sweep(rt, instance).await?);
     state.discard_journal().await.map_err(|e| e.to_string())?;
     Ok(done)
+}
+
+/// [`recover`], and the final word on the activity the journal named (if
+/// any) as a Kanto feedback message under that activity's own id, so the
+/// answer reaches its sender also when it comes after a restart.
+///
+/// # Errors
+/// As [`recover`].
+pub async fn recover_with_verdict<R: Runtime>(
+    rt: &R,
+    state: &StateDir,
+    instance: &str,
+    domain: &str,
+) -> Result<(Recovered, Option<Feedback>), String> {
+    let journal = state.read_journal().ok().flatten();
+    let lines = recover(rt, state, instance).await?;
+    let verdict = journal.filter(|j| !j.activity_id.is_empty()).map(|j| {
+        let (status, words) = verdict(&j, &lines);
+        let message = if j.phase == ROLLBACK_FAILED {
+            words
+        } else {
+            format!("berth stopped during {} and restarted; {words}", j.phase)
+        };
+        Tracker::new(&j.activity_id, domain).message(status, Some(message))
+    });
+    Ok((lines, verdict))
 }
 
 /// The journal phase of an activity whose rollback did not hold.
