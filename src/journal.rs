@@ -28,8 +28,13 @@ const DESIRED: &str = "desired.json";
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// Another berth holds the lock.
-    #[error("another berth process is applying (lock {0} is held); wait for it to finish")]
-    Locked(PathBuf),
+    #[error("another berth process ({holder}) holds the state directory (lock {path}); wait for it to finish, or give this one another --state-dir")]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+        /// Who holds it, as it wrote into the lock file.
+        holder: String,
+    },
     /// The directory or a file in it could not be read or written.
     #[error("state directory {path}: {source}")]
     Io {
@@ -265,9 +270,24 @@ impl StateDir {
             .map_err(io)?;
         match lock.try_lock() {
             Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => return Err(StateError::Locked(lock_path)),
+            Err(fs::TryLockError::WouldBlock) => {
+                let holder = fs::read_to_string(&lock_path)
+                    .ok()
+                    .map(|t| t.trim().to_string())
+                    .filter(|t| !t.is_empty())
+                    .unwrap_or_else(|| "a process that did not say who it is".into());
+                return Err(StateError::Locked {
+                    path: lock_path,
+                    holder,
+                });
+            }
             Err(fs::TryLockError::Error(e)) => return Err(io(e)),
         }
+        // Who holds it, for the next one to name (best effort: a full disk
+        // must not stop berth from starting).
+        let _ = lock
+            .set_len(0)
+            .and_then(|()| (&lock).write_all(format!("pid {}", std::process::id()).as_bytes()));
         Ok(Self {
             path: path.to_path_buf(),
             _lock: lock,
@@ -421,10 +441,13 @@ mod tests {
     fn a_second_open_is_refused_while_the_first_holds_the_lock() {
         let dir = tempfile::tempdir().unwrap();
         let _first = StateDir::open(dir.path()).unwrap();
-        assert!(matches!(
-            StateDir::open(dir.path()),
-            Err(StateError::Locked(_))
-        ));
+        let err = StateDir::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StateError::Locked { .. }));
+        assert!(
+            err.to_string()
+                .contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
     }
 
     #[test]

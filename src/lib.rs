@@ -9,6 +9,7 @@ pub mod agent;
 pub mod config;
 pub mod execute;
 pub mod feedback;
+pub mod instance;
 pub mod inventory;
 pub mod journal;
 pub mod labels;

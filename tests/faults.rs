@@ -543,3 +543,83 @@ impl Drop for Unmount {
         let _ = std::process::Command::new("umount").arg(&self.0).output();
     }
 }
+
+#[test]
+fn a_second_berth_with_the_same_instance_name_refuses_to_start_and_names_the_first() {
+    let s = Scenario::standard("twins");
+    let mut first = s.device.apply_cmd(&s.v2, &[]);
+    first.env("BERTH_TEST_FAULTS", "rename#1:pause");
+    let mut first = Background::spawn(first);
+    first.wait_for("paused before rename#1", Duration::from_secs(90));
+    let containers = s.device.containers();
+
+    // Same instance, its own state directory: it would take the first's
+    // temporaries for leftovers and undo them.
+    let other_state = tempfile::tempdir().expect("state dir");
+    let second = Applied::from(run(&mut s.device.apply_cmd_in(
+        other_state.path(),
+        &s.v2,
+        &[],
+    )));
+    assert_eq!(second.code(), Some(1), "{second}");
+    let words = second.stderr();
+    assert!(words.contains("is already running"), "{second}");
+    assert!(words.contains(&format!("pid {}", first.pid())), "{second}");
+    assert_eq!(
+        s.device.containers(),
+        containers,
+        "the second touched nothing"
+    );
+
+    first.kill();
+    let verdict = s.next_start();
+    s.judge("twin-instance", None, verdict);
+}
+
+/// Stops the shared dockerd and starts it again (scripts/test-env.sh).
+fn restart_dockerd() {
+    let _ = std::process::Command::new("pkill")
+        .args(["-TERM", "-x", "dockerd"])
+        .status();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while run(std::process::Command::new("docker").arg("info"))
+        .status
+        .success()
+    {
+        assert!(std::time::Instant::now() < deadline, "dockerd did not stop");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let up =
+        run(std::process::Command::new("bash").arg(crate::util::repo_path("scripts/test-env.sh")));
+    assert!(
+        up.status.success(),
+        "restarting the engine failed: {}",
+        text(&up.stderr)
+    );
+}
+
+/// Restarts the shared dockerd, so it must run alone: `scripts/test.sh` runs
+/// it after the rest of the suite (`cargo test -- --ignored serial_`).
+#[test]
+#[ignore = "restarts the shared engine; scripts/test.sh runs it alone, after the suite"]
+fn serial_dockerd_restarts_during_an_activity() {
+    let s = Scenario::standard("dockerd");
+    let mut cmd = s.device.apply_cmd(&s.v2, &[]);
+    // The new a waits to start while the engine restarts under it.
+    cmd.env("BERTH_TEST_FAULTS", "start#1:delay=8s");
+    let apply = std::thread::spawn(move || Applied::from(run(&mut cmd)));
+    // The new a has taken its name (it is started after the delay).
+    let new_image = image("service", "2");
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while !(exists(&s.names[0]) && inspect(&s.names[0])["Config"]["Image"] == new_image.as_str()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the activity never reached ACTIVATING"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    restart_dockerd();
+    let applied = apply.join().expect("the apply thread");
+    let verdict = s.next_start();
+    s.judge("dockerd-restart", Some(&applied), verdict);
+}

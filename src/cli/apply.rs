@@ -205,6 +205,7 @@ impl ApplyArgs {
         }
         let runtime = tokio::runtime::Runtime::new()?;
         let state = StateDir::open(&self.state_dir)?;
+        let _claim = berth::instance::Claim::take(&self.policy.instance, &self.state_dir)?;
         state.save_desired(&text)?;
         let options = ExecuteOptions {
             parallel: usize::from(self.parallel),

@@ -47,6 +47,7 @@ impl RecoverArgs {
     /// Runs recovery and reports it.
     pub fn exec(self) -> anyhow::Result<ExitCode> {
         let state = StateDir::open(&self.state_dir)?;
+        let _claim = berth::instance::Claim::take(&self.instance, &self.state_dir)?;
         let runtime = tokio::runtime::Runtime::new()?;
         let mut printer = Printer::stdout(self.json);
         runtime.block_on(async {

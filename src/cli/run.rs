@@ -281,6 +281,7 @@ impl RunArgs {
         }
         let state = StateDir::open(&config.state_dir)
             .with_context(|| format!("state_dir {}", config.state_dir.display()))?;
+        let _claim = berth::instance::Claim::take(&config.instance, &config.state_dir)?;
         let runtime = tokio::runtime::Runtime::new()?;
         runtime.block_on(agent_main(config, mqtt_settings, state))?;
         Ok(ExitCode::SUCCESS)

@@ -133,22 +133,31 @@ pub enum Fault {
     /// error, then the call waits [`PAUSE`] (a tokio sleep, so paused test
     /// time skips it) before it goes ahead.
     Pause,
+    /// One line `berth: test hook: delaying rename#2 by 10s` goes to
+    /// standard error, then the call waits that long and goes ahead: time
+    /// for a test to restart the engine or the broker under it. Written
+    /// `delay=<duration>` (`delay=10s`).
+    Delay(Duration),
 }
 
 impl Fault {
-    /// The word a spec uses: `fail`, `unavailable`, `pause`.
+    /// The word a spec uses: `fail`, `unavailable`, `pause`, `delay`.
     pub fn as_str(self) -> &'static str {
         match self {
             Fault::Fail => "fail",
             Fault::Unavailable => "unavailable",
             Fault::Pause => "pause",
+            Fault::Delay(_) => "delay",
         }
     }
 }
 
 impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        match self {
+            Fault::Delay(d) => write!(f, "delay={}", humantime::format_duration(*d)),
+            other => f.write_str(other.as_str()),
+        }
     }
 }
 
@@ -160,9 +169,14 @@ impl FromStr for Fault {
             "fail" => Ok(Fault::Fail),
             "unavailable" => Ok(Fault::Unavailable),
             "pause" => Ok(Fault::Pause),
-            other => Err(format!(
-                "unknown fault {other:?} (expected fail, unavailable or pause)"
-            )),
+            other => match other.strip_prefix("delay=") {
+                Some(d) => humantime::parse_duration(d)
+                    .map(Fault::Delay)
+                    .map_err(|e| format!("bad delay {d:?}: {e}")),
+                None => Err(format!(
+                    "unknown fault {other:?} (expected fail, unavailable, pause or delay=<duration>)"
+                )),
+            },
         }
     }
 }
@@ -368,6 +382,14 @@ impl<R> Faulty<R> {
             Some(Fault::Pause) => {
                 eprintln!("berth: test hook: paused before {label}");
                 tokio::time::sleep(PAUSE).await;
+                Ok(())
+            }
+            Some(Fault::Delay(d)) => {
+                eprintln!(
+                    "berth: test hook: delaying {label} by {}",
+                    humantime::format_duration(d)
+                );
+                tokio::time::sleep(d).await;
                 Ok(())
             }
         }
@@ -586,6 +608,19 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_delayed_call_goes_ahead_after_its_delay() {
+        let rt = Faulty::from_spec(engine(&["a"]), "remove#1:delay=10s").unwrap();
+        let started = tokio::time::Instant::now();
+        rt.remove("a").await.expect("remove after the delay");
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_secs(10) && waited < PAUSE,
+            "{waited:?}"
+        );
+        assert!(rt.inner().container("a").is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_paused_call_goes_ahead_after_the_pause() {
         let rt = Faulty::from_spec(engine(&["a"]), "remove#1:pause").unwrap();
         let started = tokio::time::Instant::now();
@@ -596,7 +631,8 @@ mod tests {
 
     #[test]
     fn specs_parse_and_print_back() {
-        let spec = "rename#2:fail,start#1+:unavailable,stop#3:pause,pull#10+:fail";
+        let spec =
+            "rename#2:fail,start#1+:unavailable,stop#3:pause,pull#10+:fail,start#2:delay=15s";
         let rules = parse_rules(spec).unwrap();
         assert_eq!(
             rules[1],
