@@ -105,6 +105,11 @@ impl Device {
         cmd
     }
 
+    /// The state directory.
+    pub(crate) fn state_dir(&self) -> &Path {
+        self.state.path()
+    }
+
     pub(crate) fn apply(&self, doc: &Path, extra: &[&str]) -> Applied {
         Applied::from(run(&mut self.apply_cmd(doc, extra)))
     }

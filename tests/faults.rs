@@ -623,3 +623,22 @@ fn serial_dockerd_restarts_during_an_activity() {
     let verdict = s.next_start();
     s.judge("dockerd-restart", Some(&applied), verdict);
 }
+
+#[test]
+fn a_corrupt_journal_under_apply_is_set_aside_and_the_apply_goes_through() {
+    let s = Scenario::standard("corrupt");
+    // berth died during an activity and the disk kept half a journal.
+    s.kill_before("rename#1");
+    let journal = s.device.state_dir().join("journal.json");
+    std::fs::write(&journal, "{\"version\":2,\"activityId\":").expect("corrupt the journal");
+    let applied = s.device.apply_ok(&s.v2, &[]);
+    assert!(applied.stderr().contains("berth: recovered:"), "{applied}");
+    assert!(!journal.exists());
+    assert!(s.is_new(), "{applied}");
+    assert!(s.data_intact());
+    assert!(
+        s.device.leftovers().is_empty(),
+        "{:?}",
+        s.device.leftovers()
+    );
+}

@@ -1150,12 +1150,19 @@ mod property {
     use super::*;
     use crate::runtime::faults::{CallKind, Fault, Faulty, Rule};
 
-    /// What the second document does to one container of the first.
+    /// What the second document does to one container of the first: a
+    /// recreate through one of several keys, an in-place change, a new
+    /// version that fails, a removal, or nothing.
     #[derive(Debug, Clone, Copy)]
     enum Change {
         Same,
         Env,
         Memory,
+        Restart,
+        Port,
+        Label,
+        Cmd,
+        User,
         Crash,
         Remove,
     }
@@ -1165,6 +1172,11 @@ mod property {
             Just(Change::Same),
             Just(Change::Env),
             Just(Change::Memory),
+            Just(Change::Restart),
+            Just(Change::Port),
+            Just(Change::Label),
+            Just(Change::Cmd),
+            Just(Change::User),
             Just(Change::Crash),
             Just(Change::Remove),
         ]
@@ -1203,24 +1215,26 @@ mod property {
 
     fn second(changes: &[Change], add: bool) -> DesiredState {
         let crash = format!("{EXIT_LABEL}=1");
+        let ports = ["18001:8080", "18002:8080", "18003:8080"];
         let mut configs: Vec<(&str, Vec<(&str, &str)>)> = Vec::new();
-        for (name, c) in NAMES.iter().zip(changes) {
-            let config = match c {
-                Change::Same => vec![("image", ONE), ("env", "X=1"), ("memory", "64m")],
-                Change::Env => vec![("image", TWO), ("env", "X=2"), ("memory", "64m")],
-                Change::Memory => vec![("image", ONE), ("env", "X=1"), ("memory", "128m")],
-                Change::Crash => vec![
-                    ("image", ONE),
-                    ("env", "X=2"),
-                    ("memory", "64m"),
-                    ("label", crash.as_str()),
-                ],
+        for (i, (name, c)) in NAMES.iter().zip(changes).enumerate() {
+            let mut config = vec![("image", ONE), ("env", "X=1"), ("memory", "64m")];
+            match c {
+                Change::Same => {}
+                Change::Env => config = vec![("image", TWO), ("env", "X=2"), ("memory", "64m")],
+                Change::Memory => config[2] = ("memory", "128m"),
+                Change::Restart => config.push(("restartPolicy", "always")),
+                Change::Port => config.push(("port", ports[i])),
+                Change::Label => config.push(("label", "tier=2")),
+                Change::Cmd => config.extend([("cmd", "/bin/service"), ("cmd", "--v2")]),
+                Change::User => config.push(("user", "nobody")),
+                Change::Crash => config.extend([("env", "Y=2"), ("label", crash.as_str())]),
                 Change::Remove => continue,
-            };
+            }
             configs.push((name, config));
         }
         if add {
-            configs.push(("d", vec![("image", TWO)]));
+            configs.push(("d", vec![("image", TWO), ("port", "18004:8080")]));
         }
         let components: Vec<(&str, &[(&str, &str)])> =
             configs.iter().map(|(n, c)| (*n, c.as_slice())).collect();
@@ -1423,4 +1437,122 @@ fn a_writable_bind_source_missing_on_the_host_is_left_to_the_engine_to_create() 
         ),
     );
     assert_eq!(r.outcome.status, Status::Completed, "{:?}", r.outcome);
+}
+
+// ---- Issue 19: every failure branch is reached ----
+
+/// Runs plan and execute for `desired` through `rt`, on paused time, while
+/// `meanwhile` runs beside it.
+fn apply_beside<R: Runtime>(
+    rt: &R,
+    observe_with: &FakeRuntime,
+    dir: &std::path::Path,
+    desired: &DesiredState,
+    opts: &ExecuteOptions,
+    meanwhile: impl std::future::Future<Output = ()>,
+) -> Applied {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap()
+        .block_on(async {
+            let state = StateDir::open(dir).unwrap();
+            let observed = observe::gather_for(observe_with, desired).await.unwrap();
+            let plan = plan::compute(desired, &observed, &PlanOptions::default());
+            let mut tracker = Tracker::new(&desired.activity_id, "containers");
+            tracker.identified(&plan);
+            let mut feedback = Vec::new();
+            let mut sink = |f: Feedback| feedback.push(f);
+            let activity = Activity {
+                desired,
+                plan: &plan,
+                observed: &observed,
+            };
+            let run = execute(rt, &state, activity, opts, &mut tracker, &mut sink);
+            let (outcome, ()) = tokio::join!(run, meanwhile);
+            Applied {
+                outcome: outcome.unwrap(),
+                feedback,
+            }
+        })
+}
+
+#[test]
+fn r19_a_journal_write_that_fails_mid_activity_stops_the_step_and_rolls_back() {
+    use crate::runtime::faults::Faulty;
+    let fake = engine();
+    let dir = tempfile::tempdir().unwrap();
+    let state_dir = dir.path().join("state");
+    apply(&fake, &state_dir, &doc("a1", &[("a", &[("image", ONE)])]));
+    let old = id_of(&fake, "a");
+    let faulty = Faulty::from_spec(fake, "stop#1:delay=10s").unwrap();
+    // While the old a is being stopped, the state directory goes away: the
+    // next journal write (the rename that would follow) cannot be made.
+    let gone = state_dir.clone();
+    let r = apply_beside(
+        &faulty,
+        faulty.inner(),
+        &state_dir,
+        &doc("a2", &[("a", &[("image", TWO)])]),
+        &options(),
+        async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            std::fs::remove_dir_all(&gone).unwrap();
+            std::fs::write(&gone, "not a directory").unwrap();
+        },
+    );
+    let fake = faulty.inner();
+    assert_eq!(r.outcome.status, Status::Incomplete, "{:?}", r.outcome);
+    assert!(
+        r.outcome
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .contains("cannot write the journal"),
+        "{:?}",
+        r.outcome
+    );
+    assert!(
+        !fake
+            .calls()
+            .iter()
+            .any(|c| matches!(c, Call::Rename(id, to) if *id == old && to.contains(".berth-old"))),
+        "the rename was not issued without its record"
+    );
+    assert_eq!(id_of(fake, "a"), old);
+    assert!(running(fake, "a"));
+    assert_eq!(names(fake), ["a"]);
+}
+
+#[test]
+fn r19_the_activity_timeout_cuts_a_readiness_wait_short_and_rolls_back() {
+    let fake = engine();
+    let dir = tempfile::tempdir().unwrap();
+    apply(&fake, dir.path(), &doc("a1", &[("a", &[("image", ONE)])]));
+    let old = id_of(&fake, "a");
+    // A health check that could take a day; the activity may take a minute.
+    let opts = ExecuteOptions {
+        activity_timeout: Duration::from_secs(60),
+        ..options()
+    };
+    let d = doc(
+        "a2",
+        &[(
+            "a",
+            &[
+                ("image", TWO),
+                ("healthCmd", "true"),
+                ("healthInterval", "24h"),
+                ("healthRetries", "1"),
+            ],
+        )],
+    );
+    let r = apply_beside(&fake, &fake, dir.path(), &d, &opts, async {});
+    assert_eq!(r.outcome.status, Status::Incomplete, "{:?}", r.outcome);
+    let message = r.outcome.message.clone().unwrap_or_default();
+    assert!(message.contains("activity_timeout 1m"), "{message}");
+    assert!(r.statuses().contains(&Status::RollbackSuccess));
+    assert_eq!(id_of(&fake, "a"), old);
+    assert!(running(&fake, "a"));
 }
