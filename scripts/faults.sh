@@ -17,6 +17,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 RUNS=${1:-20}
 FILTER=${2:-}
 LOG=$(mktemp -d)/faults.log
+RESULTS=$(dirname "$LOG")/results
+export BERTH_FAULT_RESULTS=$RESULTS
 
 bash scripts/test-env.sh >/dev/null
 cargo test --locked --features test-hooks --test integration --no-run --quiet
@@ -38,7 +40,8 @@ echo "Fault campaign: ${RUNS} runs of each fault, $(date -u +%Y-%m-%d), ${elapse
 echo
 echo "| fault | runs | ended new | ended old | other | data lost | leftovers | feedback right |"
 echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-grep -o 'FAULT-RESULT .*' "$LOG" | awk '
+touch "$RESULTS"
+awk '
   {
     for (i = 2; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
     k = f["fault"]; runs[k]++
@@ -52,7 +55,7 @@ grep -o 'FAULT-RESULT .*' "$LOG" | awk '
   END {
     for (k in runs)
       printf "| %s | %d | %d | %d | %d | %d | %d | %d |\n", k, runs[k], nw[k], od[k], other[k], lost[k], left[k], right[k]
-  }' | sort
+  }' "$RESULTS" | sort
 failed=$(grep -c -E '^test .* FAILED$' "$LOG" || true)
 echo
 echo "failed test runs: ${failed} (log: ${LOG})"

@@ -193,14 +193,14 @@ impl Scenario {
         );
         let data = self.data_intact();
         let leftovers = self.device.leftovers();
-        eprintln!(
+        result(&format!(
             "FAULT-RESULT fault={fault} ended={} data={} leftovers={} feedback={} final={}",
             ended.word(),
             if data { "ok" } else { "lost" },
             leftovers.len(),
             if feedback_right { "right" } else { "wrong" },
             final_status.as_deref().unwrap_or("none"),
-        );
+        ));
         let context = run_end.map(|a| a.to_string()).unwrap_or_default();
         assert_ne!(
             ended,
@@ -217,6 +217,21 @@ impl Scenario {
             feedback_right,
             "{fault}: ended {ended:?} but the final feedback says {final_status:?}\n{context}"
         );
+    }
+}
+
+/// One campaign result: on standard error, and appended (one write, so
+/// parallel tests do not interleave) to `$BERTH_FAULT_RESULTS` when set.
+fn result(line: &str) {
+    eprintln!("{line}");
+    if let Ok(path) = std::env::var("BERTH_FAULT_RESULTS") {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("the results file opens");
+        file.write_all(format!("{line}\n").as_bytes())
+            .expect("the result is written");
     }
 }
 
@@ -533,7 +548,7 @@ fn a_full_state_directory_changes_nothing_and_recovers_once_space_returns() {
     assert_eq!(after.last_status(), "COMPLETED", "{after}");
     assert!(s.is_new());
     assert!(s.data_intact());
-    eprintln!("FAULT-RESULT fault=state-dir-full ended=old data=ok leftovers=0 feedback=right final=INCOMPLETE");
+    result("FAULT-RESULT fault=state-dir-full ended=old data=ok leftovers=0 feedback=right final=INCOMPLETE");
 }
 
 struct Unmount(PathBuf);

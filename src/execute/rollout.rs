@@ -32,6 +32,9 @@ pub(super) struct Unit<'a> {
     pub new_id: Option<String>,
     /// It failed and was rolled back on its own (container mode).
     pub failed: bool,
+    /// The units of this activity it links to (a `container:` network, a
+    /// `container_<hostname>` host entry): its old version needs theirs.
+    pub links_to: Vec<usize>,
 }
 
 impl Unit<'_> {
@@ -56,6 +59,8 @@ pub(super) struct Run<'a, R> {
     pub image_ids: BTreeMap<String, Option<String>>,
     /// Problems a container rollback could not fix (container mode).
     left: Vec<String>,
+    /// Rolled back only because a container linked to them failed.
+    dragged: BTreeSet<String>,
 }
 
 /// How a container is set going.
@@ -109,8 +114,17 @@ pub(super) async fn run<R: Runtime>(
             },
             new_id: None,
             failed: false,
+            links_to: Vec::new(),
         })
         .collect();
+    let mut units = units;
+    for i in 0..units.len() {
+        let Some(spec) = units[i].spec else { continue };
+        let targets = crate::plan::execution::links(spec, desired);
+        units[i].links_to = (0..units.len())
+            .filter(|j| *j != i && targets.contains(units[*j].name()))
+            .collect();
+    }
     let mut journal = Journal::new(&desired.activity_id, &options.instance);
     journal.phase = "downloading".into();
     journal.intents = units
@@ -140,6 +154,7 @@ pub(super) async fn run<R: Runtime>(
         units,
         image_ids: BTreeMap::new(),
         left: Vec::new(),
+        dragged: BTreeSet::new(),
     };
     run.go(observed).await
 }
@@ -255,6 +270,14 @@ impl<R: Runtime> Run<'_, R> {
             // old containers already gone: go back now instead (all that
             // was not committed on disk before).
             self.journal.committed = before;
+            // What was committed on disk (container mode, an earlier wave)
+            // stays: its cleanup is finished, or left in the journal.
+            let kept: Vec<String> = self.journal.committed.iter().cloned().collect();
+            for name in &kept {
+                if let Err(problem) = undo::finish(self.rt, &self.journal, name).await {
+                    self.left.push(problem);
+                }
+            }
             return self.roll_back(None, e.to_string()).await;
         }
         if failures.is_empty() {
@@ -343,10 +366,11 @@ impl<R: Runtime> Run<'_, R> {
             })
             .await
             .map_err(|e| vec![e])?;
-            self.rt
-                .update(&old.details.id, &spec.config)
-                .await
-                .map_err(|e| vec![ExecuteError::step(&name, "update in place")(e)])?;
+            if let Err(e) = self.rt.update(&old.details.id, &spec.config).await {
+                let e = ExecuteError::step(&name, "update in place")(e);
+                self.set(&name, ActionStatus::UpdateFailure, e.to_string());
+                return Err(vec![e]);
+            }
             self.set(
                 &name,
                 ActionStatus::UpdateSuccess,
@@ -397,12 +421,22 @@ impl<R: Runtime> Run<'_, R> {
         let mut errors = Vec::new();
         for (i, result) in stopped {
             let name = self.units[i].name().to_string();
+            let blame = if self.units[i].entry.action == Action::Remove {
+                ActionStatus::RemovalFailure
+            } else {
+                ActionStatus::UpdateFailure
+            };
             if let Err(e) = result {
-                errors.push(ExecuteError::step(&name, "stop the old container")(e));
+                let e = ExecuteError::step(&name, "stop the old container")(e);
+                self.set(&name, blame, e.to_string());
+                errors.push(e);
                 continue;
             }
             if self.units[i].entry.action == Action::Recreate {
                 if let Err(e) = self.retire(i).await {
+                    if !matches!(e, ExecuteError::Journal(_)) {
+                        self.set(&name, blame, e.to_string());
+                    }
                     errors.push(e);
                     continue;
                 }
@@ -550,8 +584,33 @@ impl<R: Runtime> Run<'_, R> {
                     RollbackMode::Activity => return Err(self.roll_back(None, message).await),
                     RollbackMode::Container => {
                         self.emit(Status::Rollback, Some(format!("rolling back {name}")));
-                        let only = BTreeSet::from([name.clone()]);
+                        // Its old version runs in, or points at, the old
+                        // version of what it links to: those go back with it.
+                        let mut group = vec![i];
+                        let mut at = 0;
+                        while at < group.len() {
+                            for &j in &self.units[group[at]].links_to {
+                                if !group.contains(&j)
+                                    && !self.units[j].failed
+                                    && !self.journal.committed.contains(self.units[j].name())
+                                {
+                                    group.push(j);
+                                }
+                            }
+                            at += 1;
+                        }
+                        let only: BTreeSet<String> = group
+                            .iter()
+                            .map(|j| self.units[*j].name().to_string())
+                            .collect();
                         let settled = undo::undo(self.rt, &mut self.journal, Some(&only)).await;
+                        for &j in &group[1..] {
+                            self.units[j].failed = true;
+                            let words = format!("Rolled back with {name}, which links to it.");
+                            let other = self.units[j].name().to_string();
+                            self.set(&other, ActionStatus::ActivationFailure, words);
+                            self.dragged.insert(other);
+                        }
                         self.units[i].failed = true;
                         if settled.left.is_empty() {
                             self.emit(Status::RollbackSuccess, None);
@@ -571,12 +630,23 @@ impl<R: Runtime> Run<'_, R> {
             if self.options.rollback == RollbackMode::Container && !passed.is_empty() {
                 // Each container that proved ready stays, whatever its
                 // siblings do.
+                let before = self.journal.committed.clone();
                 for i in passed {
+                    // A container others link to is committed with them, at
+                    // the end: until then it may have to go back with them.
+                    if self.units.iter().any(|u| u.links_to.contains(&i)) {
+                        continue;
+                    }
                     self.journal
                         .committed
                         .insert(self.units[i].name().to_string());
                 }
-                let _ = self.write().await;
+                if let Err(e) = self.write().await {
+                    // Not on disk, not committed: the final commit tries
+                    // again, and a crash undoes them, as the disk says.
+                    tracing::warn!(error = %e, "cannot record the commit of this wave yet");
+                    self.journal.committed = before;
+                }
             }
         }
         Ok(failures)
@@ -721,6 +791,9 @@ impl<R: Runtime> Run<'_, R> {
             tracing::info!("rolled back: {line}");
         }
         let failed = self.blamed();
+        let mut settled = settled;
+        // What a container rollback or a kept container's cleanup left.
+        settled.left.extend(self.left.iter().cloned());
         if settled.left.is_empty() {
             self.mark_rolled_back();
             self.emit(
@@ -730,11 +803,23 @@ impl<R: Runtime> Run<'_, R> {
             if let Err(e) = self.state.discard_journal().await {
                 tracing::warn!(error = %e, "cannot clear the journal; the next recovery finds nothing to do");
             }
+            let kept: Vec<&str> = self
+                .units
+                .iter()
+                .map(|u| u.name())
+                .filter(|n| self.journal.committed.contains(*n))
+                .collect();
+            let words = if kept.is_empty() {
+                "rolled back, the previous containers run again".to_string()
+            } else {
+                format!(
+                    "{} keep their new version, the rest was rolled back",
+                    kept.join(", ")
+                )
+            };
             return Outcome {
                 status: Status::Incomplete,
-                message: Some(format!(
-                    "{cause}; rolled back, the previous containers run again"
-                )),
+                message: Some(format!("{cause}; {words}")),
                 failed,
             };
         }
@@ -758,6 +843,7 @@ impl<R: Runtime> Run<'_, R> {
         self.units
             .iter()
             .map(|u| u.name())
+            .filter(|n| !self.dragged.contains(*n))
             .filter(|n| {
                 matches!(
                     self.tracker.status_of(n),
@@ -794,7 +880,15 @@ impl<R: Runtime> Run<'_, R> {
             })
             .collect();
         for (name, status, message) in marks {
-            if self.tracker.status_of(&name) != Some(ActionStatus::ActivationFailure) {
+            // The container to blame keeps the words of its own failure.
+            if !matches!(
+                self.tracker.status_of(&name),
+                Some(
+                    ActionStatus::ActivationFailure
+                        | ActionStatus::UpdateFailure
+                        | ActionStatus::RemovalFailure
+                )
+            ) {
                 self.set(&name, status, message);
             }
         }

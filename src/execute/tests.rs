@@ -1556,3 +1556,274 @@ fn r19_the_activity_timeout_cuts_a_readiness_wait_short_and_rolls_back() {
     assert_eq!(id_of(&fake, "a"), old);
     assert!(running(&fake, "a"));
 }
+
+// ---- Review: failure paths ----
+
+#[test]
+fn review_rollback_restarts_a_sidecar_only_after_its_network_parent() {
+    // a and sidecar (network container:a); a new a that crashes. The
+    // activity rolls back: the old sidecar can only start once the old a
+    // runs again.
+    let fake = engine();
+    let dir = tempfile::tempdir().unwrap();
+    let crash = format!("{EXIT_LABEL}=1");
+    let v1 = doc(
+        "a1",
+        &[
+            ("a", &[("image", ONE)]),
+            ("sidecar", &[("image", ONE), ("network", "container:a")]),
+        ],
+    );
+    assert_eq!(
+        apply(&fake, dir.path(), &v1).outcome.status,
+        Status::Completed
+    );
+    let (a, s) = (id_of(&fake, "a"), id_of(&fake, "sidecar"));
+    let v2 = doc(
+        "a2",
+        &[
+            ("a", &[("image", ONE), ("label", &crash)]),
+            ("sidecar", &[("image", ONE), ("network", "container:a")]),
+        ],
+    );
+    let r = apply(&fake, dir.path(), &v2);
+    assert_eq!(r.outcome.status, Status::Incomplete, "{:?}", r.outcome);
+    assert!(
+        r.statuses().contains(&Status::RollbackSuccess),
+        "{:?}",
+        r.statuses()
+    );
+    assert_eq!((id_of(&fake, "a"), id_of(&fake, "sidecar")), (a, s));
+    assert!(running(&fake, "a") && running(&fake, "sidecar"));
+    assert_eq!(journal_left(dir.path()), None);
+}
+
+#[test]
+fn review_a_failed_stop_blames_the_container_whose_stop_failed() {
+    let fake = engine();
+    let dir = tempfile::tempdir().unwrap();
+    apply(
+        &fake,
+        dir.path(),
+        &doc(
+            "a1",
+            &[
+                ("a", &[("image", ONE), ("env", "X=1")]),
+                ("b", &[("image", ONE)]),
+            ],
+        ),
+    );
+    let old = id_of(&fake, "a");
+    fake.fail_next(Call::Stop(old.clone()), injected("stop"));
+    let r = apply(
+        &fake,
+        dir.path(),
+        &doc(
+            "a2",
+            &[
+                ("a", &[("image", ONE), ("env", "X=2")]),
+                ("b", &[("image", TWO)]),
+            ],
+        ),
+    );
+    assert_eq!(r.outcome.status, Status::Incomplete, "{:?}", r.outcome);
+    assert!(r.statuses().contains(&Status::UpdateFailure));
+    assert_eq!(
+        r.outcome.failed,
+        std::collections::BTreeSet::from(["a".to_string()]),
+        "{:?}",
+        r.outcome
+    );
+}
+
+#[test]
+fn review_a_failed_in_place_update_blames_its_container() {
+    let fake = engine();
+    let dir = tempfile::tempdir().unwrap();
+    apply(
+        &fake,
+        dir.path(),
+        &doc("a1", &[("a", &[("image", ONE), ("memory", "64M")])]),
+    );
+    let id = id_of(&fake, "a");
+    fake.fail_next(Call::Update(id), injected("update"));
+    let r = apply(
+        &fake,
+        dir.path(),
+        &doc("a2", &[("a", &[("image", ONE), ("memory", "128M")])]),
+    );
+    assert_eq!(r.outcome.status, Status::Incomplete, "{:?}", r.outcome);
+    assert_eq!(
+        r.outcome.failed,
+        std::collections::BTreeSet::from(["a".to_string()]),
+        "{:?}",
+        r.outcome
+    );
+}
+
+#[test]
+fn review_container_mode_a_failed_final_commit_write_does_not_strand_a_committed_old_container() {
+    use crate::runtime::faults::Faulty;
+    // Container mode: a (wave 0) passes and is committed on disk; b (wave
+    // 1, dependsOn a) passes too; then the final commit write fails (a
+    // full disk, say: the journal on disk stays as it was).
+    let fake = engine();
+    let dir = tempfile::tempdir().unwrap();
+    let state_dir = dir.path().join("state");
+    let v = |x: &'static str| {
+        let env: &'static str = if x == "1" { "X=1" } else { "X=2" };
+        doc(
+            "a",
+            &[
+                ("a", &[("image", ONE), ("env", env)]),
+                ("b", &[("image", ONE), ("env", env), ("dependsOn", "a")]),
+            ],
+        )
+    };
+    apply(&fake, &state_dir, &v("1"));
+    let (old_a, old_b) = (id_of(&fake, "a"), id_of(&fake, "b"));
+    // Calls of the fresh wrapper: start#1 is a's, start#2 is b's.
+    let faulty = Faulty::from_spec(fake, "start#2:delay=10s").unwrap();
+    let blocker = state_dir.join(".journal.json.tmp");
+    let opts = ExecuteOptions {
+        rollback: RollbackMode::Container,
+        ..options()
+    };
+    let b2 = blocker.clone();
+    let r = apply_beside(
+        &faulty,
+        faulty.inner(),
+        &state_dir,
+        &v("2"),
+        &opts,
+        async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            // Every journal write fails from now on; journal.json stays.
+            std::fs::create_dir(&b2).unwrap();
+        },
+    );
+    std::fs::remove_dir(&blocker).unwrap();
+    let fake = faulty.inner();
+    // The next start: recovery, as always.
+    block_on(recover(
+        fake,
+        &StateDir::open(&state_dir).unwrap(),
+        labels::DEFAULT_INSTANCE,
+    ))
+    .unwrap();
+    let now = (id_of(fake, "a"), id_of(fake, "b"));
+    eprintln!("outcome {:?}\nnames {:?}", r.outcome, names(fake));
+    assert_eq!(
+        names(fake),
+        ["a", "b"],
+        "no old container stranded on a temporary name"
+    );
+    if now != (old_a.clone(), old_b.clone()) {
+        assert!(
+            !r.outcome
+                .message
+                .as_deref()
+                .unwrap_or("")
+                .contains("the previous containers run again"),
+            "reported rolled back, but {now:?} are not the old {:?}",
+            (old_a, old_b)
+        );
+    }
+}
+
+#[test]
+fn review_container_mode_a_failing_sidecar_on_a_committed_parent_can_be_settled() {
+    // Container mode: a gets a new version and passes; its sidecar (network
+    // container:a) gets a new version that crashes and goes back on its own.
+    let fake = engine();
+    let dir = tempfile::tempdir().unwrap();
+    let crash = format!("{EXIT_LABEL}=1");
+    let v1 = doc(
+        "a1",
+        &[
+            ("a", &[("image", ONE), ("env", "X=1")]),
+            ("sidecar", &[("image", ONE), ("network", "container:a")]),
+        ],
+    );
+    assert_eq!(
+        apply(&fake, dir.path(), &v1).outcome.status,
+        Status::Completed
+    );
+    let v2 = doc(
+        "a2",
+        &[
+            ("a", &[("image", ONE), ("env", "X=2")]),
+            (
+                "sidecar",
+                &[
+                    ("image", ONE),
+                    ("network", "container:a"),
+                    ("label", &crash),
+                ],
+            ),
+        ],
+    );
+    let opts = ExecuteOptions {
+        rollback: RollbackMode::Container,
+        ..options()
+    };
+    let (a, s) = (id_of(&fake, "a"), id_of(&fake, "sidecar"));
+    let r = apply_with(&fake, dir.path(), &v2, &opts);
+    eprintln!("outcome {:?}\nnames {:?}", r.outcome, names(&fake));
+    assert_eq!(r.outcome.status, Status::Incomplete, "{:?}", r.outcome);
+    assert_eq!(
+        r.outcome.failed,
+        std::collections::BTreeSet::from(["sidecar".to_string()])
+    );
+    assert_eq!(
+        (id_of(&fake, "a"), id_of(&fake, "sidecar")),
+        (a, s),
+        "both old"
+    );
+    assert!(running(&fake, "a") && running(&fake, "sidecar"));
+    assert_eq!(journal_left(dir.path()), None);
+    // Whatever the activity did, recovery (the agent runs it before every
+    // next activity, forever until it succeeds) must be able to finish.
+    let recovered = block_on(recover(
+        &fake,
+        &StateDir::open(dir.path()).unwrap(),
+        labels::DEFAULT_INSTANCE,
+    ));
+    eprintln!("recovered {recovered:?}\nnames {:?}", names(&fake));
+    let again = block_on(recover(
+        &fake,
+        &StateDir::open(dir.path()).unwrap(),
+        labels::DEFAULT_INSTANCE,
+    ));
+    assert!(again.is_ok(), "recovery can never finish: {again:?}");
+}
+
+#[test]
+fn review_rollback_is_not_blocked_by_a_container_whose_id_starts_with_the_name() {
+    // The engine resolves `inspect(name)` to an id prefix when no container
+    // has that name: a component called `db` and any container whose id
+    // starts with "db".
+    let fake = engine();
+    let dir = tempfile::tempdir().unwrap();
+    fake.add_container(runtime::ContainerDetails {
+        id: format!("db{:062x}", 7),
+        name: "someone-else".into(),
+        state: runtime::ContainerState {
+            status: runtime::Status::Running,
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    apply(&fake, dir.path(), &doc("a1", &[("db", &[("image", ONE)])]));
+    let old = id_of(&fake, "db");
+    let crash = format!("{EXIT_LABEL}=1");
+    let r = apply(
+        &fake,
+        dir.path(),
+        &doc("a2", &[("db", &[("image", TWO), ("label", &crash)])]),
+    );
+    assert_eq!(r.outcome.status, Status::Incomplete, "{:?}", r.outcome);
+    assert_eq!(id_of(&fake, "db"), old);
+    assert!(running(&fake, "db"));
+    assert_eq!(journal_left(dir.path()), None);
+}

@@ -102,7 +102,12 @@ async fn undo_one<R: Runtime>(
             if c.name == *from {
                 return Ok(false);
             }
-            if let Some(holder) = inspect(rt, from).await?.filter(|h| h.id != c.id) {
+            // The engine resolves a reference that names no container to an
+            // id prefix: only a container really named `from` holds it.
+            if let Some(holder) = inspect(rt, from)
+                .await?
+                .filter(|h| h.id != c.id && h.name == *from)
+            {
                 if created.contains(&holder.id) {
                     remove_new(rt, &holder.id).await?;
                 } else {
@@ -171,7 +176,25 @@ pub(super) async fn undo<R: Runtime>(
     let mut touched: BTreeSet<String> = BTreeSet::new();
     let mut broken: BTreeSet<String> = BTreeSet::new();
     let instance = journal.instance.clone();
-    for i in (0..journal.records.len()).rev() {
+    // Old containers are started again last, in the order they were
+    // stopped (dependencies first): a container on `container:<parent>`
+    // can start only once its parent runs, and the parallel stops were
+    // journaled in plan order, which the reverse walk would turn around.
+    let is_restart = |e: &Effect| {
+        matches!(
+            e,
+            Effect::Stop {
+                was_running: true,
+                ..
+            }
+        )
+    };
+    let backwards = (0..journal.records.len())
+        .rev()
+        .filter(|i| !is_restart(&journal.records[*i].effect));
+    let restarts = (0..journal.records.len()).filter(|i| is_restart(&journal.records[*i].effect));
+    let order: Vec<usize> = backwards.chain(restarts).collect();
+    for i in order {
         let record = &journal.records[i];
         let name = record.effect.name().to_string();
         if record.undone || !wanted(&name, &journal.committed) || broken.contains(&name) {

@@ -295,12 +295,26 @@ impl Runtime for FakeRuntime {
     }
 
     async fn inspect(&self, id: &str) -> Result<Option<ContainerDetails>> {
-        Ok(self
-            .lock()
+        // As the engine resolves a reference: a full id, then a name, then
+        // a unique id prefix (Docker's GetContainer).
+        let state = self.lock();
+        let exact = state
             .containers
             .iter()
-            .find(|c| c.id == id || c.name == id)
-            .cloned())
+            .find(|c| c.id == id)
+            .or_else(|| state.containers.iter().find(|c| c.name == id));
+        if let Some(c) = exact {
+            return Ok(Some(c.clone()));
+        }
+        let by_prefix: Vec<&ContainerDetails> = state
+            .containers
+            .iter()
+            .filter(|c| !id.is_empty() && c.id.starts_with(id))
+            .collect();
+        Ok(match by_prefix.as_slice() {
+            [one] => Some((*one).clone()),
+            _ => None,
+        })
     }
 
     async fn image(&self, reference: &str) -> Result<Option<ImageDetails>> {
