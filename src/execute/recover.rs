@@ -89,7 +89,9 @@ pub async fn recover_with_verdict<R: Runtime>(
     Ok((lines, verdict))
 }
 
-/// The journal phase of an activity whose rollback did not hold.
+/// The journal phase of an activity that ended with work left for recovery:
+/// a rollback, or the cleanup after a commit, that did not hold. (Any other
+/// phase means berth was interrupted there.)
 pub const ROLLBACK_FAILED: &str = "rollback-failed";
 
 /// The final word on an activity that recovery finished, under its own
@@ -108,7 +110,13 @@ pub fn verdict(journal: &Journal, lines: &[String]) -> (Status, String) {
         .map(|i| i.name.as_str())
         .filter(|n| journal.committed.contains(*n))
         .collect();
-    if journal.phase == ROLLBACK_FAILED {
+    let all_committed = !journal.intents.is_empty() && committed.len() == journal.intents.len();
+    if journal.phase == ROLLBACK_FAILED && all_committed {
+        (
+            Status::Completed,
+            format!("the cleanup that had failed is finished: {what}"),
+        )
+    } else if journal.phase == ROLLBACK_FAILED {
         (
             Status::Incomplete,
             format!("the rollback that had failed is finished: {what}"),

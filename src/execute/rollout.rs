@@ -319,8 +319,12 @@ impl<R: Runtime> Run<'_, R> {
             if let Err(e) = self.state.discard_journal().await {
                 tracing::warn!(error = %e, "cannot clear the journal; the next recovery finds nothing to do");
             }
-        } else if let Err(e) = self.write().await {
-            tracing::error!(error = %e, "cannot keep the journal for recovery");
+        } else {
+            // Ended, with work left for recovery (not interrupted).
+            self.journal.phase = super::ROLLBACK_FAILED.into();
+            if let Err(e) = self.write().await {
+                tracing::error!(error = %e, "cannot keep the journal for recovery");
+            }
         }
         let status = if !self.left.is_empty() {
             Status::IncompleteInconsistent
@@ -329,9 +333,9 @@ impl<R: Runtime> Run<'_, R> {
         } else {
             Status::Incomplete
         };
+        // A container rollback's leftovers are in `failures` already.
         let message = failures
             .into_iter()
-            .chain(self.left.iter().cloned())
             .chain(cleanup_errors)
             .collect::<Vec<_>>();
         Outcome {
