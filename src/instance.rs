@@ -17,6 +17,8 @@ use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::path::Path;
 use std::time::Duration;
 
+use sha2::Digest;
+
 /// Why the instance name could not be claimed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClaimError {
@@ -55,7 +57,7 @@ impl Claim {
             instance: instance.to_string(),
             source,
         };
-        let name = format!("berth-instance/{instance}");
+        let name = socket_name(instance);
         let addr = SocketAddr::from_abstract_name(name.as_bytes()).map_err(io)?;
         let listener = match UnixListener::bind_addr(&addr) {
             Ok(l) => l,
@@ -89,6 +91,21 @@ impl Claim {
     pub fn name(&self) -> &str {
         &self.name
     }
+}
+
+/// The longest abstract socket name used as is; the kernel allows 107 bytes.
+const MAX_PLAIN_NAME: usize = 90;
+
+/// `berth-instance/<name>`, or for a name too long for a socket address,
+/// `berth-instance/sha256:<hex>` of it (the same name, the same socket).
+fn socket_name(instance: &str) -> String {
+    let plain = format!("berth-instance/{instance}");
+    if plain.len() <= MAX_PLAIN_NAME {
+        return plain;
+    }
+    let digest = sha2::Sha256::digest(instance.as_bytes());
+    let hex: String = digest.iter().take(20).map(|b| format!("{b:02x}")).collect();
+    format!("berth-instance/sha256:{hex}")
 }
 
 /// What the holder says about itself, or that it does not answer.
@@ -128,6 +145,19 @@ mod tests {
             "{words}"
         );
         assert!(words.contains("/var/lib/first"), "{words}");
+    }
+
+    #[test]
+    fn a_name_too_long_for_a_socket_address_is_claimed_by_its_digest() {
+        // Regression: names past ~100 bytes made berth stop with "abstract
+        // socket name must be shorter than SUN_LEN".
+        let long = unique(&"x".repeat(200));
+        let _first = Claim::take(&long, Path::new("/a")).unwrap();
+        assert!(matches!(
+            Claim::take(&long, Path::new("/b")),
+            Err(ClaimError::Held { .. })
+        ));
+        assert!(Claim::take(&format!("{long}y"), Path::new("/c")).is_ok());
     }
 
     #[test]
