@@ -383,8 +383,12 @@ impl StateDir {
 }
 
 /// A temporary file, fsync, rename, fsync of the directory: a power cut
-/// leaves the old content or the new, never a torn one.
-fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StateError> {
+/// leaves the old content or the new, never a torn one. Every file berth
+/// keeps in its state directory is written this way.
+///
+/// # Errors
+/// When the directory cannot be written.
+pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StateError> {
     let target = dir.join(name);
     let temp = dir.join(format!(".{name}.tmp"));
     let io = |source| StateError::Io {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::broker::{publish, retained, Broker, Subscriber};
+use crate::broker::{publish, publish_lines, publish_retained, retained, Broker, Subscriber};
 use crate::util::{berth, desired_state, docker, image, unique, Background, Cleanup, Component};
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -342,29 +342,355 @@ fn a_broken_document_gets_identification_failed_with_the_reasons_and_changes_not
     assert!(agent.terminate().success());
 }
 
+/// How many times the log says `needle`.
+fn occurrences(agent: &Agent, needle: &str) -> usize {
+    agent.log().matches(needle).count()
+}
+
+/// Waits until berth has connected to the broker `n` times in all.
+fn connected_times(agent: &mut Agent, n: usize) {
+    eventually(&format!("connection {n} to the broker"), agent, || {
+        occurrences(agent, "connected to the MQTT broker") >= n
+    });
+}
+
+/// Feedback messages whose activity id berth made up for a refusal.
+fn refusals(sub: &Subscriber) -> Vec<Value> {
+    sub.json(FEEDBACK)
+        .into_iter()
+        .filter(|f| {
+            f["activityId"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("refused-")
+        })
+        .collect()
+}
+
+/// Publishes a `currentstate/get` and waits for its answer: berth is
+/// connected, subscribed and serving.
+fn serves(broker: &Broker, sub: &Subscriber, agent: &Agent, id: &str) {
+    publish(
+        broker,
+        GET,
+        &format!(r#"{{"activityId":"{id}","payload":null}}"#),
+    );
+    let needle = format!(r#""activityId":"{id}""#);
+    let what = format!("the answer to {id}; berth log:\n{}", agent.log());
+    sub.wait_for(&what, WAIT, |msgs| {
+        msgs.iter()
+            .any(|(t, p)| t == CURRENT && p.contains(&needle))
+    });
+}
+
 #[test]
-fn an_mqtt_message_over_the_size_limit_is_refused() {
+fn an_oversized_mqtt_message_is_refused_unread_and_not_delivered_again() {
     let state = TempDir::new().unwrap();
-    let names = Names::new(&["big"]);
-    let (broker, sub, mut agent) = on_broker(&state, &["--mqtt-max-message-size", "300"]);
-    let padding = "x".repeat(400);
+    let names = Names::new(&["big", "small"]);
+    let (mut broker, sub, mut agent) = on_broker(&state, &["--mqtt-max-message-size", "4096"]);
     let img = service("1");
+    let padding = format!("PAD={}", "x".repeat(64 * 1024));
     let big = doc(
         "big-1",
         &[(names.get(0), "1", &[("image", &img), ("env", &padding)])],
     );
     publish(&broker, DESIRED, &big);
-    assert_eq!(final_status(&sub, "big-1", &agent), "IDENTIFICATION_FAILED");
-    let f = feedback_of(&sub, "big-1");
+    let what = format!(
+        "the refusal of the big message; berth log:\n{}",
+        agent.log()
+    );
+    sub.wait_for(&what, WAIT, |_| !refusals(&sub).is_empty());
+    let refusal = &refusals(&sub)[0];
+    assert_eq!(refusal["payload"]["status"], "IDENTIFICATION_FAILED");
+    let message = refusal["payload"]["message"].as_str().unwrap();
+    let packet = big.len() + DESIRED.len() + 4;
     assert!(
-        f[0]["payload"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("max_message_size"),
-        "{f:?}"
+        message.contains(&format!("{packet} bytes")) && message.contains("max_message_size (4096)"),
+        "{message}"
+    );
+    // The broker dropped it with the old session; berth is back and serves.
+    agent.wait_log("connecting with a persistent session again");
+    serves(&broker, &sub, &agent, "get-after-refusal");
+    let small = doc("small-1", &[(names.get(1), "1", &[("image", &img)])]);
+    assert!(small.len() < 4096);
+    publish(&broker, DESIRED, &small);
+    assert_eq!(final_status(&sub, "small-1", &agent), "COMPLETED");
+
+    // Were it still in berth's session, the broker would deliver it again
+    // at this reconnect.
+    let before = occurrences(&agent, "connected to the MQTT broker");
+    broker.stop();
+    broker.restart();
+    connected_times(&mut agent, before + 1);
+    serves(&broker, &sub, &agent, "get-after-restart");
+    assert_eq!(refusals(&sub).len(), 1, "{:?}", refusals(&sub));
+    assert_eq!(
+        occurrences(&agent, "arrived; refused unread"),
+        1,
+        "{}",
+        agent.log()
+    );
+    assert!(
+        feedback_of(&sub, "big-1").is_empty(),
+        "its payload was never read"
     );
     assert!(inspect(names.get(0)).is_none());
+    assert!(agent.is_running());
     assert!(agent.terminate().success());
+}
+
+#[test]
+fn a_retained_oversized_message_is_refused_and_berth_keeps_serving() {
+    let state = TempDir::new().unwrap();
+    let names = Names::new(&["big-kept"]);
+    let mut broker = Broker::start();
+    let sub = Subscriber::start(&broker, "#");
+    let img = service("1");
+    let padding = format!("PAD={}", "x".repeat(64 * 1024));
+    let big = doc(
+        "big-retained",
+        &[(names.get(0), "1", &[("image", &img), ("env", &padding)])],
+    );
+    // Sent again by the broker at every new subscription.
+    publish_retained(&broker, DESIRED, &big);
+    let url = broker.url();
+    let mut agent = Agent::start(
+        state.path(),
+        &["--mqtt-url", &url, "--mqtt-max-message-size", "4096"],
+    );
+    // Refused unread first; read once when it came back, and refused
+    // under its own id.
+    assert_eq!(
+        final_status(&sub, "big-retained", &agent),
+        "IDENTIFICATION_FAILED"
+    );
+    let refusal = &feedback_of(&sub, "big-retained")[0];
+    assert!(
+        refusal["payload"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("more than mqtt.max_message_size (4096)"),
+        "{refusal}"
+    );
+    assert_eq!(refusals(&sub).len(), 1, "{:?}", refusals(&sub));
+    serves(&broker, &sub, &agent, "get-1");
+
+    let before = occurrences(&agent, "connected to the MQTT broker");
+    broker.stop();
+    broker.restart();
+    connected_times(&mut agent, before + 1);
+    serves(&broker, &sub, &agent, "get-2");
+    assert_eq!(feedback_of(&sub, "big-retained").len(), 1);
+    assert_eq!(refusals(&sub).len(), 1);
+    assert_eq!(
+        occurrences(&agent, "arrived; refused unread"),
+        2,
+        "{}",
+        agent.log()
+    );
+    assert!(inspect(names.get(0)).is_none());
+    assert!(agent.is_running());
+    assert!(agent.terminate().success());
+}
+
+#[test]
+fn a_1000_get_burst_gets_a_few_current_states_and_berth_keeps_serving() {
+    let state = TempDir::new().unwrap();
+    let names = Names::new(&["gets"]);
+    let (broker, sub, mut agent) = on_broker(&state, &[]);
+    let gets: Vec<String> = (0..1000)
+        .map(|i| format!(r#"{{"activityId":"get-{i}","payload":null}}"#))
+        .collect();
+    let began = Instant::now();
+    publish_lines(&broker, GET, &gets, 1);
+    let what = format!("the answer to get-999; berth log:\n{}", agent.log());
+    sub.wait_for(&what, WAIT, |msgs| {
+        msgs.iter()
+            .any(|(t, p)| t == CURRENT && p.contains(r#""activityId":"get-999""#))
+    });
+    let took = began.elapsed();
+    let img = service("1");
+    publish(
+        &broker,
+        DESIRED,
+        &doc("after-gets", &[(names.get(0), "1", &[("image", &img)])]),
+    );
+    assert_eq!(final_status(&sub, "after-gets", &agent), "COMPLETED");
+    serves(&broker, &sub, &agent, "get-last");
+    let answers: Vec<String> = sub
+        .json(CURRENT)
+        .iter()
+        .filter_map(|c| c["activityId"].as_str().map(str::to_string))
+        .filter(|id| id.starts_with("get-") && id != "get-last")
+        .collect();
+    eprintln!(
+        "{} answers to 1000 requests over {took:?}: {answers:?}",
+        answers.len()
+    );
+    // One at once, then at most one per second (--get-interval's default)
+    // for as long as the burst lasted, however long that was.
+    let bound = 2 + took.as_secs() as usize;
+    assert!(
+        answers.len() <= bound,
+        "{} answers in {took:?}: {answers:?}",
+        answers.len()
+    );
+    assert_eq!(answers.last().map(String::as_str), Some("get-999"));
+    assert!(agent.is_running());
+    assert!(agent.terminate().success());
+}
+
+/// The peak resident memory of the berth whose command line names
+/// `state_dir`, in KiB (`VmHWM`).
+fn peak_rss_kib(state_dir: &Path) -> u64 {
+    let needle = state_dir.to_str().unwrap();
+    for entry in std::fs::read_dir("/proc").unwrap().filter_map(Result::ok) {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let ours = args.contains(&needle.as_bytes()) && args.iter().any(|a| a.ends_with(b"berth"));
+        if !ours {
+            continue;
+        }
+        let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+        if let Some(kib) = status.lines().find_map(|l| {
+            l.strip_prefix("VmHWM:")?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse()
+                .ok()
+        }) {
+            return kib;
+        }
+    }
+    panic!("no berth process with {needle} on its command line");
+}
+
+#[test]
+fn ten_thousand_qos0_desired_states_keep_memory_bounded_and_the_last_wins() {
+    const COUNT: usize = 10_000;
+    let state = TempDir::new().unwrap();
+    let names = Names::new(&["flood"]);
+    // The broker must not drop any of the burst itself.
+    let broker = Broker::start_with("max_queued_messages 0");
+    let sub = Subscriber::start(&broker, FEEDBACK);
+    let current = Subscriber::start(&broker, CURRENT);
+    let url = broker.url();
+    let mut agent = Agent::start(state.path(), &["--mqtt-url", &url]);
+    agent.wait_log("connected to the MQTT broker");
+    let img = service("1");
+    let padding = format!("PAD={}", "x".repeat(8 * 1024));
+    let docs: Vec<String> = (0..COUNT)
+        .map(|i| {
+            let n = format!("N={i}");
+            doc(
+                &format!("flood-{i}"),
+                &[(
+                    names.get(0),
+                    "1",
+                    &[("image", &img), ("env", &n), ("env", &padding)],
+                )],
+            )
+        })
+        .collect();
+    let total: usize = docs.iter().map(String::len).sum();
+    let baseline = peak_rss_kib(state.path());
+    publish_lines(&broker, DESIRED, &docs, 0);
+    let last = format!("flood-{}", COUNT - 1);
+    assert_eq!(final_status(&sub, &last, &agent), "COMPLETED");
+    let expected = format!("{}", COUNT - 1);
+    eventually("the last document's container runs", &agent, || {
+        env_value(names.get(0), "N").as_deref() == Some(expected.as_str())
+    });
+    let peak = peak_rss_kib(state.path());
+    eprintln!(
+        "peak RSS {peak} KiB (before the burst {baseline} KiB) for {COUNT} documents of {} KiB in all",
+        total / 1024
+    );
+    // Buffering the burst would take more than its size; berth holds one
+    // document at a time, and what it answers.
+    assert!(
+        (peak - baseline.min(peak)) * 1024 < (total / 4) as u64,
+        "peak RSS {peak} KiB, {baseline} KiB before a burst of {} KiB",
+        total / 1024
+    );
+    serves(&broker, &current, &agent, "get-after-flood");
+    assert!(agent.is_running());
+    assert!(agent.terminate().success());
+}
+
+#[test]
+fn a_replayed_retained_desired_state_never_takes_the_device_back() {
+    let state = TempDir::new().unwrap();
+    let names = Names::new(&["retained"]);
+    let (mut broker, sub, mut agent) = on_broker(&state, &[]);
+    let (v1, v2) = (service("1"), service("2"));
+    publish_retained(
+        &broker,
+        DESIRED,
+        &doc("ret-1", &[(names.get(0), "1", &[("image", &v1)])]),
+    );
+    assert_eq!(final_status(&sub, "ret-1", &agent), "COMPLETED");
+    publish(
+        &broker,
+        DESIRED,
+        &doc("ret-2", &[(names.get(0), "2", &[("image", &v2)])]),
+    );
+    assert_eq!(final_status(&sub, "ret-2", &agent), "COMPLETED");
+    let id = inspect(names.get(0)).unwrap()["Id"].clone();
+    let replays = |sub: &Subscriber| -> Vec<Value> {
+        feedback_of(sub, "ret-1")
+            .into_iter()
+            .filter(|f| {
+                f["payload"]["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("delivered again")
+            })
+            .collect()
+    };
+
+    // A reconnect into its persistent session: the subscriptions are kept,
+    // so berth does not subscribe again and nothing is replayed.
+    let before = occurrences(&agent, "connected to the MQTT broker");
+    broker.stop();
+    broker.restart();
+    connected_times(&mut agent, before + 1);
+    serves(&broker, &sub, &agent, "get-after-reconnect");
+
+    // A restart of berth subscribes again, and the broker replays ret-1:
+    // what berth answered before is in the state directory.
+    assert!(agent.terminate().success());
+    let url = broker.url();
+    let mut again = Agent::start(state.path(), &["--mqtt-url", &url]);
+    again.wait_log("connected to the MQTT broker");
+    let what = format!(
+        "the answer to the replay after the restart; berth log:\n{}",
+        again.log()
+    );
+    sub.wait_for(&what, WAIT, |_| !replays(&sub).is_empty());
+    let answer = &replays(&sub)[0];
+    assert_eq!(answer["payload"]["status"], "COMPLETED", "{answer}");
+    assert!(
+        answer["payload"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ret-2 was accepted since"),
+        "{answer}"
+    );
+    serves(&broker, &sub, &again, "get-after-replay");
+
+    assert_eq!(running_image(names.get(0)), Some(v2), "still the newer one");
+    assert_eq!(inspect(names.get(0)).unwrap()["Id"], id, "never touched");
+    let ret1 = statuses(&feedback_of(&sub, "ret-1"));
+    assert_eq!(
+        ret1.iter().filter(|s| *s == "IDENTIFYING").count(),
+        1,
+        "ret-1 ran once: {ret1:?}"
+    );
+    assert!(again.terminate().success());
 }
 
 #[test]
@@ -575,6 +901,56 @@ fn a_directory_of_state_files_is_merged_and_overlapping_ids_are_refused() {
     .unwrap();
     eventually("both files' containers run", &agent, || {
         running_image(names.get(0)).is_some() && running_image(names.get(1)).is_some()
+    });
+    assert!(agent.terminate().success());
+}
+
+#[test]
+fn a_fifo_dev_zero_and_a_huge_state_file_are_refused_without_blocking() {
+    let state = TempDir::new().unwrap();
+    let files = TempDir::new().unwrap();
+    let names = Names::new(&["hostile"]);
+    let img = service("1");
+    std::fs::write(
+        files.path().join("a.json"),
+        doc("hostile-1", &[(names.get(0), "1", &[("image", &img)])]),
+    )
+    .unwrap();
+    let fifo = files.path().join("b.json");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let zero = files.path().join("c.json");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    let huge = files.path().join("d.json");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(64 << 30)
+        .unwrap();
+    let mut agent = Agent::start(
+        state.path(),
+        &[
+            "--files",
+            files.path().to_str().unwrap(),
+            "--files-poll-interval",
+            "300ms",
+        ],
+    );
+    agent.wait_log("IDENTIFICATION_FAILED");
+    let log = agent.log();
+    for words in [
+        "b.json: a FIFO (named pipe); only regular files are read",
+        "c.json: a symbolic link to /dev/zero, which is a character device",
+        "d.json: 68719476736 bytes, more than the limit of 1048576",
+    ] {
+        assert!(log.contains(words), "{words}\n{log}");
+    }
+    assert!(inspect(names.get(0)).is_none(), "nothing applied");
+    // The poll goes on: once they are gone the document is applied.
+    for f in [&fifo, &zero, &huge] {
+        std::fs::remove_file(f).unwrap();
+    }
+    eventually("the remaining file's container runs", &agent, || {
+        running_image(names.get(0)).is_some()
     });
     assert!(agent.terminate().success());
 }

@@ -68,6 +68,8 @@ pub struct Broker {
     port: u16,
     dir: TempDir,
     child: Option<Child>,
+    /// Lines added to the config.
+    extra: String,
 }
 
 impl Broker {
@@ -76,11 +78,19 @@ impl Broker {
     /// Panics, with its log, if it does not within 10 s, and with a pointer
     /// to `scripts/test-env.sh` if mosquitto is not installed.
     pub fn start() -> Broker {
+        Self::start_with("")
+    }
+
+    /// [`Broker::start`], with `extra` lines added to its config (for
+    /// example `max_queued_messages 0`, so that a flood is never cut short
+    /// by the broker itself).
+    pub fn start_with(extra: &str) -> Broker {
         let dir = tempfile::tempdir().expect("temp dir for the broker");
         let mut broker = Broker {
             port: 0,
             dir,
             child: None,
+            extra: extra.to_string(),
         };
         for _ in 0..PORT_ATTEMPTS {
             broker.port = free_port();
@@ -189,9 +199,11 @@ impl Broker {
              autosave_interval 1\n\
              log_dest stderr\n\
              log_type all\n\
-             log_timestamp_format %H:%M:%S\n",
+             log_timestamp_format %H:%M:%S\n\
+             {extra}\n",
             port = self.port,
             dir = self.dir.path().display(),
+            extra = self.extra,
         )
     }
 
@@ -557,6 +569,40 @@ pub fn retained(broker: &Broker, topic: &str, timeout: Duration) -> Option<Strin
     }
 }
 
+/// Publishes every line of `lines` as one message on `topic` with `qos`, from
+/// one `mosquitto_pub -l` as fast as it goes: a burst. Returns once all are
+/// sent (QoS 1: acknowledged).
+pub fn publish_lines(broker: &Broker, topic: &str, lines: &[String], qos: u8) {
+    require("mosquitto_pub", "mosquitto-clients");
+    assert!(
+        lines.iter().all(|l| !l.is_empty() && !l.contains('\n')),
+        "one message per line, none empty"
+    );
+    let mut child = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port().to_string()])
+        .args(["-q", &qos.to_string(), "-t", topic, "-l"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_pub starts");
+    let mut stdin = child.stdin.take().expect("mosquitto_pub's stdin");
+    let input: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    // From a thread: mosquitto_pub reads while it publishes.
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(input.as_bytes());
+    });
+    let out = child.wait_with_output().expect("mosquitto_pub runs");
+    let _ = writer.join();
+    assert!(
+        out.status.success(),
+        "mosquitto_pub -l -t {topic} failed: {}\nstderr: {}\nmosquitto log:\n{}",
+        out.status,
+        text(&out.stderr),
+        broker.log()
+    );
+}
+
 /// `mosquitto_pub -q 1`, the payload on stdin: it may be larger than a
 /// command-line argument can be.
 fn mosquitto_pub(broker: &Broker, topic: &str, payload: &str, retain: bool) {
@@ -770,5 +816,22 @@ mod tests {
             |m| m.contains(&("berth-test/while-down".to_string(), "kept".to_string())),
         );
         assert_eq!(sub.shared.exits.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn published_lines_arrive_as_one_message_each_in_order() {
+        let broker = Broker::start_with("max_queued_messages 0");
+        assert!(std::fs::read_to_string(broker.conf())
+            .unwrap()
+            .contains("max_queued_messages 0"));
+        let sub = Subscriber::start(&broker, "berth-test/#");
+        let lines: Vec<String> = (0..500).map(|i| format!("line {i}")).collect();
+        publish_lines(&broker, "berth-test/burst", &lines, 0);
+        let got = sub.wait_for("500 messages", Duration::from_secs(15), count(500));
+        let payloads: Vec<&str> = got.iter().map(|(_, p)| p.as_str()).collect();
+        assert_eq!(
+            payloads,
+            lines.iter().map(String::as_str).collect::<Vec<_>>()
+        );
     }
 }

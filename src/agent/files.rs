@@ -2,16 +2,31 @@
 //! `poll_interval`. Any change (a write, an atomic rename, a new or removed
 //! file) produces a document for the loop; a missing path produces
 //! nothing, since "no file" must not mean "remove every container".
+//!
+//! The state directory is input like any other, so nothing in it may block
+//! the poll or exhaust memory: every file is judged by its metadata before
+//! it is opened (only regular files, at most [`FileLimits::max_file_size`]
+//! bytes; a symbolic link is judged by its target), read through a bounded
+//! reader, and decoded as UTF-8. A file that fails any of these is refused
+//! with `IDENTIFICATION_FAILED` naming it and why, and nothing is applied.
 
+use std::fs::{File, Metadata};
+use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use super::{Body, Incoming, Input, Origin};
+use super::{refused_activity_id, Body, Incoming, Input, Origin};
 use crate::spec::merge::{merge, Part};
 use crate::spec::Options;
+
+/// The largest state file read, in bytes: the same 1 MiB as MQTT's default
+/// `max_message_size`, far above any real document and small enough that a
+/// runaway file cannot take the device's memory.
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 1 << 20;
 
 /// Where the state files are and how often to look.
 #[derive(Debug, Clone)]
@@ -24,6 +39,21 @@ pub struct FileSource {
     pub domain: String,
 }
 
+/// What the file source is willing to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileLimits {
+    /// Larger files are refused unread.
+    pub max_file_size: u64,
+}
+
+impl Default for FileLimits {
+    fn default() -> Self {
+        Self {
+            max_file_size: DEFAULT_MAX_FILE_SIZE,
+        }
+    }
+}
+
 /// What the path holds now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reading {
@@ -31,35 +61,154 @@ pub enum Reading {
     Nothing(String),
     /// The files, in name order.
     Parts(Vec<Part>),
+    /// Some files cannot be read as state files: nothing is applied.
+    Refused {
+        /// One line per refused file, naming it.
+        errors: Vec<String>,
+        /// The files that could be read, for the activity id.
+        parts: Vec<Part>,
+    },
+}
+
+/// Why one file is not read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum Unreadable {
+    /// Not there (any more): a writer renamed or removed it.
+    #[error("it is gone")]
+    Gone,
+    /// Not a regular file.
+    #[error("{what}; only regular files are read")]
+    NotRegular { what: String },
+    /// Above the size limit.
+    #[error("{size} bytes, more than the limit of {limit} (files.max_file_size); not read")]
+    TooLarge { size: u64, limit: u64 },
+    /// Not text.
+    #[error("not UTF-8 text (invalid byte at offset {offset})")]
+    NotUtf8 { offset: usize },
+    /// Changed between the look at its metadata and the open.
+    #[error("it was replaced while being read; it is read again at the next poll")]
+    Replaced,
+    /// The system refused.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// What a file's metadata says it is, in words for a refusal.
+fn kind(meta: &Metadata) -> &'static str {
+    let t = meta.file_type();
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_file() {
+        "a regular file"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Reads one state file, judging it by its metadata first: a FIFO, a
+/// socket or a device is never opened (opening a FIFO blocks until a writer
+/// comes; reading `/dev/zero` never ends), a file above the limit is never
+/// read. A symbolic link is followed for the judgement and named in it.
+/// After the open, the handle's own metadata must still be the same regular
+/// file, so one swapped in between is not read either. Blocking: call from a
+/// blocking thread.
+fn read_file(path: &Path, limit: u64) -> Result<String, Unreadable> {
+    let io = |e: std::io::Error| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Unreadable::Gone
+        } else {
+            Unreadable::Io(e.to_string())
+        }
+    };
+    let link = std::fs::symlink_metadata(path).map_err(io)?;
+    let via = if link.file_type().is_symlink() {
+        let target = std::fs::read_link(path).map_err(io)?;
+        format!("a symbolic link to {}, which is ", target.display())
+    } else {
+        String::new()
+    };
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        // A dangling link is not a file that went away: refusing it keeps
+        // its components from being read as removed.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !via.is_empty() => {
+            return Err(Unreadable::NotRegular {
+                what: format!("{via}missing"),
+            })
+        }
+        Err(e) => return Err(io(e)),
+    };
+    if !meta.is_file() {
+        return Err(Unreadable::NotRegular {
+            what: format!("{via}{}", kind(&meta)),
+        });
+    }
+    if meta.len() > limit {
+        return Err(Unreadable::TooLarge {
+            size: meta.len(),
+            limit,
+        });
+    }
+    let file = File::open(path).map_err(io)?;
+    let opened = file.metadata().map_err(io)?;
+    if !opened.is_file() || opened.dev() != meta.dev() || opened.ino() != meta.ino() {
+        return Err(Unreadable::Replaced);
+    }
+    // A file that grows after the look is still read no further than the
+    // limit.
+    let mut bytes = Vec::new();
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    let size = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+    if size > limit {
+        return Err(Unreadable::TooLarge { size, limit });
+    }
+    String::from_utf8(bytes).map_err(|e| Unreadable::NotUtf8 {
+        offset: e.utf8_error().valid_up_to(),
+    })
 }
 
 /// Reads the path: one file, or a directory's `*.json` files (hidden and
 /// temporary files are skipped, so editors and atomic writers can work
 /// next to them). Blocking: call from a blocking thread.
-pub fn read(path: &Path) -> Reading {
+pub fn read(path: &Path, limits: FileLimits) -> Reading {
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) => return Reading::Nothing(format!("{}: {e}", path.display())),
     };
+    let limit = limits.max_file_size;
     if !meta.is_dir() {
-        return match std::fs::read_to_string(path) {
+        return match read_file(path, limit) {
             Ok(text) => Reading::Parts(vec![Part {
                 name: path.display().to_string(),
                 text,
             }]),
-            Err(e) => Reading::Nothing(format!("{}: {e}", path.display())),
+            Err(Unreadable::Gone) => Reading::Nothing(format!("{}: it is gone", path.display())),
+            Err(e) => Reading::Refused {
+                errors: vec![format!("{}: {e}", path.display())],
+                parts: Vec::new(),
+            },
         };
     }
     let entries = match std::fs::read_dir(path) {
         Ok(e) => e,
         Err(e) => return Reading::Nothing(format!("{}: {e}", path.display())),
     };
-    let mut files: Vec<PathBuf> = entries
+    // Chosen by name alone: whatever they are, they are judged one by one.
+    let mut files: Vec<(String, PathBuf)> = entries
         .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| {
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            !name.starts_with('.') && name.ends_with(".json") && p.is_file()
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_string();
+            (!name.starts_with('.') && name.ends_with(".json")).then(|| (name, e.path()))
         })
         .collect();
     files.sort();
@@ -67,40 +216,60 @@ pub fn read(path: &Path) -> Reading {
         return Reading::Nothing(format!("{}: no *.json state files", path.display()));
     }
     let mut parts = Vec::new();
-    for f in files {
-        match std::fs::read_to_string(&f) {
-            Ok(text) => parts.push(Part {
-                name: f
-                    .file_name()
-                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
-                text,
-            }),
+    let mut errors = Vec::new();
+    for (name, file) in files {
+        match read_file(&file, limit) {
+            Ok(text) => parts.push(Part { name, text }),
             // Gone between listing and reading: the next poll sees the new state.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Reading::Nothing(format!("{}: {e}", f.display())),
+            Err(Unreadable::Gone) => {}
+            Err(e) => errors.push(format!("{name}: {e}")),
         }
     }
-    Reading::Parts(parts)
+    if errors.is_empty() {
+        Reading::Parts(parts)
+    } else {
+        Reading::Refused { errors, parts }
+    }
 }
 
 /// A digest of what was read, to notice changes.
 fn fingerprint(reading: &Reading) -> Vec<u8> {
+    fn parts_into(h: &mut Sha256, parts: &[Part]) {
+        for p in parts {
+            h.update(p.name.as_bytes());
+            h.update(b"\0");
+            h.update((p.text.len() as u64).to_le_bytes());
+            h.update(p.text.as_bytes());
+        }
+    }
     let mut h = Sha256::new();
     match reading {
         Reading::Nothing(why) => {
             h.update(b"nothing\0");
             h.update(why.as_bytes());
         }
-        Reading::Parts(parts) => {
-            for p in parts {
-                h.update(p.name.as_bytes());
+        Reading::Parts(parts) => parts_into(&mut h, parts),
+        Reading::Refused { errors, parts } => {
+            h.update(b"refused\0");
+            for e in errors {
+                h.update(e.as_bytes());
                 h.update(b"\0");
-                h.update((p.text.len() as u64).to_le_bytes());
-                h.update(p.text.as_bytes());
             }
+            parts_into(&mut h, parts);
         }
     }
     h.finalize().to_vec()
+}
+
+/// The first activity id the parts name, read without trusting the rest.
+fn activity_id_of(parts: &[Part]) -> Option<String> {
+    parts.iter().find_map(|p| {
+        serde_json::from_str::<serde_json::Value>(&p.text)
+            .ok()?
+            .get("activityId")?
+            .as_str()
+            .map(str::to_string)
+    })
 }
 
 /// The document the parts make, or why they make none.
@@ -111,74 +280,84 @@ pub fn document(parts: &[Part], domain: &str) -> Body {
     match merge(parts, &options) {
         Ok(merged) => Body::Text(merged.text),
         Err(errors) => Body::Refused {
-            activity_id: parts
-                .iter()
-                .find_map(|p| {
-                    serde_json::from_str::<serde_json::Value>(&p.text)
-                        .ok()?
-                        .get("activityId")?
-                        .as_str()
-                        .map(str::to_string)
-                })
-                .unwrap_or_default(),
+            activity_id: activity_id_of(parts).unwrap_or_default(),
             errors,
         },
     }
 }
 
-async fn read_async(path: &Path) -> Reading {
+/// What a reading gives the loop; `None` when it has nothing to apply.
+fn body_of(reading: &Reading, domain: &str) -> Option<Body> {
+    match reading {
+        Reading::Nothing(_) => None,
+        Reading::Parts(parts) => Some(document(parts, domain)),
+        Reading::Refused { errors, parts } => Some(Body::Refused {
+            activity_id: activity_id_of(parts).unwrap_or_else(refused_activity_id),
+            errors: errors.clone(),
+        }),
+    }
+}
+
+async fn read_async(path: &Path, limits: FileLimits) -> Reading {
     let path = path.to_path_buf();
     let shown = path.display().to_string();
-    tokio::task::spawn_blocking(move || read(&path))
+    tokio::task::spawn_blocking(move || read(&path, limits))
         .await
         .unwrap_or_else(|e| Reading::Nothing(format!("{shown}: {e}")))
 }
 
-/// Polls the path for ever, sending a document whenever it changes.
+/// Polls the path for ever, sending a document whenever it changes, with
+/// the default [`FileLimits`].
 pub async fn watch(source: FileSource, inputs: mpsc::UnboundedSender<Input>) {
+    watch_limited(source, FileLimits::default(), inputs).await;
+}
+
+/// Polls the path for ever, sending a document whenever it changes.
+pub async fn watch_limited(
+    source: FileSource,
+    limits: FileLimits,
+    inputs: mpsc::UnboundedSender<Input>,
+) {
     let mut last: Option<Vec<u8>> = None;
     let mut tick = tokio::time::interval(source.poll_interval.max(Duration::from_millis(50)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let mut reading = read_async(&source.path).await;
+        let mut reading = read_async(&source.path, limits).await;
         let mut print = fingerprint(&reading);
         if last.as_ref() == Some(&print) {
             continue;
         }
-        let parts = match &reading {
-            Reading::Nothing(why) => {
+        let Some(mut body) = body_of(&reading, &source.domain) else {
+            if let Reading::Nothing(why) = &reading {
                 tracing::warn!(path = %source.path.display(), "no desired state from files: {why}");
-                last = Some(print);
-                continue;
             }
-            Reading::Parts(parts) => parts.clone(),
+            last = Some(print);
+            continue;
         };
-        let mut body = document(&parts, &source.domain);
         if matches!(body, Body::Refused { .. }) {
             // A writer that does not rename atomically may be half-way:
             // look once more before calling the document broken.
             tokio::time::sleep(Duration::from_millis(250)).await;
-            let again = read_async(&source.path).await;
+            let again = read_async(&source.path, limits).await;
             let again_print = fingerprint(&again);
             if again_print != print {
                 reading = again;
                 print = again_print;
-                if let Reading::Parts(parts) = &reading {
-                    body = document(parts, &source.domain);
-                } else {
-                    continue;
+                match body_of(&reading, &source.domain) {
+                    Some(b) => body = b,
+                    None => continue,
                 }
             }
         }
         last = Some(print);
         tracing::info!(path = %source.path.display(), "state files changed");
         if inputs
-            .send(Input::Document(Incoming {
-                origin: Origin::Files(source.path.clone()),
+            .send(Input::Document(Incoming::new(
+                Origin::Files(source.path.clone()),
                 body,
-                ack: None,
-            }))
+                None,
+            )))
             .is_err()
         {
             return;
@@ -195,7 +374,7 @@ mod tests {
     #[test]
     fn a_missing_path_yields_nothing() {
         assert!(matches!(
-            read(Path::new("/nonexistent/berth.json")),
+            read(Path::new("/nonexistent/berth.json"), FileLimits::default()),
             Reading::Nothing(_)
         ));
     }
@@ -205,7 +384,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("state.json");
         std::fs::write(&f, DOC).unwrap();
-        let Reading::Parts(parts) = read(&f) else {
+        let Reading::Parts(parts) = read(&f, FileLimits::default()) else {
             panic!("no parts")
         };
         assert_eq!(parts.len(), 1);
@@ -224,7 +403,7 @@ mod tests {
         ] {
             std::fs::write(dir.path().join(name), DOC).unwrap();
         }
-        let Reading::Parts(parts) = read(dir.path()) else {
+        let Reading::Parts(parts) = read(dir.path(), FileLimits::default()) else {
             panic!("no parts")
         };
         let names: Vec<&str> = parts.iter().map(|p| p.name.as_str()).collect();
@@ -234,7 +413,10 @@ mod tests {
     #[test]
     fn an_empty_directory_yields_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(matches!(read(dir.path()), Reading::Nothing(_)));
+        assert!(matches!(
+            read(dir.path(), FileLimits::default()),
+            Reading::Nothing(_)
+        ));
     }
 
     #[test]
@@ -268,5 +450,177 @@ mod tests {
         };
         assert_eq!(activity_id, "a");
         assert!(errors[0].starts_with("a.json: "), "{errors:?}");
+    }
+
+    /// The errors of a refused reading, or a panic naming what it was.
+    fn refusal(reading: Reading) -> Vec<String> {
+        match reading {
+            Reading::Refused { errors, .. } => errors,
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
+    fn mkfifo(path: &Path) {
+        let status = std::process::Command::new("mkfifo")
+            .arg(path)
+            .status()
+            .expect("mkfifo runs");
+        assert!(status.success(), "mkfifo {}", path.display());
+    }
+
+    #[test]
+    fn a_file_above_the_limit_is_refused_unread_naming_its_size_and_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("big.json");
+        // Sparse: 64 GiB that nobody could read whole in a test.
+        std::fs::File::create(&f)
+            .unwrap()
+            .set_len(64 << 30)
+            .unwrap();
+        let errors = refusal(read(dir.path(), FileLimits::default()));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        for words in [
+            "big.json",
+            "68719476736 bytes",
+            "1048576",
+            "files.max_file_size",
+        ] {
+            assert!(errors[0].contains(words), "{words}: {errors:?}");
+        }
+    }
+
+    #[test]
+    fn a_file_at_the_limit_is_read_and_one_byte_more_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("state.json");
+        std::fs::write(&f, DOC).unwrap();
+        let exact = FileLimits {
+            max_file_size: DOC.len() as u64,
+        };
+        assert!(matches!(read(&f, exact), Reading::Parts(_)));
+        let below = FileLimits {
+            max_file_size: DOC.len() as u64 - 1,
+        };
+        let errors = refusal(read(&f, below));
+        assert!(
+            errors[0].contains(&format!("{} bytes", DOC.len())),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn a_fifo_in_the_directory_is_refused_without_being_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.json"), DOC).unwrap();
+        // No writer ever opens it: reading it would block for ever.
+        mkfifo(&dir.path().join("b.json"));
+        let Reading::Refused { errors, parts } = read(dir.path(), FileLimits::default()) else {
+            panic!("a FIFO was accepted")
+        };
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].starts_with("b.json: a FIFO"), "{errors:?}");
+        assert_eq!(parts.len(), 1, "the regular file is still read");
+    }
+
+    #[test]
+    fn a_fifo_as_the_state_file_is_refused_without_being_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("state.json");
+        mkfifo(&f);
+        let errors = refusal(read(&f, FileLimits::default()));
+        assert!(errors[0].contains("a FIFO"), "{errors:?}");
+    }
+
+    #[test]
+    fn a_symlink_to_dev_zero_is_refused_naming_its_target() {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join("zero.json")).unwrap();
+        let errors = refusal(read(dir.path(), FileLimits::default()));
+        assert!(
+            errors[0].starts_with(
+                "zero.json: a symbolic link to /dev/zero, which is a character device"
+            ),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn a_symlink_to_a_regular_file_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let target = elsewhere.path().join("real.json");
+        std::fs::write(&target, DOC).unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join("a.json")).unwrap();
+        let Reading::Parts(parts) = read(dir.path(), FileLimits::default()) else {
+            panic!("refused")
+        };
+        assert_eq!(parts[0].text, DOC);
+    }
+
+    #[test]
+    fn a_dangling_symlink_is_refused_rather_than_read_as_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/nonexistent/x.json", dir.path().join("a.json")).unwrap();
+        let errors = refusal(read(dir.path(), FileLimits::default()));
+        assert!(
+            errors[0].contains("/nonexistent/x.json, which is missing"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn a_socket_and_a_directory_named_json_are_refused_naming_what_they_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let _socket = std::os::unix::net::UnixListener::bind(dir.path().join("s.json")).unwrap();
+        std::fs::create_dir(dir.path().join("d.json")).unwrap();
+        let errors = refusal(read(dir.path(), FileLimits::default()));
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].starts_with("d.json: a directory"), "{errors:?}");
+        assert!(errors[1].starts_with("s.json: a socket"), "{errors:?}");
+    }
+
+    #[test]
+    fn a_file_that_is_not_utf8_is_refused_naming_the_byte_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = br#"{"activityId":"a"#.to_vec();
+        let offset = bytes.len();
+        bytes.extend_from_slice(&[0xff, 0xfe]);
+        bytes.extend_from_slice(br#""}"#);
+        std::fs::write(dir.path().join("bad.json"), bytes).unwrap();
+        let errors = refusal(read(dir.path(), FileLimits::default()));
+        assert!(
+            errors[0].starts_with("bad.json: not UTF-8")
+                && errors[0].contains(&format!("offset {offset}")),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn a_refused_reading_becomes_a_refused_body_with_the_readable_parts_activity_id() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.json"), DOC).unwrap();
+        mkfifo(&dir.path().join("b.json"));
+        let reading = read(dir.path(), FileLimits::default());
+        let Some(Body::Refused {
+            activity_id,
+            errors,
+        }) = body_of(&reading, "containers")
+        else {
+            panic!("not refused")
+        };
+        assert_eq!(activity_id, "a");
+        assert!(errors[0].starts_with("b.json"), "{errors:?}");
+
+        let alone = tempfile::tempdir().unwrap();
+        mkfifo(&alone.path().join("b.json"));
+        let Some(Body::Refused { activity_id, .. }) =
+            body_of(&read(alone.path(), FileLimits::default()), "containers")
+        else {
+            panic!("not refused")
+        };
+        assert!(
+            activity_id.starts_with(super::super::REFUSED_PREFIX),
+            "{activity_id}"
+        );
     }
 }

@@ -8,21 +8,31 @@
 //! executor do the rest. Jobs run one at a time in their own task, so the
 //! loop keeps answering requests, superseding documents and pinging the
 //! systemd watchdog while an activity runs.
+//!
+//! Every source is hostile input. None can grow the loop's memory without
+//! bound (the MQTT source hands over one document and one request at a
+//! time and coalesces the rest; `currentstate/get` requests waiting for the
+//! reporter coalesce into the latest; what arrives while recovery retries
+//! is coalesced too), and none can take the device back: a document
+//! answered before, or older than the last accepted one, is acknowledged
+//! and answered but never applied again ([`queue::History`], kept in the
+//! state directory across restarts).
 
 pub mod backoff;
 pub mod files;
 pub mod mqtt;
 pub mod queue;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tokio::sync::{mpsc, oneshot};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -36,7 +46,17 @@ use crate::runtime::{Event, Runtime};
 use crate::spec::{self, DesiredState};
 
 use backoff::Backoff;
-use queue::{Job, Queue, Reason};
+use queue::{History, Job, Queue, Reason, Verdict};
+
+/// How the activity ids berth makes up for documents it refused unread
+/// begin (`refused-<epoch ms>`): the document's own id is unknown.
+pub const REFUSED_PREFIX: &str = "refused-";
+
+/// An activity id for the feedback about a document whose own id cannot be
+/// known (it was refused without being read).
+pub fn refused_activity_id() -> String {
+    format!("{REFUSED_PREFIX}{}", now_ms())
+}
 
 /// Where a document came from, for logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +103,41 @@ pub struct Incoming {
     /// Fulfilled once the document is persisted (or refused), so the
     /// source can acknowledge it; dropped when it is not.
     pub ack: Option<oneshot::Sender<()>>,
+    /// Activity ids of older documents from the same source that this one
+    /// replaced before the loop read them: each is answered `SUPERSEDED`
+    /// (unless it was answered before).
+    pub superseded: Vec<String>,
+}
+
+impl Incoming {
+    /// A document that replaced no other.
+    pub fn new(origin: Origin, body: Body, ack: Option<oneshot::Sender<()>>) -> Self {
+        Self {
+            origin,
+            body,
+            ack,
+            superseded: Vec::new(),
+        }
+    }
+}
+
+/// A source's hold on a place in the loop's input channel, given back
+/// when the loop is done with the input (it drops it). A source that waits
+/// for its credit before sending the next input keeps the channel bounded
+/// however fast its own input comes; meanwhile it coalesces.
+#[derive(Debug, Default)]
+pub struct Credit {
+    /// Only held: dropping it gives the permit back.
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Credit {
+    /// A hold on one of the source's permits.
+    pub fn new(permit: OwnedSemaphorePermit) -> Self {
+        Self {
+            _permit: Some(permit),
+        }
+    }
 }
 
 /// What the engine watcher reports.
@@ -105,6 +160,8 @@ pub enum Input {
     CurrentStateGet {
         /// Echoed in the answer.
         activity_id: String,
+        /// Given back once the loop has taken the request.
+        credit: Credit,
     },
     /// The broker connection is (re)established.
     Connected,
@@ -143,7 +200,15 @@ pub struct AgentOptions {
     /// How long a running activity may take to finish at shutdown before it
     /// is stopped and rolled back.
     pub shutdown_grace: Duration,
+    /// The shortest time between two answers to `currentstate/get`: the
+    /// first is answered at once, the ones that come within this time are
+    /// coalesced into the latest, answered when it is over.
+    pub get_interval: Duration,
 }
+
+/// [`AgentOptions::get_interval`] by default: a flood of requests costs
+/// one inventory a second; an Update Manager asks once per activity.
+pub const DEFAULT_GET_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Default for AgentOptions {
     fn default() -> Self {
@@ -159,6 +224,7 @@ impl Default for AgentOptions {
             debounce: Duration::from_secs(1),
             backoff: backoff::Policy::default(),
             shutdown_grace: Duration::from_secs(60),
+            get_interval: DEFAULT_GET_INTERVAL,
         }
     }
 }
@@ -218,6 +284,10 @@ struct Report {
     attempted: Vec<(String, bool)>,
     /// Containers found as desired.
     in_sync: Vec<String>,
+    /// Set for reconciles.
+    reason: Option<Reason>,
+    /// How a document's activity ended; `None` for reconciles.
+    status: Option<Status>,
 }
 
 /// Shared by the loop and its jobs.
@@ -245,10 +315,7 @@ impl<R> Shared<R> {
 /// One line per change of the overall status, or per message with words:
 /// per-container progress goes to debug.
 fn log_feedback(f: &Feedback, last: &mut Option<Status>) {
-    let status = serde_json::to_value(f.payload.status)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
+    let status = status_name(f.payload.status);
     let failed: Vec<String> = f
         .payload
         .actions
@@ -264,6 +331,14 @@ fn log_feedback(f: &Feedback, last: &mut Option<Status>) {
         None if new => tracing::info!("{status}"),
         None => tracing::debug!("{status}"),
     }
+}
+
+/// Kanto's name of a status (`COMPLETED`).
+fn status_name(s: Status) -> String {
+    serde_json::to_value(s)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 fn is_failure(s: ActionStatus) -> bool {
@@ -297,32 +372,146 @@ pub async fn run<R: Runtime + 'static>(
         options,
         out,
     });
+    let (history, history_rx) = watch::channel(load_history(shared.state.path()).await);
+    let writer = tokio::spawn(write_history(shared.state.path().to_path_buf(), history_rx));
     notify.status("recovering");
-    let Some(early) = recover(&shared, &mut inputs, notify).await else {
-        return Ok(());
+    let result = match recover(&shared, &history, &mut inputs, notify).await {
+        None => {
+            // The writer ends when its sender does.
+            drop(history);
+            Ok(())
+        }
+        Some(early) => {
+            let mut lp = Loop {
+                shared: shared.clone(),
+                queue: Queue::default(),
+                backoff: Backoff::new(shared.options.backoff),
+                generation: 0,
+                current: None,
+                running: None,
+                ready: false,
+                reconcile_at: None,
+                report_at: None,
+                report_since: None,
+                reporter: spawn_reporter(shared.clone()),
+                history,
+            };
+            lp.load_persisted();
+            for input in early.inputs {
+                lp.input(input);
+            }
+            let watcher = tokio::spawn(watch_engine(shared.clone(), inputs_tx));
+            let result = lp.run(&mut inputs, notify).await;
+            watcher.abort();
+            result
+        }
     };
-    let mut lp = Loop {
-        shared: shared.clone(),
-        queue: Queue::default(),
-        backoff: Backoff::new(shared.options.backoff),
-        generation: 0,
-        current: None,
-        running: None,
-        ready: false,
-        reconcile_at: None,
-        report_at: None,
-        report_since: None,
-        reports: mpsc::unbounded_channel().0,
-    };
-    lp.reports = spawn_reporter(shared.clone());
-    lp.load_persisted();
-    for input in early {
-        lp.input(input);
+    // The loop and its history are gone: the writer stores the last word.
+    if let Err(e) = writer.await {
+        tracing::error!(error = %e, "the history writer failed");
     }
-    let watcher = tokio::spawn(watch_engine(shared.clone(), inputs_tx));
-    let result = lp.run(&mut inputs, notify).await;
-    watcher.abort();
     result
+}
+
+/// The history's file in the state directory, next to the persisted
+/// document (which is written first: the history may lag behind it).
+const HISTORY_FILE: &str = "activities.json";
+/// The history file's format.
+const HISTORY_VERSION: u32 = 1;
+
+/// The history as stored.
+#[derive(Debug, Serialize, Deserialize)]
+struct HistoryFile {
+    version: u32,
+    #[serde(flatten)]
+    history: History,
+}
+
+/// The stored history; an empty one when there is none or it cannot be
+/// read (then only the persisted document is known).
+async fn load_history(dir: &Path) -> History {
+    let path = dir.join(HISTORY_FILE);
+    let bytes = match tokio::fs::read(&path).await {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return History::default(),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot read the history of documents; starting without it");
+            return History::default();
+        }
+    };
+    match serde_json::from_slice::<HistoryFile>(&bytes) {
+        Ok(f) if f.version == HISTORY_VERSION => f.history,
+        Ok(f) => {
+            tracing::warn!(path = %path.display(), version = f.version, "the history of documents has another format; starting without it");
+            History::default()
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "the history of documents is unreadable; starting without it");
+            History::default()
+        }
+    }
+}
+
+/// Stores every change of the history, the latest first when changes come
+/// faster than the disk: on tokio's blocking pool, so the loop never waits.
+/// Returns once the loop has dropped its end and the last change is stored.
+async fn write_history(dir: PathBuf, mut history: watch::Receiver<History>) {
+    while history.changed().await.is_ok() {
+        let file = HistoryFile {
+            version: HISTORY_VERSION,
+            history: history.borrow_and_update().clone(),
+        };
+        let bytes = match serde_json::to_vec(&file) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode the history of documents");
+                continue;
+            }
+        };
+        let target = dir.clone();
+        match tokio::task::spawn_blocking(move || {
+            crate::journal::write_atomic(&target, HISTORY_FILE, &bytes)
+        })
+        .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot store the history of documents")
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot store the history of documents"),
+        }
+    }
+}
+
+/// Inputs kept while recovery retries, for the loop. Coalesced, so that a
+/// flood during a long recovery cannot grow them: the latest
+/// `currentstate/get`, the latest state files, one engine event and one
+/// engine signal, one connect. MQTT documents are not coalesced here: the
+/// MQTT source hands over one at a time and waits for its answer.
+#[derive(Debug, Default)]
+struct Backlog {
+    inputs: Vec<Input>,
+}
+
+impl Backlog {
+    fn push(&mut self, input: Input) {
+        let same = |kept: &Input| match (kept, &input) {
+            (Input::CurrentStateGet { .. }, Input::CurrentStateGet { .. })
+            | (Input::Connected, Input::Connected)
+            | (Input::Engine(EngineSignal::Event(_)), Input::Engine(EngineSignal::Event(_))) => {
+                true
+            }
+            (Input::Engine(a), Input::Engine(b)) => {
+                !matches!(a, EngineSignal::Event(_)) && !matches!(b, EngineSignal::Event(_))
+            }
+            (Input::Document(a), Input::Document(b)) => {
+                matches!((&a.origin, &b.origin), (Origin::Files(_), Origin::Files(_)))
+            }
+            _ => false,
+        };
+        self.inputs.retain(|kept| !same(kept));
+        self.inputs.push(input);
+    }
 }
 
 /// Undoes what an interrupted activity left, retrying while the engine is
@@ -330,10 +519,11 @@ pub async fn run<R: Runtime + 'static>(
 /// Returns `None` when shutdown came first.
 async fn recover<R: Runtime>(
     shared: &Shared<R>,
+    history: &watch::Sender<History>,
     inputs: &mut mpsc::UnboundedReceiver<Input>,
     notify: &dyn Notify,
-) -> Option<Vec<Input>> {
-    let mut kept = Vec::new();
+) -> Option<Backlog> {
+    let mut kept = Backlog::default();
     let interrupted = match shared.state.read_journal() {
         Ok(journal) => journal,
         Err(e) => {
@@ -363,6 +553,7 @@ async fn recover<R: Runtime>(
                     };
                     let tracker = Tracker::new(&j.activity_id, &shared.options.domain);
                     shared.feedback(tracker.message(status, Some(message)));
+                    history.send_modify(|h| h.finished(&j.activity_id, status));
                 }
                 return Some(kept);
             }
@@ -401,7 +592,9 @@ struct Loop<R> {
     reconcile_at: Option<Instant>,
     report_at: Option<Instant>,
     report_since: Option<Instant>,
-    reports: mpsc::UnboundedSender<String>,
+    reporter: Reporter,
+    /// What was answered before, owned here and stored by its writer.
+    history: watch::Sender<History>,
 }
 
 /// A job in progress. Polled by the loop itself rather than spawned: the
@@ -434,6 +627,12 @@ impl<R: Runtime + 'static> Loop<R> {
         match spec::parse(&text, &options) {
             Ok(accepted) => {
                 tracing::info!(activity = %accepted.desired.activity_id, "enforcing the persisted document");
+                let (id, timestamp) = (&accepted.desired.activity_id, accepted.desired.timestamp);
+                self.history.send_if_modified(|h| {
+                    let before = h.last().cloned();
+                    h.persisted(id, timestamp);
+                    h.last() != before.as_ref()
+                });
                 self.current = Some(Document {
                     desired: Arc::new(accepted.desired),
                     origin: Origin::Persisted,
@@ -487,7 +686,7 @@ impl<R: Runtime + 'static> Loop<R> {
                 () = tokio::time::sleep_until(report_at), if self.report_at.is_some() => {
                     self.report_at = None;
                     self.report_since = None;
-                    let _ = self.reports.send(format!("current-state-{}", now_ms()));
+                    self.reporter.request(Request::Own(format!("current-state-{}", now_ms())));
                 }
                 _ = alive.tick(), if alive_every.is_some() => notify.alive(),
             }
@@ -497,13 +696,12 @@ impl<R: Runtime + 'static> Loop<R> {
     fn input(&mut self, input: Input) {
         match input {
             Input::Document(incoming) => self.document(incoming),
-            Input::CurrentStateGet { activity_id } => {
-                let _ = self.reports.send(activity_id);
+            Input::CurrentStateGet { activity_id, .. } => {
+                self.reporter.request(Request::Get(activity_id));
             }
             Input::Connected => {
-                let _ = self
-                    .reports
-                    .send(format!("initial-current-state-{}", now_ms()));
+                self.reporter
+                    .request(Request::Own(format!("initial-current-state-{}", now_ms())));
             }
             Input::Engine(EngineSignal::Event(event)) => self.engine_event(&event),
             Input::Engine(EngineSignal::Lost(why)) => {
@@ -519,21 +717,32 @@ impl<R: Runtime + 'static> Loop<R> {
     }
 
     fn document(&mut self, incoming: Incoming) {
+        let Incoming {
+            origin,
+            body,
+            ack: acker,
+            superseded,
+        } = incoming;
         let domain = self.options().domain.clone();
         let refuse = |activity_id: &str, errors: Vec<String>| {
-            tracing::warn!(origin = %incoming.origin, activity = %activity_id, errors = ?errors, "refused a desired state");
+            tracing::warn!(origin = %origin, activity = %activity_id, errors = ?errors, "refused a desired state");
             let message = errors.join("; ");
             let tracker = Tracker::new(activity_id, &domain);
             self.shared
                 .feedback(tracker.message(Status::IdentificationFailed, Some(message)));
         };
-        let text = match incoming.body {
+        let newest = match &body {
+            Body::Text(text) => activity_id_in(text),
+            Body::Refused { activity_id, .. } => activity_id.clone(),
+        };
+        self.superseded_unread(&superseded, &newest);
+        let text = match body {
             Body::Refused {
                 activity_id,
                 errors,
             } => {
                 refuse(&activity_id, errors);
-                ack(incoming.ack);
+                ack(acker);
                 return;
             }
             Body::Text(text) => text,
@@ -544,19 +753,31 @@ impl<R: Runtime + 'static> Loop<R> {
         let accepted = match spec::parse(&text, &options) {
             Ok(a) => a,
             Err(rejection) => {
-                let activity_id = serde_json::from_str::<serde_json::Value>(&text)
-                    .ok()
-                    .and_then(|v| v.get("activityId")?.as_str().map(str::to_string))
-                    .unwrap_or_default();
                 refuse(
-                    &activity_id,
+                    &newest,
                     rejection.errors.iter().map(ToString::to_string).collect(),
                 );
-                ack(incoming.ack);
+                ack(acker);
                 return;
             }
         };
         let activity_id = accepted.desired.activity_id.clone();
+        // What a broker delivers may be delivered again (QoS 1 after a lost
+        // acknowledgement or a broker restart) or replayed (a retained
+        // message at every subscription). A state file is read only when it
+        // changed, and editing it without a new activity id is how files
+        // are used: only MQTT documents are judged.
+        if origin == Origin::Mqtt && !activity_id.is_empty() {
+            let verdict = self
+                .history
+                .borrow()
+                .judge(&activity_id, accepted.desired.timestamp);
+            if verdict != Verdict::New {
+                self.not_again(&activity_id, verdict);
+                ack(acker);
+                return;
+            }
+        }
         for w in &accepted.warnings {
             tracing::warn!(activity = %activity_id, "{w}");
         }
@@ -565,25 +786,146 @@ impl<R: Runtime + 'static> Loop<R> {
                 &activity_id,
                 vec![format!("cannot persist the document: {e}")],
             );
-            ack(incoming.ack);
+            ack(acker);
             return;
         }
-        ack(incoming.ack);
-        tracing::info!(origin = %incoming.origin, activity = %activity_id, "accepted a desired state");
+        ack(acker);
+        tracing::info!(origin = %origin, activity = %activity_id, "accepted a desired state");
+        self.history
+            .send_modify(|h| h.accepted(&activity_id, accepted.desired.timestamp));
         let document = Document {
             desired: Arc::new(accepted.desired),
-            origin: incoming.origin,
+            origin,
         };
         self.current = Some(document.clone());
         self.backoff.reset();
         self.generation += 1;
         if let Some(old) = self.queue.offer(document) {
-            let tracker = Tracker::new(&old.desired.activity_id, &domain);
+            let old_id = &old.desired.activity_id;
+            let tracker = Tracker::new(old_id, &domain);
             self.shared.feedback(tracker.message(
                 Status::Superseded,
                 Some(format!("superseded by {activity_id} before it started")),
             ));
+            self.history
+                .send_modify(|h| h.finished(old_id, Status::Superseded));
         }
+    }
+
+    /// Answers the documents a source replaced with a newer one before the
+    /// loop read them: `SUPERSEDED`, unless one was answered before (a
+    /// redelivery of the running activity must not be called superseded).
+    fn superseded_unread(&self, superseded: &[String], newest: &str) {
+        let mut answered = Vec::new();
+        for id in superseded {
+            if id.is_empty() || id == newest || self.history.borrow().knows(id) {
+                continue;
+            }
+            let tracker = Tracker::new(id, &self.options().domain);
+            let by = if newest.is_empty() {
+                "a newer message".to_string()
+            } else {
+                newest.to_string()
+            };
+            self.shared.feedback(tracker.message(
+                Status::Superseded,
+                Some(format!("superseded by {by} before berth read it")),
+            ));
+            answered.push(id.as_str());
+        }
+        if !answered.is_empty() {
+            self.history.send_modify(|h| {
+                for id in &answered {
+                    h.answered(id, Status::Superseded);
+                }
+            });
+        }
+    }
+
+    /// Whether the document's activity is running or waiting to run (or,
+    /// for the persisted document, being enforced at start-up).
+    fn in_progress(&self, activity_id: &str) -> bool {
+        self.running
+            .as_ref()
+            .is_some_and(|(_, id)| id == activity_id)
+            || self
+                .queue
+                .waiting()
+                .is_some_and(|d| d.desired.activity_id == activity_id)
+            || (!self.ready
+                && self
+                    .current
+                    .as_ref()
+                    .is_some_and(|d| d.desired.activity_id == activity_id))
+    }
+
+    /// Answers a document that is not applied: it was answered before, or
+    /// it is older than the last accepted one. The answer for a document
+    /// seen before is what it got then, so an Update Manager that missed
+    /// it hears it now; one whose activity still runs gets nothing extra,
+    /// its own feedback follows.
+    fn not_again(&self, activity_id: &str, verdict: Verdict) {
+        let again = "delivered again, it is not applied twice";
+        let (status, message) = match verdict {
+            Verdict::New => return,
+            Verdict::Again { .. } if self.in_progress(activity_id) => {
+                tracing::info!(activity = %activity_id, "delivered again while it is being applied; acknowledged, not applied twice");
+                return;
+            }
+            Verdict::Again {
+                status: Some(status),
+                since,
+            } => {
+                let since = since
+                    .map(|newer| format!(", and {newer} was accepted since"))
+                    .unwrap_or_default();
+                let then = status_name(status);
+                (
+                    status,
+                    format!("{activity_id} was answered {then} before{since}; {again}"),
+                )
+            }
+            Verdict::Again {
+                status: None,
+                since: Some(newer),
+            } => (
+                Status::Superseded,
+                format!("{activity_id} was accepted before and {newer} since; {again}"),
+            ),
+            Verdict::Again {
+                status: None,
+                since: None,
+            } => {
+                let blocked = self.backoff.blocked(Instant::now());
+                if blocked.is_empty() {
+                    (
+                        Status::Completed,
+                        format!("{activity_id} was accepted before and the device runs it; {again}"),
+                    )
+                } else {
+                    let names: Vec<&str> = blocked.iter().map(String::as_str).collect();
+                    (
+                        Status::Incomplete,
+                        format!(
+                            "{activity_id} was accepted before; {} not converged yet ({again})",
+                            names.join(", ")
+                        ),
+                    )
+                }
+            }
+            Verdict::Stale {
+                newer,
+                timestamp,
+                newer_timestamp,
+            } => (
+                Status::Superseded,
+                format!(
+                    "{activity_id} (timestamp {timestamp}) is older than {newer} (timestamp {newer_timestamp}), which was accepted; not applied"
+                ),
+            ),
+        };
+        let tracker = Tracker::new(activity_id, &self.options().domain);
+        self.shared.feedback(tracker.message(status, Some(message)));
     }
 
     fn engine_event(&mut self, event: &Event) {
@@ -705,10 +1047,42 @@ impl<R: Runtime + 'static> Loop<R> {
         for name in report.in_sync.iter().filter(|_| current) {
             self.backoff.in_sync(name, now);
         }
+        if let Some(status) = report.status {
+            self.history
+                .send_modify(|h| h.finished(&report.activity_id, status));
+        }
+        if report.reason == Some(Reason::Startup) {
+            self.startup_enforced(&report);
+        }
         if report.visible {
-            let _ = self.reports.send(report.activity_id);
+            self.reporter.request(Request::Own(report.activity_id));
         }
         self.schedule_reconcile();
+    }
+
+    /// After a restart the persisted document's own activity may have no
+    /// final status on record (berth stopped before it ended, or the history
+    /// is older than it): the start-up enforcement gives it one, so a
+    /// redelivery of it can be answered.
+    fn startup_enforced(&mut self, report: &Report) {
+        let Some(id) = self.current.as_ref().map(|d| d.desired.activity_id.clone()) else {
+            return;
+        };
+        let converged = report.attempted.iter().all(|(_, ok)| *ok);
+        self.history.send_if_modified(|h| {
+            if h.last()
+                .is_some_and(|l| l.activity_id == id && l.status.is_none())
+            {
+                let status = if converged {
+                    Status::Completed
+                } else {
+                    Status::Incomplete
+                };
+                h.finished(&id, status);
+                return true;
+            }
+            false
+        });
     }
 
     async fn shutdown(
@@ -734,7 +1108,10 @@ impl<R: Runtime + 'static> Loop<R> {
             };
             match tokio::time::timeout(grace, waited).await {
                 Ok(result) => {
-                    result?;
+                    if let Some(status) = result?.status {
+                        self.history
+                            .send_modify(|h| h.finished(&activity_id, status));
+                    }
                 }
                 Err(_) => {
                     drop(task);
@@ -763,6 +1140,8 @@ impl<R: Runtime + 'static> Loop<R> {
                     };
                     let tracker = Tracker::new(&activity_id, &self.options().domain);
                     self.shared.feedback(tracker.message(status, Some(message)));
+                    self.history
+                        .send_modify(|h| h.finished(&activity_id, status));
                 }
             }
         }
@@ -785,6 +1164,20 @@ fn ack(ack: Option<oneshot::Sender<()>>) {
     if let Some(a) = ack {
         let _ = a.send(());
     }
+}
+
+/// The activity id of a document or request, read without trusting the
+/// rest of it; empty when it names none.
+fn activity_id_in(payload: impl AsRef<[u8]>) -> String {
+    #[derive(Deserialize)]
+    struct Id {
+        #[serde(rename = "activityId")]
+        activity_id: Option<String>,
+    }
+    serde_json::from_slice::<Id>(payload.as_ref())
+        .ok()
+        .and_then(|i| i.activity_id)
+        .unwrap_or_default()
 }
 
 /// Waits until the engine answers, logging once.
@@ -864,6 +1257,7 @@ async fn job<R: Runtime>(shared: Arc<Shared<R>>, work: Work) -> Result<Report, A
     let mut report = Report {
         activity_id: activity_id.clone(),
         generation,
+        reason,
         ..Default::default()
     };
     if reason.is_none() {
@@ -875,6 +1269,7 @@ async fn job<R: Runtime>(shared: Arc<Shared<R>>, work: Work) -> Result<Report, A
         Err(e) => {
             if reason.is_none() {
                 shared.feedback(tracker.message(Status::IdentificationFailed, Some(e.to_string())));
+                report.status = Some(Status::IdentificationFailed);
             } else {
                 tracing::warn!(error = %e, "cannot read the engine to reconcile");
             }
@@ -926,6 +1321,9 @@ async fn job<R: Runtime>(shared: Arc<Shared<R>>, work: Work) -> Result<Report, A
         &mut sink,
     )
     .await?;
+    if reason.is_none() {
+        report.status = Some(outcome.status);
+    }
     // After an activity-wide rollback, the containers that did not fail were
     // undone too: they were not repaired, and are not to blame.
     let undone = rollback == RollbackMode::Activity && outcome.status != Status::Completed;
@@ -941,11 +1339,160 @@ async fn job<R: Runtime>(shared: Arc<Shared<R>>, work: Work) -> Result<Report, A
     Ok(report)
 }
 
+/// A request for the current state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Request {
+    /// A `currentstate/get`: a newer one answers for it.
+    Get(String),
+    /// berth's own: at a connect, after an activity, after engine events.
+    Own(String),
+}
+
+/// berth's own requests waiting at most; older ones give way (a newer
+/// answer reports the same inventory, later).
+const MAX_OWN_REQUESTS: usize = 4;
+
+/// The requests the reporter has not answered yet: at most one
+/// `currentstate/get` (the latest: each answer is the whole inventory, so
+/// the latest request's answer serves the ones it replaced) and a few of
+/// berth's own, in order. A `currentstate/get` is answered at once, the
+/// next one no sooner than [`AgentOptions::get_interval`] later: a flood
+/// of them gets about one answer per interval.
+#[derive(Debug, Default)]
+struct Requests {
+    waiting: VecDeque<Request>,
+    /// `currentstate/get` requests replaced since the last answer.
+    coalesced: u64,
+    /// When the next `currentstate/get` may be answered.
+    get_not_before: Option<Instant>,
+}
+
+/// What the reporter does next.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    /// Answer this, which for a `currentstate/get` answers for so many more.
+    Answer(Request, u64),
+    /// Only a `currentstate/get` waits, until then.
+    Wait(Instant),
+    /// Nothing waits.
+    Idle,
+}
+
+impl Requests {
+    fn push(&mut self, request: Request) {
+        match request {
+            Request::Get(_) => {
+                if let Some(get) = self
+                    .waiting
+                    .iter_mut()
+                    .find(|r| matches!(r, Request::Get(_)))
+                {
+                    *get = request;
+                    self.coalesced += 1;
+                    return;
+                }
+            }
+            Request::Own(_) => {
+                let own = self
+                    .waiting
+                    .iter()
+                    .filter(|r| matches!(r, Request::Own(_)))
+                    .count();
+                if own >= MAX_OWN_REQUESTS {
+                    if let Some(i) = self
+                        .waiting
+                        .iter()
+                        .position(|r| matches!(r, Request::Own(_)))
+                    {
+                        self.waiting.remove(i);
+                    }
+                }
+            }
+        }
+        self.waiting.push_back(request);
+    }
+
+    /// The next request to answer at `now`; a `currentstate/get` waits for
+    /// its interval unless `closing` (the loop is gone: answer what waits
+    /// and end).
+    fn next(&mut self, now: Instant, get_interval: Duration, closing: bool) -> Next {
+        let due = |r: &Request| match r {
+            Request::Get(_) => closing || self.get_not_before.is_none_or(|t| t <= now),
+            Request::Own(_) => true,
+        };
+        let Some(i) = self.waiting.iter().position(due) else {
+            return match self.get_not_before {
+                Some(t) if !self.waiting.is_empty() => Next::Wait(t),
+                _ => Next::Idle,
+            };
+        };
+        let Some(request) = self.waiting.remove(i) else {
+            return Next::Idle;
+        };
+        match request {
+            Request::Get(_) => {
+                self.get_not_before = Some(now + get_interval);
+                Next::Answer(request, std::mem::take(&mut self.coalesced))
+            }
+            Request::Own(_) => Next::Answer(request, 0),
+        }
+    }
+}
+
+/// The loop's end of the reporter: requests go into [`Requests`], and a
+/// wake-up (at most one waiting) tells the reporter to look. Dropping it
+/// ends the reporter once it has answered what waits.
+struct Reporter {
+    requests: Arc<Mutex<Requests>>,
+    wake: mpsc::Sender<()>,
+}
+
+impl Reporter {
+    fn request(&self, request: Request) {
+        self.requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(request);
+        // Full: a wake-up waits already, and it will see this request too.
+        let _ = self.wake.try_send(());
+    }
+}
+
 /// Builds and publishes the current state, one request at a time.
-fn spawn_reporter<R: Runtime + 'static>(shared: Arc<Shared<R>>) -> mpsc::UnboundedSender<String> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+fn spawn_reporter<R: Runtime + 'static>(shared: Arc<Shared<R>>) -> Reporter {
+    let requests = Arc::new(Mutex::new(Requests::default()));
+    let (wake, mut woken) = mpsc::channel::<()>(1);
+    let queue = requests.clone();
+    let interval = shared.options.get_interval;
     tokio::spawn(async move {
-        while let Some(activity_id) = rx.recv().await {
+        let mut closing = false;
+        loop {
+            let next = queue.lock().unwrap_or_else(PoisonError::into_inner).next(
+                Instant::now(),
+                interval,
+                closing,
+            );
+            let activity_id = match next {
+                Next::Answer(Request::Get(id), coalesced) => {
+                    if coalesced > 0 {
+                        tracing::debug!(activity = %id, coalesced, "answering the latest currentstate/get for the ones before it");
+                    }
+                    id
+                }
+                Next::Answer(Request::Own(id), _) => id,
+                Next::Wait(at) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(at) => {}
+                        woke = woken.recv() => closing = woke.is_none(),
+                    }
+                    continue;
+                }
+                Next::Idle if closing => return,
+                Next::Idle => {
+                    closing = woken.recv().await.is_none();
+                    continue;
+                }
+            };
             if shared.out.is_none() {
                 continue;
             }
@@ -960,7 +1507,7 @@ fn spawn_reporter<R: Runtime + 'static>(shared: Arc<Shared<R>>) -> mpsc::Unbound
             }
         }
     });
-    tx
+    Reporter { requests, wake }
 }
 
 /// The Kanto inventory of every container on the engine.

@@ -8,25 +8,66 @@
 //! into a new session. rumqttc itself drops unacknowledged messages when
 //! the broker has forgotten the session, for example after a broker restart
 //! without persistence.
+//!
+//! Incoming messages are hostile input:
+//!
+//! - **Size.** rumqttc is told the largest packet berth takes
+//!   (`max_message_size` plus the topic and header), so a larger one is
+//!   refused from its fixed header, before its payload is read. rumqttc then
+//!   fails the connection (`PayloadSizeLimitExceeded`) knowing only the size:
+//!   not the topic, not the packet id. berth answers `IDENTIFICATION_FAILED`
+//!   under a made-up activity id naming the size and the limit, and, since
+//!   it cannot acknowledge a message it never read, reconnects once with a
+//!   clean session: the broker then discards the session with the message
+//!   in it (QoS 1 keeps an unacknowledged message only in its session), and
+//!   berth connects with a persistent session again and resubscribes.
+//!   Without that the broker would deliver it again at every reconnect.
+//!   A *retained* message too large comes back at every new subscription,
+//!   so when one comes back at once berth reads it a single time under a
+//!   larger, still bounded, limit ([`DEFAULT_MAX_OVERSIZE_READ`]), refuses it
+//!   under its own activity id and acknowledges it; since berth subscribes
+//!   only when its session has no subscriptions, it does not come back.
+//!   Larger than that, berth keeps trying with back-off and logs how to
+//!   remove it.
+//! - **Floods.** The loop gets one desired state and one `currentstate/get`
+//!   at a time; what arrives meanwhile is coalesced here (the newest document
+//!   wins and names the ones it replaced; the newest request answers for
+//!   the others), so neither the channel to the loop nor this task grows
+//!   with the flood.
+//! - **Order.** Acknowledgements go out in the order the messages came, a
+//!   desired state's once the loop has persisted it (or answered it).
+//! - **Replays.** A subscription is made when the session lacks it (a new
+//!   process, a broker that lost the session), not at every reconnect:
+//!   subscribing again makes the broker replay every retained message. What
+//!   is replayed or redelivered anyway is recognised by the loop
+//!   ([`super::queue::History`]) and never applied twice.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, MqttOptions, Outgoing, Packet, Publish, QoS,
-    TlsConfiguration, Transport,
+    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS,
+    StateError, SubscribeReasonCode, TlsConfiguration, Transport,
 };
-use serde::Deserialize;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
-use super::{Body, Incoming, Input, Origin, Outbound};
+use super::{activity_id_in, refused_activity_id, Body, Credit, Incoming, Input, Origin, Outbound};
 use crate::config::MqttConfig;
 
-/// Largest packet rumqttc will take: MQTT's own limit. A smaller one would
-/// make rumqttc drop the connection on a big message, which the broker then
-/// delivers again, forever; berth refuses big documents itself instead.
+/// MQTT's largest packet: what berth may send.
 const MQTT_MAX_PACKET: usize = 268_435_455;
+/// What a QoS 1 PUBLISH carries besides the topic and the payload: the
+/// topic's length (2 bytes) and the packet id (2 bytes).
+const PUBLISH_OVERHEAD: usize = 4;
+/// Activity ids of coalesced documents named to the loop (to be answered
+/// `SUPERSEDED`) per hand-over; more are counted in the log only.
+const MAX_NAMED_SUPERSEDED: usize = 1000;
+/// The largest message read once, whole, when a message too large for
+/// `max_message_size` keeps coming back (a retained one, sent again at every
+/// subscription): enough for an honest mistake, small enough for a device.
+pub const DEFAULT_MAX_OVERSIZE_READ: usize = 16 << 20;
 /// Messages handed to rumqttc and not yet acknowledged, at most.
 const WINDOW: usize = 32;
 /// Feedback messages kept while the broker is away; older ones are dropped.
@@ -84,6 +125,18 @@ pub struct Settings {
     pub topics: Topics,
     /// Larger desired states are refused.
     max_message_size: usize,
+    /// Larger messages are never read, not even once to get past one that
+    /// keeps coming back.
+    max_oversize_read: usize,
+}
+
+/// The largest packet to read for messages up to `max_message_size` on
+/// these topics: the payload, the longest topic, the header.
+fn incoming_limit(max_message_size: usize, topics: &Topics) -> usize {
+    let topic = topics.desired.len().max(topics.current_get.len());
+    max_message_size
+        .saturating_add(topic + PUBLISH_OVERHEAD)
+        .min(MQTT_MAX_PACKET)
 }
 
 impl Settings {
@@ -108,12 +161,16 @@ impl Settings {
             .clone()
             .filter(|c| !c.is_empty())
             .unwrap_or_else(|| format!("berth-{instance}"));
+        let topics = Topics::new(&config.topic_prefix, &config.domain);
         let mut options = MqttOptions::new(client_id, host, port);
         options
             .set_keep_alive(config.keep_alive)
             .set_clean_session(false)
             .set_manual_acks(true)
-            .set_max_packet_size(MQTT_MAX_PACKET, MQTT_MAX_PACKET)
+            .set_max_packet_size(
+                incoming_limit(config.max_message_size, &topics),
+                MQTT_MAX_PACKET,
+            )
             .set_inflight(WINDOW as u16)
             .set_request_channel_capacity(WINDOW * 4);
         let password = match (&config.password, &config.password_file) {
@@ -153,9 +210,29 @@ impl Settings {
         Ok(Self {
             options,
             url: config.url.clone(),
-            topics: Topics::new(&config.topic_prefix, &config.domain),
+            topics,
             max_message_size: config.max_message_size,
+            max_oversize_read: DEFAULT_MAX_OVERSIZE_READ,
         })
+    }
+
+    /// Sets the largest message read once to get past one too large that
+    /// keeps coming back (default [`DEFAULT_MAX_OVERSIZE_READ`]; never less
+    /// than `max_message_size`).
+    pub fn with_max_oversize_read(mut self, bytes: usize) -> Self {
+        self.max_oversize_read = bytes;
+        self
+    }
+
+    /// The packet limit for rumqttc: the usual one, or the one for reading
+    /// a message too large once.
+    fn packet_limit(&self, once: bool) -> usize {
+        let size = if once {
+            self.max_oversize_read.max(self.max_message_size)
+        } else {
+            self.max_message_size
+        };
+        incoming_limit(size, &self.topics)
     }
 }
 
@@ -260,18 +337,469 @@ impl Delivery {
     }
 }
 
-/// The activity id of a request or document, read without trusting the
-/// rest of it.
-fn activity_id(payload: &[u8]) -> String {
-    #[derive(Deserialize)]
-    struct Id {
-        #[serde(rename = "activityId")]
-        activity_id: Option<String>,
+/// One acknowledgement owed to the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Owed {
+    seq: u64,
+    pkid: u16,
+    qos: QoS,
+    /// A desired state: owed once the loop is done with it.
+    after_loop: bool,
+    /// The loop dropped it unanswered (it stopped): never acknowledged, so
+    /// the broker delivers it again.
+    dropped: bool,
+}
+
+/// A desired state waiting for the loop.
+#[derive(Debug)]
+struct Waiting {
+    seq: u64,
+    body: Body,
+    activity_id: String,
+    /// The documents it replaced while it waited, oldest first.
+    superseded: Vec<String>,
+}
+
+/// What arrived for the loop and has not been handed to it, and the
+/// acknowledgements owed to the broker, in order. Pure; the connection
+/// moves things in and out.
+#[derive(Debug, Default)]
+struct Inbox {
+    next_seq: u64,
+    /// The newest desired state not handed over yet.
+    document: Option<Waiting>,
+    /// Documents replaced beyond those named, since the last hand-over.
+    unnamed: u64,
+    /// The newest `currentstate/get` not handed over yet.
+    get: Option<String>,
+    /// Requests it replaced.
+    gets_coalesced: u64,
+    acks: VecDeque<Owed>,
+    /// Every document up to this sequence number is done with.
+    released: u64,
+}
+
+impl Inbox {
+    fn seq(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq
     }
-    serde_json::from_slice::<Id>(payload)
-        .ok()
-        .and_then(|i| i.activity_id)
-        .unwrap_or_default()
+
+    fn owe(&mut self, seq: u64, qos: QoS, pkid: Option<u16>, after_loop: bool) {
+        if let (Some(pkid), false) = (pkid, qos == QoS::AtMostOnce) {
+            self.acks.push_back(Owed {
+                seq,
+                pkid,
+                qos,
+                after_loop,
+                dropped: false,
+            });
+        }
+    }
+
+    /// A desired state; `pkid` is `None` when it cannot be acknowledged
+    /// (it came on a connection that is gone).
+    fn document(&mut self, qos: QoS, pkid: Option<u16>, body: Body, activity_id: String) {
+        let seq = self.seq();
+        self.owe(seq, qos, pkid, true);
+        let mut superseded = Vec::new();
+        if let Some(old) = self.document.take() {
+            superseded = old.superseded;
+            if superseded.len() < MAX_NAMED_SUPERSEDED {
+                superseded.push(old.activity_id);
+            } else {
+                self.unnamed += 1;
+            }
+        }
+        self.document = Some(Waiting {
+            seq,
+            body,
+            activity_id,
+            superseded,
+        });
+    }
+
+    /// A `currentstate/get`.
+    fn get(&mut self, qos: QoS, pkid: Option<u16>, activity_id: String) {
+        let seq = self.seq();
+        self.owe(seq, qos, pkid, false);
+        if self.get.replace(activity_id).is_some() {
+            self.gets_coalesced += 1;
+        }
+    }
+
+    /// Anything else: acknowledged in its turn.
+    fn other(&mut self, qos: QoS, pkid: Option<u16>) {
+        let seq = self.seq();
+        self.owe(seq, qos, pkid, false);
+    }
+
+    fn take_document(&mut self) -> Option<(Waiting, u64)> {
+        let w = self.document.take()?;
+        Some((w, std::mem::take(&mut self.unnamed)))
+    }
+
+    fn take_get(&mut self) -> Option<(String, u64)> {
+        let id = self.get.take()?;
+        Some((id, std::mem::take(&mut self.gets_coalesced)))
+    }
+
+    /// The loop is done with every document up to `upto`: it answered the
+    /// last one (`answered`), or dropped it unanswered.
+    fn release(&mut self, upto: u64, answered: bool) {
+        if !answered {
+            for owed in self
+                .acks
+                .iter_mut()
+                .filter(|o| o.after_loop && o.seq <= upto)
+            {
+                owed.dropped = true;
+            }
+        }
+        self.released = self.released.max(upto);
+    }
+
+    /// The next acknowledgement to send, if it is due: every one before it
+    /// has gone.
+    fn due(&mut self) -> Option<Owed> {
+        while let Some(front) = self.acks.front() {
+            if front.after_loop && front.seq > self.released {
+                return None;
+            }
+            if front.dropped {
+                self.acks.pop_front();
+                continue;
+            }
+            return Some(*front);
+        }
+        None
+    }
+
+    /// The acknowledgement [`Inbox::due`] gave is sent.
+    fn acked(&mut self) {
+        self.acks.pop_front();
+    }
+
+    /// A new connection: the broker sends every unacknowledged message again
+    /// (or has dropped the session with them), so the packet ids owed on the
+    /// old one must not acknowledge whatever comes under the same ids now.
+    fn reconnected(&mut self) {
+        self.acks.clear();
+    }
+}
+
+/// berth's subscriptions and what the broker said about them in the
+/// current session. One the broker acknowledged is not made again while
+/// the session lasts: subscribing again makes the broker send the topic's
+/// retained message again.
+#[derive(Debug, Default)]
+struct Subscriptions {
+    /// Asked for, in order, packet id not reported by rumqttc yet.
+    asked: VecDeque<String>,
+    /// Sent under this packet id, awaiting the SUBACK.
+    sent: BTreeMap<u16, String>,
+    /// Acknowledged in this session.
+    acked: BTreeSet<String>,
+}
+
+impl Subscriptions {
+    /// Of `topics`, the ones to subscribe on a new connection.
+    fn missing(&self, topics: &[String]) -> Vec<String> {
+        topics
+            .iter()
+            .filter(|t| !self.acked.contains(*t))
+            .cloned()
+            .collect()
+    }
+
+    fn asked(&mut self, topic: String) {
+        self.asked.push_back(topic);
+    }
+
+    /// rumqttc sent the next SUBSCRIBE under `pkid`.
+    fn sent(&mut self, pkid: u16) {
+        if let Some(topic) = self.asked.pop_front() {
+            self.sent.insert(pkid, topic);
+        }
+    }
+
+    /// The broker answered the SUBSCRIBE `pkid`.
+    fn answered(&mut self, pkid: u16, ok: bool) {
+        if let Some(topic) = self.sent.remove(&pkid) {
+            if ok {
+                self.acked.insert(topic);
+            }
+        }
+    }
+
+    /// A new connection; without a session every subscription is gone.
+    fn reconnected(&mut self, session_present: bool) {
+        self.asked.clear();
+        self.sent.clear();
+        if !session_present {
+            self.acked.clear();
+        }
+    }
+}
+
+/// The acknowledgement of a message, which needs only its id and QoS.
+fn ack_of(owed: &Owed) -> Publish {
+    let mut p = Publish::new("", owed.qos, Vec::new());
+    p.pkid = owed.pkid;
+    p
+}
+
+/// The size of a packet rumqttc refused to read, if that is why the
+/// connection failed.
+fn too_large(e: &ConnectionError) -> Option<usize> {
+    match e {
+        ConnectionError::MqttState(StateError::Deserialization(
+            rumqttc::Error::PayloadSizeLimitExceeded(size),
+        )) => Some(*size),
+        _ => None,
+    }
+}
+
+/// The state of one broker connection, across reconnects.
+struct Connection {
+    client: AsyncClient,
+    settings: Settings,
+    inputs: mpsc::UnboundedSender<Input>,
+    delivery: Delivery,
+    inbox: Inbox,
+    connected: bool,
+    /// Reconnecting with a clean session, so the broker drops the session
+    /// holding a message too large to read.
+    dropping_session: bool,
+    /// Messages too large to read in a row: what to do about the next one.
+    too_large_in_a_row: u32,
+    /// What the broker holds of berth's subscriptions.
+    subscriptions: Subscriptions,
+}
+
+/// What the connection needs done to the event loop.
+#[derive(Debug, PartialEq, Eq)]
+enum Then {
+    Nothing,
+    /// Drop the connection and connect again.
+    Reconnect,
+}
+
+impl Connection {
+    fn topics(&self) -> &Topics {
+        &self.settings.topics
+    }
+
+    fn handle(&mut self, event: Event, fresh: bool, eventloop: &mut EventLoop) -> Then {
+        match event {
+            Event::Incoming(Packet::ConnAck(ack)) => {
+                return self.connected(ack.session_present, eventloop)
+            }
+            Event::Incoming(Packet::SubAck(ack)) => {
+                let ok = ack
+                    .return_codes
+                    .iter()
+                    .all(|c| matches!(c, SubscribeReasonCode::Success(_)));
+                if !ok {
+                    tracing::warn!(broker = %self.settings.url, "the broker refused a subscription; subscribing again at the next connection");
+                }
+                self.subscriptions.answered(ack.pkid, ok);
+            }
+            Event::Outgoing(Outgoing::Subscribe(pkid)) => self.subscriptions.sent(pkid),
+            Event::Incoming(Packet::Publish(p)) => {
+                self.too_large_in_a_row = 0;
+                self.incoming(p, fresh);
+            }
+            Event::Incoming(Packet::PingResp) => self.too_large_in_a_row = 0,
+            Event::Incoming(Packet::PubAck(a)) => self.delivery.acked(a.pkid),
+            Event::Outgoing(Outgoing::Publish(pkid)) => self.delivery.sent(pkid),
+            _ => {}
+        }
+        Then::Nothing
+    }
+
+    fn connected(&mut self, session_present: bool, eventloop: &mut EventLoop) -> Then {
+        self.inbox.reconnected();
+        // Whatever this connection was made with, the next one reads no
+        // more than max_message_size.
+        let usual = self.settings.packet_limit(false);
+        eventloop
+            .mqtt_options
+            .set_max_packet_size(usual, MQTT_MAX_PACKET);
+        if self.dropping_session {
+            // The broker has discarded the old session and the message in
+            // it; this clean one ends with the connection.
+            self.dropping_session = false;
+            self.subscriptions.reconnected(false);
+            eventloop.mqtt_options.set_clean_session(false);
+            tracing::info!(broker = %self.settings.url, "the broker dropped the session holding the message too large to read; connecting with a persistent session again");
+            return Then::Reconnect;
+        }
+        self.connected = true;
+        if !session_present {
+            self.delivery.resend_all();
+        }
+        self.subscriptions.reconnected(session_present);
+        tracing::info!(broker = %self.settings.url, session_present, "connected to the MQTT broker");
+        let topics = [
+            self.topics().desired.clone(),
+            self.topics().current_get.clone(),
+        ];
+        for topic in self.subscriptions.missing(&topics) {
+            match self.client.try_subscribe(topic.clone(), QoS::AtLeastOnce) {
+                Ok(()) => self.subscriptions.asked(topic),
+                Err(e) => tracing::warn!(topic = %topic, error = %e, "cannot subscribe"),
+            }
+        }
+        let _ = self.inputs.send(Input::Connected);
+        Then::Nothing
+    }
+
+    /// A message. `fresh` when it came on the live connection and can be
+    /// acknowledged; otherwise its connection is gone (the broker sends it
+    /// again, or dropped it with its session) and only its content counts.
+    fn incoming(&mut self, p: Publish, fresh: bool) {
+        let pkid = fresh.then_some(p.pkid);
+        if p.topic == self.topics().current_get {
+            self.inbox.get(p.qos, pkid, activity_id_in(&p.payload));
+            return;
+        }
+        if p.topic != self.topics().desired {
+            self.inbox.other(p.qos, pkid);
+            return;
+        }
+        let limit = self.settings.max_message_size;
+        let (body, activity_id) = if p.payload.len() > limit {
+            let id = activity_id_in(&p.payload);
+            let body = Body::Refused {
+                activity_id: id.clone(),
+                errors: vec![format!(
+                    "document: the message has {} bytes, more than mqtt.max_message_size ({limit})",
+                    p.payload.len(),
+                )],
+            };
+            (body, id)
+        } else {
+            match std::str::from_utf8(&p.payload) {
+                Ok(text) => (Body::Text(text.to_string()), activity_id_in(text)),
+                Err(e) => (
+                    Body::Refused {
+                        activity_id: String::new(),
+                        errors: vec![format!("document: is not UTF-8 text ({e})")],
+                    },
+                    String::new(),
+                ),
+            }
+        };
+        self.inbox.document(p.qos, pkid, body, activity_id);
+    }
+
+    /// rumqttc refused a packet of `size` bytes from its header and broke
+    /// the connection. The message is answered as well as it can be, and
+    /// the next connection gets past it: the first time with a clean
+    /// session, so that the broker drops it with the session; when it comes
+    /// back at once (a retained message, sent again at every subscription)
+    /// by reading it once under the larger limit, so that it is refused
+    /// under its own id and acknowledged. Returns how long to wait before
+    /// connecting again.
+    fn too_large(&mut self, size: usize, eventloop: &mut EventLoop) -> Duration {
+        self.too_large_in_a_row = self.too_large_in_a_row.saturating_add(1);
+        let n = self.too_large_in_a_row;
+        let limit = self.settings.max_message_size;
+        let topics = format!("{} or {}", self.topics().desired, self.topics().current_get);
+        tracing::warn!(broker = %self.settings.url, packet = size, limit, "a message larger than mqtt.max_message_size arrived; refused unread");
+        // Once per run of them: the same message sent again is answered
+        // once (and once more under its own id if it can be read).
+        if n == 1 {
+            let refused = Body::Refused {
+                activity_id: refused_activity_id(),
+                errors: vec![format!(
+                    "document: a message of {size} bytes on {topics}, more than mqtt.max_message_size ({limit}); refused unread, so its activityId is unknown"
+                )],
+            };
+            let _ = self
+                .inputs
+                .send(Input::Document(Incoming::new(Origin::Mqtt, refused, None)));
+        }
+        if n % 2 == 1 {
+            eventloop.mqtt_options.set_clean_session(true);
+            self.dropping_session = true;
+        } else {
+            let once = self.settings.packet_limit(true);
+            eventloop
+                .mqtt_options
+                .set_max_packet_size(once, MQTT_MAX_PACKET);
+            tracing::info!(broker = %self.settings.url, packet = size, "the message too large came back at once (a retained one?); reading it once to refuse it");
+        }
+        if n < 3 {
+            return Duration::ZERO;
+        }
+        if n == 3 {
+            tracing::error!(broker = %self.settings.url, packet = size, limit = self.settings.packet_limit(true), "a message too large even to be read once keeps coming on {topics}; if it is retained, remove it (mosquitto_pub -r -n -t <topic>)");
+        }
+        let exp = (n - 3).min(7);
+        (Duration::from_millis(250) * 2u32.pow(exp)).min(MAX_RECONNECT_DELAY)
+    }
+
+    /// Sends the acknowledgements that are due, in order.
+    fn acknowledge(&mut self) {
+        while let Some(owed) = self.inbox.due() {
+            // Full: the event loop takes requests while it is polled; the
+            // rest go after the next event.
+            if self.client.try_ack(&ack_of(&owed)).is_err() {
+                break;
+            }
+            self.inbox.acked();
+        }
+    }
+
+    /// Hands the waiting document to the loop, if the loop is done with the
+    /// previous one.
+    fn hand_document(&mut self, in_loop: &mut Option<(u64, oneshot::Receiver<()>)>) {
+        if in_loop.is_some() {
+            return;
+        }
+        let Some((waiting, unnamed)) = self.inbox.take_document() else {
+            return;
+        };
+        if !waiting.superseded.is_empty() || unnamed > 0 {
+            tracing::debug!(activity = %waiting.activity_id, replaced = waiting.superseded.len() as u64 + unnamed, "desired states replaced by a newer one before the loop read them");
+        }
+        let (tx, rx) = oneshot::channel();
+        let incoming = Incoming {
+            origin: Origin::Mqtt,
+            body: waiting.body,
+            ack: Some(tx),
+            superseded: waiting.superseded,
+        };
+        if self.inputs.send(Input::Document(incoming)).is_ok() {
+            *in_loop = Some((waiting.seq, rx));
+        } else {
+            self.inbox.release(waiting.seq, false);
+        }
+    }
+
+    /// Hands the waiting `currentstate/get` to the loop with its credit.
+    fn hand_get(&mut self, credit: Credit) {
+        let Some((activity_id, coalesced)) = self.inbox.take_get() else {
+            return;
+        };
+        if coalesced > 0 {
+            tracing::debug!(activity = %activity_id, coalesced, "currentstate/get requests replaced by a newer one");
+        }
+        let _ = self.inputs.send(Input::CurrentStateGet {
+            activity_id,
+            credit,
+        });
+    }
+}
+
+/// Until the loop is done with the document it has; never, when it has none.
+async fn answered(in_loop: &mut Option<(u64, oneshot::Receiver<()>)>) -> bool {
+    match in_loop {
+        Some((_, rx)) => rx.await.is_ok(),
+        None => std::future::pending().await,
+    }
 }
 
 /// Runs the connection until `stop` turns true (or `outbox` closes), then
@@ -285,19 +813,32 @@ pub async fn run(
 ) {
     let (client, mut eventloop) = AsyncClient::new(settings.options.clone(), WINDOW * 4);
     let topics = settings.topics.clone();
-    let mut delivery = Delivery::default();
-    let mut connected = false;
+    let mut c = Connection {
+        client: client.clone(),
+        settings,
+        inputs,
+        delivery: Delivery::default(),
+        inbox: Inbox::default(),
+        connected: false,
+        dropping_session: false,
+        too_large_in_a_row: 0,
+        subscriptions: Subscriptions::default(),
+    };
+    // One `currentstate/get` in the loop's channel at a time.
+    let gets = Arc::new(Semaphore::new(1));
+    let mut in_loop: Option<(u64, oneshot::Receiver<()>)> = None;
     let mut delay = Duration::from_millis(250);
     let mut closing: Option<tokio::time::Instant> = None;
     loop {
+        c.acknowledge();
         if let Some(since) = closing {
             while let Ok(m) = outbox.try_recv() {
-                delivery.queue(message(&topics, m));
+                c.delivery.queue(message(&topics, m));
             }
-            if delivery.is_idle() || since.elapsed() > drain_limit || !connected {
-                if !delivery.is_idle() {
+            if c.delivery.is_idle() || since.elapsed() > drain_limit || !c.connected {
+                if !c.delivery.is_idle() {
                     tracing::warn!(
-                        waiting = delivery.waiting.len() + delivery.in_flight(),
+                        waiting = c.delivery.waiting.len() + c.delivery.in_flight(),
                         "stopping with MQTT messages not delivered"
                     );
                 }
@@ -305,16 +846,31 @@ pub async fn run(
                 let _ = tokio::time::timeout(Duration::from_secs(1), eventloop.poll()).await;
                 return;
             }
+        } else {
+            // While disconnected the outbox has no branch below (see there):
+            // what the loop publishes meanwhile waits in the delivery queue,
+            // which is bounded, not in the channel.
+            loop {
+                match outbox.try_recv() {
+                    Ok(m) => c.delivery.queue(message(&topics, m)),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        closing = Some(tokio::time::Instant::now());
+                        break;
+                    }
+                }
+            }
+            c.hand_document(&mut in_loop);
         }
         // Hand waiting messages to rumqttc while connected and within the window.
-        while connected && delivery.in_flight() < WINDOW {
-            let Some(m) = delivery.waiting.pop_front() else {
+        while c.connected && c.delivery.in_flight() < WINDOW {
+            let Some(m) = c.delivery.waiting.pop_front() else {
                 break;
             };
             match client.try_publish(&m.topic, QoS::AtLeastOnce, m.retain, m.payload.clone()) {
-                Ok(()) => delivery.handed.push_back(m),
+                Ok(()) => c.delivery.handed.push_back(m),
                 Err(_) => {
-                    delivery.waiting.push_front(m);
+                    c.delivery.waiting.push_front(m);
                     break;
                 }
             }
@@ -322,26 +878,52 @@ pub async fn run(
         tokio::select! {
             event = eventloop.poll() => match event {
                 Ok(event) => {
-                    handle(event, &client, &topics, &settings, &inputs, &mut delivery, &mut connected);
-                    if connected {
+                    if c.handle(event, true, &mut eventloop) == Then::Reconnect {
+                        eventloop.clean();
+                    }
+                    if c.connected {
                         delay = Duration::from_millis(250);
                     }
                 }
                 Err(e) => {
-                    if connected {
-                        tracing::warn!(broker = %settings.url, error = %e, "lost the MQTT connection; reconnecting");
-                    } else {
-                        log_connect_error(&settings.url, &e, delay);
+                    // What rumqttc had read on the broken connection.
+                    let stale: Vec<Event> = eventloop.state.events.drain(..).collect();
+                    for event in stale {
+                        c.handle(event, false, &mut eventloop);
                     }
-                    connected = false;
+                    let was_connected = std::mem::replace(&mut c.connected, false);
+                    if let Some(size) = too_large(&e) {
+                        let wait = c.too_large(size, &mut eventloop);
+                        if closing.is_none() && !wait.is_zero() {
+                            tokio::time::sleep(wait).await;
+                        }
+                        continue;
+                    }
+                    if was_connected {
+                        tracing::warn!(broker = %c.settings.url, error = %e, "lost the MQTT connection; reconnecting");
+                    } else {
+                        log_connect_error(&c.settings.url, &e, delay);
+                    }
                     if closing.is_none() {
                         tokio::time::sleep(delay).await;
                         delay = (delay * 2).min(MAX_RECONNECT_DELAY);
                     }
                 }
             },
-            m = outbox.recv(), if closing.is_none() => match m {
-                Some(m) => delivery.queue(message(&topics, m)),
+            // The other branches wait while rumqttc connects: dropping its
+            // poll mid-connect would drop the connection being made.
+            done = answered(&mut in_loop), if in_loop.is_some() && c.connected => {
+                if let Some((upto, _)) = in_loop.take() {
+                    c.inbox.release(upto, done);
+                }
+            },
+            permit = gets.clone().acquire_owned(), if c.inbox.get.is_some() && closing.is_none() && c.connected => {
+                if let Ok(permit) = permit {
+                    c.hand_get(Credit::new(permit));
+                }
+            },
+            m = outbox.recv(), if closing.is_none() && c.connected => match m {
+                Some(m) => c.delivery.queue(message(&topics, m)),
                 None => closing = Some(tokio::time::Instant::now()),
             },
             changed = stop.changed(), if closing.is_none() => {
@@ -382,95 +964,6 @@ fn message(topics: &Topics, m: Outbound) -> Message {
             seq: 0,
         },
     }
-}
-
-fn handle(
-    event: Event,
-    client: &AsyncClient,
-    topics: &Topics,
-    settings: &Settings,
-    inputs: &mpsc::UnboundedSender<Input>,
-    delivery: &mut Delivery,
-    connected: &mut bool,
-) {
-    match event {
-        Event::Incoming(Packet::ConnAck(ack)) => {
-            *connected = true;
-            if !ack.session_present {
-                delivery.resend_all();
-            }
-            tracing::info!(broker = %settings.url, session_present = ack.session_present, "connected to the MQTT broker");
-            for topic in [&topics.desired, &topics.current_get] {
-                if let Err(e) = client.try_subscribe(topic.clone(), QoS::AtLeastOnce) {
-                    tracing::warn!(topic = %topic, error = %e, "cannot subscribe");
-                }
-            }
-            let _ = inputs.send(Input::Connected);
-        }
-        Event::Incoming(Packet::Publish(p)) => incoming(p, client, topics, settings, inputs),
-        Event::Incoming(Packet::PubAck(a)) => delivery.acked(a.pkid),
-        Event::Outgoing(Outgoing::Publish(pkid)) => delivery.sent(pkid),
-        _ => {}
-    }
-}
-
-fn incoming(
-    p: Publish,
-    client: &AsyncClient,
-    topics: &Topics,
-    settings: &Settings,
-    inputs: &mpsc::UnboundedSender<Input>,
-) {
-    if p.topic == topics.current_get {
-        let _ = inputs.send(Input::CurrentStateGet {
-            activity_id: activity_id(&p.payload),
-        });
-        ack_later(client, p, None);
-        return;
-    }
-    if p.topic != topics.desired {
-        ack_later(client, p, None);
-        return;
-    }
-    let body = if p.payload.len() > settings.max_message_size {
-        Body::Refused {
-            activity_id: activity_id(&p.payload),
-            errors: vec![format!(
-                "document: the message has {} bytes, more than mqtt.max_message_size ({})",
-                p.payload.len(),
-                settings.max_message_size
-            )],
-        }
-    } else {
-        match std::str::from_utf8(&p.payload) {
-            Ok(text) => Body::Text(text.to_string()),
-            Err(e) => Body::Refused {
-                activity_id: String::new(),
-                errors: vec![format!("document: is not UTF-8 text ({e})")],
-            },
-        }
-    };
-    let (tx, rx) = oneshot::channel();
-    let _ = inputs.send(Input::Document(Incoming {
-        origin: Origin::Mqtt,
-        body,
-        ack: Some(tx),
-    }));
-    ack_later(client, p, Some(rx));
-}
-
-/// Acknowledges a message once the loop has taken care of it (persisted
-/// it); when the loop drops the promise, the broker delivers it again.
-fn ack_later(client: &AsyncClient, p: Publish, done: Option<oneshot::Receiver<()>>) {
-    let client = client.clone();
-    tokio::spawn(async move {
-        if let Some(done) = done {
-            if done.await.is_err() {
-                return;
-            }
-        }
-        let _ = client.ack(&p).await;
-    });
 }
 
 #[cfg(test)]
@@ -536,9 +1029,12 @@ mod tests {
 
     #[test]
     fn activity_ids_are_read_from_any_json() {
-        assert_eq!(activity_id(br#"{"activityId":"a1","payload":null}"#), "a1");
-        assert_eq!(activity_id(b"null"), "");
-        assert_eq!(activity_id(b"not json"), "");
+        assert_eq!(
+            activity_id_in(br#"{"activityId":"a1","payload":null}"#),
+            "a1"
+        );
+        assert_eq!(activity_id_in(b"null"), "");
+        assert_eq!(activity_id_in(b"not json"), "");
     }
 
     fn msg(n: u8, current_state: bool) -> Message {
@@ -599,5 +1095,183 @@ mod tests {
         );
         d.acked(3);
         assert!(d.is_idle());
+    }
+
+    fn text(id: &str) -> Body {
+        Body::Text(format!(r#"{{"activityId":"{id}"}}"#))
+    }
+
+    /// The packet ids the inbox lets go now, in order.
+    fn drain_acks(inbox: &mut Inbox) -> Vec<u16> {
+        let mut sent = Vec::new();
+        while let Some(owed) = inbox.due() {
+            sent.push(owed.pkid);
+            inbox.acked();
+        }
+        sent
+    }
+
+    #[test]
+    fn the_incoming_limit_is_the_message_size_plus_the_longest_topic_and_the_header() {
+        let topics = Topics::new("", "containers");
+        let longest = topics.current_get.len();
+        assert!(longest > topics.desired.len());
+        assert_eq!(incoming_limit(1 << 20, &topics), (1 << 20) + longest + 4);
+        assert_eq!(incoming_limit(MQTT_MAX_PACKET, &topics), MQTT_MAX_PACKET);
+        let s = Settings::new(&MqttConfig::default(), "edge").unwrap();
+        assert_eq!(
+            s.options.max_packet_size(),
+            incoming_limit(MqttConfig::default().max_message_size, &s.topics)
+        );
+    }
+
+    #[test]
+    fn a_message_too_large_is_read_once_under_a_bounded_larger_limit() {
+        let config = MqttConfig {
+            max_message_size: 4096,
+            ..Default::default()
+        };
+        let s = Settings::new(&config, "edge").unwrap();
+        assert_eq!(s.packet_limit(false), incoming_limit(4096, &s.topics));
+        assert_eq!(
+            s.packet_limit(true),
+            incoming_limit(DEFAULT_MAX_OVERSIZE_READ, &s.topics)
+        );
+        let small = s.clone().with_max_oversize_read(10);
+        assert_eq!(
+            small.packet_limit(true),
+            small.packet_limit(false),
+            "never less than max_message_size"
+        );
+    }
+
+    #[test]
+    fn only_subscriptions_the_broker_has_not_acknowledged_in_the_session_are_made_again() {
+        let topics = ["d".to_string(), "g".to_string()];
+        let mut subs = Subscriptions::default();
+        assert_eq!(subs.missing(&topics), topics);
+        for t in subs.missing(&topics) {
+            subs.asked(t);
+        }
+        subs.sent(1);
+        subs.sent(2);
+        subs.answered(1, true);
+        // The connection broke before the second SUBACK.
+        subs.reconnected(true);
+        assert_eq!(subs.missing(&topics), ["g"]);
+        subs.asked("g".into());
+        subs.sent(3);
+        subs.answered(3, false);
+        assert_eq!(subs.missing(&topics), ["g"], "a refused one is made again");
+        subs.reconnected(false);
+        assert_eq!(subs.missing(&topics), topics, "a new session has none");
+    }
+
+    #[test]
+    fn rumqttcs_refusal_of_a_large_packet_is_recognised_with_its_size() {
+        let e = ConnectionError::MqttState(StateError::Deserialization(
+            rumqttc::Error::PayloadSizeLimitExceeded(5000),
+        ));
+        assert_eq!(too_large(&e), Some(5000));
+        assert_eq!(too_large(&ConnectionError::NetworkTimeout), None);
+    }
+
+    #[test]
+    fn a_flood_of_desired_states_waits_as_the_newest_naming_the_ones_it_replaced() {
+        let mut inbox = Inbox::default();
+        let payload = "x".repeat(10_000);
+        for i in 0..10_000 {
+            inbox.document(
+                QoS::AtMostOnce,
+                None,
+                Body::Text(format!(r#"{{"activityId":"d{i}","pad":"{payload}"}}"#)),
+                format!("d{i}"),
+            );
+        }
+        let (waiting, unnamed) = inbox.take_document().expect("one waits");
+        assert_eq!(waiting.activity_id, "d9999");
+        assert_eq!(waiting.superseded.len(), MAX_NAMED_SUPERSEDED);
+        assert_eq!(waiting.superseded[0], "d0", "oldest first");
+        assert_eq!(unnamed, 9_999 - MAX_NAMED_SUPERSEDED as u64);
+        assert!(inbox.take_document().is_none(), "only one document is kept");
+        assert!(inbox.acks.is_empty(), "QoS 0 is never acknowledged");
+    }
+
+    #[test]
+    fn a_flood_of_currentstate_gets_waits_as_the_latest_one() {
+        let mut inbox = Inbox::default();
+        for i in 0..1000u16 {
+            inbox.get(QoS::AtLeastOnce, Some(i + 1), format!("get-{i}"));
+        }
+        assert_eq!(inbox.take_get(), Some(("get-999".into(), 999)));
+        assert_eq!(inbox.take_get(), None);
+        assert_eq!(
+            drain_acks(&mut inbox).len(),
+            1000,
+            "every request is acknowledged"
+        );
+    }
+
+    #[test]
+    fn acknowledgements_go_out_in_the_order_the_messages_came() {
+        let mut inbox = Inbox::default();
+        inbox.document(QoS::AtLeastOnce, Some(1), text("a"), "a".into());
+        let (first, _) = inbox.take_document().unwrap();
+        inbox.get(QoS::AtLeastOnce, Some(2), "g".into());
+        inbox.document(QoS::AtLeastOnce, Some(3), text("b"), "b".into());
+        inbox.other(QoS::AtLeastOnce, Some(4));
+        assert_eq!(
+            drain_acks(&mut inbox),
+            [] as [u16; 0],
+            "nothing passes a document the loop has not persisted"
+        );
+        inbox.release(first.seq, true);
+        assert_eq!(drain_acks(&mut inbox), [1, 2], "up to the next document");
+        let (second, _) = inbox.take_document().unwrap();
+        inbox.release(second.seq, true);
+        assert_eq!(drain_acks(&mut inbox), [3, 4]);
+    }
+
+    #[test]
+    fn a_document_replaced_while_waiting_is_acknowledged_with_the_one_that_replaced_it() {
+        let mut inbox = Inbox::default();
+        inbox.document(QoS::AtLeastOnce, Some(1), text("a"), "a".into());
+        inbox.document(QoS::AtLeastOnce, Some(2), text("b"), "b".into());
+        let (b, _) = inbox.take_document().unwrap();
+        assert_eq!(b.superseded, ["a"]);
+        assert_eq!(drain_acks(&mut inbox), [] as [u16; 0]);
+        inbox.release(b.seq, true);
+        assert_eq!(drain_acks(&mut inbox), [1, 2]);
+    }
+
+    #[test]
+    fn a_document_the_loop_dropped_is_not_acknowledged_and_does_not_hold_back_the_rest() {
+        let mut inbox = Inbox::default();
+        inbox.document(QoS::AtLeastOnce, Some(1), text("a"), "a".into());
+        let (a, _) = inbox.take_document().unwrap();
+        inbox.get(QoS::AtLeastOnce, Some(2), "g".into());
+        inbox.release(a.seq, false);
+        assert_eq!(drain_acks(&mut inbox), [2]);
+    }
+
+    #[test]
+    fn acknowledgements_owed_on_a_broken_connection_are_forgotten_at_the_reconnect() {
+        let mut inbox = Inbox::default();
+        inbox.document(QoS::AtLeastOnce, Some(7), text("a"), "a".into());
+        let (a, _) = inbox.take_document().unwrap();
+        inbox.reconnected();
+        // The broker sends it again under its id; the old promise must not
+        // acknowledge whatever else comes under id 7 now.
+        inbox.release(a.seq, true);
+        assert_eq!(drain_acks(&mut inbox), [] as [u16; 0]);
+    }
+
+    #[test]
+    fn a_message_from_a_broken_connection_is_used_but_never_acknowledged() {
+        let mut inbox = Inbox::default();
+        inbox.document(QoS::AtLeastOnce, None, text("a"), "a".into());
+        let (a, _) = inbox.take_document().unwrap();
+        inbox.release(a.seq, true);
+        assert!(inbox.acks.is_empty());
     }
 }

@@ -187,11 +187,11 @@ impl Agent {
     /// Sends a document as MQTT does; the receiver fires on acknowledgement.
     fn offer(&self, text: &str) -> oneshot::Receiver<()> {
         let (ack, acked) = oneshot::channel();
-        self.send(Input::Document(Incoming {
-            origin: Origin::Mqtt,
-            body: Body::Text(text.to_string()),
-            ack: Some(ack),
-        }));
+        self.send(Input::Document(Incoming::new(
+            Origin::Mqtt,
+            Body::Text(text.to_string()),
+            Some(ack),
+        )));
         acked
     }
 
@@ -250,11 +250,15 @@ impl Agent {
 
     /// Until the loop's engine watcher listens (events before that are lost).
     async fn watching(&self) {
+        // A tick of tokio's clock, not a bare yield: start-up recovery does
+        // its file work on the blocking pool, and a paused clock only moves
+        // once that is done, so the loop gets there before the ticks run out
+        // however slow the machine.
         for _ in 0..1000 {
             if self.rt.watchers() > 0 {
                 return;
             }
-            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
         panic!("the loop never watched the engine's events");
     }
@@ -560,11 +564,11 @@ async fn a_document_its_source_refused_gets_identification_failed_with_the_sourc
     let ended = f
         .run(options(), async |a: &mut Agent| {
             let (ack, acked) = oneshot::channel();
-            a.send(Input::Document(Incoming {
-                origin: Origin::Mqtt,
-                body: refused,
-                ack: Some(ack),
-            }));
+            a.send(Input::Document(Incoming::new(
+                Origin::Mqtt,
+                refused,
+                Some(ack),
+            )));
             a.acked(acked).await;
             a.finished("big-1").await
         })
@@ -646,11 +650,11 @@ async fn an_accepted_document_is_persisted_before_it_is_acknowledged() {
             let waker = Waker::from(probe.clone());
             let polled = Pin::new(&mut acked).poll(&mut Context::from_waker(&waker));
             assert!(polled.is_pending());
-            a.send(Input::Document(Incoming {
-                origin: Origin::Mqtt,
-                body: Body::Text(text.clone()),
-                ack: Some(ack),
-            }));
+            a.send(Input::Document(Incoming::new(
+                Origin::Mqtt,
+                Body::Text(text.clone()),
+                Some(ack),
+            )));
             a.finished("a1").await;
             matches!(
                 Pin::new(&mut acked).poll(&mut Context::from_waker(Waker::noop())),
@@ -953,6 +957,7 @@ async fn current_state_requests_and_connecting_publish_the_current_state() {
             a.finished("a1").await;
             a.send(Input::CurrentStateGet {
                 activity_id: "x".into(),
+                credit: Credit::default(),
             });
             let asked = a.current_state(|s| s.activity_id == "x").await;
             a.send(Input::Connected);
@@ -1399,4 +1404,439 @@ async fn an_activity_interrupted_during_cleanup_is_reported_completed_at_start_u
         "the old web is removed"
     );
     assert_eq!(names(&f.rt), ["web"]);
+}
+
+/// `text` with the sender's `timestamp` set.
+fn dated(text: &str, timestamp: i64) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(text).expect("a document");
+    v["timestamp"] = timestamp.into();
+    v.to_string()
+}
+
+fn current_states<'a>(seen: &'a [Outbound], prefix: &str) -> Vec<&'a str> {
+    seen.iter()
+        .filter_map(|m| match m {
+            Outbound::CurrentState(s) if s.activity_id.starts_with(prefix) => {
+                Some(s.activity_id.as_str())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn waiting_currentstate_gets_coalesce_into_the_latest_and_berths_own_requests_into_a_few() {
+    let second = Duration::from_secs(1);
+    let now = Instant::now();
+    let mut r = Requests::default();
+    r.push(Request::Own("initial".into()));
+    for i in 0..1000 {
+        r.push(Request::Get(format!("get-{i}")));
+    }
+    for i in 0..10 {
+        r.push(Request::Own(format!("own-{i}")));
+    }
+    assert_eq!(
+        r.next(now, second, false),
+        Next::Answer(Request::Get("get-999".into()), 999)
+    );
+    let mut own = Vec::new();
+    while let Next::Answer(req, _) = r.next(now, second, false) {
+        own.push(req);
+    }
+    assert_eq!(
+        own,
+        (6..10)
+            .map(|i| Request::Own(format!("own-{i}")))
+            .collect::<Vec<_>>(),
+        "the newest of berth's own requests are kept"
+    );
+}
+
+#[test]
+fn a_currentstate_get_within_the_interval_of_the_last_answer_waits_for_it() {
+    let second = Duration::from_secs(1);
+    let now = Instant::now();
+    let mut r = Requests::default();
+    r.push(Request::Get("g1".into()));
+    assert_eq!(
+        r.next(now, second, false),
+        Next::Answer(Request::Get("g1".into()), 0)
+    );
+    r.push(Request::Get("g2".into()));
+    r.push(Request::Own("own".into()));
+    r.push(Request::Get("g3".into()));
+    assert_eq!(
+        r.next(now, second, false),
+        Next::Answer(Request::Own("own".into()), 0),
+        "berth's own requests do not wait behind it"
+    );
+    assert_eq!(r.next(now, second, false), Next::Wait(now + second));
+    assert_eq!(
+        r.next(now + second, second, false),
+        Next::Answer(Request::Get("g3".into()), 1)
+    );
+    assert_eq!(r.next(now + second, second, false), Next::Idle);
+    r.push(Request::Get("g4".into()));
+    assert_eq!(
+        r.next(now + second, second, true),
+        Next::Answer(Request::Get("g4".into()), 0),
+        "at shutdown nothing waits"
+    );
+}
+
+#[test]
+fn inputs_kept_while_recovery_retries_are_coalesced() {
+    let mut kept = Backlog::default();
+    for i in 0..1000 {
+        kept.push(Input::CurrentStateGet {
+            activity_id: format!("get-{i}"),
+            credit: Credit::default(),
+        });
+        kept.push(Input::Connected);
+        kept.push(Input::Document(Incoming::new(
+            Origin::Files("/etc/berth/state".into()),
+            Body::Text(format!("file {i}")),
+            None,
+        )));
+    }
+    let (ack, _acked) = oneshot::channel();
+    kept.push(Input::Document(Incoming::new(
+        Origin::Mqtt,
+        Body::Text("mqtt".into()),
+        Some(ack),
+    )));
+    assert_eq!(kept.inputs.len(), 4, "{:?}", kept.inputs);
+    assert!(kept.inputs.iter().any(
+        |i| matches!(i, Input::CurrentStateGet { activity_id, .. } if activity_id == "get-999")
+    ));
+    assert!(kept.inputs.iter().any(|i| matches!(
+        i,
+        Input::Document(Incoming { body: Body::Text(t), .. }) if t == "file 999"
+    )));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_burst_of_a_thousand_currentstate_gets_gets_a_few_answers_the_last_echoing_the_latest() {
+    let f = Fixture::new();
+    let ended = f
+        .run(options(), async |a: &mut Agent| {
+            a.offer(&document("a1", &[("web", &[("image", ONE)])]));
+            a.finished("a1").await;
+            for i in 0..1000 {
+                a.send(Input::CurrentStateGet {
+                    activity_id: format!("get-{i}"),
+                    credit: Credit::default(),
+                });
+            }
+            a.current_state(|s| s.activity_id == "get-999").await;
+            // Still serving.
+            a.offer(&document("a2", &[("web", &[("image", TWO)])]));
+            a.finished("a2").await
+        })
+        .await;
+    ended.result.unwrap();
+    assert_eq!(ended.value.payload.status, Status::Completed);
+    let answers = current_states(&ended.seen, "get-");
+    // The loop takes at most one cooperative budget of inputs (128 in
+    // tokio) before the reporter runs, so a burst coalesces into about one
+    // answer per budget, not one per request.
+    eprintln!("{} answers to 1000 requests: {answers:?}", answers.len());
+    assert!(
+        answers.len() <= 10,
+        "{} answers: {answers:?}",
+        answers.len()
+    );
+    assert_eq!(answers.last(), Some(&"get-999"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_document_delivered_again_after_it_completed_is_answered_completed_and_not_applied_again()
+{
+    let f = Fixture::new();
+    let text = document("a1", &[("web", &[("image", ONE)])]);
+    let ended = f
+        .run(options(), async |a: &mut Agent| {
+            a.offer(&text);
+            a.finished("a1").await;
+            let again = a.offer(&text);
+            a.acked(again).await;
+            a.feedback_until("the answer to the redelivery", |f| {
+                f.activity_id == "a1" && message(f).contains("delivered again")
+            })
+            .await
+        })
+        .await;
+    ended.result.unwrap();
+    assert_eq!(ended.value.payload.status, Status::Completed);
+    assert!(
+        message(&ended.value).contains("answered COMPLETED before"),
+        "{:?}",
+        message(&ended.value)
+    );
+    let s = statuses(&ended.seen, "a1");
+    assert_eq!(
+        s.iter().filter(|s| **s == Status::Identifying).count(),
+        1,
+        "{s:?}"
+    );
+    assert_eq!(creates_of(&f.rt, "web"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_document_delivered_again_while_it_runs_gets_no_extra_feedback_and_runs_once() {
+    let f = Fixture::new();
+    let text = document("a1", &[("web", &[("image", ONE)])]);
+    let ended = f
+        .run(paused_at_activating(options()), async |a: &mut Agent| {
+            a.offer(&text);
+            a.feedback_until("ACTIVATING", |f| {
+                f.activity_id == "a1" && f.payload.status == Status::Activating
+            })
+            .await;
+            let again = a.offer(&text);
+            a.acked(again).await;
+            a.finished("a1").await
+        })
+        .await;
+    ended.result.unwrap();
+    assert_eq!(ended.value.payload.status, Status::Completed);
+    let fb = feedback_of(&ended.seen, "a1");
+    assert!(
+        fb.iter().all(|f| !message(f).contains("delivered again")),
+        "{}",
+        summary(&ended.seen)
+    );
+    assert_eq!(
+        fb.iter()
+            .filter(|f| f.payload.status == Status::Identifying)
+            .count(),
+        1
+    );
+    assert_eq!(creates_of(&f.rt, "web"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_earlier_document_delivered_after_a_newer_one_never_takes_the_device_back() {
+    let f = Fixture::new();
+    let one = document("a1", &[("web", &[("image", ONE)])]);
+    let two = document("a2", &[("web", &[("image", TWO)])]);
+    let ended = f
+        .run(options(), async |a: &mut Agent| {
+            a.offer(&one);
+            a.finished("a1").await;
+            a.offer(&two);
+            a.finished("a2").await;
+            let again = a.offer(&one);
+            a.acked(again).await;
+            a.feedback_until("the answer to the redelivery", |f| {
+                f.activity_id == "a1" && message(f).contains("delivered again")
+            })
+            .await
+        })
+        .await;
+    ended.result.unwrap();
+    assert_eq!(ended.value.payload.status, Status::Completed);
+    assert!(
+        message(&ended.value).contains("a2 was accepted since"),
+        "{:?}",
+        message(&ended.value)
+    );
+    assert_eq!(f.rt.container("web").unwrap().image_ref, TWO);
+    assert_eq!(f.state().load_desired().unwrap(), Some(two));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_document_older_than_the_last_accepted_by_its_timestamp_is_superseded_not_applied() {
+    let f = Fixture::new();
+    let newer = dated(&document("b", &[("web", &[("image", TWO)])]), 2_000);
+    let older = dated(&document("a", &[("web", &[("image", ONE)])]), 1_000);
+    let ended = f
+        .run(options(), async |a: &mut Agent| {
+            a.offer(&newer);
+            a.finished("b").await;
+            let acked = a.offer(&older);
+            a.acked(acked).await;
+            a.finished("a").await
+        })
+        .await;
+    ended.result.unwrap();
+    assert_eq!(ended.value.payload.status, Status::Superseded);
+    assert!(
+        message(&ended.value).contains("older than b"),
+        "{:?}",
+        message(&ended.value)
+    );
+    assert_eq!(statuses(&ended.seen, "a"), [Status::Superseded]);
+    assert_eq!(f.rt.container("web").unwrap().image_ref, TWO);
+    assert_eq!(f.state().load_desired().unwrap(), Some(newer));
+}
+
+#[tokio::test(start_paused = true)]
+async fn what_was_answered_is_remembered_across_a_restart() {
+    let f = Fixture::new();
+    let one = document("a1", &[("web", &[("image", ONE)])]);
+    let two = document("a2", &[("web", &[("image", TWO)])]);
+    f.run(options(), async |a: &mut Agent| {
+        a.offer(&one);
+        a.finished("a1").await;
+        a.offer(&two);
+        a.finished("a2").await;
+    })
+    .await
+    .result
+    .unwrap();
+    assert!(f.dir.path().join(HISTORY_FILE).exists());
+
+    let ended = f
+        .run(options(), async |a: &mut Agent| {
+            // As a broker replays them at the reconnect after a restart.
+            for text in [&one, &two] {
+                let acked = a.offer(text);
+                a.acked(acked).await;
+            }
+            a.feedback_until("the answer to a1", |f| f.activity_id == "a1")
+                .await;
+            a.feedback_until("the answer to a2", |f| f.activity_id == "a2")
+                .await;
+        })
+        .await;
+    ended.result.unwrap();
+    for (id, words) in [
+        ("a1", "a2 was accepted since"),
+        ("a2", "answered COMPLETED"),
+    ] {
+        let fb = feedback_of(&ended.seen, id);
+        assert_eq!(fb.len(), 1, "{}", summary(&ended.seen));
+        assert!(message(fb[0]).contains(words), "{id}: {:?}", message(fb[0]));
+    }
+    assert_eq!(f.rt.container("web").unwrap().image_ref, TWO);
+    assert_eq!(
+        creates_of(&f.rt, "web"),
+        2,
+        "one per document, none for the replays"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_persisted_document_without_a_recorded_outcome_is_answered_once_enforced() {
+    let f = Fixture::new();
+    let text = document("a1", &[("web", &[("image", ONE)])]);
+    f.applied(&text).await;
+    // As left by a berth that kept no history.
+    f.state().save_desired(&text).unwrap();
+    let startup = Startup::new(&f.rt);
+    let ended = f
+        .session(options(), &startup, VIRTUAL, async |a: &mut Agent| {
+            startup.ready().await;
+            let acked = a.offer(&text);
+            a.acked(acked).await;
+            a.finished("a1").await
+        })
+        .await;
+    ended.result.unwrap();
+    assert_eq!(ended.value.payload.status, Status::Completed);
+    assert!(
+        message(&ended.value).contains("delivered again"),
+        "{:?}",
+        message(&ended.value)
+    );
+    assert_eq!(creates_of(&f.rt, "web"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn documents_a_source_replaced_unread_are_superseded_unless_answered_before() {
+    let f = Fixture::new();
+    let ended = f
+        .run(options(), async |a: &mut Agent| {
+            a.offer(&document("a1", &[("web", &[("image", ONE)])]));
+            a.finished("a1").await;
+            let (ack, acked) = oneshot::channel();
+            let mut incoming = Incoming::new(
+                Origin::Mqtt,
+                Body::Text(document("a3", &[("web", &[("image", TWO)])])),
+                Some(ack),
+            );
+            incoming.superseded = vec!["a2".into(), "a1".into(), String::new(), "a3".into()];
+            a.send(Input::Document(incoming));
+            a.acked(acked).await;
+            a.finished("a3").await
+        })
+        .await;
+    ended.result.unwrap();
+    assert_eq!(ended.value.payload.status, Status::Completed);
+    let a2 = feedback_of(&ended.seen, "a2");
+    assert_eq!(a2.len(), 1, "{}", summary(&ended.seen));
+    assert_eq!(a2[0].payload.status, Status::Superseded);
+    assert!(message(a2[0]).contains("superseded by a3 before berth read it"));
+    assert_eq!(
+        statuses(&ended.seen, "a1").last(),
+        Some(&Status::Completed),
+        "a1, answered before, gets nothing more"
+    );
+    assert!(
+        !statuses(&ended.seen, "a3").contains(&Status::Superseded),
+        "{}",
+        summary(&ended.seen)
+    );
+    assert!(ended
+        .seen
+        .iter()
+        .all(|m| !matches!(m, Outbound::Feedback(f) if f.activity_id.is_empty())));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_state_file_edited_without_a_new_activity_id_is_applied_again() {
+    let f = Fixture::new();
+    let file = |x: &str| {
+        Input::Document(Incoming::new(
+            Origin::Files("/etc/berth/state.json".into()),
+            Body::Text(document("f1", &[("web", &[("image", ONE), ("env", x)])])),
+            None,
+        ))
+    };
+    let ended = f
+        .run(options(), async |a: &mut Agent| {
+            a.send(file("X=1"));
+            a.finished("f1").await;
+            a.send(file("X=2"));
+            a.finished("f1").await
+        })
+        .await;
+    ended.result.unwrap();
+    assert_eq!(ended.value.payload.status, Status::Completed);
+    assert!(
+        feedback_of(&ended.seen, "f1")
+            .iter()
+            .all(|f| !message(f).contains("delivered again")),
+        "{}",
+        summary(&ended.seen)
+    );
+    let web = f.rt.container("web").expect("web exists");
+    assert!(web.env.contains(&"X=2".to_string()), "{:?}", web.env);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_while_recovery_retries_returns_at_once() {
+    let f = Fixture::new();
+    f.applied(&document("a1", &[("web", &[("image", ONE)])]))
+        .await;
+    // berth died in UPDATING, and undoing it fails the first time: recovery
+    // waits to retry when the shutdown comes.
+    let web = f.rt.container("web").unwrap().id;
+    f.rt.stop(&web, Duration::ZERO).await.unwrap();
+    f.rt.rename(&web, &format!("web{OLD_SUFFIX}"))
+        .await
+        .unwrap();
+    f.rt.fail_next(
+        Call::Rename(web.clone(), "web".into()),
+        crate::runtime::RuntimeError::Other("busy".into()),
+    );
+    let ended = f.run(options(), async |_: &mut Agent| {}).await;
+    ended.result.unwrap();
+    assert!(
+        ended.stopping < Duration::from_secs(1),
+        "took {:?}",
+        ended.stopping
+    );
 }
