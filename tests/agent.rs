@@ -767,6 +767,39 @@ fn a_broker_restart_during_an_activity_loses_neither_its_final_feedback_nor_the_
     assert!(agent.terminate().success());
 }
 
+/// How often the agent has connected to its broker so far.
+fn agent_connects(agent: &Agent) -> usize {
+    agent.log().matches("connected to the MQTT broker").count()
+}
+
+#[test]
+fn a_broker_restart_while_idle_is_survived_and_the_next_document_applies() {
+    let state = TempDir::new().unwrap();
+    let names = Names::new(&["idle-restart"]);
+    let (mut broker, sub, mut agent) = on_broker(&state, &[]);
+    let (one, two) = (service("1"), service("2"));
+    publish(
+        &broker,
+        DESIRED,
+        &doc("idle-1", &[(names.get(0), "1", &[("image", &one)])]),
+    );
+    assert_eq!(final_status(&sub, "idle-1", &agent), "COMPLETED");
+    broker.stop();
+    agent.wait_log("lost the MQTT connection");
+    broker.restart();
+    eventually("berth connects again", &agent, || {
+        agent_connects(&agent) >= 2
+    });
+    publish(
+        &broker,
+        DESIRED,
+        &doc("idle-2", &[(names.get(0), "2", &[("image", &two)])]),
+    );
+    assert_eq!(final_status(&sub, "idle-2", &agent), "COMPLETED");
+    assert_eq!(running_image(names.get(0)), Some(two));
+    assert!(agent.terminate().success());
+}
+
 #[test]
 fn a_container_removed_by_hand_is_back_within_the_reconcile_interval() {
     let names = Names::new(&["drift-a", "drift-b"]);
