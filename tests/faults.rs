@@ -597,7 +597,9 @@ fn restart_dockerd() {
         .args(["-TERM", "-x", "dockerd"])
         .status();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while run(std::process::Command::new("docker").arg("info"))
+    // Until the process is gone, not only its socket: a dockerd still
+    // exiting holds the pid file the next one needs.
+    while run(std::process::Command::new("pgrep").args(["-x", "dockerd"]))
         .status
         .success()
     {
