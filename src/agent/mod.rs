@@ -526,14 +526,16 @@ async fn recover<R: Runtime>(
     let mut kept = Backlog::default();
     let interrupted = match shared.state.read_journal() {
         Ok(journal) => journal,
-        Err(e) => {
-            // Unreadable: recovery still works from the temporary names, as
-            // if the journal had never been written; keeping it would block
-            // every start.
+        // Not berth's JSON: recovery works from the temporary names alone
+        // (and sets the journal aside); keeping it would block every start.
+        Err(e @ crate::journal::StateError::Corrupt { .. }) => {
             tracing::error!(error = %e, "the journal is unreadable; recovering from container names alone");
-            if let Err(e) = shared.state.clear_journal() {
-                tracing::error!(error = %e, "cannot remove the unreadable journal");
-            }
+            None
+        }
+        // A disk that cannot be read now may be readable later: recovery
+        // retries, and the journal is never thrown away for it.
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the journal; recovery retries");
             None
         }
     };
