@@ -275,15 +275,27 @@ async fn verify<R: Runtime>(rt: &R, journal: &Journal, name: &str) -> Result<(),
         }
     }
     for record in &journal.records {
-        if let Effect::Create {
-            name: n,
-            id: Some(id),
-            ..
-        } = &record.effect
-        {
-            if n == name && inspect(rt, id).await?.is_some() {
+        match &record.effect {
+            Effect::Create {
+                name: n,
+                id: Some(id),
+                ..
+            } if n == name && inspect(rt, id).await?.is_some() => {
                 return Err(format!("the new container {} is still there", short(id)));
             }
+            Effect::Update {
+                name: n,
+                id,
+                previous,
+            } if n == name => {
+                if let Some(c) = inspect(rt, id).await? {
+                    let now = crate::observe::container(c, &HashMap::new()).config;
+                    if now.restart != previous.restart || now.resources != previous.resources {
+                        return Err("the in-place update was not reverted".into());
+                    }
+                }
+            }
+            _ => {}
         }
     }
     Ok(())
