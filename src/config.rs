@@ -12,6 +12,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::execute::RollbackMode;
 use crate::plan::Scope;
+use crate::spec::Limits;
 
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
@@ -56,6 +57,17 @@ pub const MAX_KEEP_ALIVE: Duration = Duration::from_secs(u16::MAX as u64);
 /// The largest `mqtt.max_message_size`: MQTT's largest packet (a remaining
 /// length of 268,435,455 bytes); no broker delivers a bigger message.
 pub const MAX_MQTT_MESSAGE_SIZE: usize = 268_435_455;
+
+/// The most `limits.max_components`: 100,000 components validate in half a
+/// second and 200 MB (a million take 5 s and 2 GB, too much for the devices
+/// berth runs on), and no device runs nearly that many containers.
+pub const MAX_LIMITS_MAX_COMPONENTS: usize = 100_000;
+/// The least `limits.max_depth`: a valid document nests this deep itself
+/// (a config entry is at level 8), so less would refuse every document.
+pub const MIN_LIMITS_MAX_DEPTH: usize = crate::spec::limits::DOCUMENT_DEPTH;
+/// The most `limits.max_depth`: serde_json refuses the 128th level itself,
+/// so a larger limit would never be the one that answers.
+pub const MAX_LIMITS_MAX_DEPTH: usize = crate::spec::limits::JSON_DEPTH;
 
 /// Refuses a duration above `max`, in the words of every configuration
 /// error (`activity_timeout: 8d must be at most 7d`). Public so that the
@@ -147,6 +159,8 @@ pub struct Config {
     /// Drift correction period; `0` disables it.
     #[serde(with = "duration_text")]
     pub reconcile_interval: Duration,
+    /// How large and deep a desired-state document may be, from any source.
+    pub limits: Limits,
     /// The MQTT connection, when a broker is used.
     pub mqtt: Option<MqttConfig>,
     /// The file source, when state files are used.
@@ -174,6 +188,7 @@ impl Default for Config {
                 .map(|s| s.to_string())
                 .collect(),
             reconcile_interval: Duration::from_secs(60),
+            limits: Limits::default(),
             mqtt: None,
             files: None,
         }
@@ -350,7 +365,36 @@ impl Config {
                 MAX_POLL_INTERVAL,
             )?;
         }
+        check_count(
+            "limits.max_components",
+            self.limits.max_components,
+            1,
+            MAX_LIMITS_MAX_COMPONENTS,
+        )?;
+        check_count(
+            "limits.max_depth",
+            self.limits.max_depth,
+            MIN_LIMITS_MAX_DEPTH,
+            MAX_LIMITS_MAX_DEPTH,
+        )?;
         Ok(())
+    }
+
+    /// The update domain the agent serves: the MQTT one when a broker is
+    /// configured, else the default (`containers`).
+    pub fn domain(&self) -> &str {
+        self.mqtt
+            .as_ref()
+            .map_or(crate::spec::validate::DEFAULT_DOMAIN, |m| m.domain.as_str())
+    }
+
+    /// How every source (MQTT, state files, the persisted document) reads
+    /// a desired state under this configuration: its domain and limits.
+    pub fn spec_options(&self) -> crate::spec::Options {
+        crate::spec::Options {
+            domain: self.domain().to_string(),
+            limits: self.limits,
+        }
     }
 
     /// The effective configuration as TOML, with the MQTT password hidden.
@@ -679,6 +723,95 @@ mod tests {
             "[files]\npoll_interval = \"24h 1ns\"",
             "files.poll_interval: 86400.000000001s must be at most 24h",
         );
+    }
+
+    #[test]
+    fn limits_default_far_above_real_devices() {
+        let c = Config::parse("").unwrap();
+        assert_eq!((c.limits.max_components, c.limits.max_depth), (10_000, 64));
+    }
+
+    #[test]
+    fn limits_are_read_from_their_table() {
+        let c = Config::parse("[limits]\nmax_components = 50\nmax_depth = 16").unwrap();
+        assert_eq!(
+            c.limits,
+            Limits {
+                max_components: 50,
+                max_depth: 16
+            }
+        );
+    }
+
+    #[test]
+    fn an_unknown_limit_is_named() {
+        let e = refusal("[limits]\nmax_component = 5");
+        assert!(e.contains("max_component"), "{e}");
+    }
+
+    #[test]
+    fn limits_max_components_of_100000_is_accepted() {
+        let c = Config::parse("[limits]\nmax_components = 100000").unwrap();
+        assert_eq!(c.limits.max_components, MAX_LIMITS_MAX_COMPONENTS);
+    }
+
+    #[test]
+    fn limits_max_components_above_100000_is_refused_naming_the_bound() {
+        assert_refused_with(
+            "[limits]\nmax_components = 100001",
+            "limits.max_components: 100001 is not between 1 and 100000",
+        );
+    }
+
+    #[test]
+    fn limits_max_components_of_0_is_refused_naming_the_bound() {
+        assert_refused_with(
+            "[limits]\nmax_components = 0",
+            "limits.max_components: 0 is not between 1 and 100000",
+        );
+    }
+
+    #[test]
+    fn limits_max_depth_of_8_and_127_is_accepted() {
+        for depth in [8, 127] {
+            let c = Config::parse(&format!("[limits]\nmax_depth = {depth}")).unwrap();
+            assert_eq!(c.limits.max_depth, depth);
+        }
+    }
+
+    #[test]
+    fn limits_max_depth_below_a_documents_own_depth_is_refused_naming_the_bound() {
+        assert_refused_with(
+            "[limits]\nmax_depth = 7",
+            "limits.max_depth: 7 is not between 8 and 127",
+        );
+    }
+
+    #[test]
+    fn limits_max_depth_above_serde_jsons_own_limit_is_refused_naming_the_bound() {
+        assert_refused_with(
+            "[limits]\nmax_depth = 128",
+            "limits.max_depth: 128 is not between 8 and 127",
+        );
+    }
+
+    #[test]
+    fn spec_options_carry_the_mqtt_domain_and_the_limits() {
+        let c = Config::parse("[limits]\nmax_components = 7\n[mqtt]\ndomain = \"apps\"").unwrap();
+        let o = c.spec_options();
+        assert_eq!((o.domain.as_str(), o.limits.max_components), ("apps", 7));
+        assert_eq!(
+            Config::default().spec_options(),
+            crate::spec::Options::default()
+        );
+    }
+
+    #[test]
+    fn print_config_shows_the_limits_and_reads_back() {
+        let c = Config::parse("[limits]\nmax_depth = 20").unwrap();
+        let text = c.redacted_toml();
+        assert!(text.contains("[limits]"), "{text}");
+        assert_eq!(Config::parse(&text).unwrap().limits.max_depth, 20);
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod cli_apply;
 mod cli_plan;
 mod cli_state;
 mod cli_validate;
+mod corpus;
 mod environment;
 mod faults;
 mod runtime_docker;

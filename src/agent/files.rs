@@ -276,6 +276,7 @@ fn activity_id_of(parts: &[Part]) -> Option<String> {
 pub fn document(parts: &[Part], domain: &str) -> Body {
     let options = Options {
         domain: domain.to_string(),
+        ..Options::default()
     };
     match merge(parts, &options) {
         Ok(merged) => Body::Text(merged.text),

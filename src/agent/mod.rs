@@ -625,6 +625,7 @@ impl<R: Runtime + 'static> Loop<R> {
         };
         let options = spec::Options {
             domain: self.options().domain.clone(),
+            ..spec::Options::default()
         };
         match spec::parse(&text, &options) {
             Ok(accepted) => {
@@ -751,6 +752,7 @@ impl<R: Runtime + 'static> Loop<R> {
         };
         let options = spec::Options {
             domain: domain.clone(),
+            ..spec::Options::default()
         };
         let accepted = match spec::parse(&text, &options) {
             Ok(a) => a,

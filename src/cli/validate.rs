@@ -1,16 +1,18 @@
 //! `berth validate FILE...`: every problem of every document, one per line.
 
-use std::io::{self, Write};
-use std::path::PathBuf;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
 use serde::Serialize;
 
-use berth::spec::{self, Diagnostic};
-
-use super::engine::read;
+use berth::config::{
+    check_count, MAX_LIMITS_MAX_COMPONENTS, MAX_LIMITS_MAX_DEPTH, MIN_LIMITS_MAX_DEPTH,
+};
+use berth::spec::limits::{DEFAULT_MAX_COMPONENTS, DEFAULT_MAX_DEPTH};
+use berth::spec::{self, Diagnostic, Limits};
 
 const VALIDATE_EXAMPLES: &str = "\
 Exit status: 0 when every document is valid, 1 otherwise.
@@ -28,16 +30,30 @@ pub struct ValidateArgs {
     #[arg(required = true, value_name = "FILE")]
     files: Vec<PathBuf>,
 
-    /// Print one JSON object per file: {"file", "valid", "errors", "warnings"}.
+    /// Print one JSON object per file: {"file", "valid", "problems", "errors",
+    /// "warnings"}.
     #[arg(long)]
     json: bool,
+
+    /// The most components a document may have, as the agent's
+    /// `limits.max_components` (1 to 100000).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_COMPONENTS)]
+    max_components: usize,
+
+    /// The deepest arrays and objects may nest, as the agent's
+    /// `limits.max_depth` (8 to 127).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_DEPTH)]
+    max_depth: usize,
 }
 
-/// One file's verdict, as `--json` prints it.
+/// One file's verdict, as `--json` prints it. `errors` lists the first
+/// problems and, when there were more, ends with one whose path is empty
+/// and whose message says how many more; `problems` is the exact count.
 #[derive(Serialize)]
 struct Verdict<'a> {
     file: &'a str,
     valid: bool,
+    problems: usize,
     errors: &'a [Diagnostic],
     warnings: &'a [Diagnostic],
 }
@@ -45,28 +61,46 @@ struct Verdict<'a> {
 impl ValidateArgs {
     /// Checks every file, keeps going past bad ones, and fails if any was bad.
     pub fn exec(self) -> anyhow::Result<ExitCode> {
-        let options = spec::Options::default();
+        let options = spec::Options {
+            limits: Limits {
+                max_components: check_count(
+                    "--max-components",
+                    self.max_components,
+                    1,
+                    MAX_LIMITS_MAX_COMPONENTS,
+                )?,
+                max_depth: check_count(
+                    "--max-depth",
+                    self.max_depth,
+                    MIN_LIMITS_MAX_DEPTH,
+                    MAX_LIMITS_MAX_DEPTH,
+                )?,
+            },
+            ..spec::Options::default()
+        };
         let stdout = io::stdout();
         let mut out = stdout.lock();
         let mut all_valid = true;
         for path in &self.files {
             let name = path.display().to_string();
-            let (containers, errors, warnings) = match read(path) {
+            let (containers, problems, errors, warnings) = match read_bytes(path) {
                 Err(e) => (
                     0,
+                    1,
                     vec![Diagnostic {
                         path: "document".into(),
                         message: format!("cannot be read: {e}"),
                     }],
                     Vec::new(),
                 ),
-                Ok(text) => match spec::parse(&text, &options) {
+                Ok(bytes) => match spec::parse_bytes(&bytes, &options) {
                     Ok(accepted) => (
                         accepted.desired.containers.len(),
+                        0,
                         Vec::new(),
                         accepted.warnings,
                     ),
-                    Err(rejection) => (0, rejection.errors, rejection.warnings),
+                    Err(r) => (0, r.count, r.errors, r.warnings),
                 },
             };
             let valid = errors.is_empty();
@@ -75,6 +109,7 @@ impl ValidateArgs {
                 let verdict = Verdict {
                     file: &name,
                     valid,
+                    problems,
                     errors: &errors,
                     warnings: &warnings,
                 };
@@ -99,5 +134,17 @@ impl ValidateArgs {
         } else {
             ExitCode::FAILURE
         })
+    }
+}
+
+/// The document's bytes as they are: whether they are UTF-8 is
+/// [`spec::parse_bytes`]'s to say, with the position of the first bad byte.
+fn read_bytes(path: &Path) -> io::Result<Vec<u8>> {
+    if path.as_os_str() == "-" {
+        let mut bytes = Vec::new();
+        io::stdin().read_to_end(&mut bytes)?;
+        Ok(bytes)
+    } else {
+        std::fs::read(path)
     }
 }

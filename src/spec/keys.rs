@@ -195,10 +195,15 @@ pub fn suggest(table: &[KeyInfo], name: &str) -> Option<&'static str> {
     if let Some(k) = table.iter().find(|k| fold(k.name) == folded) {
         return Some(k.name);
     }
+    // The distance is at least the difference in length, so only names of
+    // about the same length are compared: a megabyte-long key costs one
+    // pass, not a megabyte-by-name matrix per known key.
+    let close = |k: &str| 2.max(k.len() / 4);
     table
         .iter()
+        .filter(|k| folded.len().abs_diff(k.name.len()) <= close(k.name))
         .map(|k| (strsim::damerau_levenshtein(&folded, &fold(k.name)), k.name))
-        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+        .filter(|(d, k)| *d <= close(k))
         .min_by_key(|(d, _)| *d)
         .map(|(_, k)| k)
 }

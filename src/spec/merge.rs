@@ -5,9 +5,10 @@
 //! may describe the same container: berth would otherwise have to guess
 //! which one wins, and a silent guess is how devices drift.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use super::document::{Domain, Envelope, KeyValue};
+use super::limits::{self, excerpt, Bounded};
 use super::validate::{parse, Accepted, Options};
 
 /// One state file.
@@ -32,9 +33,11 @@ pub struct Merged {
 ///
 /// # Errors
 /// Every problem of every file, each line starting with the file's name,
-/// then overlaps between files; nothing is merged partially.
+/// then overlaps between files; nothing is merged partially. Like a single
+/// document's, the list holds the first [`limits::MAX_LISTED`] problems and
+/// then one line saying how many more there were.
 pub fn merge(parts: &[Part], options: &Options) -> Result<Merged, Vec<String>> {
-    let mut errors = Vec::new();
+    let mut errors: Bounded<String> = Bounded::default();
     let mut envelopes = Vec::new();
     for part in parts {
         match parse(&part.text, options) {
@@ -42,16 +45,17 @@ pub fn merge(parts: &[Part], options: &Options) -> Result<Merged, Vec<String>> {
                 Ok(envelope) => envelopes.push((part, envelope, accepted)),
                 Err(e) => errors.push(format!("{}: {e}", part.name)),
             },
-            Err(rejection) => errors.extend(
+            Err(rejection) => errors.extend_counted(
                 rejection
-                    .errors
+                    .listed()
                     .iter()
                     .map(|e| format!("{}: {e}", part.name)),
+                rejection.count,
             ),
         }
     }
     if !errors.is_empty() {
-        return Err(errors);
+        return Err(lines(errors));
     }
     if let [(part, _, accepted)] = envelopes.as_slice() {
         return Ok(Merged {
@@ -66,6 +70,7 @@ pub fn merge(parts: &[Part], options: &Options) -> Result<Merged, Vec<String>> {
     let mut owner: BTreeMap<String, &str> = BTreeMap::new();
     let mut system: Option<(&str, &KeyValue)> = None;
     let mut activity_ids: Vec<&str> = Vec::new();
+    let mut seen_ids: HashSet<&str> = HashSet::new();
     let mut merged = Envelope {
         activity_id: String::new(),
         timestamp: None,
@@ -77,7 +82,7 @@ pub fn merge(parts: &[Part], options: &Options) -> Result<Merged, Vec<String>> {
         components: Vec::new(),
     };
     for (part, envelope, _) in &envelopes {
-        if !activity_ids.contains(&envelope.activity_id.as_str()) {
+        if seen_ids.insert(&envelope.activity_id) {
             activity_ids.push(&envelope.activity_id);
         }
         merged.timestamp = merged.timestamp.max(envelope.timestamp);
@@ -92,7 +97,10 @@ pub fn merge(parts: &[Part], options: &Options) -> Result<Merged, Vec<String>> {
                     Some((first, seen)) if seen.value != kv.value || seen.key != kv.key => {
                         errors.push(format!(
                             "{}: domain config \"{}\" = \"{}\" differs from {first}'s \"{}\"; set it in one file only",
-                            part.name, kv.key, kv.value, seen.value
+                            part.name,
+                            kv.key,
+                            kv.value,
+                            excerpt(&seen.value)
                         ));
                     }
                     Some(_) => {}
@@ -117,19 +125,44 @@ pub fn merge(parts: &[Part], options: &Options) -> Result<Merged, Vec<String>> {
         }
     }
     if !errors.is_empty() {
-        return Err(errors);
+        return Err(lines(errors));
     }
     merged.activity_id = activity_ids.join("+");
     merged.payload.domains.push(domain);
     let text = serde_json::to_string_pretty(&merged).map_err(|e| vec![e.to_string()])?;
-    let names: Vec<&str> = parts.iter().map(|p| p.name.as_str()).collect();
     match parse(&text, options) {
         Ok(accepted) => Ok(Merged { text, accepted }),
-        Err(rejection) => Err(rejection
-            .errors
-            .iter()
-            .map(|e| format!("{} merged: {e}", names.join(" + ")))
-            .collect()),
+        Err(rejection) => {
+            let names = joined_names(parts);
+            let mut errors = Bounded::default();
+            errors.extend_counted(
+                rejection
+                    .listed()
+                    .iter()
+                    .map(|e| format!("{names} merged: {e}")),
+                rejection.count,
+            );
+            Err(lines(errors))
+        }
+    }
+}
+
+fn lines(errors: Bounded<String>) -> Vec<String> {
+    errors.into_lines(|n| limits::more(n, "problem"))
+}
+
+/// The files a merged document came from, for the start of each of its
+/// lines: all of them when there are few, else the first two and a count,
+/// so that a directory of ten thousand files does not repeat ten thousand
+/// names on every line.
+fn joined_names(parts: &[Part]) -> String {
+    const SHOWN: usize = 4;
+    let names = parts.iter().map(|p| excerpt(&p.name));
+    if parts.len() <= SHOWN {
+        names.collect::<Vec<_>>().join(" + ")
+    } else {
+        let first: Vec<_> = names.take(2).collect();
+        format!("{} + {} more files", first.join(" + "), parts.len() - 2)
     }
 }
 
@@ -288,5 +321,87 @@ mod tests {
     #[test]
     fn an_empty_directory_is_not_a_document() {
         assert!(merge(&[], &Options::default()).is_err());
+    }
+
+    fn numbered(n: usize, component: impl Fn(usize) -> String) -> Vec<Part> {
+        (0..n)
+            .map(|i| {
+                let id = component(i);
+                part(&format!("f{i}.json"), &format!("a{i}"), &[(&id, "nginx:1")])
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ten_thousand_files_sharing_one_id_list_a_hundred_overlaps_and_count_the_rest() {
+        let e = merge(&numbered(10_000, |_| "web".into()), &Options::default()).unwrap_err();
+        assert_eq!(e.len(), limits::MAX_LISTED + 1);
+        assert!(
+            e[0].starts_with("f1.json: component \"web\" is also in f0.json"),
+            "{}",
+            e[0]
+        );
+        assert_eq!(e[limits::MAX_LISTED], "and 9899 more problems");
+    }
+
+    #[test]
+    fn ten_thousand_files_with_distinct_ids_merge_into_one_document() {
+        let m = merge(&numbered(10_000, |i| format!("c{i}")), &Options::default()).unwrap();
+        assert_eq!(m.accepted.desired.containers.len(), 10_000);
+        assert!(m.accepted.desired.activity_id.starts_with("a0+a1+"));
+    }
+
+    #[test]
+    fn the_files_errors_beyond_the_bound_are_counted_exactly() {
+        let bad = |name: &str| {
+            let mut p = part(name, name, &[("web", "nginx:1")]);
+            let repeats = vec![r#"{"key":"privileged","value":"YES"}"#; 150].join(",");
+            p.text = p.text.replace(
+                r#"{"key":"image","value":"nginx:1"}"#,
+                &format!(r#"{{"key":"image","value":"nginx:1"}},{repeats}"#),
+            );
+            p
+        };
+        let e = merge(&[bad("a.json"), bad("b.json")], &Options::default()).unwrap_err();
+        assert_eq!(e.len(), limits::MAX_LISTED + 1);
+        assert!(e[0].starts_with("a.json: "), "{}", e[0]);
+        assert_eq!(e[limits::MAX_LISTED], "and 200 more problems");
+    }
+
+    #[test]
+    fn problems_of_a_merge_of_many_files_name_the_first_two_and_count_the_rest() {
+        let parts: Vec<Part> = (0..10)
+            .map(|i| {
+                let mut p = part(&format!("f{i}.json"), "a", &[(&format!("c{i}"), "nginx:1")]);
+                p.text = p.text.replace(
+                    r#"{"key":"image","value":"nginx:1"}"#,
+                    r#"{"key":"image","value":"nginx:1"},{"key":"port","value":"8080:80"}"#,
+                );
+                p
+            })
+            .collect();
+        let e = merge(&parts, &Options::default()).unwrap_err();
+        assert_eq!(e.len(), 9);
+        assert!(
+            e[0].starts_with("f0.json + f1.json + 8 more files merged: "),
+            "{}",
+            e[0]
+        );
+    }
+
+    #[test]
+    fn the_component_limit_applies_to_the_merged_document() {
+        let options = Options {
+            limits: crate::spec::Limits {
+                max_components: 2,
+                ..Default::default()
+            },
+            ..Options::default()
+        };
+        let e = merge(&numbered(3, |i| format!("c{i}")), &options).unwrap_err();
+        assert_eq!(
+            e,
+            ["f0.json + f1.json + f2.json merged: domains[0].components: 3 components; at most 2 (limits.max_components)"]
+        );
     }
 }

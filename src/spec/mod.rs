@@ -4,10 +4,13 @@
 //! A document flows `text -> `[`document::Envelope`]` -> `[`validate()`]` ->
 //! `[`DesiredState`]; everything downstream works on the normalised model.
 
+mod cycles;
 pub mod document;
 pub mod hash;
+mod host_ports;
 pub mod image;
 pub mod keys;
+pub mod limits;
 pub mod merge;
 pub mod model;
 pub mod params;
@@ -17,8 +20,9 @@ pub mod values;
 pub use document::Envelope;
 pub use hash::spec_hash;
 pub use image::ImageRef;
+pub use limits::Limits;
 pub use model::{ContainerConfig, ContainerSpec, DesiredState};
-pub use validate::{parse, validate, Accepted, Diagnostic, Options, Rejection};
+pub use validate::{parse, parse_bytes, validate, Accepted, Diagnostic, Options, Rejection};
 
 #[cfg(test)]
 mod tests;

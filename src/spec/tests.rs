@@ -2533,9 +2533,11 @@ fn non_json_is_refused_with_line_and_column() {
 }
 
 #[test]
-fn empty_text_is_refused_as_non_json() {
-    let r = reject("");
-    assert_only_error(&r, "document", &["is not valid JSON", "line", "column"]);
+fn empty_text_is_refused_as_empty() {
+    for text in ["", " \n\t"] {
+        let r = reject(text);
+        assert_only_error(&r, "document", &["is empty", "expected a JSON object"]);
+    }
 }
 
 #[test]
@@ -2918,4 +2920,718 @@ fn kanto_monitoring_example_normalises_as_kanto_would_run_it() {
     let gateway = d.container("can-gateway").unwrap();
     assert_eq!(gateway.config.network, NetworkMode::Host);
     assert_eq!(gateway.config.log.driver, LogDriver::None);
+}
+
+// ---------------------------------------------------------------------------
+// 7. No input is expensive: limits, bounded problem lists, linear checks.
+// ---------------------------------------------------------------------------
+
+use super::limits::{Limits, MAX_LISTED};
+use super::parse_bytes;
+use super::values::MAX_PORT_BINDINGS;
+
+/// `n` components `c0`, `c1`, … each with `config`, as one document.
+fn many(n: usize, config: impl Fn(usize) -> Vec<(String, String)>) -> String {
+    let components: Vec<String> = (0..n)
+        .map(|i| {
+            let config = config(i);
+            let pairs: Vec<(&str, &str)> = config
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            component(&format!("c{i}"), &pairs)
+        })
+        .collect();
+    doc(&components.join(","))
+}
+
+fn kv(k: &str, v: impl Into<String>) -> (String, String) {
+    (k.to_string(), v.into())
+}
+
+fn with_limits(max_components: usize, max_depth: usize) -> Options {
+    Options {
+        limits: Limits {
+            max_components,
+            max_depth,
+        },
+        ..Options::default()
+    }
+}
+
+/// `depth` nested arrays holding the number 1.
+fn nested(depth: usize) -> String {
+    format!("{}1{}", "[".repeat(depth), "]".repeat(depth))
+}
+
+/// What every answer must be, whatever the input: a bounded list of
+/// non-empty lines, cut exactly at the bound with an exact count.
+#[track_caller]
+fn assert_well_formed_answer(verdict: &Result<Accepted, Rejection>) {
+    let lines_ok = |lines: &[Diagnostic], what: &str| {
+        assert!(lines.len() <= MAX_LISTED + 1, "{} {what}", lines.len());
+        for line in lines {
+            assert!(!line.message.trim().is_empty(), "an empty {what}: {line:?}");
+            assert!(!line.to_string().trim().is_empty(), "an empty {what}");
+        }
+    };
+    match verdict {
+        Ok(a) => lines_ok(&a.warnings, "warning"),
+        Err(r) => {
+            lines_ok(&r.errors, "error");
+            lines_ok(&r.warnings, "warning");
+            assert!(r.count >= 1, "a rejection without a problem");
+            assert_eq!(r.errors.len(), r.count.min(MAX_LISTED + 1), "{r}");
+            if r.count > MAX_LISTED {
+                let more = r.count - MAX_LISTED;
+                let last = &r.errors[MAX_LISTED];
+                assert_eq!(last.path, "");
+                assert_eq!(
+                    last.message,
+                    format!(
+                        "and {more} more problem{}",
+                        if more == 1 { "" } else { "s" }
+                    )
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn ten_thousand_components_on_one_host_port_list_a_hundred_problems_and_count_the_rest() {
+    let text = many(10_000, |_| vec![kv("port", "8080:80")]);
+    let r = reject(&text);
+    assert_eq!(r.count, 9_999);
+    assert_eq!(r.errors.len(), MAX_LISTED + 1);
+    assert_eq!(r.errors[0].path, at(1, "c1", "port"));
+    assert!(
+        r.errors[0]
+            .message
+            .contains("also bound by component \"c0\""),
+        "{}",
+        r.errors[0]
+    );
+    assert_eq!(r.errors[MAX_LISTED].to_string(), "and 9899 more problems");
+    assert!(r.to_string().starts_with("9999 problems\n"), "{r}");
+    assert_well_formed_answer(&Err(r));
+}
+
+#[test]
+fn ten_thousand_valid_components_with_a_dependency_chain_are_accepted() {
+    let text = many(10_000, |i| {
+        let mut c = vec![kv("port", format!("{}:80", 10_000 + i))];
+        if i > 0 {
+            c.push(kv("dependsOn", format!("c{}", i - 1)));
+        }
+        c
+    });
+    assert_eq!(accept(&text).desired.containers.len(), 10_000);
+}
+
+#[test]
+fn a_ring_of_ten_thousand_dependencies_is_one_cycle() {
+    let n = 10_000;
+    let r = reject(&many(n, |i| {
+        vec![kv("dependsOn", format!("c{}", (i + 1) % n))]
+    }));
+    assert_eq!(r.count, 1, "{r}");
+    assert_eq!(r.errors[0].path, at(0, "c0", "dependsOn"));
+    assert!(r.errors[0]
+        .message
+        .starts_with("forms a cycle: c0 -> c1 -> c2 -> "));
+    assert!(r.errors[0].message.ends_with(" -> c9999 -> c0"));
+}
+
+#[test]
+fn two_separate_dependency_cycles_are_reported_once_each_in_document_order() {
+    let r = reject(&doc(&[
+        component("a", &[("dependsOn", "b")]),
+        component("x", &[("dependsOn", "y")]),
+        component("b", &[("dependsOn", "a")]),
+        component("y", &[("dependsOn", "x")]),
+    ]
+    .join(",")));
+    let messages: Vec<String> = r.errors.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        messages,
+        [
+            format!("{}: forms a cycle: a -> b -> a", at(0, "a", "dependsOn")),
+            format!("{}: forms a cycle: x -> y -> x", at(1, "x", "dependsOn")),
+        ]
+    );
+}
+
+#[test]
+fn a_component_clashing_with_two_earlier_ones_names_the_first_holder() {
+    let r = reject(&doc(&[
+        component("lo1", &[("port", "127.0.0.1:8080:80")]),
+        component("lo2", &[("port", "127.0.0.2:8080:80")]),
+        component("any", &[("port", "8080:80")]),
+    ]
+    .join(",")));
+    assert_only_error(
+        &r,
+        &at(2, "any", "port"),
+        &["also bound by component \"lo1\""],
+    );
+}
+
+#[test]
+fn a_component_clashing_with_two_earlier_components_on_two_ports_is_told_about_each() {
+    let r = reject(&doc(&[
+        component("web", &[("port", "8080:80")]),
+        component("api", &[("port", "9090:80")]),
+        component("both", &[("port", "8080:80"), ("port", "9090:81")]),
+    ]
+    .join(",")));
+    assert_eq!(r.count, 2, "{r}");
+    assert!(r.errors[0].message.contains("\"web\""), "{r}");
+    assert!(r.errors[1].message.contains("\"api\""), "{r}");
+}
+
+#[test]
+fn a_host_port_range_clashing_with_a_later_single_port_is_refused() {
+    let r = reject(&doc(&[
+        component("range", &[("port", "8000-8100:80")]),
+        component("one", &[("port", "8050:80")]),
+    ]
+    .join(",")));
+    assert_only_error(
+        &r,
+        &at(1, "one", "port"),
+        &["host port 8050/tcp", "also bound by component \"range\""],
+    );
+}
+
+#[test]
+fn a_full_port_range_is_within_the_documents_bound() {
+    assert_eq!(
+        web(&[("port", "1-65535:1-65535")]).config.ports.len(),
+        65_535
+    );
+}
+
+#[test]
+fn a_port_range_twice_in_one_component_is_harmless() {
+    let spec = web(&[
+        ("port", "8000-8999:8000-8999"),
+        ("port", "8000-8999:8000-8999"),
+    ]);
+    assert_eq!(spec.config.ports.len(), 1000);
+}
+
+#[test]
+fn port_bindings_beyond_the_documents_bound_are_refused_naming_it() {
+    let r = web_rejection(&[
+        ("port", "1-65535:1-65535"),
+        ("port", "1-65535:1-65535/udp"),
+        ("port", "not a port"),
+    ]);
+    assert_only_error(
+        &r,
+        &web_at("port"),
+        &[
+            "\"1-65535:1-65535/udp\"",
+            "131070 port bindings",
+            &format!("at most {MAX_PORT_BINDINGS}"),
+        ],
+    );
+}
+
+#[test]
+fn more_components_than_the_limit_are_refused_naming_the_limit() {
+    let text = many(4, |_| vec![kv("image", "nginx:1")]);
+    let r = parse(&text, &with_limits(3, 64)).unwrap_err();
+    assert_eq!(r.errors.len(), 1, "{r}");
+    assert_eq!(
+        r.errors[0].to_string(),
+        "domains[0].components: 4 components; at most 3 (limits.max_components)"
+    );
+}
+
+#[test]
+fn as_many_components_as_the_limit_are_accepted() {
+    let text = many(3, |_| vec![kv("image", "nginx:1")]);
+    assert!(parse(&text, &with_limits(3, 64)).is_ok());
+}
+
+#[test]
+fn the_default_component_limit_is_ten_thousand() {
+    let r = reject(&many(10_001, |_| vec![]));
+    assert_only_error(
+        &r,
+        "domains[0].components",
+        &["10001 components; at most 10000 (limits.max_components)"],
+    );
+}
+
+#[test]
+fn nesting_deeper_than_the_limit_is_refused_naming_the_limit_and_position() {
+    let text = format!(r#"{{"activityId":"a","payload":{{"x":{}}}}}"#, nested(100));
+    let r = reject(&text);
+    assert_only_error(
+        &r,
+        "document",
+        &[
+            "more than 64 levels deep",
+            "(line 1, column 96)",
+            "at most 64 (limits.max_depth)",
+        ],
+    );
+}
+
+#[test]
+fn nesting_as_deep_as_the_limit_is_left_to_the_other_checks() {
+    let at_limit = format!(r#"{{"activityId":"a","payload":{{"x":{}}}}}"#, nested(18));
+    let r = parse(&at_limit, &with_limits(10, 20)).unwrap_err();
+    assert_only_error(&r, "payload.x", &["unknown field `x`"]);
+}
+
+#[test]
+fn the_deepest_depth_limit_answers_before_serde_jsons_own() {
+    let at_limit = parse(&nested(127), &with_limits(10, 127)).unwrap_err();
+    assert!(
+        !at_limit.errors[0].message.contains("recursion limit"),
+        "{at_limit}"
+    );
+    let past = parse(&nested(128), &with_limits(10, 127)).unwrap_err();
+    assert!(
+        past.errors[0].message.contains("(limits.max_depth)"),
+        "{past}"
+    );
+}
+
+#[test]
+fn brackets_inside_strings_are_not_nesting() {
+    let deep_text = "[".repeat(1000);
+    let text = doc(&component("web", &[("cmd", &deep_text)]));
+    assert_eq!(accept(&text).desired.containers.len(), 1);
+}
+
+#[test]
+fn a_byte_order_mark_is_refused_naming_it() {
+    let text = format!("\u{feff}{}", doc(&component("web", &[])));
+    assert_only_error(&reject(&text), "document", &["byte order mark"]);
+}
+
+#[test]
+fn bytes_that_are_not_utf8_are_refused_naming_the_first_bad_byte() {
+    let mut bytes = b"{\"activityId\": \"a\",\n \"payload\": \"".to_vec();
+    bytes.extend([0xff, b'"', b'}']);
+    let r = parse_bytes(&bytes, &Options::default()).unwrap_err();
+    assert_only_error(
+        &r,
+        "document",
+        &["is not UTF-8", "byte 0xff", "(line 2, column 14)"],
+    );
+}
+
+#[test]
+fn utf8_bytes_parse_as_their_text_does() {
+    let text = doc(&component("web", &[]));
+    assert_eq!(
+        parse_bytes(text.as_bytes(), &Options::default())
+            .unwrap()
+            .desired,
+        accept(&text).desired
+    );
+}
+
+#[test]
+fn a_key_repeated_many_times_quotes_an_excerpt_of_the_first_value() {
+    let first = format!("/{}", "a".repeat(100_000));
+    let mut config = vec![("workdir", first.as_str())];
+    config.extend(std::iter::repeat_n(("workdir", "/b"), 1000));
+    let r = web_rejection(&config);
+    assert_eq!(r.count, 1000);
+    for e in r.listed() {
+        assert!(e.to_string().len() < 400, "{} bytes", e.to_string().len());
+    }
+}
+
+#[test]
+fn a_long_component_id_is_cut_in_paths() {
+    let id = "a".repeat(100_000);
+    let mut config = vec![("image", "nginx:1")];
+    config.extend(std::iter::repeat_n(("cpus", "many"), 200));
+    let r = reject(&doc(&component(&id, &config)));
+    assert_eq!(r.count, 200);
+    for e in r.listed() {
+        assert!(e.path.len() < 200, "{} bytes", e.path.len());
+        assert!(e.path.contains("aaaa…)"), "{}", e.path);
+    }
+}
+
+#[test]
+fn a_megabyte_long_unknown_key_is_refused_without_a_suggestion() {
+    let key = "x".repeat(1 << 20);
+    let r = web_rejection(&[(&key, "1")]);
+    assert_eq!(r.count, 1);
+    assert!(r.errors[0]
+        .message
+        .contains("is not a known key; see the schema"));
+}
+
+#[test]
+fn warnings_are_bounded_like_errors() {
+    let a = accept(&many(150, |_| vec![kv("status", "running")]));
+    assert_eq!(a.warnings.len(), MAX_LISTED + 1);
+    assert_eq!(a.warnings[MAX_LISTED].to_string(), "and 50 more warnings");
+}
+
+#[test]
+fn one_problem_past_the_bound_is_counted_as_one_more_problem() {
+    let r = reject(&many(MAX_LISTED + 1, |_| vec![kv("privileged", "YES")]));
+    assert_eq!(r.errors[MAX_LISTED].to_string(), "and 1 more problem");
+    assert_eq!(r.listed().len(), MAX_LISTED);
+}
+
+#[test]
+fn exactly_the_bound_of_problems_has_no_counting_line() {
+    let r = reject(&many(MAX_LISTED, |_| vec![kv("privileged", "YES")]));
+    assert_eq!((r.errors.len(), r.count), (MAX_LISTED, MAX_LISTED));
+    assert_eq!(r.listed().len(), MAX_LISTED);
+}
+
+/// The depth scan runs before serde_json and must neither underflow on
+/// closers nor be fooled by escapes: serde_json still has the last word.
+#[test]
+fn unbalanced_closing_brackets_are_not_json() {
+    assert_only_error(&reject("]]]}}}"), "document", &["is not valid JSON"]);
+}
+
+#[test]
+fn a_lone_surrogate_escape_is_not_json() {
+    let text = doc(&component("web", &[("cmd", "x")])).replace("\"x\"", "\"\\ud800\"");
+    assert_only_error(&reject(&text), "document", &["is not valid JSON"]);
+}
+
+/// Regression: serde reads a JSON array into a struct field by field, so
+/// `"payload": [[], [{"id": "containers", ...}]]` was accepted as a valid
+/// document (found by the malformed corpus).
+#[test]
+fn a_struct_written_as_a_positional_array_is_refused_not_read_field_by_field() {
+    let cases = [
+        (json!(["a", null, {"domains": []}]), "document"),
+        (
+            json!({"activityId": "a", "payload": [[], [{"id": "containers", "components": []}]]}),
+            "payload",
+        ),
+        (
+            json!({"activityId": "a", "payload": {"domains": [["containers", [], []]]}}),
+            "payload.domains[0]",
+        ),
+        (
+            json!({"activityId": "a", "payload": {"domains": [
+                {"id": "containers", "components": [["web", "1", []]]}
+            ]}}),
+            "payload.domains[0].components[0]",
+        ),
+        (
+            json!({"activityId": "a", "payload": {"domains": [
+                {"id": "containers", "components": [{"id": "web", "config": [["image", "nginx"]]}]}
+            ]}}),
+            "payload.domains[0].components[0].config[0]",
+        ),
+        (
+            json!({"activityId": "a", "payload": {"domains": [
+                {"id": "containers", "config": [["systemContainers", "a"]], "components": []}
+            ]}}),
+            "payload.domains[0].config[0]",
+        ),
+        (
+            json!({"activityId": "a", "payload": {"baselines": [["app", []]], "domains": [
+                {"id": "containers", "components": []}
+            ]}}),
+            "payload.baselines[0]",
+        ),
+    ];
+    for (doc, path) in cases {
+        assert_only_error(
+            &reject(&doc.to_string()),
+            path,
+            &["is a JSON array where an object belongs"],
+        );
+    }
+}
+
+/// Regression: a value's control characters reached the terminal raw, so a
+/// component id could carry an ANSI escape sequence into `berth validate`'s
+/// output and the agent's logs.
+#[test]
+fn control_characters_of_a_value_are_escaped_in_messages() {
+    let r = reject(&doc(&component("\u{1b}[2Jweb\u{0}", &[])));
+    for e in &r.errors {
+        let line = e.to_string();
+        assert!(!line.chars().any(char::is_control), "{line:?}");
+    }
+    assert!(
+        r.errors[0].to_string().contains("\\u{1b}[2Jweb\\u{0}"),
+        "{r}"
+    );
+}
+
+mod robustness {
+    //! The property behind the malformed corpus and the fuzz target
+    //! (fuzz/fuzz_targets/documents.rs): whatever the input, parsing and
+    //! validating answers, with a bounded list of non-empty lines.
+
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    const WORDS: &[&str] = &[
+        "activityId",
+        "payload",
+        "domains",
+        "components",
+        "config",
+        "key",
+        "value",
+        "id",
+        "version",
+        "baselines",
+        "title",
+        "timestamp",
+        "containers",
+        "desiredState",
+        "systemContainers",
+        "image",
+        "port",
+        "env",
+        "dependsOn",
+        "network",
+        "mount",
+        "device",
+        "host",
+        "privileged",
+        "memory",
+        "restartPolicy",
+    ];
+
+    const VALUES: &[&str] = &[
+        "containers",
+        "containers:web",
+        "web",
+        "8080:80",
+        "localhost:8080:80",
+        "1-65535:1-65535",
+        "[::1]:80:80/udp",
+        "/a:/b:ro",
+        "/dev/null",
+        "host",
+        "container:web",
+        "YES",
+        "512M",
+        "-1",
+        "",
+        " ",
+        "\u{0}",
+        "é",
+    ];
+
+    fn word() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => prop::sample::select(WORDS).prop_map(str::to_string),
+            1 => "[a-zA-Z_:]{0,12}",
+        ]
+    }
+
+    fn value_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => prop::sample::select(VALUES).prop_map(str::to_string),
+            1 => any::<String>(),
+        ]
+    }
+
+    /// Any JSON, biased towards the words and values of a document.
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(|f| json!(f)),
+            value_text().prop_map(Value::from),
+        ];
+        leaf.prop_recursive(6, 64, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..8).prop_map(Value::from),
+                prop::collection::btree_map(word(), inner, 0..8)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Text made of JSON's tokens in any order, most of it not JSON.
+    fn token_soup() -> impl Strategy<Value = String> {
+        let token = prop_oneof![
+            prop::sample::select(
+                &[
+                    "{", "}", "[", "]", ",", ":", "\"", "\\", "\\u0000", "\\ud800", "null",
+                    "1e999", "-0", "\u{feff}", "\n"
+                ][..]
+            )
+            .prop_map(str::to_string),
+            word().prop_map(|w| format!("\"{w}\"")),
+            value_text().prop_map(|v| format!("{v:?}")),
+        ];
+        prop::collection::vec(token, 0..64).prop_map(|t| t.concat())
+    }
+
+    /// One change to a valid document.
+    #[derive(Debug, Clone)]
+    enum Mutation {
+        /// Replace the node at a (seeded) position with any JSON.
+        Replace(usize, Value),
+        /// Remove the node at a position from its parent.
+        Remove(usize),
+        /// Repeat an array element many times.
+        Repeat(usize, usize),
+        /// Put a document value where a string was.
+        Retext(usize, String),
+    }
+
+    fn mutation() -> impl Strategy<Value = Mutation> {
+        prop_oneof![
+            (any::<usize>(), json_value()).prop_map(|(p, v)| Mutation::Replace(p, v)),
+            any::<usize>().prop_map(Mutation::Remove),
+            (any::<usize>(), 2..300usize).prop_map(|(p, n)| Mutation::Repeat(p, n)),
+            (any::<usize>(), value_text()).prop_map(|(p, v)| Mutation::Retext(p, v)),
+        ]
+    }
+
+    /// Every node's JSON pointer, parents before children.
+    fn pointers(v: &Value, at: String, out: &mut Vec<String>) {
+        match v {
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let p = format!("{at}/{i}");
+                    out.push(p.clone());
+                    pointers(item, p, out);
+                }
+            }
+            Value::Object(map) => {
+                for (k, item) in map {
+                    let p = format!("{at}/{}", k.replace('~', "~0").replace('/', "~1"));
+                    out.push(p.clone());
+                    pointers(item, p, out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn apply(doc: &mut Value, m: &Mutation) {
+        let mut all = Vec::new();
+        pointers(doc, String::new(), &mut all);
+        if all.is_empty() {
+            return;
+        }
+        let pick = |seed: usize| all[seed % all.len()].clone();
+        match m {
+            Mutation::Replace(seed, with) => {
+                if let Some(node) = doc.pointer_mut(&pick(*seed)) {
+                    *node = with.clone();
+                }
+            }
+            Mutation::Retext(seed, text) => {
+                if let Some(node) = doc.pointer_mut(&pick(*seed)) {
+                    if node.is_string() {
+                        *node = Value::from(text.clone());
+                    }
+                }
+            }
+            Mutation::Remove(seed) => {
+                let p = pick(*seed);
+                let (parent, last) = p.rsplit_once('/').unwrap_or(("", ""));
+                match doc.pointer_mut(parent) {
+                    Some(Value::Object(map)) => {
+                        map.remove(&last.replace("~1", "/").replace("~0", "~"));
+                    }
+                    Some(Value::Array(items)) => {
+                        if let Ok(i) = last.parse::<usize>() {
+                            if i < items.len() {
+                                items.remove(i);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Mutation::Repeat(seed, times) => {
+                if let Some(Value::Array(items)) = doc.pointer_mut(&pick(*seed)) {
+                    if let Some(first) = items.first().cloned() {
+                        items.extend(std::iter::repeat_n(first, *times));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A shipped example with some changes, as text.
+    fn mutated_document() -> impl Strategy<Value = String> {
+        (0..EXAMPLES.len(), prop::collection::vec(mutation(), 1..6)).prop_map(|(e, ms)| {
+            let mut doc: Value = serde_json::from_str(EXAMPLES[e].1).expect("example is JSON");
+            for m in &ms {
+                apply(&mut doc, m);
+            }
+            doc.to_string()
+        })
+    }
+
+    /// A shipped example's bytes with a cut, an insertion or a flipped byte.
+    fn damaged_bytes() -> impl Strategy<Value = Vec<u8>> {
+        (
+            0..EXAMPLES.len(),
+            any::<usize>(),
+            prop::collection::vec(any::<u8>(), 0..8),
+            0..3u8,
+        )
+            .prop_map(|(e, at, bytes, how)| {
+                let mut text = EXAMPLES[e].1.as_bytes().to_vec();
+                let at = at % (text.len() + 1);
+                match how {
+                    0 => text.truncate(at),
+                    1 => {
+                        text.splice(at..at, bytes);
+                    }
+                    _ => {
+                        if let (Some(b), Some(x)) = (text.get_mut(at), bytes.first()) {
+                            *b ^= x | 1;
+                        }
+                    }
+                }
+                text
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_json_is_answered_with_bounded_non_empty_lines(v in json_value()) {
+            assert_well_formed_answer(&parse(&v.to_string(), &Options::default()));
+            let wrapped = json!({"activityId": "p", "payload": v});
+            assert_well_formed_answer(&parse(&wrapped.to_string(), &Options::default()));
+        }
+
+        #[test]
+        fn token_soup_is_answered_with_bounded_non_empty_lines(text in token_soup()) {
+            assert_well_formed_answer(&parse(&text, &Options::default()));
+            assert_well_formed_answer(&parse(&text, &with_limits(1, 8)));
+        }
+
+        #[test]
+        fn mutated_documents_are_answered_with_bounded_non_empty_lines(text in mutated_document()) {
+            assert_well_formed_answer(&parse(&text, &Options::default()));
+            assert_well_formed_answer(&parse(&text, &with_limits(2, 8)));
+        }
+
+        #[test]
+        fn damaged_bytes_are_answered_with_bounded_non_empty_lines(bytes in damaged_bytes()) {
+            assert_well_formed_answer(&parse_bytes(&bytes, &Options::default()));
+        }
+    }
 }

@@ -3,15 +3,24 @@
 //! Kanto's agent drops malformed ports, mounts and devices silently, turns a
 //! bad boolean into `false` and accepts duplicate ids; berth refuses all of
 //! those, and names the path, the value and what was expected for each.
+//!
+//! Every check is linear (or n log n) in the document: ids and names go
+//! through sets, host ports through [`HostPorts`], `dependsOn` cycles through
+//! one pass of [`cycles`]; and the problem list is bounded
+//! ([`limits::MAX_LISTED`]), so no document, however wrong, costs more than
+//! reading it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
 use serde::Serialize;
 
+use super::cycles::cycles;
 use super::document::{Component, Domain, Envelope, KeyValue};
+use super::host_ports::HostPorts;
 use super::image::ImageRef;
 use super::keys::{self, KeyInfo, Origin, CONTAINER_KEYS, DOMAIN_KEYS};
+use super::limits::{self, excerpt, Bounded, Limits};
 use super::model::*;
 use super::values::{self, Problem};
 
@@ -20,8 +29,10 @@ pub const DEFAULT_DOMAIN: &str = "containers";
 
 /// One problem found in a document, located by a path a person can follow
 /// (`domains[0].components[2] (influxdb) config "port"`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
-#[error("{path}: {message}")]
+///
+/// The last line of a cut list ("and 12 more problems") has an empty path
+/// and is shown as its message alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Diagnostic {
     /// Where in the document.
     pub path: String,
@@ -29,18 +40,47 @@ pub struct Diagnostic {
     pub message: String,
 }
 
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+impl std::error::Error for Diagnostic {}
+
+impl Diagnostic {
+    /// A diagnostic whose control characters (from quoted values) are
+    /// escaped, so no document can put a terminal escape sequence or a NUL
+    /// into a log line or feedback message.
+    fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: limits::printable(path.into()),
+            message: limits::printable(message.into()),
+        }
+    }
+}
+
 /// Every error (and warning) of a document that cannot be accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct Rejection {
-    /// Problems that make the document unusable.
+    /// Problems that make the document unusable: the first
+    /// [`limits::MAX_LISTED`], then, when there were more, one line saying
+    /// how many more.
     pub errors: Vec<Diagnostic>,
-    /// Things berth will ignore, reported so nobody is surprised.
+    /// Things berth will ignore, reported so nobody is surprised; bounded
+    /// the same way.
     pub warnings: Vec<Diagnostic>,
+    /// How many problems were found, listed or not.
+    pub count: usize,
 }
 
 impl fmt::Display for Rejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.errors.len();
+        let n = self.count;
         write!(f, "{n} problem{}", if n == 1 { "" } else { "s" })?;
         for e in &self.errors {
             write!(f, "\n{e}")?;
@@ -54,21 +94,47 @@ impl fmt::Display for Rejection {
 pub struct Accepted {
     /// The normalised desired state.
     pub desired: DesiredState,
-    /// Settings that have no effect, and why.
+    /// Settings that have no effect, and why (bounded like errors).
     pub warnings: Vec<Diagnostic>,
 }
 
 /// What a validation depends on besides the document.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
     /// The update domain berth serves (`containers`).
     pub domain: String,
+    /// How large and deep a document may be.
+    pub limits: Limits,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Self {
             domain: DEFAULT_DOMAIN.to_string(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Parses a document as it arrived, bytes (an MQTT payload, a file), and
+/// validates it. Text that is not UTF-8 is refused naming the first bad
+/// byte's position, where a lossy conversion would hide the damage.
+///
+/// # Errors
+/// As [`parse`], and one error for bytes that are not UTF-8.
+pub fn parse_bytes(bytes: &[u8], options: &Options) -> Result<Accepted, Rejection> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => parse(text, options),
+        Err(e) => {
+            let at = e.valid_up_to();
+            let (line, column) = limits::position(bytes, at);
+            Err(Rejection::one(
+                "document",
+                format!(
+                    "is not UTF-8: byte 0x{:02x} (line {line}, column {column}) is not part of a UTF-8 character; save the document as UTF-8",
+                    bytes[at]
+                ),
+            ))
         }
     }
 }
@@ -77,34 +143,76 @@ impl Default for Options {
 ///
 /// # Errors
 /// Non-JSON and wrong-typed JSON give one error with the JSON path, line and
-/// column; semantic problems give one error each.
+/// column; a document nested deeper than `options.limits.max_depth` one
+/// error naming the limit; semantic problems give one error each.
 pub fn parse(text: &str, options: &Options) -> Result<Accepted, Rejection> {
-    let reject = |path: String, message: String| Rejection {
-        errors: vec![Diagnostic { path, message }],
-        warnings: Vec::new(),
-    };
+    if text.starts_with('\u{feff}') {
+        return Err(Rejection::one(
+            "document",
+            "starts with a UTF-8 byte order mark (BOM), which JSON does not allow; save the document without it",
+        ));
+    }
+    if text.trim().is_empty() {
+        return Err(Rejection::one(
+            "document",
+            "is empty; expected a JSON object {\"activityId\": \"...\", \"payload\": {\"domains\": [...]}}",
+        ));
+    }
+    let max_depth = options.limits.max_depth;
+    if let Some(at) = limits::too_deep(text.as_bytes(), max_depth) {
+        let (line, column) = limits::position(text.as_bytes(), at);
+        return Err(Rejection::one(
+            "document",
+            format!("nests arrays and objects more than {max_depth} levels deep (line {line}, column {column}); at most {max_depth} (limits.max_depth)"),
+        ));
+    }
     let raw: serde_json::Value = serde_json::from_str(text).map_err(|e| {
-        reject(
-            "document".into(),
+        Rejection::one(
+            "document",
             format!("is not valid JSON: {}", strip_position(&e)),
         )
         .with_position(&e)
     })?;
     if let Some(hint) = shape_hint(&raw) {
-        return Err(reject(hint.0, hint.1));
+        return Err(Rejection::one(hint.0, hint.1));
     }
+    if let Some(path) = array_for_object(&raw) {
+        return Err(Rejection::one(
+            path,
+            "is a JSON array where an object belongs; write it as {...} with named fields",
+        ));
+    }
+    // The untyped tree costs more memory than the document itself; it is
+    // not kept while the typed one is built and validated.
+    drop(raw);
     let mut de = serde_json::Deserializer::from_str(text);
     let envelope: Envelope = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = match e.path().to_string() {
             p if p == "." => "document".to_string(),
             p => p,
         };
-        reject(path, strip_position(e.inner())).with_position(e.inner())
+        Rejection::one(path, strip_position(e.inner())).with_position(e.inner())
     })?;
     validate(&envelope, options)
 }
 
 impl Rejection {
+    /// The problems listed in full, without the last line that counts the
+    /// rest (when the list was cut).
+    pub fn listed(&self) -> &[Diagnostic] {
+        let n = self.errors.len().min(self.count).min(limits::MAX_LISTED);
+        &self.errors[..n]
+    }
+
+    /// A rejection for one problem.
+    fn one(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            errors: vec![Diagnostic::new(path, message)],
+            warnings: Vec::new(),
+            count: 1,
+        }
+    }
+
     fn with_position(mut self, e: &serde_json::Error) -> Self {
         if let Some(first) = self.errors.first_mut() {
             first.message = format!(
@@ -148,10 +256,58 @@ fn shape_hint(raw: &serde_json::Value) -> Option<(String, String)> {
     None
 }
 
+/// The first place where the document's types want an object and the text
+/// has an array. serde reads an array into a struct field by field, so
+/// `"payload": []` would pass as an empty payload and `[["a"], ...]` as a
+/// whole document; Kanto refuses both, and so does berth.
+fn array_for_object(raw: &serde_json::Value) -> Option<String> {
+    use serde_json::Value;
+    fn each(v: Option<&Value>) -> impl Iterator<Item = (usize, &Value)> {
+        v.and_then(Value::as_array)
+            .into_iter()
+            .flat_map(|a| a.iter().enumerate())
+    }
+    if raw.is_array() {
+        return Some("document".into());
+    }
+    let payload = raw.get("payload")?;
+    if payload.is_array() {
+        return Some("payload".into());
+    }
+    for (b, baseline) in each(payload.get("baselines")) {
+        if baseline.is_array() {
+            return Some(format!("payload.baselines[{b}]"));
+        }
+    }
+    for (d, domain) in each(payload.get("domains")) {
+        if domain.is_array() {
+            return Some(format!("payload.domains[{d}]"));
+        }
+        for (k, kv) in each(domain.get("config")) {
+            if kv.is_array() {
+                return Some(format!("payload.domains[{d}].config[{k}]"));
+            }
+        }
+        for (c, component) in each(domain.get("components")) {
+            if component.is_array() {
+                return Some(format!("payload.domains[{d}].components[{c}]"));
+            }
+            for (k, kv) in each(component.get("config")) {
+                if kv.is_array() {
+                    return Some(format!("payload.domains[{d}].components[{c}].config[{k}]"));
+                }
+            }
+        }
+    }
+    None
+}
+
 /// Validates a parsed document and normalises it.
 ///
 /// # Errors
-/// Every problem, each with its path; nothing is partially accepted.
+/// Every problem, each with its path; nothing is partially accepted. A
+/// served domain with more than `options.limits.max_components` components
+/// is refused with that one problem, before any component is read.
 pub fn validate(envelope: &Envelope, options: &Options) -> Result<Accepted, Rejection> {
     let mut v = Validator::default();
     if envelope.activity_id.trim().is_empty() {
@@ -179,7 +335,8 @@ pub fn validate(envelope: &Envelope, options: &Options) -> Result<Accepted, Reje
                 format!("domains[{i}].id"),
                 format!(
                     "\"{}\" is not a domain berth serves; expected \"{}\"{hint}",
-                    domain.id, options.domain
+                    excerpt(&domain.id),
+                    options.domain
                 ),
             );
         } else if let Some((first, _)) = ours {
@@ -195,13 +352,25 @@ pub fn validate(envelope: &Envelope, options: &Options) -> Result<Accepted, Reje
         }
     }
 
+    let max = options.limits.max_components;
+    if let Some((d, domain)) = ours.filter(|(_, d)| d.components.len() > max) {
+        v.error(
+            format!("domains[{d}].components"),
+            format!(
+                "{} components; at most {max} (limits.max_components)",
+                domain.components.len()
+            ),
+        );
+        return Err(v.rejection());
+    }
+
     let mut system_containers = None;
     let mut containers = Vec::new();
     let mut names: HashMap<&str, usize> = HashMap::new();
     if let Some((d, domain)) = ours {
         system_containers = v.domain_config(d, &domain.config);
         for (c, component) in domain.components.iter().enumerate() {
-            let path = format!("domains[{d}].components[{c}] ({})", component.id);
+            let path = format!("domains[{d}].components[{c}] ({})", excerpt(&component.id));
             if let Some(first) = names.insert(component.id.as_str(), c) {
                 v.error(
                     format!("{path} id"),
@@ -228,13 +397,24 @@ pub fn validate(envelope: &Envelope, options: &Options) -> Result<Accepted, Reje
                 baselines,
                 containers: containers.into_iter().map(|(_, s)| s).collect(),
             },
-            warnings: v.warnings,
+            warnings: v.warnings.into_lines(more_warnings),
         })
     } else {
-        Err(Rejection {
-            errors: v.errors,
-            warnings: v.warnings,
-        })
+        Err(v.rejection())
+    }
+}
+
+fn more_problems(n: usize) -> Diagnostic {
+    Diagnostic {
+        path: String::new(),
+        message: limits::more(n, "problem"),
+    }
+}
+
+fn more_warnings(n: usize) -> Diagnostic {
+    Diagnostic {
+        path: String::new(),
+        message: limits::more(n, "warning"),
     }
 }
 
@@ -262,23 +442,28 @@ fn describe(value: &str, problem: &str) -> String {
 
 #[derive(Default)]
 struct Validator {
-    errors: Vec<Diagnostic>,
-    warnings: Vec<Diagnostic>,
+    errors: Bounded<Diagnostic>,
+    warnings: Bounded<Diagnostic>,
+    /// Host port bindings read so far, against [`values::MAX_PORT_BINDINGS`].
+    port_bindings: usize,
 }
 
 impl Validator {
     fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.errors.push(Diagnostic {
-            path: path.into(),
-            message: message.into(),
-        });
+        self.errors.push(Diagnostic::new(path, message));
     }
 
     fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.warnings.push(Diagnostic {
-            path: path.into(),
-            message: message.into(),
-        });
+        self.warnings.push(Diagnostic::new(path, message));
+    }
+
+    fn rejection(self) -> Rejection {
+        let count = self.errors.count();
+        Rejection {
+            errors: self.errors.into_lines(more_problems),
+            warnings: self.warnings.into_lines(more_warnings),
+            count,
+        }
     }
 
     /// Groups a config list by key, refusing unknown and repeated keys.
@@ -291,7 +476,12 @@ impl Validator {
         let mut grouped: BTreeMap<&'static str, Vec<&'a str>> = BTreeMap::new();
         for (i, kv) in config.iter().enumerate() {
             let Some(info) = keys::find(table, &kv.key) else {
-                let hint = keys::suggest(table, &kv.key)
+                // A suggestion costs an edit distance per known key; one
+                // for a problem past the listed ones would never be read.
+                let listed = self.errors.count() < limits::MAX_LISTED;
+                let hint = listed
+                    .then(|| keys::suggest(table, &kv.key))
+                    .flatten()
                     .map(|s| format!("; did you mean \"{s}\"?"))
                     .unwrap_or_else(|| "; see the schema for the keys berth knows".into());
                 self.error(
@@ -306,7 +496,8 @@ impl Validator {
                     format!("{path} config \"{}\"", kv.key),
                     format!(
                         "is given more than once (\"{}\" and \"{}\"); only one value is allowed",
-                        values[0], kv.value
+                        excerpt(values[0]),
+                        kv.value
                     ),
                 );
                 continue;
@@ -364,11 +555,14 @@ impl Validator {
         containers: &[(String, ContainerSpec)],
         names: &HashMap<&str, usize>,
     ) {
-        let by_name: HashMap<&str, &ContainerSpec> = containers
+        let index: HashMap<&str, usize> = containers
             .iter()
-            .map(|(_, s)| (s.name.as_str(), s))
+            .enumerate()
+            .map(|(i, (_, s))| (s.name.as_str(), i))
             .collect();
+        let mut edges = Vec::with_capacity(containers.len());
         for (path, spec) in containers {
+            let mut deps = Vec::new();
             for dep in &spec.rollout.depends_on {
                 if dep == &spec.name {
                     self.error(
@@ -380,47 +574,54 @@ impl Validator {
                         format!("{path} config \"dependsOn\""),
                         format!("\"{dep}\" is not a component of this document"),
                     );
+                } else if let Some(&i) = index.get(dep.as_str()) {
+                    deps.push(i);
                 }
             }
+            edges.push(deps);
         }
-        // Report each cycle once, from its member that comes first.
-        let mut reported = BTreeSet::new();
-        for (path, spec) in containers {
-            if reported.contains(&spec.name) {
-                continue;
-            }
-            if let Some(cycle) = find_cycle(&spec.name, &by_name) {
-                reported.extend(cycle.iter().cloned());
-                self.error(
-                    format!("{path} config \"dependsOn\""),
-                    format!("forms a cycle: {}", cycle.join(" -> ")),
-                );
-            }
+        // Each group of components that depend on each other in a circle
+        // is reported once, from its member that comes first.
+        for cycle in cycles(&edges) {
+            let along: Vec<&str> = cycle
+                .iter()
+                .map(|&i| containers[i].1.name.as_str())
+                .collect();
+            self.error(
+                format!("{} config \"dependsOn\"", containers[cycle[0]].0),
+                format!("forms a cycle: {}", along.join(" -> ")),
+            );
         }
     }
 
+    /// Each component's host ports against those of the components before
+    /// it; a component is told once about each component it clashes with.
     fn check_port_conflicts(&mut self, containers: &[(String, ContainerSpec)]) {
         // A component that cannot publish (host, none, container: networks)
         // already has its own error; it binds nothing to conflict with.
-        let publishes = |s: &ContainerSpec| s.config.network.can_publish();
-        for (i, (path, spec)) in containers
-            .iter()
-            .enumerate()
-            .filter(|(_, (_, s))| publishes(s))
-        {
-            for (_, earlier) in containers[..i].iter().filter(|(_, s)| publishes(s)) {
-                if let Some((mine, theirs)) =
-                    first_conflict(&spec.config.ports, &earlier.config.ports)
-                {
+        let mut held: HostPorts<(usize, &PortBinding)> = HostPorts::default();
+        for (i, (path, spec)) in containers.iter().enumerate() {
+            if !spec.config.network.can_publish() {
+                continue;
+            }
+            let mut told = BTreeSet::new();
+            for mine in &spec.config.ports {
+                let Some(&(owner, theirs)) = held.clash(mine) else {
+                    continue;
+                };
+                if owner != i && told.insert(owner) {
                     self.error(
                         format!("{path} config \"port\""),
                         format!(
                             "host port {} (in \"{mine}\") is also bound by component \"{}\" (\"{theirs}\")",
                             describe_host_port(mine),
-                            earlier.name
+                            excerpt(&containers[owner].1.name)
                         ),
                     );
                 }
+            }
+            for mine in &spec.config.ports {
+                held.hold(mine, (i, mine));
             }
         }
     }
@@ -436,7 +637,7 @@ impl Validator {
         let mut member_of: HashMap<&str, &str> = HashMap::new();
         let mut out = Vec::new();
         for (b, baseline) in envelope.payload.baselines.iter().enumerate() {
-            let path = format!("baselines[{b}] ({})", baseline.title);
+            let path = format!("baselines[{b}] ({})", excerpt(&baseline.title));
             if baseline.title.trim().is_empty() {
                 self.error(
                     format!("baselines[{b}].title"),
@@ -472,7 +673,7 @@ impl Validator {
                     let msg = if other == baseline.title {
                         format!("\"{member}\" is listed twice in this baseline")
                     } else {
-                        format!("\"{member}\" is already in baseline \"{other}\"; a container belongs to one baseline")
+                        format!("\"{member}\" is already in baseline \"{}\"; a container belongs to one baseline", excerpt(other))
                     };
                     self.error(mpath, msg);
                 } else {
@@ -650,9 +851,12 @@ impl Reader<'_, '_, '_> {
                         Some(v) => format!("{name}={v}"),
                         None => name.clone(),
                     };
+                    let first = match old {
+                        Some(v) => format!("{name}={}", excerpt(v)),
+                        None => name.clone(),
+                    };
                     let msg = format!(
-                        "sets {name} twice with different values (\"{}\" and \"{}\")",
-                        show(old),
+                        "sets {name} twice with different values (\"{first}\" and \"{}\")",
                         show(&value)
                     );
                     self.error("env", msg);
@@ -665,20 +869,36 @@ impl Reader<'_, '_, '_> {
         env
     }
 
+    /// Bindings within one component: an exact repeat is harmless, a
+    /// second binding of a held host port is refused. Past
+    /// [`values::MAX_PORT_BINDINGS`] in the document, ranges are not
+    /// expanded any further (one error says so).
     fn ports(&mut self) -> BTreeSet<PortBinding> {
         let mut ports = BTreeSet::new();
+        let mut held: HostPorts<PortBinding> = HostPorts::default();
         let values = self.grouped.get("port").cloned().unwrap_or_default();
         for value in values {
+            if self.v.port_bindings > values::MAX_PORT_BINDINGS {
+                break;
+            }
             match values::parse_port(value) {
                 Ok(bindings) => {
+                    self.v.port_bindings += bindings.len();
+                    if self.v.port_bindings > values::MAX_PORT_BINDINGS {
+                        let msg = format!(
+                            "\"{value}\" brings the document to {} port bindings (one per port of a range); at most {}",
+                            self.v.port_bindings,
+                            values::MAX_PORT_BINDINGS
+                        );
+                        self.error("port", msg);
+                        break;
+                    }
                     for b in bindings {
                         if ports.contains(&b) {
                             // The same binding written twice asks for nothing more.
                             continue;
                         }
-                        if let Some(clash) =
-                            ports.iter().find(|p: &&PortBinding| p.conflicts_with(&b))
-                        {
+                        if let Some(clash) = held.clash(&b) {
                             let msg = format!(
                                 "\"{value}\" binds host port {} again (already bound by \"{clash}\")",
                                 describe_host_port(&b)
@@ -686,6 +906,7 @@ impl Reader<'_, '_, '_> {
                             self.error("port", msg);
                             break;
                         }
+                        held.hold(&b, b.clone());
                         ports.insert(b);
                     }
                 }
@@ -748,7 +969,10 @@ impl Reader<'_, '_, '_> {
             if let Some(first) = seen.insert(dest, text.clone()) {
                 clashes.push((
                     key,
-                    format!("\"{text}\" mounts onto {dest} again (already used by \"{first}\")"),
+                    format!(
+                        "\"{text}\" mounts onto {dest} again (already used by \"{}\")",
+                        excerpt(&first)
+                    ),
                 ));
             }
         }
@@ -773,8 +997,9 @@ impl Reader<'_, '_, '_> {
                 self.error(
                     "device",
                     format!(
-                        "\"{d}\" maps onto {} again (already used by \"{first}\")",
-                        d.container_path
+                        "\"{d}\" maps onto {} again (already used by \"{}\")",
+                        d.container_path,
+                        excerpt(&first)
                     ),
                 );
             }
@@ -942,7 +1167,10 @@ impl Reader<'_, '_, '_> {
                 if old != val {
                     self.error(
                         "label",
-                        format!("sets {k} twice with different values (\"{old}\" and \"{val}\")"),
+                        format!(
+                            "sets {k} twice with different values (\"{}\" and \"{val}\")",
+                            excerpt(&old)
+                        ),
                     );
                 }
             }
@@ -1030,44 +1258,4 @@ fn describe_host_port(b: &PortBinding) -> String {
     } else {
         format!("{}-{}/{}", b.host_port, b.host_port_end, b.protocol)
     }
-}
-
-fn first_conflict<'a>(
-    mine: &'a BTreeSet<PortBinding>,
-    theirs: &'a BTreeSet<PortBinding>,
-) -> Option<(&'a PortBinding, &'a PortBinding)> {
-    mine.iter()
-        .find_map(|m| theirs.iter().find(|t| m.conflicts_with(t)).map(|t| (m, t)))
-}
-
-/// A dependency cycle through `start`, as the names along it.
-fn find_cycle(start: &str, by_name: &HashMap<&str, &ContainerSpec>) -> Option<Vec<String>> {
-    fn walk(
-        node: &str,
-        start: &str,
-        by_name: &HashMap<&str, &ContainerSpec>,
-        trail: &mut Vec<String>,
-        seen: &mut BTreeSet<String>,
-    ) -> bool {
-        let Some(spec) = by_name.get(node) else {
-            return false;
-        };
-        for dep in &spec.rollout.depends_on {
-            if dep == start && dep != node {
-                trail.push(dep.clone());
-                return true;
-            }
-            if dep != node && seen.insert(dep.clone()) {
-                trail.push(dep.clone());
-                if walk(dep, start, by_name, trail, seen) {
-                    return true;
-                }
-                trail.pop();
-            }
-        }
-        false
-    }
-    let mut trail = vec![start.to_string()];
-    let mut seen = BTreeSet::new();
-    walk(start, start, by_name, &mut trail, &mut seen).then_some(trail)
 }

@@ -60,6 +60,11 @@ pub const MAX_RESTART_RETRIES: u32 = 1_000_000;
 /// The most `logMaxFiles`: the log drivers keep every one of them on disk;
 /// a thousand rotated files is more history than any device keeps.
 pub const MAX_LOG_FILES: u32 = 1000;
+/// The most host port bindings a document may expand to, counting each
+/// port of a range as one (`1-65535:1-65535` is 65,535): a 20-byte value
+/// must not cost memory and time per port for every repetition of it. As
+/// many as one protocol has ports; real devices publish tens.
+pub const MAX_PORT_BINDINGS: usize = 65_536;
 
 /// A duration as a person writes it, in its largest whole unit (`24h`, `1h`,
 /// `7d`, `1ms`, else seconds with a fraction: `86400.000000001s`), for
