@@ -254,6 +254,8 @@ pub struct FilesConfig {
     /// How often the path is looked at.
     #[serde(with = "duration_text")]
     pub poll_interval: Duration,
+    /// Larger state files are refused unread, in bytes.
+    pub max_file_size: u64,
 }
 
 impl Default for FilesConfig {
@@ -261,6 +263,7 @@ impl Default for FilesConfig {
         Self {
             path: PathBuf::from("/etc/berth/desired-state.json"),
             poll_interval: Duration::from_secs(2),
+            max_file_size: crate::agent::files::DEFAULT_MAX_FILE_SIZE,
         }
     }
 }
@@ -363,6 +366,12 @@ impl Config {
                 "files.poll_interval",
                 files.poll_interval,
                 MAX_POLL_INTERVAL,
+            )?;
+            check_count(
+                "files.max_file_size",
+                usize::try_from(files.max_file_size).unwrap_or(usize::MAX),
+                1,
+                MAX_MQTT_MESSAGE_SIZE,
             )?;
         }
         check_count(
@@ -708,6 +717,18 @@ mod tests {
         assert_refused_with(
             "[mqtt]\nmax_message_size = 268435456",
             "mqtt.max_message_size: 268435456 is not between 1 and 268435455",
+        );
+    }
+
+    #[test]
+    fn files_max_file_size_is_read_and_bounded_like_an_mqtt_message() {
+        let c = Config::parse("[files]\nmax_file_size = 4096").unwrap();
+        assert_eq!(c.files.map(|f| f.max_file_size), Some(4096));
+        assert_eq!(
+            Config::parse("[files]\nmax_file_size = 0"),
+            Err(ConfigError(
+                "files.max_file_size: 0 is not between 1 and 268435455".into()
+            ))
         );
     }
 

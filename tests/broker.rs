@@ -605,7 +605,14 @@ pub fn publish_lines(broker: &Broker, topic: &str, lines: &[String], qos: u8) {
 
 /// `mosquitto_pub -q 1`, the payload on stdin: it may be larger than a
 /// command-line argument can be.
-fn mosquitto_pub(broker: &Broker, topic: &str, payload: &str, retain: bool) {
+/// Publishes `payload`, any bytes (not UTF-8, NUL), on `topic` with QoS 1:
+/// how a test delivers a hostile message.
+pub fn publish_bytes(broker: &Broker, topic: &str, payload: &[u8]) {
+    mosquitto_pub(broker, topic, payload, false);
+}
+
+fn mosquitto_pub(broker: &Broker, topic: &str, payload: impl AsRef<[u8]>, retain: bool) {
+    let payload = payload.as_ref();
     require("mosquitto_pub", "mosquitto-clients");
     let mut cmd = Command::new("mosquitto_pub");
     cmd.args(["-h", "127.0.0.1", "-p", &broker.port().to_string()])
@@ -623,7 +630,7 @@ fn mosquitto_pub(broker: &Broker, topic: &str, payload: &str, retain: bool) {
         .expect("mosquitto_pub starts");
     let mut stdin = child.stdin.take().expect("mosquitto_pub's stdin");
     // A failing mosquitto_pub may not read it all; its status says why.
-    let _ = stdin.write_all(payload.as_bytes());
+    let _ = stdin.write_all(payload);
     drop(stdin);
     let out = child.wait_with_output().expect("mosquitto_pub runs");
     assert!(

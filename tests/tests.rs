@@ -10,6 +10,7 @@ mod cli_plan;
 mod cli_state;
 mod cli_validate;
 mod corpus;
+mod corpus_sources;
 mod environment;
 mod faults;
 mod runtime_docker;

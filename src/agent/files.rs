@@ -35,8 +35,10 @@ pub struct FileSource {
     pub path: PathBuf,
     /// How often the path is read.
     pub poll_interval: Duration,
-    /// The update domain documents must name.
-    pub domain: String,
+    /// The domain and limits documents are read under.
+    pub spec: Options,
+    /// What files are read at all.
+    pub limits: FileLimits,
 }
 
 /// What the file source is willing to read.
@@ -83,8 +85,8 @@ enum Unreadable {
     #[error("{size} bytes, more than the limit of {limit} (files.max_file_size); not read")]
     TooLarge { size: u64, limit: u64 },
     /// Not text.
-    #[error("not UTF-8 text (invalid byte at offset {offset})")]
-    NotUtf8 { offset: usize },
+    #[error("{0}")]
+    NotUtf8(String),
     /// Changed between the look at its metadata and the open.
     #[error("it was replaced while being read; it is read again at the next poll")]
     Replaced,
@@ -172,8 +174,12 @@ fn read_file(path: &Path, limit: u64) -> Result<String, Unreadable> {
     if size > limit {
         return Err(Unreadable::TooLarge { size, limit });
     }
-    String::from_utf8(bytes).map_err(|e| Unreadable::NotUtf8 {
-        offset: e.utf8_error().valid_up_to(),
+    String::from_utf8(bytes).map_err(|e| {
+        Unreadable::NotUtf8(
+            crate::spec::validate::utf8(e.as_bytes())
+                .err()
+                .unwrap_or_default(),
+        )
     })
 }
 
@@ -273,12 +279,8 @@ fn activity_id_of(parts: &[Part]) -> Option<String> {
 }
 
 /// The document the parts make, or why they make none.
-pub fn document(parts: &[Part], domain: &str) -> Body {
-    let options = Options {
-        domain: domain.to_string(),
-        ..Options::default()
-    };
-    match merge(parts, &options) {
+pub fn document(parts: &[Part], options: &Options) -> Body {
+    match merge(parts, options) {
         Ok(merged) => Body::Text(merged.text),
         Err(errors) => Body::Refused {
             activity_id: activity_id_of(parts).unwrap_or_default(),
@@ -288,10 +290,10 @@ pub fn document(parts: &[Part], domain: &str) -> Body {
 }
 
 /// What a reading gives the loop; `None` when it has nothing to apply.
-fn body_of(reading: &Reading, domain: &str) -> Option<Body> {
+fn body_of(reading: &Reading, options: &Options) -> Option<Body> {
     match reading {
         Reading::Nothing(_) => None,
-        Reading::Parts(parts) => Some(document(parts, domain)),
+        Reading::Parts(parts) => Some(document(parts, options)),
         Reading::Refused { errors, parts } => Some(Body::Refused {
             activity_id: activity_id_of(parts).unwrap_or_else(refused_activity_id),
             errors: errors.clone(),
@@ -307,18 +309,9 @@ async fn read_async(path: &Path, limits: FileLimits) -> Reading {
         .unwrap_or_else(|e| Reading::Nothing(format!("{shown}: {e}")))
 }
 
-/// Polls the path for ever, sending a document whenever it changes, with
-/// the default [`FileLimits`].
-pub async fn watch(source: FileSource, inputs: mpsc::UnboundedSender<Input>) {
-    watch_limited(source, FileLimits::default(), inputs).await;
-}
-
 /// Polls the path for ever, sending a document whenever it changes.
-pub async fn watch_limited(
-    source: FileSource,
-    limits: FileLimits,
-    inputs: mpsc::UnboundedSender<Input>,
-) {
+pub async fn watch(source: FileSource, inputs: mpsc::UnboundedSender<Input>) {
+    let limits = source.limits;
     let mut last: Option<Vec<u8>> = None;
     let mut tick = tokio::time::interval(source.poll_interval.max(Duration::from_millis(50)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -329,7 +322,7 @@ pub async fn watch_limited(
         if last.as_ref() == Some(&print) {
             continue;
         }
-        let Some(mut body) = body_of(&reading, &source.domain) else {
+        let Some(mut body) = body_of(&reading, &source.spec) else {
             if let Reading::Nothing(why) = &reading {
                 tracing::warn!(path = %source.path.display(), "no desired state from files: {why}");
             }
@@ -345,7 +338,7 @@ pub async fn watch_limited(
             if again_print != print {
                 reading = again;
                 print = again_print;
-                match body_of(&reading, &source.domain) {
+                match body_of(&reading, &source.spec) {
                     Some(b) => body = b,
                     None => continue,
                 }
@@ -440,7 +433,7 @@ mod tests {
                 name: "a.json".into(),
                 text: broken,
             }],
-            "containers",
+            &Options::default(),
         );
         let Body::Refused {
             activity_id,
@@ -581,17 +574,17 @@ mod tests {
     }
 
     #[test]
-    fn a_file_that_is_not_utf8_is_refused_naming_the_byte_offset() {
+    fn a_file_that_is_not_utf8_is_refused_naming_the_byte_and_its_position() {
         let dir = tempfile::tempdir().unwrap();
         let mut bytes = br#"{"activityId":"a"#.to_vec();
-        let offset = bytes.len();
+        let column = bytes.len() + 1;
         bytes.extend_from_slice(&[0xff, 0xfe]);
         bytes.extend_from_slice(br#""}"#);
         std::fs::write(dir.path().join("bad.json"), bytes).unwrap();
         let errors = refusal(read(dir.path(), FileLimits::default()));
         assert!(
-            errors[0].starts_with("bad.json: not UTF-8")
-                && errors[0].contains(&format!("offset {offset}")),
+            errors[0].starts_with("bad.json: is not UTF-8: byte 0xff")
+                && errors[0].contains(&format!("line 1, column {column}")),
             "{errors:?}"
         );
     }
@@ -605,7 +598,7 @@ mod tests {
         let Some(Body::Refused {
             activity_id,
             errors,
-        }) = body_of(&reading, "containers")
+        }) = body_of(&reading, &Options::default())
         else {
             panic!("not refused")
         };
@@ -614,9 +607,10 @@ mod tests {
 
         let alone = tempfile::tempdir().unwrap();
         mkfifo(&alone.path().join("b.json"));
-        let Some(Body::Refused { activity_id, .. }) =
-            body_of(&read(alone.path(), FileLimits::default()), "containers")
-        else {
+        let Some(Body::Refused { activity_id, .. }) = body_of(
+            &read(alone.path(), FileLimits::default()),
+            &Options::default(),
+        ) else {
             panic!("not refused")
         };
         assert!(

@@ -189,6 +189,8 @@ pub struct AgentOptions {
     pub execute: ExecuteOptions,
     /// The update domain documents must name.
     pub domain: String,
+    /// How large and deep a document may be, from every source.
+    pub limits: spec::Limits,
     /// Env names whose values the current state hides.
     pub redact_env: Vec<String>,
     /// Drift correction period; zero disables drift correction.
@@ -210,12 +212,23 @@ pub struct AgentOptions {
 /// one inventory a second; an Update Manager asks once per activity.
 pub const DEFAULT_GET_INTERVAL: Duration = Duration::from_secs(1);
 
+impl AgentOptions {
+    /// How documents are read: the domain served and the limits.
+    pub fn spec_options(&self) -> spec::Options {
+        spec::Options {
+            domain: self.domain.clone(),
+            limits: self.limits,
+        }
+    }
+}
+
 impl Default for AgentOptions {
     fn default() -> Self {
         Self {
             plan: PlanOptions::default(),
             execute: ExecuteOptions::default(),
             domain: spec::validate::DEFAULT_DOMAIN.to_string(),
+            limits: spec::Limits::default(),
             redact_env: inventory::DEFAULT_REDACT
                 .iter()
                 .map(|s| s.to_string())
@@ -623,11 +636,7 @@ impl<R: Runtime + 'static> Loop<R> {
                 return;
             }
         };
-        let options = spec::Options {
-            domain: self.options().domain.clone(),
-            ..spec::Options::default()
-        };
-        match spec::parse(&text, &options) {
+        match spec::parse(&text, &self.options().spec_options()) {
             Ok(accepted) => {
                 tracing::info!(activity = %accepted.desired.activity_id, "enforcing the persisted document");
                 let (id, timestamp) = (&accepted.desired.activity_id, accepted.desired.timestamp);
@@ -750,11 +759,7 @@ impl<R: Runtime + 'static> Loop<R> {
             }
             Body::Text(text) => text,
         };
-        let options = spec::Options {
-            domain: domain.clone(),
-            ..spec::Options::default()
-        };
-        let accepted = match spec::parse(&text, &options) {
+        let accepted = match spec::parse(&text, &self.options().spec_options()) {
             Ok(a) => a,
             Err(rejection) => {
                 refuse(
@@ -786,11 +791,19 @@ impl<R: Runtime + 'static> Loop<R> {
             tracing::warn!(activity = %activity_id, "{w}");
         }
         if let Err(e) = self.shared.state.save_desired(&text) {
+            // Not acknowledged: a document berth could not keep must come
+            // again (the MQTT connection asks the broker for it later), or
+            // a restart would lose it while its sender thinks it arrived.
+            let again = if origin == Origin::Mqtt {
+                "; not acknowledged, so the broker sends it again"
+            } else {
+                ""
+            };
             refuse(
                 &activity_id,
-                vec![format!("cannot persist the document: {e}")],
+                vec![format!("cannot persist the document: {e}{again}")],
             );
-            ack(acker);
+            drop(acker);
             return;
         }
         ack(acker);

@@ -74,6 +74,9 @@ const WINDOW: usize = 32;
 const MAX_WAITING: usize = 10_000;
 /// The longest wait between connection attempts.
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(30);
+/// The first wait before asking again for a document berth could not
+/// persist; doubled each time, up to [`MAX_RECONNECT_DELAY`].
+const MIN_REDELIVERY_DELAY: Duration = Duration::from_secs(1);
 /// Where Debian keeps the system's CA bundle, for `mqtts://` without `ca_file`.
 const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
@@ -680,12 +683,12 @@ impl Connection {
             };
             (body, id)
         } else {
-            match std::str::from_utf8(&p.payload) {
+            match crate::spec::validate::utf8(&p.payload) {
                 Ok(text) => (Body::Text(text.to_string()), activity_id_in(text)),
-                Err(e) => (
+                Err(problem) => (
                     Body::Refused {
                         activity_id: String::new(),
-                        errors: vec![format!("document: is not UTF-8 text ({e})")],
+                        errors: vec![format!("document: {problem}")],
                     },
                     String::new(),
                 ),
@@ -794,6 +797,14 @@ impl Connection {
     }
 }
 
+/// Until `at`; never, when there is no `at`.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Until the loop is done with the document it has; never, when it has none.
 async fn answered(in_loop: &mut Option<(u64, oneshot::Receiver<()>)>) -> bool {
     match in_loop {
@@ -829,6 +840,11 @@ pub async fn run(
     let mut in_loop: Option<(u64, oneshot::Receiver<()>)> = None;
     let mut delay = Duration::from_millis(250);
     let mut closing: Option<tokio::time::Instant> = None;
+    // A document the loop could not persist is not acknowledged; the broker
+    // sends it again only on a new connection, so berth makes one, later
+    // each time while it keeps failing (a full disk).
+    let mut redeliver: Option<tokio::time::Instant> = None;
+    let mut redeliver_delay = MIN_REDELIVERY_DELAY;
     loop {
         c.acknowledge();
         if let Some(since) = closing {
@@ -916,6 +932,18 @@ pub async fn run(
                 if let Some((upto, _)) = in_loop.take() {
                     c.inbox.release(upto, done);
                 }
+                if done {
+                    redeliver_delay = MIN_REDELIVERY_DELAY;
+                } else if closing.is_none() {
+                    redeliver = Some(tokio::time::Instant::now() + redeliver_delay);
+                    redeliver_delay = (redeliver_delay * 2).min(MAX_RECONNECT_DELAY);
+                }
+            },
+            () = sleep_until_some(redeliver), if redeliver.is_some() && c.connected && closing.is_none() => {
+                redeliver = None;
+                tracing::info!(broker = %c.settings.url, "reconnecting, so that the broker sends the unacknowledged desired state again");
+                c.connected = false;
+                eventloop.clean();
             },
             permit = gets.clone().acquire_owned(), if c.inbox.get.is_some() && closing.is_none() && c.connected => {
                 if let Ok(permit) = permit {

@@ -1840,3 +1840,137 @@ async fn shutdown_while_recovery_retries_returns_at_once() {
         ended.stopping
     );
 }
+
+/// Limits come from the configuration, not the defaults: a document with
+/// more components than `limits.max_components` is refused naming it.
+#[tokio::test(start_paused = true)]
+async fn a_document_above_the_configured_component_limit_is_refused_and_not_persisted() {
+    let f = Fixture::new();
+    let text = document(
+        "a-big",
+        &[("web", &[("image", ONE)]), ("db", &[("image", ONE)])],
+    );
+    let limited = AgentOptions {
+        limits: spec::Limits {
+            max_components: 1,
+            ..spec::Limits::default()
+        },
+        ..options()
+    };
+    let ended = f
+        .run(limited, async |a: &mut Agent| {
+            let acked = a.offer(&text);
+            a.acked(acked).await;
+            a.finished("a-big").await
+        })
+        .await;
+    ended.result.unwrap();
+
+    let fb = feedback_of(&ended.seen, "a-big");
+    assert_eq!(fb.len(), 1, "{}", summary(&ended.seen));
+    assert_eq!(fb[0].payload.status, Status::IdentificationFailed);
+    assert!(
+        message(fb[0]).contains("limits.max_components"),
+        "{}",
+        message(fb[0])
+    );
+    assert_eq!(f.rt.calls(), []);
+    assert_eq!(f.state().load_desired().unwrap(), None);
+}
+
+/// Regression: the persisted document was read under the default limits,
+/// whatever the configuration said.
+#[tokio::test(start_paused = true)]
+async fn a_persisted_document_that_no_longer_validates_changes_nothing_and_the_agent_keeps_serving()
+{
+    let f = Fixture::new();
+    let old = document(
+        "a1",
+        &[("web", &[("image", ONE)]), ("db", &[("image", ONE)])],
+    );
+    f.applied(&old).await;
+    f.state().save_desired(&old).unwrap();
+    // Enforcing the persisted document would create db again.
+    let db = f.rt.container("db").unwrap().id;
+    f.rt.remove(&db).await.unwrap();
+    let calls = f.rt.calls();
+    let limited = AgentOptions {
+        limits: spec::Limits {
+            max_components: 1,
+            ..spec::Limits::default()
+        },
+        ..options()
+    };
+    let new = document("a2", &[("web", &[("image", TWO)])]);
+    let startup = Startup::new(&f.rt);
+    let ended = f
+        .session(limited, &startup, VIRTUAL, async |a: &mut Agent| {
+            startup.ready().await;
+            let untouched = a.rt.calls();
+            let acked = a.offer(&new);
+            a.acked(acked).await;
+            (untouched, a.finished("a2").await)
+        })
+        .await;
+    ended.result.unwrap();
+
+    let (untouched, fb) = ended.value;
+    assert_eq!(untouched, calls, "the engine was touched at start-up");
+    assert_eq!(
+        fb.payload.status,
+        Status::Completed,
+        "{}",
+        summary(&ended.seen)
+    );
+    assert_eq!(
+        f.state().load_desired().unwrap().as_deref(),
+        Some(new.as_str())
+    );
+}
+
+/// A document that cannot be persisted is answered, never acknowledged (so
+/// the broker sends it again), and changes nothing; once the state
+/// directory can be written again the same document is applied.
+#[tokio::test(start_paused = true)]
+async fn a_document_that_cannot_be_persisted_is_not_acknowledged_and_changes_nothing() {
+    let f = Fixture::new();
+    // A directory where the document goes: the atomic rename fails.
+    let blocker = f.dir.path().join("desired.json");
+    std::fs::create_dir_all(blocker.join("x")).unwrap();
+    let text = document("a1", &[("web", &[("image", ONE)])]);
+    let ended = f
+        .run(options(), async |a: &mut Agent| {
+            let first = a.offer(&text);
+            let dropped = tokio::time::timeout(a.limit, first).await;
+            let fb = a
+                .feedback_until("the refusal", |f| f.activity_id == "a1")
+                .await;
+            let calls = a.rt.calls();
+            std::fs::remove_dir_all(&blocker).unwrap();
+            let again = a.offer(&text);
+            a.acked(again).await;
+            (dropped, fb, calls, a.finished("a1").await)
+        })
+        .await;
+    ended.result.unwrap();
+
+    let (dropped, refused, calls, done) = ended.value;
+    assert!(
+        matches!(dropped, Ok(Err(_))),
+        "the unpersisted document was acknowledged: {dropped:?}"
+    );
+    assert_eq!(refused.payload.status, Status::IdentificationFailed);
+    assert!(
+        message(&refused).contains("cannot persist")
+            && message(&refused).contains("not acknowledged"),
+        "{}",
+        message(&refused)
+    );
+    assert_eq!(calls, [], "the engine was touched");
+    assert_eq!(
+        done.payload.status,
+        Status::Completed,
+        "{}",
+        summary(&ended.seen)
+    );
+}

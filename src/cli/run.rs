@@ -163,6 +163,10 @@ pub struct RunArgs {
     /// How often the state files are looked at.
     #[arg(long, value_parser = duration, value_name = "DURATION")]
     files_poll_interval: Option<Duration>,
+
+    /// Larger state files are refused unread, in bytes.
+    #[arg(long, value_name = "BYTES")]
+    files_max_file_size: Option<u64>,
 }
 
 /// humantime, plus a bare `0`.
@@ -253,10 +257,14 @@ impl RunArgs {
             set(&mut m.topic_prefix, &self.mqtt_topic_prefix);
             set(&mut m.max_message_size, &self.mqtt_max_message_size);
         }
-        if self.files.is_some() || self.files_poll_interval.is_some() {
+        if self.files.is_some()
+            || self.files_poll_interval.is_some()
+            || self.files_max_file_size.is_some()
+        {
             let f = c.files.get_or_insert_with(FilesConfig::default);
             set(&mut f.path, &self.files);
             set(&mut f.poll_interval, &self.files_poll_interval);
+            set(&mut f.max_file_size, &self.files_max_file_size);
         }
         c.check().context("options")?;
         Ok(c)
@@ -324,7 +332,10 @@ async fn agent_main(
             FileSource {
                 path: f.path.clone(),
                 poll_interval: f.poll_interval,
-                domain: domain.clone(),
+                spec: config.spec_options(),
+                limits: agent::files::FileLimits {
+                    max_file_size: f.max_file_size,
+                },
             },
             inputs_tx.clone(),
         ))
@@ -347,6 +358,7 @@ async fn agent_main(
             pause_at: super::hooks::pause_at(),
         },
         domain,
+        limits: config.limits,
         redact_env: config.redact_env.clone(),
         reconcile_interval: config.reconcile_interval,
         shutdown_grace: config.shutdown_grace,

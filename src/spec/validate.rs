@@ -123,20 +123,27 @@ impl Default for Options {
 /// # Errors
 /// As [`parse`], and one error for bytes that are not UTF-8.
 pub fn parse_bytes(bytes: &[u8], options: &Options) -> Result<Accepted, Rejection> {
-    match std::str::from_utf8(bytes) {
+    match utf8(bytes) {
         Ok(text) => parse(text, options),
-        Err(e) => {
-            let at = e.valid_up_to();
-            let (line, column) = limits::position(bytes, at);
-            Err(Rejection::one(
-                "document",
-                format!(
-                    "is not UTF-8: byte 0x{:02x} (line {line}, column {column}) is not part of a UTF-8 character; save the document as UTF-8",
-                    bytes[at]
-                ),
-            ))
-        }
+        Err(problem) => Err(Rejection::one("document", problem)),
     }
+}
+
+/// The bytes as text, or what is wrong with them: the first bad byte and
+/// its line and column. Every source (the CLI, MQTT, state files) refuses
+/// non-UTF-8 input in these words.
+///
+/// # Errors
+/// The problem, to be put after the name of what was read.
+pub fn utf8(bytes: &[u8]) -> Result<&str, String> {
+    std::str::from_utf8(bytes).map_err(|e| {
+        let at = e.valid_up_to();
+        let (line, column) = limits::position(bytes, at);
+        format!(
+            "is not UTF-8: byte 0x{:02x} (line {line}, column {column}) is not part of a UTF-8 character; save the document as UTF-8",
+            bytes[at]
+        )
+    })
 }
 
 /// Parses JSON text and validates it.
