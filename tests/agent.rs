@@ -989,6 +989,47 @@ fn a_fifo_dev_zero_and_a_huge_state_file_are_refused_without_blocking() {
 }
 
 #[test]
+fn a_state_file_others_may_write_is_refused_naming_it_and_read_once_fixed() {
+    use std::os::unix::fs::PermissionsExt;
+    let state = TempDir::new().unwrap();
+    let files = TempDir::new().unwrap();
+    let names = Names::new(&["writable"]);
+    let img = service("1");
+    let file = files.path().join("state.json");
+    std::fs::write(
+        &file,
+        doc("writable-1", &[(names.get(0), "1", &[("image", &img)])]),
+    )
+    .unwrap();
+    let mode = |m| std::fs::set_permissions(&file, std::fs::Permissions::from_mode(m)).unwrap();
+    mode(0o666);
+    let mut agent = Agent::start(
+        state.path(),
+        &[
+            "--files",
+            file.to_str().unwrap(),
+            "--files-poll-interval",
+            "300ms",
+        ],
+    );
+    agent.wait_log("IDENTIFICATION_FAILED");
+    let words = format!(
+        "{}: mode 0666 lets others than its owner write it",
+        file.display()
+    );
+    assert!(agent.log().contains(&words), "{words}\n{}", agent.log());
+    assert!(
+        inspect(names.get(0)).is_none(),
+        "a writable file was applied"
+    );
+    mode(0o644);
+    eventually("the fixed file's container runs", &agent, || {
+        running_image(names.get(0)).is_some()
+    });
+    assert!(agent.terminate().success());
+}
+
+#[test]
 fn after_a_restart_with_no_broker_reachable_the_persisted_document_is_enforced() {
     let names = Names::new(&["persist"]);
     let img = service("1");

@@ -87,6 +87,10 @@ enum Unreadable {
     /// Not text.
     #[error("{0}")]
     NotUtf8(String),
+    /// Others than its owner may write it, so whoever they are chooses what
+    /// runs on the device.
+    #[error("mode {mode:04o} lets others than its owner write it; not read (chmod go-w)")]
+    Writable { mode: u32 },
     /// Changed between the look at its metadata and the open.
     #[error("it was replaced while being read; it is read again at the next poll")]
     Replaced,
@@ -164,6 +168,11 @@ fn read_file(path: &Path, limit: u64) -> Result<String, Unreadable> {
     if !opened.is_file() || opened.dev() != meta.dev() || opened.ino() != meta.ino() {
         return Err(Unreadable::Replaced);
     }
+    if opened.mode() & 0o022 != 0 {
+        return Err(Unreadable::Writable {
+            mode: opened.mode() & 0o7777,
+        });
+    }
     // A file that grows after the look is still read no further than the
     // limit.
     let mut bytes = Vec::new();
@@ -192,6 +201,9 @@ pub fn read(path: &Path, limits: FileLimits) -> Reading {
         Err(e) => return Reading::Nothing(format!("{}: {e}", path.display())),
     };
     let limit = limits.max_file_size;
+    if let Some(refused) = open_directory(path, &meta) {
+        return refused;
+    }
     if !meta.is_dir() {
         return match read_file(path, limit) {
             Ok(text) => Reading::Parts(vec![Part {
@@ -236,6 +248,37 @@ pub fn read(path: &Path, limits: FileLimits) -> Reading {
     } else {
         Reading::Refused { errors, parts }
     }
+}
+
+/// Refuses a directory others than its owner may write in: they could put
+/// a state file of their own there, or replace the one berth reads. The
+/// sticky bit (as on `/tmp`) keeps them from replacing a file they do not
+/// own, so a single state file may sit in such a directory; a directory of
+/// state files may not, since anyone could add one.
+fn open_directory(path: &Path, meta: &Metadata) -> Option<Reading> {
+    let (dir, dir_meta) = if meta.is_dir() {
+        (path.to_path_buf(), meta.clone())
+    } else {
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let m = std::fs::metadata(&parent).ok()?;
+        (parent, m)
+    };
+    let mode = dir_meta.mode() & 0o7777;
+    let sticky = mode & 0o1000 != 0;
+    if mode & 0o022 == 0 || (sticky && !meta.is_dir()) {
+        return None;
+    }
+    Some(Reading::Refused {
+        errors: vec![format!(
+            "{}: directory mode {mode:04o} lets others than its owner put state files in it; not read (chmod go-w {})",
+            dir.display(),
+            dir.display()
+        )],
+        parts: Vec::new(),
+    })
 }
 
 /// A digest of what was read, to notice changes.
@@ -571,6 +614,69 @@ mod tests {
         assert_eq!(errors.len(), 2, "{errors:?}");
         assert!(errors[0].starts_with("d.json: a directory"), "{errors:?}");
         assert!(errors[1].starts_with("s.json: a socket"), "{errors:?}");
+    }
+
+    fn chmod(path: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn a_state_file_others_may_write_is_refused_naming_the_file_and_its_mode() {
+        for mode in [0o666, 0o646, 0o664] {
+            let dir = tempfile::tempdir().unwrap();
+            let f = dir.path().join("state.json");
+            std::fs::write(&f, DOC).unwrap();
+            chmod(&f, mode);
+            let errors = refusal(read(&f, FileLimits::default()));
+            assert_eq!(
+                errors,
+                [format!(
+                    "{}: mode {mode:04o} lets others than its owner write it; not read (chmod go-w)",
+                    f.display()
+                )]
+            );
+        }
+    }
+
+    #[test]
+    fn a_state_file_only_its_owner_may_write_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("state.json");
+        std::fs::write(&f, DOC).unwrap();
+        chmod(&f, 0o644);
+        assert!(matches!(read(&f, FileLimits::default()), Reading::Parts(_)));
+    }
+
+    #[test]
+    fn a_state_file_in_a_directory_others_may_write_is_refused_unless_sticky() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("state.json");
+        std::fs::write(&f, DOC).unwrap();
+        chmod(&f, 0o644);
+        chmod(dir.path(), 0o777);
+        let errors = refusal(read(&f, FileLimits::default()));
+        assert!(
+            errors[0].contains("directory mode 0777")
+                && errors[0].contains(&dir.path().display().to_string()),
+            "{errors:?}"
+        );
+        chmod(dir.path(), 0o1777);
+        assert!(matches!(read(&f, FileLimits::default()), Reading::Parts(_)));
+    }
+
+    #[test]
+    fn a_state_directory_others_may_write_is_refused_even_when_sticky() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.json"), DOC).unwrap();
+        chmod(dir.path(), 0o1777);
+        let errors = refusal(read(dir.path(), FileLimits::default()));
+        assert!(errors[0].contains("directory mode 1777"), "{errors:?}");
+        chmod(dir.path(), 0o755);
+        assert!(matches!(
+            read(dir.path(), FileLimits::default()),
+            Reading::Parts(_)
+        ));
     }
 
     #[test]
