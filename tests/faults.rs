@@ -591,6 +591,41 @@ fn a_second_berth_with_the_same_instance_name_refuses_to_start_and_names_the_fir
     s.judge("twin-instance", None, verdict);
 }
 
+#[test]
+fn a_second_berth_on_the_same_state_directory_refuses_and_names_the_first() {
+    let s = Scenario::standard("twin-dir");
+    let mut first = s.device.apply_cmd(&s.v2, &[]);
+    first.env("BERTH_TEST_FAULTS", "start#1:delay=3s");
+    let mut first = Background::spawn(first);
+    first.wait_for("delaying start#1", Duration::from_secs(90));
+    let containers = s.device.containers();
+
+    // Another instance name, the same state directory: the lock answers.
+    let mut second = s.device.apply_cmd(&s.v2, &[]);
+    second.env("BERTH_INSTANCE", format!("{}other", s.device.name("")));
+    let second = Applied::from(run(&mut second));
+    assert_eq!(second.code(), Some(1), "{second}");
+    let words = second.stderr();
+    assert!(words.contains("holds the state directory"), "{second}");
+    assert!(words.contains(&first.pid().to_string()), "{second}");
+    assert_eq!(
+        s.device.containers(),
+        containers,
+        "the second touched nothing"
+    );
+
+    // The first is not disturbed: it finishes, and its answer is the last.
+    let out = first.wait_exit(Duration::from_secs(120));
+    assert!(out.success(), "{}", first.stderr());
+    let last = first
+        .stdout()
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<Value>(l).ok());
+    let verdict = s.next_start();
+    s.judge("twin-state-dir", None, verdict.or(last));
+}
+
 /// Stops the shared dockerd and starts it again (scripts/test-env.sh).
 fn restart_dockerd() {
     let _ = std::process::Command::new("pkill")
@@ -658,4 +693,106 @@ fn a_corrupt_journal_under_apply_is_set_aside_and_the_apply_goes_through() {
         "{:?}",
         s.device.leftovers()
     );
+}
+
+/// The agent on the device, on a broker of its own: v2 arrives over MQTT.
+struct OnBroker {
+    broker: crate::broker::Broker,
+    sub: crate::broker::Subscriber,
+    agent: Background,
+}
+
+impl OnBroker {
+    fn start(s: &Scenario) -> Self {
+        let broker = crate::broker::Broker::start();
+        let sub = crate::broker::Subscriber::start(&broker, "#");
+        let url = broker.url();
+        let mut agent = Background::spawn(s.device.berth_cmd(
+            "run",
+            &[
+                "--mqtt-url",
+                &url,
+                "--min-ready",
+                "3s",
+                "--reconcile-interval",
+                "0",
+            ],
+        ));
+        agent.wait_for("connected to the MQTT broker", Duration::from_secs(90));
+        Self { broker, sub, agent }
+    }
+
+    fn publish_v2(&self, s: &Scenario) {
+        let text = std::fs::read_to_string(&s.v2).expect("v2");
+        crate::broker::publish(&self.broker, "containersupdate/desiredstate", &text);
+    }
+
+    /// Waits for feedback of the activity with one of `statuses`.
+    fn feedback(&self, activity: &str, statuses: &[&str]) -> Value {
+        let pick = |msgs: &[(String, String)]| {
+            msgs.iter()
+                .filter(|(t, _)| t == "containersupdate/desiredstatefeedback")
+                .filter_map(|(_, p)| serde_json::from_str::<Value>(p).ok())
+                .find(|f| {
+                    f["activityId"] == activity
+                        && statuses.contains(&f["payload"]["status"].as_str().unwrap_or(""))
+                })
+        };
+        let what = format!(
+            "{activity} {statuses:?}; berth log:\n{}",
+            self.agent.stderr()
+        );
+        let msgs = self
+            .sub
+            .wait_for(&what, Duration::from_secs(120), |m| pick(m).is_some());
+        pick(&msgs).expect("found")
+    }
+
+    /// Stops the agent and returns the activity's final feedback.
+    fn finish(mut self, activity: &str) -> Value {
+        let last = self.feedback(activity, &["COMPLETED", "INCOMPLETE"]);
+        assert!(self.agent.terminate().success(), "{}", self.agent.stderr());
+        last
+    }
+}
+
+#[test]
+fn mosquitto_restarts_during_an_activity() {
+    let s = Scenario::standard("mq-act");
+    let mut on = OnBroker::start(&s);
+    on.publish_v2(&s);
+    on.feedback(&s.activity, &["ACTIVATING"]);
+    on.broker.stop();
+    std::thread::sleep(Duration::from_secs(1));
+    on.broker.restart();
+    let last = on.finish(&s.activity);
+    s.judge("mosquitto-restart-activity", None, Some(last));
+}
+
+#[test]
+fn mosquitto_restarts_while_idle() {
+    let s = Scenario::standard("mq-idle");
+    let mut on = OnBroker::start(&s);
+    on.broker.stop();
+    on.agent
+        .wait_for("lost the MQTT connection", Duration::from_secs(90));
+    on.broker.restart();
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while on
+        .agent
+        .stderr()
+        .matches("connected to the MQTT broker")
+        .count()
+        < 2
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            on.agent.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    on.publish_v2(&s);
+    let last = on.finish(&s.activity);
+    s.judge("mosquitto-restart-idle", None, Some(last));
 }

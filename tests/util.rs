@@ -362,28 +362,65 @@ fn forward(
 pub struct Background {
     child: std::process::Child,
     stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    stdout: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+/// Collects what a pipe carries, line by line, as it comes.
+fn collect(pipe: impl std::io::Read + Send + 'static) -> std::sync::Arc<std::sync::Mutex<String>> {
+    use std::io::BufRead;
+    let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = std::sync::Arc::clone(&text);
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+            let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
+            s.push_str(&line);
+            s.push('\n');
+        }
+    });
+    text
 }
 
 impl Background {
-    /// Starts `cmd` with standard error captured (standard output dropped).
+    /// Starts `cmd` with standard error and output captured.
     pub fn spawn(mut cmd: Command) -> Self {
-        use std::io::BufRead;
         let mut child = cmd
-            .stdout(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("berth starts");
-        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let pipe = child.stderr.take().expect("stderr is piped");
-        let sink = std::sync::Arc::clone(&stderr);
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
-                let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
-                s.push_str(&line);
-                s.push('\n');
+        let stderr = collect(child.stderr.take().expect("stderr is piped"));
+        let stdout = collect(child.stdout.take().expect("stdout is piped"));
+        Self {
+            child,
+            stderr,
+            stdout,
+        }
+    }
+
+    /// Everything it printed on standard output so far.
+    pub fn stdout(&self) -> String {
+        self.stdout
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Waits for it to exit on its own (fails after `within`), and gives
+    /// the readers a moment to drain the pipes.
+    pub fn wait_exit(&mut self, within: std::time::Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                return status;
             }
-        });
-        Self { child, stderr }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "berth did not exit within {within:?}\nstderr:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
     }
 
     /// Everything it printed on standard error so far.
