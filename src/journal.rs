@@ -86,6 +86,10 @@ pub enum Effect {
         temp: String,
         /// Its id, once known.
         id: Option<String>,
+        /// The image it is created from, so that recovery can tell a create
+        /// the engine may still be carrying out from one never issued.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        image: Option<String>,
     },
     /// An existing container stopped. Undo: start it, if it was running.
     Stop {

@@ -24,6 +24,8 @@ pub const VERSION: &str = "berth.version";
 pub const SPEC_HASH: &str = "berth.spec-hash";
 /// The image reference as the document named it, normalised.
 pub const IMAGE: &str = "berth.image";
+/// On a container recovery creates only to hold a name for a moment.
+pub const PLACEHOLDER: &str = "berth.placeholder";
 /// The image id the container was created from.
 pub const IMAGE_ID: &str = "berth.image-id";
 /// Comma-separated env names the document set; the rest came from the image.

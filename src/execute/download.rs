@@ -336,6 +336,7 @@ impl<R: Runtime> Run<'_, R> {
                     name: self.units[*i].entry.id.clone(),
                     temp: r.name.clone(),
                     id: None,
+                    image: Some(r.config.image.to_string()),
                 },
             ));
         }
@@ -403,6 +404,7 @@ impl<R: Runtime> Run<'_, R> {
                 name: name.clone(),
                 temp: request.name.clone(),
                 id: None,
+                image: Some(request.config.image.to_string()),
             })
             .await?;
         let id = self

@@ -586,6 +586,7 @@ fn interrupted(fake: &FakeRuntime, dir: &std::path::Path, committed: bool) -> (S
             name: a(),
             temp: "a.berth-new".into(),
             id: Some(new.clone()),
+            image: None,
         });
         journal.push(Effect::Stop {
             name: a(),
@@ -680,6 +681,88 @@ fn recovery_removes_leftover_temporary_containers() {
         .unwrap();
     });
     assert_eq!(names(&fake), ["a"]);
+}
+
+/// A journal killed right after it recorded the create of `a.berth-new`,
+/// before the engine answered with an id.
+fn create_without_id(dir: &std::path::Path) {
+    let state = StateDir::open(dir).unwrap();
+    let mut journal = Journal::new("a1", labels::DEFAULT_INSTANCE);
+    journal.phase = "downloading".into();
+    journal.intents = vec![Intent {
+        name: "a".into(),
+        action: "create".into(),
+        old_id: None,
+        old_name: None,
+        old_running: false,
+    }];
+    journal.push(Effect::Create {
+        name: "a".into(),
+        temp: "a.berth-new".into(),
+        id: None,
+        image: Some(ONE.into()),
+    });
+    state.write_journal(&journal).unwrap();
+}
+
+/// Regression (fault campaign, kill-before-create#1): a create still in
+/// flight on the engine when berth was killed finished after recovery had
+/// looked for it, and left `.berth-new` behind. Recovery now holds the name
+/// with a placeholder to learn that no create can still finish under it.
+#[test]
+fn recovery_of_a_create_without_an_id_holds_the_name_with_a_placeholder_and_removes_it() {
+    let fake = engine();
+    let dir = tempfile::tempdir().unwrap();
+    create_without_id(dir.path());
+    block_on(async {
+        recover(
+            &fake,
+            &StateDir::open(dir.path()).unwrap(),
+            labels::DEFAULT_INSTANCE,
+        )
+        .await
+        .unwrap()
+    });
+    assert_eq!(names(&fake), Vec::<String>::new());
+    let calls = fake.calls();
+    assert!(
+        calls.contains(&Call::Create("a.berth-new".into()))
+            && calls.iter().any(|c| matches!(c, Call::Remove(_))),
+        "{calls:?}"
+    );
+    assert!(StateDir::open(dir.path())
+        .unwrap()
+        .read_journal()
+        .unwrap()
+        .is_none());
+}
+
+#[test]
+fn recovery_of_a_create_without_an_id_leaves_a_foreign_container_on_the_name_alone() {
+    let fake = engine();
+    let dir = tempfile::tempdir().unwrap();
+    create_without_id(dir.path());
+    let d = doc("x", &[("a.berth-new", &[("image", ONE)])]);
+    let foreign = block_on(async {
+        let request = runtime::CreateRequest {
+            name: "a.berth-new".into(),
+            config: d.containers[0].config.clone(),
+            labels: d.containers[0].config.labels.clone(),
+            extra_hosts: vec![],
+            inherited_volumes: vec![],
+            networks: vec![],
+        };
+        let id = fake.create(&request).await.unwrap();
+        recover(
+            &fake,
+            &StateDir::open(dir.path()).unwrap(),
+            labels::DEFAULT_INSTANCE,
+        )
+        .await
+        .unwrap();
+        id
+    });
+    assert_eq!(id_of(&fake, "a.berth-new"), foreign);
 }
 
 #[test]

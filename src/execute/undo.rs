@@ -53,6 +53,78 @@ async fn inspect<R: Runtime>(rt: &R, id: &str) -> Result<Option<ContainerDetails
         .map_err(|e| format!("cannot inspect {}: {e}", short(id)))
 }
 
+/// A container of this instance on exactly the name `temp`.
+fn ours(c: &ContainerDetails, temp: &str, instance: &str) -> bool {
+    c.name == temp && labels::ownership(&c.labels).is_some_and(|o| o.instance == instance)
+}
+
+/// The longest wait for a create the engine is still carrying out.
+const CREATE_IN_FLIGHT: Duration = Duration::from_secs(60);
+
+/// A create recorded without its id whose container is not there: it was
+/// never issued, it failed, or the engine is still carrying it out (berth
+/// was killed while the request was in flight, and the engine finishes
+/// what it read). Inspecting cannot tell, since the engine makes a
+/// container visible only at the end of a create; but it reserves the name
+/// at the start. So a placeholder is created under the name: a conflict
+/// means the earlier create holds it, and its container is waited for and
+/// removed; a placeholder that is created means no earlier create can
+/// still finish under that name, and it is removed again. `Ok(true)` when
+/// the earlier create's container was removed.
+async fn settle_create<R: Runtime>(
+    rt: &R,
+    temp: &str,
+    image: &str,
+    instance: &str,
+) -> Result<bool, String> {
+    let Ok(image_ref) = crate::spec::ImageRef::parse(image) else {
+        return Ok(false);
+    };
+    let mut labels = std::collections::BTreeMap::new();
+    labels.insert(labels::MANAGED.to_string(), "true".to_string());
+    labels.insert(labels::INSTANCE.to_string(), instance.to_string());
+    labels.insert(labels::PLACEHOLDER.to_string(), "true".to_string());
+    let request = runtime::CreateRequest {
+        name: temp.to_string(),
+        config: crate::spec::ContainerConfig::placeholder(image_ref),
+        labels,
+        extra_hosts: Vec::new(),
+        inherited_volumes: Vec::new(),
+        networks: Vec::new(),
+    };
+    match rt.create(&request).await {
+        Ok(id) => {
+            rt.remove(&id)
+                .await
+                .map_err(|e| format!("cannot remove the placeholder {temp}: {e}"))?;
+            Ok(false)
+        }
+        Err(RuntimeError::Conflict { .. }) => {
+            let deadline = tokio::time::Instant::now() + CREATE_IN_FLIGHT;
+            loop {
+                match inspect(rt, temp).await? {
+                    Some(c) if ours(&c, temp, instance) => return remove_new(rt, &c.id).await,
+                    // Not berth's: nothing of this activity to undo.
+                    Some(_) => return Ok(false),
+                    None if tokio::time::Instant::now() >= deadline => {
+                        return Err(format!(
+                            "a create of {temp} is still in progress on the engine after {}s",
+                            CREATE_IN_FLIGHT.as_secs()
+                        ))
+                    }
+                    None => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        }
+        // The image is gone: the earlier create could not have made
+        // anything either.
+        Err(RuntimeError::NotFound { .. }) => Ok(false),
+        Err(e) => Err(format!(
+            "cannot tell whether {temp} is still being created: {e}"
+        )),
+    }
+}
+
 /// Undoes one effect. `Ok(true)` when it changed something on the engine.
 async fn undo_one<R: Runtime>(
     rt: &R,
@@ -61,19 +133,19 @@ async fn undo_one<R: Runtime>(
     instance: &str,
 ) -> Result<bool, String> {
     match effect {
-        Effect::Create { temp, id, .. } => {
+        Effect::Create {
+            temp, id, image, ..
+        } => {
             let target = match id {
                 Some(id) => inspect(rt, id).await?,
                 // Created, perhaps, before the id was written: only a
                 // container of ours on that very temporary name is it.
-                None => inspect(rt, temp).await?.filter(|c| {
-                    c.name == *temp
-                        && labels::ownership(&c.labels).is_some_and(|o| o.instance == instance)
-                }),
+                None => inspect(rt, temp).await?.filter(|c| ours(c, temp, instance)),
             };
-            match target {
-                Some(c) => remove_new(rt, &c.id).await,
-                None => Ok(false),
+            match (target, id, image) {
+                (Some(c), _, _) => remove_new(rt, &c.id).await,
+                (None, None, Some(image)) => settle_create(rt, temp, image, instance).await,
+                (None, _, _) => Ok(false),
             }
         }
         Effect::Start { id, .. } | Effect::Rename { id, .. } if created.contains(id) => {

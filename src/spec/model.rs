@@ -136,6 +136,46 @@ pub struct ContainerConfig {
     pub health: HealthConfig,
 }
 
+impl ContainerConfig {
+    /// A container of `image` with every setting at its default, never to
+    /// be started: what recovery creates to hold a name (see
+    /// `execute::undo`).
+    pub fn placeholder(image: ImageRef) -> Self {
+        Self {
+            image,
+            env: BTreeMap::new(),
+            cmd: None,
+            entrypoint: None,
+            workdir: None,
+            user: None,
+            hostname: None,
+            domainname: None,
+            labels: BTreeMap::new(),
+            ports: BTreeSet::new(),
+            mounts: BTreeSet::new(),
+            volumes: BTreeSet::new(),
+            devices: BTreeSet::new(),
+            extra_hosts: BTreeSet::new(),
+            network: NetworkMode::None,
+            privileged: false,
+            terminal: false,
+            interactive: false,
+            restart: RestartPolicy::default(),
+            log: LogConfig {
+                driver: LogDriver::default(),
+                max_files: None,
+                max_size: None,
+                non_blocking: false,
+                max_buffer_size: None,
+            },
+            resources: Resources::default(),
+            stop_timeout: None,
+            stop_signal: None,
+            health: HealthConfig::default(),
+        }
+    }
+}
+
 /// Whether the new container starts before or after the old one stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "kebab-case")]
