@@ -62,13 +62,23 @@ pub(super) async fn wait_ready<R: Runtime>(
     spec: Option<&ContainerSpec>,
     deadline: Instant,
 ) -> Result<(), String> {
+    let first_at = Instant::now();
     let details = look(rt, id).await?;
     let check = details
         .healthcheck
         .as_ref()
         .filter(|h| !h.test.is_empty() && h.test.first().map(String::as_str) != Some("NONE"));
     let disabled = spec.is_some_and(|s| s.config.health.test == Some(HealthTest::Disabled));
-    let restarts = details.state.restart_count;
+    // One run of the container is identified by when it started: every
+    // restart sets a new start time (and counts one more restart), so a
+    // container that crash-loops between two looks cannot pass for one
+    // that stayed up, however slowly the engine answers.
+    let run = (
+        details.state.started_at.clone(),
+        details.state.restart_count,
+    );
+    let same_run =
+        |d: &ContainerDetails| (d.state.started_at.clone(), d.state.restart_count) == run;
     let cut_short = || {
         format!(
             "not ready when the activity's time ran out (activity_timeout {})",
@@ -89,6 +99,9 @@ pub(super) async fn wait_ready<R: Runtime>(
                         d.state.exit_code
                     ));
                 }
+                if !same_run(&d) {
+                    return Err("restarted before becoming healthy".into());
+                }
                 match d.state.health {
                     Some(Health::Healthy) => return Ok(()),
                     Some(Health::Unhealthy) => return Err("became unhealthy".into()),
@@ -106,8 +119,10 @@ pub(super) async fn wait_ready<R: Runtime>(
         }
         _ => {
             let until = until(options.min_ready, deadline);
+            // Each look with the time before it: the last one is taken
+            // after the window, so the run it sees spans the whole window.
+            let (mut at, mut d) = (first_at, details);
             loop {
-                let d = look(rt, id).await?;
                 if d.state.status != runtime::Status::Running {
                     return Err(format!(
                         "exited with code {} within {} of starting",
@@ -115,10 +130,10 @@ pub(super) async fn wait_ready<R: Runtime>(
                         humantime::format_duration(options.min_ready)
                     ));
                 }
-                if d.state.restart_count > restarts {
+                if !same_run(&d) {
                     return Err("restarted while it had to prove it stays up".into());
                 }
-                if Instant::now() >= until {
+                if at >= until {
                     return if until >= deadline && options.min_ready > Duration::ZERO {
                         Err(cut_short())
                     } else {
@@ -126,6 +141,8 @@ pub(super) async fn wait_ready<R: Runtime>(
                     };
                 }
                 tokio::time::sleep(POLL.min(options.min_ready)).await;
+                at = Instant::now();
+                d = look(rt, id).await?;
             }
         }
     }
@@ -169,6 +186,62 @@ mod tests {
             health_worst_case(&RawHealthcheck::default(), Duration::ZERO),
             Duration::from_secs(90)
         );
+    }
+
+    use crate::runtime::fake::FakeRuntime;
+    use crate::runtime::{ContainerState, Status};
+
+    fn up(started_at: &str, restart_count: i64) -> ContainerDetails {
+        ContainerDetails {
+            id: "c1".into(),
+            name: "web".into(),
+            state: ContainerState {
+                status: Status::Running,
+                started_at: Some(started_at.into()),
+                restart_count,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn quick() -> ExecuteOptions {
+        ExecuteOptions {
+            min_ready: Duration::from_secs(1),
+            ..Default::default()
+        }
+    }
+
+    /// Regression (fault campaign, crashloop): under load two slow looks
+    /// both found a crash-looping container running with the same restart
+    /// count, and the gate let it through. A restart between looks now
+    /// shows as a new start time.
+    #[tokio::test(start_paused = true)]
+    async fn a_container_that_restarted_between_two_looks_is_not_ready() {
+        let rt = FakeRuntime::new();
+        rt.add_container(up("2026-12-01T12:00:00.1Z", 0));
+        let far = Instant::now() + Duration::from_secs(60);
+        let options = quick();
+        let gate = wait_ready(&rt, &options, "c1", None, far);
+        let restart = async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            rt.tamper("web", |d| {
+                d.state.started_at = Some("2026-12-01T12:00:00.6Z".into())
+            });
+        };
+        let (verdict, ()) = tokio::join!(gate, restart);
+        assert_eq!(
+            verdict,
+            Err("restarted while it had to prove it stays up".to_string())
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_container_that_stays_up_for_min_ready_is_ready() {
+        let rt = FakeRuntime::new();
+        rt.add_container(up("2026-12-01T12:00:00.1Z", 0));
+        let far = Instant::now() + Duration::from_secs(60);
+        assert_eq!(wait_ready(&rt, &quick(), "c1", None, far).await, Ok(()));
     }
 
     #[tokio::test(start_paused = true)]
