@@ -414,7 +414,10 @@ impl Config {
                 );
             }
             if let Err(e) = check_topic_prefix(&mqtt.topic_prefix) {
-                return bad("mqtt.topic_prefix", format!("\"{}\" {e}", mqtt.topic_prefix));
+                return bad(
+                    "mqtt.topic_prefix",
+                    format!("\"{}\" {e}", mqtt.topic_prefix),
+                );
             }
             if mqtt.password.is_some() && mqtt.password_file.is_some() {
                 return bad(
@@ -635,7 +638,8 @@ mod tests {
     #[test]
     fn a_password_over_mqtts_and_a_user_alone_over_mqtt_are_accepted() {
         Config::parse("[mqtt]\nurl = \"mqtts://b\"\nusername = \"u\"\npassword = \"pw\"").unwrap();
-        Config::parse("[mqtt]\nurl = \"ssl://b\"\nusername = \"u\"\npassword_file = \"/p\"").unwrap();
+        Config::parse("[mqtt]\nurl = \"ssl://b\"\nusername = \"u\"\npassword_file = \"/p\"")
+            .unwrap();
         Config::parse("[mqtt]\nurl = \"mqtt://b\"\nusername = \"u\"").unwrap();
         assert!(!MqttConfig::default().allow_insecure);
     }
@@ -644,7 +648,10 @@ mod tests {
     fn tls_files_with_plain_mqtt_are_refused_naming_the_field() {
         for (key, lines) in [
             ("mqtt.ca_file", "ca_file = \"/ca.pem\""),
-            ("mqtt.cert_file", "cert_file = \"/c.pem\"\nkey_file = \"/k.pem\""),
+            (
+                "mqtt.cert_file",
+                "cert_file = \"/c.pem\"\nkey_file = \"/k.pem\"",
+            ),
         ] {
             let e = refusal(&format!("[mqtt]\nurl = \"mqtt://b\"\n{lines}"));
             assert!(
@@ -668,7 +675,9 @@ mod tests {
         for prefix in ["devices/+/", "devices/#/", "#"] {
             let e = refusal(&format!("[mqtt]\ntopic_prefix = \"{prefix}\""));
             assert!(
-                e.starts_with(&format!("mqtt.topic_prefix: \"{prefix}\" contains an MQTT wildcard")),
+                e.starts_with(&format!(
+                    "mqtt.topic_prefix: \"{prefix}\" contains an MQTT wildcard"
+                )),
                 "{e}"
             );
         }
@@ -689,7 +698,10 @@ mod tests {
         assert_eq!(MqttConfig::default().topic_prefix, "");
         Config::parse("[mqtt]").unwrap();
         let c = Config::parse("[mqtt]\ntopic_prefix = \"devices/d1/\"").unwrap();
-        assert_eq!(c.mqtt.map(|m| m.topic_prefix).as_deref(), Some("devices/d1/"));
+        assert_eq!(
+            c.mqtt.map(|m| m.topic_prefix).as_deref(),
+            Some("devices/d1/")
+        );
     }
 
     #[test]

@@ -163,7 +163,11 @@ pub const CLIENT_ID_APP: [u8; 16] = [
 /// (see [`CLIENT_ID_APP`]), else the host name; an instance other than
 /// `default` is appended, since two berths on one device are two clients.
 /// With neither a machine id nor a host name it is `berth-<instance>`.
-pub fn default_client_id(machine_id: Option<&str>, hostname: Option<&str>, instance: &str) -> String {
+pub fn default_client_id(
+    machine_id: Option<&str>,
+    hostname: Option<&str>,
+    instance: &str,
+) -> String {
     let device = machine_id
         .and_then(machine_id_bytes)
         .map(|key| hex(&hmac_sha256(&key, &CLIENT_ID_APP)[..6]))
@@ -322,7 +326,11 @@ impl Settings {
             .clone()
             .filter(|c| !c.is_empty())
             .unwrap_or_else(|| {
-                default_client_id(host.machine_id.as_deref(), host.hostname.as_deref(), instance)
+                default_client_id(
+                    host.machine_id.as_deref(),
+                    host.hostname.as_deref(),
+                    instance,
+                )
             });
         let creds = host.credentials_directory.as_deref();
         let file = |path: &Option<PathBuf>, option: &str| {
@@ -1132,8 +1140,51 @@ pub async fn run(
     }
 }
 
+/// The TLS failure behind a connection error, if it is one: rustls's own
+/// error wherever rumqttc wrapped it. A certificate berth does not trust
+/// fails the handshake; a broker's refusal of berth's certificate (or its
+/// lack of one) arrives under TLS 1.3 as an alert on the first read after
+/// it, inside an MQTT read error. `io::Error::source` skips the error it
+/// wraps, hence the look inside each one.
+fn tls_failure(e: &ConnectionError) -> Option<&rustls::Error> {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        if let Some(tls) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(tls);
+        }
+        next = err.source();
+    }
+    None
+}
+
+/// What to check for a TLS failure, in the configuration's words.
+fn tls_hint(e: &rustls::Error) -> &'static str {
+    match e {
+        rustls::Error::InvalidCertificate(_) => {
+            "the broker's certificate is not one mqtt.ca_file (else the system CA bundle) vouches for, \
+             or not for the host in mqtt.url"
+        }
+        rustls::Error::AlertReceived(_) => {
+            "the broker refused the TLS session: it may require a client certificate \
+             (mqtt.cert_file, mqtt.key_file) its CA signed"
+        }
+        _ => "check mqtt.url and the TLS files",
+    }
+}
+
 fn log_connect_error(url: &str, e: &ConnectionError, delay: Duration) {
     let retry = humantime::format_duration(delay).to_string();
+    if let Some(tls) = tls_failure(e) {
+        tracing::error!(broker = %url, error = %tls, hint = tls_hint(tls), retry_in = %retry, "TLS with the MQTT broker failed");
+        return;
+    }
     match e {
         ConnectionError::ConnectionRefused(code) => {
             tracing::error!(broker = %url, reason = ?code, retry_in = %retry, "the broker refused berth")
@@ -1235,7 +1286,12 @@ mod tests {
 
     #[test]
     fn without_a_usable_machine_id_the_default_client_id_is_the_host_name() {
-        for bad in [None, Some(""), Some("not hex"), Some("00000000000000000000000000000000")] {
+        for bad in [
+            None,
+            Some(""),
+            Some("not hex"),
+            Some("00000000000000000000000000000000"),
+        ] {
             assert_eq!(
                 default_client_id(bad, Some("edge-1.lan\n"), "default"),
                 "berth-edge-1.lan"
@@ -1303,8 +1359,12 @@ mod tests {
             loose_mode_warning("mqtt.password_file", p, 0o100644).as_deref(),
             Some("mqtt.password_file /etc/berth/pw is readable by group and others (mode 0644); make it 0600 or 0400")
         );
-        assert!(loose_mode_warning("k", p, 0o640).unwrap().contains("its group (mode 0640)"));
-        assert!(loose_mode_warning("k", p, 0o604).unwrap().contains("others (mode 0604)"));
+        assert!(loose_mode_warning("k", p, 0o640)
+            .unwrap()
+            .contains("its group (mode 0640)"));
+        assert!(loose_mode_warning("k", p, 0o604)
+            .unwrap()
+            .contains("others (mode 0604)"));
     }
 
     #[test]
@@ -1334,7 +1394,10 @@ mod tests {
         assert_eq!(s.warnings().len(), 1, "{:?}", s.warnings());
         assert!(s.warnings()[0].contains("mode 0644"), "{:?}", s.warnings());
         std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(Settings::on(&config, "x", &host).unwrap().warnings().is_empty());
+        assert!(Settings::on(&config, "x", &host)
+            .unwrap()
+            .warnings()
+            .is_empty());
     }
 
     #[test]
