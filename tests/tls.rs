@@ -362,3 +362,141 @@ fn a_password_over_plain_mqtt_stops_start_up_unless_allowed() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("allow_insecure = true"));
 }
+
+// ---------------------------------------------------------------------------
+// Docker over TLS. dockerd here listens on its unix socket only, and a TLS
+// listener would need a restart of the shared engine; instead `openssl
+// s_server -WWW` plays the engine's TLS endpoint, serving a `version` file:
+// berth negotiating the API version through it proves the TLS connection,
+// and its listing of containers failing next is where the fake ends.
+// ---------------------------------------------------------------------------
+
+/// `openssl s_server -WWW` on a free port with the server certificate,
+/// serving `/version`; with `require_client_certificate`, only to clients
+/// with a certificate the CA signed. Dropping it kills it.
+struct FakeEngine {
+    port: u16,
+    dir: TempDir,
+    child: Child,
+}
+
+impl FakeEngine {
+    fn start(pki: &Pki, require_client_certificate: bool) -> Self {
+        let dir = TempDir::new().unwrap();
+        std::fs::write(
+            dir.path().join("version"),
+            r#"{"ApiVersion":"1.41","MinAPIVersion":"1.12","Version":"20.10.24"}"#,
+        )
+        .unwrap();
+        let port = free_port();
+        let mut cmd = Command::new("openssl");
+        cmd.current_dir(dir.path())
+            .args(["s_server", "-WWW", "-accept", &format!("127.0.0.1:{port}")])
+            .args([
+                "-cert",
+                &pki.arg("server.pem"),
+                "-key",
+                &pki.arg("server.key"),
+            ]);
+        if require_client_certificate {
+            cmd.args(["-Verify", "1", "-verify_return_error"])
+                .args(["-CAfile", &pki.arg("ca.pem")]);
+        }
+        let log = File::create(dir.path().join("s_server.log")).unwrap();
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("openssl starts (scripts/test-env.sh installs it)");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            assert!(Instant::now() < deadline, "openssl s_server did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { port, dir, child }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read(self.dir.path().join("s_server.log"))
+            .map(|b| text(&b))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for FakeEngine {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `berth state` against the fake engine with DOCKER_TLS_VERIFY and these
+/// files (names in the PKI directory) as ca.pem, cert.pem and key.pem of
+/// DOCKER_CERT_PATH: what it printed on standard error.
+fn docker_state(engine: &FakeEngine, pki: &Pki, files: &[(&str, &str)]) -> String {
+    let certs = TempDir::new().unwrap();
+    for (from, to) in files {
+        std::fs::copy(pki.path(from), certs.path().join(to)).unwrap();
+    }
+    let out = berth()
+        .arg("state")
+        .env("DOCKER_HOST", format!("tcp://127.0.0.1:{}", engine.port))
+        .env("DOCKER_TLS_VERIFY", "1")
+        .env("DOCKER_CERT_PATH", certs.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the fake engine lists no containers");
+    let err = text(&out.stderr);
+    eprintln!("berth said: {}", err.trim_end());
+    err
+}
+
+#[test]
+fn docker_tls_verifies_the_engine_against_the_ca_in_docker_cert_path() {
+    let pki = Pki::new();
+    let engine = FakeEngine::start(&pki, false);
+    let err = docker_state(&engine, &pki, &[("ca.pem", "ca.pem")]);
+    assert!(
+        err.starts_with("berth: containers:"),
+        "connected and negotiated over TLS; failed only at the listing\n{err}\ns_server:\n{}",
+        engine.log()
+    );
+    assert!(engine.log().contains("FILE:version"), "{}", engine.log());
+}
+
+#[test]
+fn docker_tls_refuses_an_engine_whose_certificate_another_ca_signed() {
+    let pki = Pki::new();
+    let engine = FakeEngine::start(&pki, false);
+    let err = docker_state(&engine, &pki, &[("other-ca.pem", "ca.pem")]);
+    assert!(
+        err.contains("cannot reach the Docker engine at https://127.0.0.1:")
+            && err.contains("UnknownIssuer"),
+        "{err}"
+    );
+    assert!(!engine.log().contains("FILE:version"), "{}", engine.log());
+}
+
+#[test]
+fn docker_tls_presents_the_client_certificate_in_docker_cert_path() {
+    let pki = Pki::new();
+    let engine = FakeEngine::start(&pki, true);
+    let with = [
+        ("ca.pem", "ca.pem"),
+        ("client.pem", "cert.pem"),
+        ("client.key", "key.pem"),
+    ];
+    let err = docker_state(&engine, &pki, &with);
+    assert!(
+        err.starts_with("berth: containers:"),
+        "{err}\ns_server:\n{}",
+        engine.log()
+    );
+    let err = docker_state(&engine, &pki, &[("ca.pem", "ca.pem")]);
+    assert!(
+        err.contains("cannot reach the Docker engine") && err.contains("CertificateRequired"),
+        "refused without a client certificate\n{err}"
+    );
+}
