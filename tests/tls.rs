@@ -183,13 +183,21 @@ impl TlsBroker {
             .unwrap_or_default()
     }
 
-    /// The message retained on `topic`, read over TLS with the CA and,
-    /// when given, the client certificate; `None` if none comes in `secs`.
-    fn retained(&self, pki: &Pki, topic: &str, client_cert: bool, secs: u64) -> Option<String> {
+    /// The first message on `topic`, retained or published while
+    /// subscribed, read over TLS with the CA and, when given, the client
+    /// certificate; `None` if none comes in `secs`. (Not `--retained-only`:
+    /// that exits empty-handed on a live message.)
+    fn first_message(
+        &self,
+        pki: &Pki,
+        topic: &str,
+        client_cert: bool,
+        secs: u64,
+    ) -> Option<String> {
         let mut cmd = Command::new("mosquitto_sub");
         cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
             .args(["--cafile", &pki.arg("ca.pem")])
-            .args(["-t", topic, "--retained-only", "-C", "1"])
+            .args(["-t", topic, "-C", "1"])
             .args(["-W", &secs.to_string()]);
         if client_cert {
             cmd.args(["--cert", &pki.arg("client.pem")])
@@ -263,9 +271,15 @@ fn berth_verifies_the_broker_against_the_configured_ca_and_publishes_its_state()
     );
     run.wait_for("connected to the MQTT broker", WAIT);
     let current = broker
-        .retained(&pki, CURRENT, false, 30)
+        .first_message(&pki, CURRENT, false, 30)
         .unwrap_or_else(|| panic!("no current state\nberth log:\n{}", run.stderr()));
-    let json: serde_json::Value = serde_json::from_str(current.trim()).expect("JSON");
+    let json: serde_json::Value = serde_json::from_str(current.trim()).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {current:?}\nberth log:\n{}\nbroker log:\n{}",
+            run.stderr(),
+            broker.log()
+        )
+    });
     assert!(json.get("payload").is_some(), "{json}");
     assert!(run.terminate().success(), "{}", run.stderr());
 }
@@ -286,7 +300,7 @@ fn berth_refuses_a_broker_whose_certificate_another_ca_signed() {
         log.contains("UnknownIssuer") && log.contains("mqtt.ca_file"),
         "the log says why: the certificate's issuer is not trusted\n{log}"
     );
-    assert_eq!(broker.retained(&pki, CURRENT, false, 1), None);
+    assert_eq!(broker.first_message(&pki, CURRENT, false, 1), None);
 }
 
 #[test]
@@ -308,7 +322,7 @@ fn berth_with_a_client_certificate_connects_where_the_broker_requires_one() {
     );
     run.wait_for("connected to the MQTT broker", WAIT);
     assert!(
-        broker.retained(&pki, CURRENT, true, 30).is_some(),
+        broker.first_message(&pki, CURRENT, true, 30).is_some(),
         "berth published its current state\nberth log:\n{}",
         run.stderr()
     );
@@ -331,7 +345,7 @@ fn berth_without_a_client_certificate_is_refused_where_the_broker_requires_one()
         log.contains("CertificateRequired") && log.contains("mqtt.cert_file"),
         "the log says why: the broker wants a client certificate\n{log}"
     );
-    assert_eq!(broker.retained(&pki, CURRENT, true, 1), None);
+    assert_eq!(broker.first_message(&pki, CURRENT, true, 1), None);
 }
 
 #[test]

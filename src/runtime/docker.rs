@@ -96,10 +96,9 @@ pub fn endpoint(
         .or_else(|| set("DOCKER_CONFIG").map(PathBuf::from))
         .or_else(|| set("HOME").map(|h| Path::new(&h).join(".docker")))
         .ok_or_else(|| {
-            format!(
-                "DOCKER_TLS_VERIFY is set but no certificate directory is: \
-                 set DOCKER_CERT_PATH (ca.pem, cert.pem, key.pem)"
-            )
+            "DOCKER_TLS_VERIFY is set but no certificate directory is: \
+             set DOCKER_CERT_PATH (ca.pem, cert.pem, key.pem)"
+                .to_string()
         })?;
     Ok(Endpoint::Tls {
         url: format!("https://{rest}"),
