@@ -231,13 +231,30 @@ impl Drop for TlsBroker {
 
 /// `berth run` on the broker with these extra arguments.
 fn agent(state: &TempDir, broker: &TlsBroker, extra: &[String]) -> Background {
+    agent_with(state, broker, extra, &[])
+}
+
+/// [`agent`] with these environment variables.
+fn agent_with(
+    state: &TempDir,
+    broker: &TlsBroker,
+    extra: &[String],
+    env: &[(&str, &Path)],
+) -> Background {
     let mut cmd = berth();
     cmd.args(["run", "--state-dir"])
         .arg(state.path())
         .args(["--log-level", "berth=debug", "--min-ready", "500ms"])
         .args(["--mqtt-url", &broker.url()])
-        .args(extra);
+        .args(extra)
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .envs(env.iter().copied());
     Background::spawn(cmd)
+}
+
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
 /// Waits `for_` and asserts berth never said it connected.
@@ -308,6 +325,7 @@ fn berth_with_a_client_certificate_connects_where_the_broker_requires_one() {
     let pki = Pki::new();
     let broker = TlsBroker::start(&pki, true);
     let state = TempDir::new().unwrap();
+    chmod(&pki.path("client.key"), 0o600);
     let mut run = agent(
         &state,
         &broker,
@@ -326,6 +344,45 @@ fn berth_with_a_client_certificate_connects_where_the_broker_requires_one() {
         "berth published its current state\nberth log:\n{}",
         run.stderr()
     );
+    assert!(
+        !run.stderr().contains("is readable by"),
+        "a key only its owner reads is not warned about\n{}",
+        run.stderr()
+    );
+    assert!(run.terminate().success(), "{}", run.stderr());
+}
+
+/// What `LoadCredential=mqtt-key` gives berth under systemd: the key in
+/// `$CREDENTIALS_DIRECTORY`, named by the configuration through it.
+#[test]
+fn a_client_key_in_systemds_credentials_directory_is_used_and_a_loose_mode_is_warned_about() {
+    let pki = Pki::new();
+    let broker = TlsBroker::start(&pki, true);
+    let state = TempDir::new().unwrap();
+    let credentials = TempDir::new().unwrap();
+    let key = credentials.path().join("mqtt-key");
+    std::fs::copy(pki.path("client.key"), &key).unwrap();
+    chmod(&key, 0o640);
+    let mut run = agent_with(
+        &state,
+        &broker,
+        &[
+            "--mqtt-ca-file".into(),
+            pki.arg("ca.pem"),
+            "--mqtt-cert-file".into(),
+            pki.arg("client.pem"),
+            "--mqtt-key-file".into(),
+            "${CREDENTIALS_DIRECTORY}/mqtt-key".into(),
+        ],
+        &[("CREDENTIALS_DIRECTORY", credentials.path())],
+    );
+    run.wait_for("connected to the MQTT broker", WAIT);
+    let warning = format!(
+        "mqtt.key_file {} is readable by its group (mode 0640)",
+        key.display()
+    );
+    let log = run.stderr();
+    assert_eq!(log.matches(&warning).count(), 1, "warned once\n{log}");
     assert!(run.terminate().success(), "{}", run.stderr());
 }
 
