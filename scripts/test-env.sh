@@ -230,6 +230,19 @@ start_mqtt() {
   fi
 }
 
+# --- 3b. TLS test tools ---------------------------------------------------------
+# tests/tls.rs starts mosquitto processes of its own with TLS listeners and
+# plays a TLS Docker endpoint with openssl s_server: the binaries must be
+# there even when a broker already answers on $MQTT_PORT.
+ensure_tls_tools() {
+  local missing=()
+  [[ -x /usr/sbin/mosquitto ]] || command -v mosquitto >/dev/null 2>&1 || missing+=(mosquitto)
+  command -v mosquitto_sub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+  command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+  [[ ${#missing[@]} -eq 0 ]] || apt_install "${missing[@]}"
+  log "tls test tools: mosquitto, mosquitto_sub, openssl"
+}
+
 # --- 4. Test images -----------------------------------------------------------
 # Digest of the manifest the registry serves for repo:tag, or empty.
 registry_digest() {
@@ -305,6 +318,7 @@ build_images() {
 start_engine
 start_registry
 start_mqtt
+ensure_tls_tools
 build_images
 
 log "summary:"

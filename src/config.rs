@@ -201,20 +201,27 @@ impl Default for Config {
 pub struct MqttConfig {
     /// `mqtt://host:port` or `mqtts://host:port`.
     pub url: String,
-    /// Client id; empty means `berth-<instance>`.
+    /// Client id; empty means one derived from this device's machine id
+    /// (see [`crate::agent::mqtt::default_client_id`]), so that two devices
+    /// never take each other's session on a shared broker.
     pub client_id: Option<String>,
     /// User name.
     pub username: Option<String>,
     /// Password, inline (prefer `password_file`).
     pub password: Option<String>,
-    /// File holding the password.
+    /// File holding the password. Like the other files it may start with
+    /// `${CREDENTIALS_DIRECTORY}/`, for systemd's `LoadCredential=`.
     pub password_file: Option<PathBuf>,
-    /// CA bundle for `mqtts://`.
+    /// CA bundle for `mqtts://`; only `mqtts://` reads it, so it is refused
+    /// with `mqtt://` rather than ignored.
     pub ca_file: Option<PathBuf>,
     /// Client certificate for `mqtts://`.
     pub cert_file: Option<PathBuf>,
     /// Client key for `mqtts://`.
     pub key_file: Option<PathBuf>,
+    /// Lets a password go over plain `mqtt://`: refused otherwise, since
+    /// anyone on the path reads it. For a broker on a trusted link only.
+    pub allow_insecure: bool,
     /// Keep-alive period.
     #[serde(with = "duration_text")]
     pub keep_alive: Duration,
@@ -237,12 +244,86 @@ impl Default for MqttConfig {
             ca_file: None,
             cert_file: None,
             key_file: None,
+            allow_insecure: false,
             keep_alive: Duration::from_secs(20),
             domain: crate::spec::validate::DEFAULT_DOMAIN.into(),
             topic_prefix: String::new(),
             max_message_size: 1 << 20,
         }
     }
+}
+
+impl MqttConfig {
+    /// Whether the URL asks for TLS (`mqtts://`, or `ssl://` as
+    /// Paho and rumqttc spell it).
+    pub fn is_tls(&self) -> bool {
+        matches!(self.url.split_once("://"), Some(("mqtts" | "ssl", _)))
+    }
+
+    /// Refuses settings that would not protect what they seem to: TLS
+    /// files with plain TCP (they would be ignored, and the person thinks
+    /// the link is encrypted), and a password over plain TCP (sent in
+    /// clear) unless `allow_insecure` says that is meant.
+    fn check_transport(&self) -> Result<(), ConfigError> {
+        if self.is_tls() {
+            return Ok(());
+        }
+        for (option, set) in [
+            ("mqtt.ca_file", self.ca_file.is_some()),
+            ("mqtt.cert_file", self.cert_file.is_some()),
+            ("mqtt.key_file", self.key_file.is_some()),
+        ] {
+            if set {
+                return Err(ConfigError(format!(
+                    "{option}: set, but \"{}\" is plain TCP, which uses no TLS file; \
+                     write mqtts://",
+                    self.url
+                )));
+            }
+        }
+        let password = if self.password.is_some() {
+            Some("mqtt.password")
+        } else if self.password_file.is_some() {
+            Some("mqtt.password_file")
+        } else {
+            None
+        };
+        if let (Some(option), false) = (password, self.allow_insecure) {
+            return Err(ConfigError(format!(
+                "{option}: the password would cross \"{}\" in clear text (plain TCP); \
+                 use mqtts://, or set mqtt.allow_insecure = true (--mqtt-allow-insecure) \
+                 for a broker on a trusted link",
+                self.url
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Checks a topic prefix: empty (none), or a topic level path ending in
+/// `/`, so that `<prefix>containersupdate/...` stays the topics Kanto's
+/// cloud side expects. A wildcard would make every topic one berth cannot
+/// publish to; a missing `/` would silently glue the prefix onto the domain
+/// (`devices/d1containersupdate`).
+///
+/// # Errors
+/// What is wrong, to follow the quoted prefix.
+pub fn check_topic_prefix(prefix: &str) -> Result<(), String> {
+    if prefix.is_empty() {
+        return Ok(());
+    }
+    if prefix.contains(['+', '#']) {
+        return Err("contains an MQTT wildcard (+ or #), which no topic to publish to may".into());
+    }
+    if prefix.contains('\0') {
+        return Err("contains a NUL character, which MQTT forbids in topics".into());
+    }
+    if !prefix.ends_with('/') {
+        return Err(format!(
+            "must end in / (\"{prefix}/\"), or be empty for none"
+        ));
+    }
+    Ok(())
 }
 
 /// State files on disk (GitOps, or the embedded default).
@@ -335,6 +416,12 @@ impl Config {
                     ),
                 );
             }
+            if let Err(e) = check_topic_prefix(&mqtt.topic_prefix) {
+                return bad(
+                    "mqtt.topic_prefix",
+                    format!("\"{}\" {e}", mqtt.topic_prefix),
+                );
+            }
             if mqtt.password.is_some() && mqtt.password_file.is_some() {
                 return bad(
                     "mqtt.password",
@@ -347,6 +434,7 @@ impl Config {
                     "cert_file and key_file go together".into(),
                 );
             }
+            mqtt.check_transport()?;
             if !mqtt.keep_alive.is_zero() && mqtt.keep_alive < Duration::from_secs(1) {
                 return bad("mqtt.keep_alive", "must be 0 (off) or at least 1s".into());
             }
@@ -525,6 +613,104 @@ mod tests {
     fn an_unknown_mqtt_option_is_named() {
         let e = Config::parse("[mqtt]\nuri = \"mqtt://x\"").unwrap_err().0;
         assert!(e.contains("uri"), "{e}");
+    }
+
+    #[test]
+    fn a_password_over_plain_mqtt_is_refused_naming_the_field() {
+        for (key, line) in [
+            ("mqtt.password", "password = \"pw\""),
+            ("mqtt.password_file", "password_file = \"/etc/berth/pw\""),
+        ] {
+            let e = refusal(&format!(
+                "[mqtt]\nurl = \"mqtt://broker:1883\"\nusername = \"u\"\n{line}"
+            ));
+            assert!(
+                e.starts_with(&format!("{key}: "))
+                    && e.contains("clear text")
+                    && e.contains("allow_insecure"),
+                "{e}"
+            );
+        }
+        let e = refusal("[mqtt]\nurl = \"tcp://b\"\nusername = \"u\"\npassword = \"pw\"");
+        assert!(e.starts_with("mqtt.password: "), "{e}");
+    }
+
+    #[test]
+    fn a_password_over_plain_mqtt_is_accepted_with_allow_insecure() {
+        let c = Config::parse(
+            "[mqtt]\nurl = \"mqtt://b\"\nusername = \"u\"\npassword = \"pw\"\nallow_insecure = true",
+        )
+        .unwrap();
+        assert!(c.mqtt.is_some_and(|m| m.allow_insecure));
+    }
+
+    #[test]
+    fn a_password_over_mqtts_and_a_user_alone_over_mqtt_are_accepted() {
+        Config::parse("[mqtt]\nurl = \"mqtts://b\"\nusername = \"u\"\npassword = \"pw\"").unwrap();
+        Config::parse("[mqtt]\nurl = \"ssl://b\"\nusername = \"u\"\npassword_file = \"/p\"")
+            .unwrap();
+        Config::parse("[mqtt]\nurl = \"mqtt://b\"\nusername = \"u\"").unwrap();
+        assert!(!MqttConfig::default().allow_insecure);
+    }
+
+    #[test]
+    fn tls_files_with_plain_mqtt_are_refused_naming_the_field() {
+        for (key, lines) in [
+            ("mqtt.ca_file", "ca_file = \"/ca.pem\""),
+            (
+                "mqtt.cert_file",
+                "cert_file = \"/c.pem\"\nkey_file = \"/k.pem\"",
+            ),
+        ] {
+            let e = refusal(&format!("[mqtt]\nurl = \"mqtt://b\"\n{lines}"));
+            assert!(
+                e.starts_with(&format!("{key}: set, but \"mqtt://b\" is plain TCP")),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn tls_files_with_mqtts_are_accepted() {
+        let c = Config::parse(
+            "[mqtt]\nurl = \"mqtts://b\"\nca_file = \"/ca.pem\"\ncert_file = \"/c.pem\"\nkey_file = \"/k.pem\"",
+        )
+        .unwrap();
+        assert!(c.mqtt.is_some_and(|m| m.is_tls() && m.ca_file.is_some()));
+    }
+
+    #[test]
+    fn a_topic_prefix_with_a_wildcard_is_refused() {
+        for prefix in ["devices/+/", "devices/#/", "#"] {
+            let e = refusal(&format!("[mqtt]\ntopic_prefix = \"{prefix}\""));
+            assert!(
+                e.starts_with(&format!(
+                    "mqtt.topic_prefix: \"{prefix}\" contains an MQTT wildcard"
+                )),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_topic_prefix_without_a_trailing_slash_is_refused() {
+        assert_refused_with(
+            "[mqtt]\ntopic_prefix = \"devices/d1\"",
+            "mqtt.topic_prefix: \"devices/d1\" must end in / (\"devices/d1/\"), or be empty for none",
+        );
+        let e = refusal("[mqtt]\ntopic_prefix = \"a\\u0000/\"");
+        assert!(e.contains("NUL"), "{e}");
+    }
+
+    #[test]
+    fn an_empty_topic_prefix_and_one_ending_in_a_slash_are_accepted() {
+        assert_eq!(MqttConfig::default().topic_prefix, "");
+        Config::parse("[mqtt]").unwrap();
+        let c = Config::parse("[mqtt]\ntopic_prefix = \"devices/d1/\"").unwrap();
+        assert_eq!(
+            c.mqtt.map(|m| m.topic_prefix).as_deref(),
+            Some("devices/d1/")
+        );
     }
 
     #[test]
@@ -886,7 +1072,7 @@ mod tests {
 
     #[test]
     fn print_config_hides_the_password() {
-        let c = Config::parse("[mqtt]\npassword = \"hunter2\"").unwrap();
+        let c = Config::parse("[mqtt]\nurl = \"mqtts://b\"\npassword = \"hunter2\"").unwrap();
         let text = c.redacted_toml();
         assert!(
             !text.contains("hunter2") && text.contains("<redacted>"),

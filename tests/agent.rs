@@ -1117,7 +1117,7 @@ fn print_config_shows_the_effective_options_with_the_password_hidden() {
     let config = dir.path().join("config.toml");
     std::fs::write(
         &config,
-        "parallel = 2\n[mqtt]\nurl = \"mqtt://broker:1884\"\nusername = \"dev\"\npassword = \"hunter2\"\n",
+        "parallel = 2\n[mqtt]\nurl = \"mqtts://broker:1884\"\nusername = \"dev\"\npassword = \"hunter2\"\n",
     )
     .unwrap();
     let out = berth()
@@ -1134,7 +1134,7 @@ fn print_config_shows_the_effective_options_with_the_password_hidden() {
         text.contains("reconcile_interval = \"5s\""),
         "the flag wins: {text}"
     );
-    assert!(text.contains("mqtt://broker:1884"), "{text}");
+    assert!(text.contains("mqtts://broker:1884"), "{text}");
 }
 
 #[test]

@@ -15,4 +15,5 @@ mod environment;
 mod faults;
 mod runtime_docker;
 mod schemas;
+mod tls;
 mod undo_log;

@@ -43,7 +43,7 @@
 //!   ([`super::queue::History`]) and never applied twice.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -117,6 +117,160 @@ impl Topics {
 #[error("{0}")]
 pub struct MqttSetupError(String);
 
+/// What berth knows about the machine it runs on, for the settings that
+/// depend on it: read once at start ([`Host::current`]) and passed in, so
+/// that the derivations stay testable.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Host {
+    /// The text of `/etc/machine-id`, if readable.
+    pub machine_id: Option<String>,
+    /// The kernel's host name, if readable.
+    pub hostname: Option<String>,
+    /// `$CREDENTIALS_DIRECTORY`, which systemd sets for a unit with
+    /// `LoadCredential=`.
+    pub credentials_directory: Option<PathBuf>,
+}
+
+impl Host {
+    /// This machine: `/etc/machine-id`, `/proc/sys/kernel/hostname` (else
+    /// `/etc/hostname`) and `$CREDENTIALS_DIRECTORY`.
+    pub fn current() -> Self {
+        let read = |p: &str| std::fs::read_to_string(p).ok();
+        Self {
+            machine_id: read("/etc/machine-id"),
+            hostname: read("/proc/sys/kernel/hostname").or_else(|| read("/etc/hostname")),
+            credentials_directory: std::env::var_os(CREDENTIALS_DIRECTORY)
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from),
+        }
+    }
+}
+
+/// The environment variable systemd sets to the directory holding a unit's
+/// credentials.
+const CREDENTIALS_DIRECTORY: &str = "CREDENTIALS_DIRECTORY";
+
+/// berth's application id for systemd's app-specific machine ids
+/// (`sd_id128_get_machine_app_specific`): the client id is derived from it,
+/// never from the machine id itself, which machine-id(5) asks to keep off
+/// the network. `systemd-id128 machine-id --app-specific=` with this id
+/// prints the same derivation, so an operator can tell a device's client id.
+pub const CLIENT_ID_APP: [u8; 16] = [
+    0x74, 0x91, 0x3b, 0xd9, 0x4a, 0xde, 0x48, 0x60, 0xb8, 0xdd, 0xab, 0xca, 0xd4, 0x1b, 0x44, 0x0e,
+];
+
+/// The client id when none is configured. A broker lets one session per
+/// client id: two devices under one id would throw each other off (and
+/// share one persistent session's messages), so the id is per device:
+/// `berth-` and the first 12 hex digits of this machine's app-specific id
+/// (see [`CLIENT_ID_APP`]), else the host name; an instance other than
+/// `default` is appended, since two berths on one device are two clients.
+/// With neither a machine id nor a host name it is `berth-<instance>`.
+pub fn default_client_id(
+    machine_id: Option<&str>,
+    hostname: Option<&str>,
+    instance: &str,
+) -> String {
+    let device = machine_id
+        .and_then(machine_id_bytes)
+        .map(|key| hex(&hmac_sha256(&key, &CLIENT_ID_APP)[..6]))
+        .or_else(|| {
+            let name: String = hostname?
+                .trim()
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.')
+                .take(64)
+                .collect();
+            (!name.is_empty()).then_some(name)
+        });
+    match device {
+        None => format!("berth-{instance}"),
+        Some(d) if instance == crate::labels::DEFAULT_INSTANCE => format!("berth-{d}"),
+        Some(d) => format!("berth-{d}-{instance}"),
+    }
+}
+
+/// The 16 bytes of a machine id: 32 hex digits, as machine-id(5) has them.
+/// An all-zero or malformed one (an unset image) is no identity.
+fn machine_id_bytes(text: &str) -> Option<[u8; 16]> {
+    let text = text.trim();
+    if text.len() != 32 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    (out != [0; 16]).then_some(out)
+}
+
+/// HMAC-SHA-256 (RFC 2104), as systemd keys its app-specific ids.
+fn hmac_sha256(key: &[u8; 16], message: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut block = [0u8; 64];
+    block[..key.len()].copy_from_slice(key);
+    let mut inner = Sha256::new();
+    inner.update(block.map(|b| b ^ 0x36));
+    inner.update(message);
+    let mut outer = Sha256::new();
+    outer.update(block.map(|b| b ^ 0x5c));
+    outer.update(inner.finalize());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(&outer.finalize());
+    out
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A configured path with a leading `${CREDENTIALS_DIRECTORY}` (or
+/// `$CREDENTIALS_DIRECTORY`) replaced by systemd's credentials directory,
+/// so that the configuration can name a `LoadCredential=` file, whose
+/// directory only systemd knows.
+///
+/// # Errors
+/// The path names the directory and none is set (berth not started by a
+/// unit with `LoadCredential=`).
+pub fn expand_credentials(
+    path: &Path,
+    option: &str,
+    credentials_directory: Option<&Path>,
+) -> Result<PathBuf, MqttSetupError> {
+    let text = path.to_string_lossy();
+    let rest = ["${CREDENTIALS_DIRECTORY}", "$CREDENTIALS_DIRECTORY"]
+        .iter()
+        .find_map(|v| text.strip_prefix(v));
+    let Some(rest) = rest else {
+        return Ok(path.to_path_buf());
+    };
+    let dir = credentials_directory.ok_or_else(|| {
+        MqttSetupError(format!(
+            "{option}: {} names $CREDENTIALS_DIRECTORY, which is not set \
+             (systemd sets it for a unit with LoadCredential=)",
+            path.display()
+        ))
+    })?;
+    Ok(dir.join(rest.trim_start_matches('/')))
+}
+
+/// The warning for a secret file that others than its owner may read, or
+/// `None` when only the owner can. `mode` is the file's permission bits.
+pub fn loose_mode_warning(option: &str, path: &Path, mode: u32) -> Option<String> {
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "{option} {} is readable by {} (mode {:04o}); make it 0600 or 0400",
+            path.display(),
+            match (mode & 0o070 != 0, mode & 0o007 != 0) {
+                (true, true) => "group and others",
+                (true, false) => "its group",
+                _ => "others",
+            },
+            mode & 0o7777
+        )
+    })
+}
+
 /// Everything needed to connect.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -131,6 +285,8 @@ pub struct Settings {
     /// Larger messages are never read, not even once to get past one that
     /// keeps coming back.
     max_oversize_read: usize,
+    /// Found while reading the files, for the caller to log once at start.
+    warnings: Vec<String>,
 }
 
 /// The largest packet to read for messages up to `max_message_size` on
@@ -143,17 +299,26 @@ fn incoming_limit(max_message_size: usize, topics: &Topics) -> usize {
 }
 
 impl Settings {
-    /// Reads the TLS and password files and builds rumqttc's options.
+    /// Reads the TLS and password files and builds rumqttc's options, for
+    /// this machine ([`Host::current`]).
     ///
     /// # Errors
     /// A file that cannot be read, or a URL without a usable host and port.
     pub fn new(config: &MqttConfig, instance: &str) -> Result<Self, MqttSetupError> {
+        Self::on(config, instance, &Host::current())
+    }
+
+    /// [`Settings::new`] on a given host.
+    ///
+    /// # Errors
+    /// A file that cannot be read, or a URL without a usable host and port.
+    pub fn on(config: &MqttConfig, instance: &str, host: &Host) -> Result<Self, MqttSetupError> {
         let (scheme, rest) = config
             .url
             .split_once("://")
             .ok_or_else(|| MqttSetupError(format!("mqtt.url: \"{}\" has no scheme", config.url)))?;
         let tls = matches!(scheme, "mqtts" | "ssl");
-        let (host, port) = host_port(rest, if tls { 8883 } else { 1883 }).ok_or_else(|| {
+        let (broker, port) = host_port(rest, if tls { 8883 } else { 1883 }).ok_or_else(|| {
             MqttSetupError(format!(
                 "mqtt.url: \"{}\" is not scheme://host[:port]",
                 config.url
@@ -163,9 +328,37 @@ impl Settings {
             .client_id
             .clone()
             .filter(|c| !c.is_empty())
-            .unwrap_or_else(|| format!("berth-{instance}"));
+            .unwrap_or_else(|| {
+                default_client_id(
+                    host.machine_id.as_deref(),
+                    host.hostname.as_deref(),
+                    instance,
+                )
+            });
+        let creds = host.credentials_directory.as_deref();
+        let file = |path: &Option<PathBuf>, option: &str| {
+            path.as_deref()
+                .map(|p| expand_credentials(p, option, creds))
+                .transpose()
+        };
+        let password_file = file(&config.password_file, "mqtt.password_file")?;
+        let ca_file = file(&config.ca_file, "mqtt.ca_file")?;
+        let cert_file = file(&config.cert_file, "mqtt.cert_file")?;
+        let key_file = file(&config.key_file, "mqtt.key_file")?;
+        let mut warnings = Vec::new();
+        for (option, path) in [
+            ("mqtt.password_file", &password_file),
+            ("mqtt.key_file", &key_file),
+        ] {
+            if let Some(path) = path {
+                use std::os::unix::fs::PermissionsExt;
+                if let Ok(meta) = std::fs::metadata(path) {
+                    warnings.extend(loose_mode_warning(option, path, meta.permissions().mode()));
+                }
+            }
+        }
         let topics = Topics::new(&config.topic_prefix, &config.domain);
-        let mut options = MqttOptions::new(client_id, host, port);
+        let mut options = MqttOptions::new(client_id, broker, port);
         options
             .set_keep_alive(config.keep_alive)
             .set_clean_session(false)
@@ -176,7 +369,7 @@ impl Settings {
             )
             .set_inflight(WINDOW as u16)
             .set_request_channel_capacity(WINDOW * 4);
-        let password = match (&config.password, &config.password_file) {
+        let password = match (&config.password, &password_file) {
             (Some(p), _) => Some(p.clone()),
             (None, Some(file)) => Some(
                 read_text(file, "mqtt.password_file")?
@@ -193,11 +386,11 @@ impl Settings {
             ));
         }
         if tls {
-            let ca = match &config.ca_file {
+            let ca = match &ca_file {
                 Some(file) => read_bytes(file, "mqtt.ca_file")?,
                 None => read_bytes(Path::new(SYSTEM_CA_BUNDLE), "the system CA bundle")?,
             };
-            let client_auth = match (&config.cert_file, &config.key_file) {
+            let client_auth = match (&cert_file, &key_file) {
                 (Some(cert), Some(key)) => Some((
                     read_bytes(cert, "mqtt.cert_file")?,
                     read_bytes(key, "mqtt.key_file")?,
@@ -216,7 +409,19 @@ impl Settings {
             topics,
             max_message_size: config.max_message_size,
             max_oversize_read: DEFAULT_MAX_OVERSIZE_READ,
+            warnings,
         })
+    }
+
+    /// What start-up should say once: secret files others can read.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// The client id berth connects with, for the start-up log (the broker
+    /// names sessions by it).
+    pub fn client_id(&self) -> String {
+        self.options.client_id()
     }
 
     /// Sets the largest message read once to get past one too large that
@@ -963,8 +1168,51 @@ pub async fn run(
     }
 }
 
+/// The TLS failure behind a connection error, if it is one: rustls's own
+/// error wherever rumqttc wrapped it. A certificate berth does not trust
+/// fails the handshake; a broker's refusal of berth's certificate (or its
+/// lack of one) arrives under TLS 1.3 as an alert on the first read after
+/// it, inside an MQTT read error. `io::Error::source` skips the error it
+/// wraps, hence the look inside each one.
+fn tls_failure(e: &ConnectionError) -> Option<&rustls::Error> {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        if let Some(tls) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(tls);
+        }
+        next = err.source();
+    }
+    None
+}
+
+/// What to check for a TLS failure, in the configuration's words.
+fn tls_hint(e: &rustls::Error) -> &'static str {
+    match e {
+        rustls::Error::InvalidCertificate(_) => {
+            "the broker's certificate is not one mqtt.ca_file (else the system CA bundle) vouches for, \
+             or not for the host in mqtt.url"
+        }
+        rustls::Error::AlertReceived(_) => {
+            "the broker refused the TLS session: it may require a client certificate \
+             (mqtt.cert_file, mqtt.key_file) its CA signed"
+        }
+        _ => "check mqtt.url and the TLS files",
+    }
+}
+
 fn log_connect_error(url: &str, e: &ConnectionError, delay: Duration) {
     let retry = humantime::format_duration(delay).to_string();
+    if let Some(tls) = tls_failure(e) {
+        tracing::error!(broker = %url, error = %tls, hint = tls_hint(tls), retry_in = %retry, "TLS with the MQTT broker failed");
+        return;
+    }
     match e {
         ConnectionError::ConnectionRefused(code) => {
             tracing::error!(broker = %url, reason = ?code, retry_in = %retry, "the broker refused berth")
@@ -1037,11 +1285,147 @@ mod tests {
         assert_eq!(host_port("", 1), None);
     }
 
+    /// `systemd-id128 machine-id --app-specific=74913bd94ade4860b8ddabcad41b440e`
+    /// printed 69815304b99f4251ac43998fa13a007c on the machine whose id is
+    /// this one: the first 12 digits are the client id's.
+    const MACHINE_ID: &str = "3d1219c7c4c5404aaa1f6d2a48adfda4\n";
+
     #[test]
-    fn a_default_client_id_names_the_instance() {
-        let s = Settings::new(&MqttConfig::default(), "edge").unwrap();
-        assert_eq!(s.options.client_id(), "berth-edge");
+    fn the_default_client_id_is_systemds_app_specific_id_of_the_machine() {
+        assert_eq!(
+            default_client_id(Some(MACHINE_ID), Some("edge-1"), "default"),
+            "berth-69815304b99f"
+        );
+        assert!(!default_client_id(Some(MACHINE_ID), None, "default").contains("3d1219c7"));
+    }
+
+    #[test]
+    fn the_default_client_id_differs_per_device_and_per_instance() {
+        let other = "0123456789abcdef0123456789abcdef";
+        assert_ne!(
+            default_client_id(Some(MACHINE_ID), None, "default"),
+            default_client_id(Some(other), None, "default")
+        );
+        assert_eq!(
+            default_client_id(Some(MACHINE_ID), None, "edge"),
+            "berth-69815304b99f-edge"
+        );
+    }
+
+    #[test]
+    fn without_a_usable_machine_id_the_default_client_id_is_the_host_name() {
+        for bad in [
+            None,
+            Some(""),
+            Some("not hex"),
+            Some("00000000000000000000000000000000"),
+        ] {
+            assert_eq!(
+                default_client_id(bad, Some("edge-1.lan\n"), "default"),
+                "berth-edge-1.lan"
+            );
+        }
+        assert_eq!(default_client_id(None, Some("gw"), "x"), "berth-gw-x");
+        assert_eq!(default_client_id(None, None, "edge"), "berth-edge");
+        assert_eq!(default_client_id(None, Some(" \n"), "edge"), "berth-edge");
+    }
+
+    #[test]
+    fn settings_use_the_derived_client_id_unless_one_is_configured() {
+        let host = Host {
+            machine_id: Some(MACHINE_ID.into()),
+            ..Host::default()
+        };
+        let s = Settings::on(&MqttConfig::default(), "default", &host).unwrap();
+        assert_eq!(s.client_id(), "berth-69815304b99f");
         assert!(!s.options.clean_session());
+        let config = MqttConfig {
+            client_id: Some("berth-default".into()),
+            ..Default::default()
+        };
+        let s = Settings::on(&config, "default", &host).unwrap();
+        assert_eq!(s.client_id(), "berth-default");
+    }
+
+    #[test]
+    fn a_credentials_path_is_read_from_systemds_directory() {
+        let dir = Path::new("/run/credentials/berth.service");
+        for written in [
+            "${CREDENTIALS_DIRECTORY}/mqtt-password",
+            "$CREDENTIALS_DIRECTORY/mqtt-password",
+        ] {
+            assert_eq!(
+                expand_credentials(Path::new(written), "mqtt.password_file", Some(dir)).unwrap(),
+                dir.join("mqtt-password")
+            );
+        }
+        assert_eq!(
+            expand_credentials(Path::new("/etc/berth/pw"), "mqtt.password_file", None).unwrap(),
+            Path::new("/etc/berth/pw")
+        );
+    }
+
+    #[test]
+    fn a_credentials_path_without_systemds_directory_is_refused_naming_the_field() {
+        let e = expand_credentials(
+            Path::new("${CREDENTIALS_DIRECTORY}/mqtt-key"),
+            "mqtt.key_file",
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("mqtt.key_file: ${CREDENTIALS_DIRECTORY}/mqtt-key names $CREDENTIALS_DIRECTORY, which is not set"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_secret_file_others_can_read_is_warned_about_with_its_mode() {
+        let p = Path::new("/etc/berth/pw");
+        assert_eq!(
+            loose_mode_warning("mqtt.password_file", p, 0o100644).as_deref(),
+            Some("mqtt.password_file /etc/berth/pw is readable by group and others (mode 0644); make it 0600 or 0400")
+        );
+        assert!(loose_mode_warning("k", p, 0o640)
+            .unwrap()
+            .contains("its group (mode 0640)"));
+        assert!(loose_mode_warning("k", p, 0o604)
+            .unwrap()
+            .contains("others (mode 0604)"));
+    }
+
+    #[test]
+    fn a_secret_file_only_its_owner_can_read_is_not_warned_about() {
+        let p = Path::new("/k");
+        assert_eq!(loose_mode_warning("k", p, 0o100600), None);
+        assert_eq!(loose_mode_warning("k", p, 0o400), None);
+    }
+
+    #[test]
+    fn settings_warn_about_a_loose_password_file_read_through_credentials() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("mqtt-password");
+        std::fs::write(&pw, "secret\n").unwrap();
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let host = Host {
+            credentials_directory: Some(dir.path().to_path_buf()),
+            ..Host::default()
+        };
+        let config = MqttConfig {
+            username: Some("u".into()),
+            password_file: Some("${CREDENTIALS_DIRECTORY}/mqtt-password".into()),
+            ..Default::default()
+        };
+        let s = Settings::on(&config, "x", &host).unwrap();
+        assert_eq!(s.warnings().len(), 1, "{:?}", s.warnings());
+        assert!(s.warnings()[0].contains("mode 0644"), "{:?}", s.warnings());
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(Settings::on(&config, "x", &host)
+            .unwrap()
+            .warnings()
+            .is_empty());
     }
 
     #[test]

@@ -107,7 +107,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "URL")]
     mqtt_url: Option<String>,
 
-    /// MQTT client id (default berth-<instance>).
+    /// MQTT client id (default berth-<12 hex digits derived from /etc/machine-id>).
     #[arg(long, value_name = "ID")]
     mqtt_client_id: Option<String>,
 
@@ -139,6 +139,11 @@ pub struct RunArgs {
     /// Client key for mqtts://.
     #[arg(long, value_name = "FILE")]
     mqtt_key_file: Option<PathBuf>,
+
+    /// Let a password cross plain mqtt:// (refused otherwise): for a broker
+    /// on a trusted link only.
+    #[arg(long)]
+    mqtt_allow_insecure: bool,
 
     /// MQTT keep-alive period.
     #[arg(long, value_parser = duration, value_name = "DURATION")]
@@ -222,6 +227,7 @@ impl RunArgs {
             || self.mqtt_ca_file.is_some()
             || self.mqtt_cert_file.is_some()
             || self.mqtt_key_file.is_some()
+            || self.mqtt_allow_insecure
             || self.mqtt_keep_alive.is_some()
             || self.mqtt_domain.is_some()
             || self.mqtt_topic_prefix.is_some()
@@ -251,6 +257,9 @@ impl RunArgs {
                 if flag.is_some() {
                     *target = flag.clone();
                 }
+            }
+            if self.mqtt_allow_insecure {
+                m.allow_insecure = true;
             }
             set(&mut m.keep_alive, &self.mqtt_keep_alive);
             set(&mut m.domain, &self.mqtt_domain);
@@ -282,6 +291,12 @@ impl RunArgs {
             .as_ref()
             .map(|m| mqtt::Settings::new(m, &config.instance))
             .transpose()?;
+        if let Some(settings) = &mqtt_settings {
+            for warning in settings.warnings() {
+                tracing::warn!("{warning}");
+            }
+            tracing::info!(client_id = %settings.client_id(), "MQTT client id");
+        }
         if config.mqtt.is_none() && config.files.is_none() {
             tracing::warn!(
                 "no source configured ([mqtt] or [files]): enforcing the persisted document only"

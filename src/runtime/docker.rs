@@ -4,6 +4,7 @@
 //! [`ContainerDetails`]; `observe` then normalises those.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
@@ -41,6 +42,158 @@ pub const STOP_MARGIN: Duration = Duration::from_secs(30);
 /// represent).
 const NO_TIMEOUT: Duration = Duration::from_secs(u64::MAX);
 
+/// Where the engine is and how to reach it, as the docker CLI decides it
+/// from its environment ([`endpoint`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// As written: a unix socket, plain `tcp://` or `http://`, `ssh://`.
+    Plain(String),
+    /// HTTPS, trusting only `ca.pem` in `cert_dir` (with `cert.pem` and
+    /// `key.pem` there as the client certificate when both exist).
+    Tls {
+        /// `https://host:port`.
+        url: String,
+        /// `DOCKER_CERT_PATH`, else `DOCKER_CONFIG`, else `~/.docker`.
+        cert_dir: PathBuf,
+    },
+}
+
+/// The engine's default socket.
+const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
+
+/// bollard's request timeout, in seconds, for the TLS client berth builds.
+const TLS_CLIENT_TIMEOUT: u64 = 120;
+
+/// Decides the endpoint the way the docker CLI does (`cli/flags/options.go`):
+/// `host`, else a non-empty `DOCKER_HOST`, else the local socket; TLS
+/// verification is on when `DOCKER_TLS_VERIFY` is non-empty, whatever it
+/// says (`0` and `false` too, like the CLI), and then `tcp://` is HTTPS.
+/// `https://` is always verified TLS. The certificates are in
+/// `DOCKER_CERT_PATH`, else the CLI's configuration directory
+/// (`DOCKER_CONFIG`, else `$HOME/.docker`). `env` looks a variable up, so
+/// the decision is testable without touching the process's environment.
+///
+/// # Errors
+/// TLS is asked for and no certificate directory can be named (no
+/// `DOCKER_CERT_PATH`, `DOCKER_CONFIG` or `HOME`).
+pub fn endpoint(
+    host: Option<&str>,
+    env: impl Fn(&str) -> Option<String>,
+) -> std::result::Result<Endpoint, String> {
+    let set = |name: &str| env(name).filter(|v| !v.is_empty());
+    let host = host
+        .filter(|h| !h.is_empty())
+        .map(str::to_string)
+        .or_else(|| set("DOCKER_HOST"))
+        .unwrap_or_else(|| DEFAULT_HOST.to_string());
+    let verify = set("DOCKER_TLS_VERIFY").is_some();
+    let rest = match (host.split_once("://"), verify) {
+        (Some(("tcp", rest)), true) | (Some(("https", rest)), _) => rest.to_string(),
+        _ => return Ok(Endpoint::Plain(host)),
+    };
+    let cert_dir = set("DOCKER_CERT_PATH")
+        .map(PathBuf::from)
+        .or_else(|| set("DOCKER_CONFIG").map(PathBuf::from))
+        .or_else(|| set("HOME").map(|h| Path::new(&h).join(".docker")))
+        .ok_or_else(|| {
+            "DOCKER_TLS_VERIFY is set but no certificate directory is: \
+             set DOCKER_CERT_PATH (ca.pem, cert.pem, key.pem)"
+                .to_string()
+        })?;
+    Ok(Endpoint::Tls {
+        url: format!("https://{rest}"),
+        cert_dir,
+    })
+}
+
+/// A client for `url` over TLS that trusts `ca.pem` in `cert_dir` and
+/// nothing else: the docker CLI's "trust certs signed only by this CA", so
+/// an engine's certificate from any public CA is refused. `cert.pem` and
+/// `key.pem` are the client certificate when both exist; one without the
+/// other is an error rather than a silent connection without it.
+fn connect_tls(url: &str, cert_dir: &Path) -> std::result::Result<Docker, String> {
+    use bollard::BollardRequest;
+    use hyper_util::client::legacy::{connect::HttpConnector, Client};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use std::sync::Arc;
+
+    let file = |name: &str| cert_dir.join(name);
+    let certs = |path: &Path| -> std::result::Result<Vec<CertificateDer<'static>>, String> {
+        CertificateDer::pem_file_iter(path)
+            .and_then(|i| i.collect::<std::result::Result<Vec<_>, _>>())
+            .map_err(|e| format!("{}: {e}", path.display()))
+    };
+    let ca = file("ca.pem");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certs(&ca)? {
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: {e}", ca.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{}: no certificate in it", ca.display()));
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots);
+    let (cert, key) = (file("cert.pem"), file("key.pem"));
+    let config = match (cert.exists(), key.exists()) {
+        (true, true) => {
+            let key_der = PrivateKeyDer::from_pem_file(&key)
+                .map_err(|e| format!("{}: {e}", key.display()))?;
+            builder
+                .with_client_auth_cert(certs(&cert)?, key_der)
+                .map_err(|e| format!("{}: {e}", cert.display()))?
+        }
+        (false, false) => builder.with_no_client_auth(),
+        (true, false) => return Err(format!("{} has no {}", cert.display(), key.display())),
+        (false, true) => return Err(format!("{} has no {}", key.display(), cert.display())),
+    };
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_only()
+        .enable_http1()
+        .wrap_connector(http);
+    let client = Arc::new(
+        Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .build(https),
+    );
+    Docker::connect_with_custom_transport(
+        move |request: BollardRequest| {
+            let client = Arc::clone(&client);
+            async move { client.request(request).await.map_err(BollardError::from) }
+        },
+        Some(url),
+        TLS_CLIENT_TIMEOUT,
+        bollard::API_DEFAULT_VERSION,
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// An error and its causes, each once: hyper's "client error (Connect)"
+/// alone would hide why a connection failed (a TLS certificate refused,
+/// say), which its sources say.
+fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        next = cause.source();
+    }
+    text
+}
+
 /// A connected Docker engine.
 #[derive(Debug, Clone)]
 pub struct DockerRuntime {
@@ -50,25 +203,44 @@ pub struct DockerRuntime {
 
 impl DockerRuntime {
     /// Connects the way the docker CLI does: `host` (from `--docker-host`), else
-    /// `DOCKER_HOST`, else the local unix socket; `tcp://` uses TLS when
-    /// `DOCKER_TLS_VERIFY` is set, with certificates from `DOCKER_CERT_PATH`.
+    /// `DOCKER_HOST`, else the local unix socket; with `DOCKER_TLS_VERIFY`
+    /// set to anything non-empty, `tcp://` is HTTPS verified against
+    /// `$DOCKER_CERT_PATH/ca.pem` alone, with the client certificate
+    /// `cert.pem`/`key.pem` there when both exist (see [`endpoint`]).
     /// The API version is negotiated, so both Debian's engine (API 1.41) and
     /// current engines work.
     ///
     /// # Errors
-    /// [`RuntimeError::Unavailable`] when the endpoint is malformed or does not answer.
+    /// [`RuntimeError::Unavailable`] when the endpoint is malformed, its TLS
+    /// files cannot be used, or it does not answer.
     pub async fn connect(host: Option<&str>) -> Result<Self> {
-        let endpoint = host
-            .map(str::to_string)
-            .or_else(|| std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()))
-            .unwrap_or_else(|| "unix:///var/run/docker.sock".to_string());
-        let unavailable = |e: BollardError| RuntimeError::Unavailable {
-            endpoint: endpoint.clone(),
-            message: e.to_string(),
+        let env = |name: &str| std::env::var(name).ok();
+        let target = endpoint(host, env);
+        let url = match &target {
+            Ok(Endpoint::Plain(url) | Endpoint::Tls { url, .. }) => url.clone(),
+            Err(_) => host
+                .map(str::to_string)
+                .or_else(|| env("DOCKER_HOST"))
+                .unwrap_or_default(),
         };
-        let docker = Docker::connect_with_host(&endpoint).map_err(unavailable)?;
-        let docker = docker.negotiate_version().await.map_err(unavailable)?;
-        Ok(Self { docker, endpoint })
+        let unavailable = |message: String| RuntimeError::Unavailable {
+            endpoint: url.clone(),
+            message,
+        };
+        let docker = match target.map_err(&unavailable)? {
+            Endpoint::Plain(url) => {
+                Docker::connect_with_host(&url).map_err(|e| unavailable(e.to_string()))?
+            }
+            Endpoint::Tls { url, cert_dir } => connect_tls(&url, &cert_dir).map_err(unavailable)?,
+        };
+        let docker = docker
+            .negotiate_version()
+            .await
+            .map_err(|e| unavailable(with_causes(&e)))?;
+        Ok(Self {
+            docker,
+            endpoint: url,
+        })
     }
 
     /// Sets the client's timeout for one request (bollard's default is
@@ -870,6 +1042,114 @@ fn image_details(i: ImageInspect) -> ImageDetails {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An environment of these variables only.
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    fn tls(url: &str, dir: &str) -> Result<Endpoint, String> {
+        Ok(Endpoint::Tls {
+            url: url.into(),
+            cert_dir: dir.into(),
+        })
+    }
+
+    #[test]
+    fn without_docker_tls_verify_the_endpoint_is_used_as_written() {
+        assert_eq!(
+            endpoint(None, env(&[])),
+            Ok(Endpoint::Plain(DEFAULT_HOST.into()))
+        );
+        assert_eq!(
+            endpoint(None, env(&[("DOCKER_HOST", "tcp://h:2375")])),
+            Ok(Endpoint::Plain("tcp://h:2375".into()))
+        );
+        assert_eq!(
+            endpoint(
+                None,
+                env(&[("DOCKER_HOST", "tcp://h:2375"), ("DOCKER_TLS_VERIFY", "")])
+            ),
+            Ok(Endpoint::Plain("tcp://h:2375".into())),
+            "an empty DOCKER_TLS_VERIFY is unset, as for the docker CLI"
+        );
+    }
+
+    #[test]
+    fn any_non_empty_docker_tls_verify_makes_tcp_verified_https() {
+        for value in ["1", "0", "false", "yes"] {
+            let vars = [
+                ("DOCKER_HOST", "tcp://engine:2376"),
+                ("DOCKER_TLS_VERIFY", value),
+                ("HOME", "/root"),
+            ];
+            assert_eq!(
+                endpoint(None, env(&vars)),
+                tls("https://engine:2376", "/root/.docker"),
+                "DOCKER_TLS_VERIFY={value}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_certificate_directory_is_docker_cert_path_else_docker_config_else_home() {
+        let base = [("DOCKER_TLS_VERIFY", "1"), ("HOME", "/home/u")];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut vars = base.to_vec();
+            vars.extend_from_slice(extra);
+            endpoint(Some("tcp://e:2376"), env(&vars))
+        };
+        assert_eq!(with(&[]), tls("https://e:2376", "/home/u/.docker"));
+        assert_eq!(
+            with(&[("DOCKER_CONFIG", "/etc/docker-cli")]),
+            tls("https://e:2376", "/etc/docker-cli")
+        );
+        assert_eq!(
+            with(&[
+                ("DOCKER_CONFIG", "/etc/docker-cli"),
+                ("DOCKER_CERT_PATH", "/etc/berth/docker")
+            ]),
+            tls("https://e:2376", "/etc/berth/docker")
+        );
+    }
+
+    #[test]
+    fn the_host_flag_wins_over_docker_host_and_unix_sockets_never_use_tls() {
+        let vars = [
+            ("DOCKER_HOST", "tcp://elsewhere:2376"),
+            ("DOCKER_TLS_VERIFY", "1"),
+            ("DOCKER_CERT_PATH", "/c"),
+        ];
+        assert_eq!(
+            endpoint(Some("unix:///run/docker.sock"), env(&vars)),
+            Ok(Endpoint::Plain("unix:///run/docker.sock".into()))
+        );
+        assert_eq!(
+            endpoint(Some("https://e:2376"), env(&[("DOCKER_CERT_PATH", "/c")])),
+            tls("https://e:2376", "/c"),
+            "https:// is verified TLS with or without DOCKER_TLS_VERIFY"
+        );
+    }
+
+    #[test]
+    fn tls_without_any_certificate_directory_is_refused_naming_docker_cert_path() {
+        let e = endpoint(Some("tcp://e:2376"), env(&[("DOCKER_TLS_VERIFY", "1")])).unwrap_err();
+        assert!(e.contains("DOCKER_CERT_PATH"), "{e}");
+    }
+
+    #[test]
+    fn a_tls_client_is_not_built_without_a_ca_or_with_half_a_client_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = connect_tls("https://e:2376", dir.path()).unwrap_err();
+        assert!(e.contains("ca.pem"), "{e}");
+        std::fs::write(dir.path().join("ca.pem"), "").unwrap();
+        let e = connect_tls("https://e:2376", dir.path()).unwrap_err();
+        assert!(e.contains("no certificate"), "{e}");
+    }
 
     #[test]
     fn split_reference_separates_tag_from_registry_port() {
