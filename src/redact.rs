@@ -34,6 +34,13 @@ pub const DEFAULT_PATTERNS: [&str; 8] = [
     "*PRIVATE*",
 ];
 
+/// The default rule, compiled once: for code with no configuration at
+/// hand (engine error messages, validation, the panic hook).
+pub fn default_rule() -> &'static Redactor {
+    static RULE: std::sync::OnceLock<Redactor> = std::sync::OnceLock::new();
+    RULE.get_or_init(Redactor::default)
+}
+
 /// What stands in for a secret value.
 pub const REDACTED: &str = "<redacted>";
 
@@ -205,8 +212,8 @@ impl Redactor {
 
     /// Free text that may quote values berth did not redact itself (an
     /// engine's error message with a command line, a log line): URL
-    /// passwords are hidden, and so is the value after `NAME=` or a JSON
-    /// `"NAME":` when NAME is secret, up to the next space, quote or bracket.
+    /// passwords are hidden, and so is the value after `NAME=`, a JSON
+    /// `"NAME":` or a flag `--NAME ` when NAME is secret, up to the next space, quote or bracket.
     /// Best effort by nature; outputs build their text from redacted parts
     /// rather than rely on this.
     pub fn text<'a>(&self, text: &'a str) -> Cow<'a, str> {
@@ -238,12 +245,20 @@ impl Redactor {
             // `word: ` is prose), then optional spaces and an opening quote.
             let mut j = i;
             let json = j + 1 < bytes.len() && bytes[j] == b'"' && bytes[j + 1] == b':';
-            if json {
-                j += 2;
-            } else if j < bytes.len() && bytes[j] == b'=' {
-                j += 1;
+            let flag = name.starts_with('-') && j < bytes.len() && bytes[j] == b' ';
+            if json || flag {
+                j += if json { 2 } else { 1 };
             } else {
-                continue;
+                // `NAME=value`, or `NAME = value` as in TOML and shell.
+                let mut k = j;
+                while k < bytes.len() && bytes[k] == b' ' {
+                    k += 1;
+                }
+                if k < bytes.len() && bytes[k] == b'=' && bytes.get(k + 1) != Some(&b'=') {
+                    j = k + 1;
+                } else {
+                    continue;
+                }
             }
             while j < bytes.len() && bytes[j] == b' ' {
                 j += 1;
@@ -481,6 +496,14 @@ mod tests {
             "[\"DB_PASSWORD=<redacted>\", \"LOG=1\"]"
         );
         assert_eq!(r().text("nothing secret: here"), "nothing secret: here");
+        assert_eq!(
+            r().text("1 | password = hunter2\n  |"),
+            "1 | password = <redacted>\n  |"
+        );
+        assert_eq!(
+            r().text("app --db-password hunter2 --port 80"),
+            "app --db-password <redacted> --port 80"
+        );
         assert_eq!(
             r().text("exec: \"postgres://u:pw@db/x\": not found"),
             "exec: \"postgres://u:<redacted>@db/x\": not found"

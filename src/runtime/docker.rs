@@ -64,7 +64,7 @@ impl DockerRuntime {
             .unwrap_or_else(|| "unix:///var/run/docker.sock".to_string());
         let unavailable = |e: BollardError| RuntimeError::Unavailable {
             endpoint: endpoint.clone(),
-            message: e.to_string(),
+            message: words(e.to_string()),
         };
         let docker = Docker::connect_with_host(&endpoint).map_err(unavailable)?;
         let docker = docker.negotiate_version().await.map_err(unavailable)?;
@@ -120,6 +120,7 @@ impl DockerRuntime {
                 status_code: 404,
                 message,
             } => {
+                let message = words(message);
                 let (kind, found) = missing_from_message(&message).unwrap_or((kind, String::new()));
                 let what = if found.is_empty() {
                     what.clone()
@@ -131,22 +132,37 @@ impl DockerRuntime {
             BollardError::DockerResponseServerError {
                 status_code: 409,
                 message,
-            } => RuntimeError::Conflict { message },
+            } => RuntimeError::Conflict {
+                message: words(message),
+            },
             BollardError::DockerResponseServerError {
                 status_code,
                 message,
             } => RuntimeError::Refused {
                 status: status_code,
-                message,
+                message: words(message),
             },
             BollardError::SocketNotFoundError(_)
             | BollardError::HyperResponseError { .. }
             | BollardError::RequestTimeoutError => RuntimeError::Unavailable {
                 endpoint: self.endpoint.clone(),
-                message: e.to_string(),
+                message: words(e.to_string()),
             },
-            other => RuntimeError::Other(format!("{}: {other}", describe_missing(kind, &what))),
+            other => RuntimeError::Other(words(format!(
+                "{}: {other}",
+                describe_missing(kind, &what)
+            ))),
         }
+    }
+}
+
+/// The engine's words as berth may repeat them: they can quote a command
+/// line (`exec: "psql postgres://u:pw@db"`), an env entry or a request
+/// body, and they end up in feedback, logs and on the terminal.
+fn words(message: String) -> String {
+    match crate::redact::default_rule().text(&message) {
+        std::borrow::Cow::Borrowed(_) => message,
+        std::borrow::Cow::Owned(redacted) => redacted,
     }
 }
 
@@ -307,7 +323,7 @@ impl Runtime for DockerRuntime {
                 }
                 return Err(RuntimeError::Refused {
                     status: 500,
-                    message,
+                    message: words(message),
                 });
             }
             if let (Some(id), Some(p)) = (info.id, info.progress_detail) {
@@ -459,7 +475,7 @@ impl Runtime for DockerRuntime {
         let stream = self.docker.events(Some(options)).map(move |item| {
             let message = item.map_err(|e| RuntimeError::Unavailable {
                 endpoint: endpoint.clone(),
-                message: e.to_string(),
+                message: words(e.to_string()),
             })?;
             let actor = message.actor.unwrap_or_default();
             let attributes = actor.attributes.unwrap_or_default();

@@ -1170,7 +1170,7 @@ impl Reader<'_, '_, '_> {
         for (k, val) in self.many("label", values::parse_label) {
             if let Some(old) = labels.insert(k.clone(), val.clone()) {
                 if old != val {
-                    let msg = if crate::redact::Redactor::default().is_secret(&k) {
+                    let msg = if crate::redact::default_rule().is_secret(&k) {
                         format!("sets {k} twice with different values (the values are not shown)")
                     } else {
                         format!(
