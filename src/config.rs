@@ -273,13 +273,12 @@ impl Config {
     /// The option and what is wrong with it (toml's message names the key
     /// and line for unknown options and wrong types).
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let config: Config =
-            toml::from_str(text).map_err(|e| {
-                // TOML's errors quote the offending line, which may be a
-                // password.
-                let text = e.to_string();
-                ConfigError(crate::redact::default_rule().text(text.trim()).into_owned())
-            })?;
+        let config: Config = toml::from_str(text).map_err(|e| {
+            // TOML's errors quote the offending line, which may be a
+            // password.
+            let text = e.to_string();
+            ConfigError(crate::redact::default_rule().text(text.trim()).into_owned())
+        })?;
         config.check()?;
         Ok(config)
     }
@@ -905,17 +904,23 @@ mod tests {
 
     #[test]
     fn print_config_and_debug_never_show_a_password_in_the_broker_url() {
-        let c = Config::parse("[mqtt]\nurl = \"mqtt://u:hunter2@broker:1883\"\npassword = \"s3cr3t\"")
-            .unwrap();
+        let c =
+            Config::parse("[mqtt]\nurl = \"mqtt://u:hunter2@broker:1883\"\npassword = \"s3cr3t\"")
+                .unwrap();
         for text in [c.redacted_toml(), format!("{c:?}")] {
-            assert!(!text.contains("hunter2") && !text.contains("s3cr3t"), "{text}");
+            assert!(
+                !text.contains("hunter2") && !text.contains("s3cr3t"),
+                "{text}"
+            );
             assert!(text.contains("mqtt://u:<redacted>@broker:1883"), "{text}");
         }
     }
 
     #[test]
     fn config_error_for_a_bad_broker_url_never_quotes_its_password() {
-        let e = Config::parse("[mqtt]\nurl = \"http://u:hunter2@x\"").unwrap_err().0;
+        let e = Config::parse("[mqtt]\nurl = \"http://u:hunter2@x\"")
+            .unwrap_err()
+            .0;
         assert!(!e.contains("hunter2"), "{e}");
     }
 

@@ -220,10 +220,11 @@ fn parameters(
             config.health = Default::default();
         }
     }
-    let mut out: Vec<KeyValue> = redacted_parameters(&params::parameters(c.name(), &config), redactor)
-        .into_iter()
-        .map(|(k, v)| KeyValue::new(k, v))
-        .collect();
+    let mut out: Vec<KeyValue> =
+        redacted_parameters(&params::parameters(c.name(), &config), redactor)
+            .into_iter()
+            .map(|(k, v)| KeyValue::new(k, v))
+            .collect();
     let state = &c.details.state;
     out.push(KeyValue::new("status", state.status.kanto_word()));
     if !c.details.created.is_empty() {
@@ -282,7 +283,9 @@ pub fn redacted_parameters(
 /// `NAME=value` with the value hidden when NAME matches a pattern (and any
 /// URL password hidden otherwise).
 pub fn redact_env(entry: &str, patterns: &[String]) -> String {
-    Redactor::or_everything(patterns).env_entry(entry).into_owned()
+    Redactor::or_everything(patterns)
+        .env_entry(entry)
+        .into_owned()
 }
 
 #[cfg(test)]
@@ -328,7 +331,10 @@ mod tests {
             ("cmd", "k3y".to_string()),
             ("cmd", "postgres://u:s3cr3t@db/x".to_string()),
             ("entrypoint", "run".to_string()),
-            ("healthCmd", "curl -f http://u:h3alth@localhost/".to_string()),
+            (
+                "healthCmd",
+                "curl -f http://u:h3alth@localhost/".to_string(),
+            ),
             ("label", "app.token=l4bel".to_string()),
             ("env", "LOG_LEVEL=debug".to_string()),
         ];

@@ -263,8 +263,8 @@ impl Redactor {
             while j < bytes.len() && bytes[j] == b' ' {
                 j += 1;
             }
-            let quote = (j < bytes.len() && (bytes[j] == b'"' || bytes[j] == b'\''))
-                .then(|| bytes[j]);
+            let quote =
+                (j < bytes.len() && (bytes[j] == b'"' || bytes[j] == b'\'')).then(|| bytes[j]);
             if quote.is_some() {
                 j += 1;
             }
@@ -323,7 +323,9 @@ pub fn userinfo(text: &str) -> Cow<'_, str> {
         let authority_start = from + at + 3;
         let rest = &text[authority_start..];
         let authority_len = rest
-            .find(|c: char| matches!(c, '/' | '?' | '#' | '"' | '\'' | '`' | '<' | '>') || c.is_whitespace())
+            .find(|c: char| {
+                matches!(c, '/' | '?' | '#' | '"' | '\'' | '`' | '<' | '>') || c.is_whitespace()
+            })
             .unwrap_or(rest.len());
         let authority = &rest[..authority_len];
         if let Some(at_sign) = authority.rfind('@') {
@@ -414,7 +416,10 @@ mod tests {
     fn a_secret_env_value_is_replaced_and_others_are_kept() {
         assert_eq!(r().env_value("DB_PASSWORD", "hunter2"), REDACTED);
         assert_eq!(r().env_value("LOG_LEVEL", "debug"), "debug");
-        assert_eq!(r().env_entry("DB_PASSWORD=hunter2"), "DB_PASSWORD=<redacted>");
+        assert_eq!(
+            r().env_entry("DB_PASSWORD=hunter2"),
+            "DB_PASSWORD=<redacted>"
+        );
         assert_eq!(r().env_entry("LOG_LEVEL=debug"), "LOG_LEVEL=debug");
         assert_eq!(r().env_entry("UNSET"), "UNSET");
     }
@@ -472,8 +477,22 @@ mod tests {
     #[test]
     fn secret_flags_in_an_argv_hide_their_values() {
         assert_eq!(
-            r().argv(&["app", "--db-password=hunter2", "--token", "abc", "--port", "80"]),
-            ["app", "--db-password=<redacted>", "--token", "<redacted>", "--port", "80"]
+            r().argv(&[
+                "app",
+                "--db-password=hunter2",
+                "--token",
+                "abc",
+                "--port",
+                "80"
+            ]),
+            [
+                "app",
+                "--db-password=<redacted>",
+                "--token",
+                "<redacted>",
+                "--port",
+                "80"
+            ]
         );
         assert_eq!(
             r().argv(&["psql", "postgres://u:s3cr3t@db/x"]),

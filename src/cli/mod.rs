@@ -74,7 +74,14 @@ pub enum LogFormat {
 /// so no log level can print a secret. berth's own debug output is free of
 /// values.
 const QUIET_BELOW_INFO: [&str; 8] = [
-    "bollard", "hyper", "hyper_util", "h2", "rumqttc", "rustls", "tower", "tokio_util",
+    "bollard",
+    "hyper",
+    "hyper_util",
+    "h2",
+    "rumqttc",
+    "rustls",
+    "tower",
+    "tokio_util",
 ];
 
 /// Whether a log line or span from `target` at `level` may be written.

@@ -294,7 +294,10 @@ pub fn compute(desired: &DesiredState, observed: &Observed, options: &PlanOption
                 execution: Execution::default(),
             }
         } else if let Some(previous) = restore {
-            restore_entry(decide(spec, Some(previous), observed, &options.redactor), previous)
+            restore_entry(
+                decide(spec, Some(previous), observed, &options.redactor),
+                previous,
+            )
         } else {
             decide(spec, current, observed, &options.redactor)
         };
@@ -1205,7 +1208,13 @@ fn redacted_sides(
     let old_out = old
         .iter()
         .zip(&shown_old)
-        .map(|((_, raw), s)| if secret(raw, &s.1) { mark(s, false) } else { s.clone() })
+        .map(|((_, raw), s)| {
+            if secret(raw, &s.1) {
+                mark(s, false)
+            } else {
+                s.clone()
+            }
+        })
         .collect();
     let new_out = identities(new)
         .iter()

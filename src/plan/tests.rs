@@ -828,7 +828,9 @@ fn plan_diff_and_reasons_never_show_a_changed_secret_env_value() {
     assert!(diff.contains(" env: API_TOKEN=(sensitive value)"), "{diff}");
     assert!(diff.contains("+env: LOG_LEVEL=debug"), "{diff}");
     assert!(
-        entry.reasons.contains(&"env DB_PASSWORD changed".to_string()),
+        entry
+            .reasons
+            .contains(&"env DB_PASSWORD changed".to_string()),
         "{:?}",
         entry.reasons
     );
@@ -841,14 +843,20 @@ fn plan_reasons_and_diff_never_show_a_url_password_in_a_command() {
         &fake,
         &doc(&[(
             "web",
-            &[("image", SERVICE_1), ("cmd", "postgres://u:s3cr3t-old@db/x")],
+            &[
+                ("image", SERVICE_1),
+                ("cmd", "postgres://u:s3cr3t-old@db/x"),
+            ],
         )]),
     );
     let p = plan(
         &fake,
         &doc(&[(
             "web",
-            &[("image", SERVICE_1), ("cmd", "postgres://u:s3cr3t-new@db/x")],
+            &[
+                ("image", SERVICE_1),
+                ("cmd", "postgres://u:s3cr3t-new@db/x"),
+            ],
         )]),
     );
     let entry = p.entry("web").unwrap();

@@ -148,10 +148,9 @@ impl DockerRuntime {
                 endpoint: self.endpoint.clone(),
                 message: words(e.to_string()),
             },
-            other => RuntimeError::Other(words(format!(
-                "{}: {other}",
-                describe_missing(kind, &what)
-            ))),
+            other => {
+                RuntimeError::Other(words(format!("{}: {other}", describe_missing(kind, &what))))
+            }
         }
     }
 }

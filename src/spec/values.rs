@@ -922,7 +922,9 @@ mod tests {
             let e = parse_env(entry).unwrap_err();
             assert!(!e.contains("hunter2"), "{entry}: {e}");
         }
-        assert!(parse_env("1BAD=x").unwrap_err().contains("variable \"1BAD\""));
+        assert!(parse_env("1BAD=x")
+            .unwrap_err()
+            .contains("variable \"1BAD\""));
         assert!(parse_env("").unwrap_err().contains("\"\""));
     }
 
