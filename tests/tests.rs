@@ -14,4 +14,5 @@ mod environment;
 mod faults;
 mod runtime_docker;
 mod schemas;
+mod secrets;
 mod undo_log;
