@@ -155,6 +155,24 @@ impl DockerRuntime {
     }
 }
 
+#[cfg(test)]
+impl DockerRuntime {
+    /// [`DockerRuntime::map_err`] without a connection.
+    fn map_err_for_test(e: BollardError) -> RuntimeError {
+        let rt = Self {
+            docker: Docker::connect_with_http(
+                "http://127.0.0.1:9",
+                1,
+                bollard::API_DEFAULT_VERSION,
+            )
+            .expect("a client needs no connection"),
+            endpoint: "test".into(),
+        };
+        let mapped = rt.map_err(Missing::Container, "c")(e);
+        mapped
+    }
+}
+
 /// The engine's words as berth may repeat them: they can quote a command
 /// line (`exec: "psql postgres://u:pw@db"`), an env entry or a request
 /// body, and they end up in feedback, logs and on the terminal.
@@ -885,6 +903,23 @@ fn image_details(i: ImageInspect) -> ImageDetails {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Issue 20: the engine's messages quote command lines and env entries.
+    #[test]
+    fn engine_error_messages_never_repeat_a_url_password_or_a_secret_assignment() {
+        let said = words(
+            "OCI runtime create failed: exec: \"postgres://u:s3cr3t@db/x\": stat: no such file; env DB_PASSWORD=hunter2".into(),
+        );
+        assert!(
+            !said.contains("s3cr3t") && !said.contains("hunter2"),
+            "{said}"
+        );
+        let e = DockerRuntime::map_err_for_test(BollardError::DockerResponseServerError {
+            status_code: 500,
+            message: "invalid --api-token=hunter2".into(),
+        });
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
 
     #[test]
     fn split_reference_separates_tag_from_registry_port() {
