@@ -263,6 +263,10 @@ impl Redactor {
             while j < bytes.len() && bytes[j] == b' ' {
                 j += 1;
             }
+            // Debug of an env map: `"NAME": Some("value")`.
+            if text[j..].starts_with("Some(") {
+                j += "Some(".len();
+            }
             let quote =
                 (j < bytes.len() && (bytes[j] == b'"' || bytes[j] == b'\'')).then(|| bytes[j]);
             if quote.is_some() {
@@ -515,6 +519,11 @@ mod tests {
             "[\"DB_PASSWORD=<redacted>\", \"LOG=1\"]"
         );
         assert_eq!(r().text("nothing secret: here"), "nothing secret: here");
+        // Debug of a spec's env map, as a panic message may hold it.
+        assert_eq!(
+            r().text(r#"env: {"DB_PASSWORD": Some("hunter2"), "LOG": Some("x")}"#),
+            r#"env: {"DB_PASSWORD": Some("<redacted>"), "LOG": Some("x")}"#
+        );
         assert_eq!(
             r().text("1 | password = hunter2\n  |"),
             "1 | password = <redacted>\n  |"

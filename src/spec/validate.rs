@@ -59,8 +59,10 @@ impl Diagnostic {
     fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
         let message = message.into();
         // Quoted values may hold a URL with a password (a cmd argument, a
-        // health check); the rule needs no patterns.
-        let message = crate::redact::userinfo(&message).into_owned();
+        // health check) or a secret `NAME=value` (a label, a flag): the net
+        // under the messages that quote values. Env values are never
+        // quoted in the first place.
+        let message = crate::redact::default_rule().text(&message).into_owned();
         Self {
             path: limits::printable(path.into()),
             message: limits::printable(message),
