@@ -183,7 +183,7 @@ impl Default for Config {
             pull_timeout: Duration::from_secs(600),
             activity_timeout: Duration::from_secs(1800),
             shutdown_grace: Duration::from_secs(60),
-            redact_env: crate::inventory::DEFAULT_REDACT
+            redact_env: crate::redact::DEFAULT_PATTERNS
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
@@ -195,8 +195,9 @@ impl Default for Config {
     }
 }
 
-/// The broker and how berth appears on it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The broker and how berth appears on it. Its `Debug` hides the password
+/// (and a password in the URL), so no log line or panic can print them.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MqttConfig {
     /// `mqtt://host:port` or `mqtts://host:port`.
@@ -277,7 +278,7 @@ impl MqttConfig {
                 return Err(ConfigError(format!(
                     "{option}: set, but \"{}\" is plain TCP, which uses no TLS file; \
                      write mqtts://",
-                    self.url
+                    crate::redact::userinfo(&self.url)
                 )));
             }
         }
@@ -293,7 +294,7 @@ impl MqttConfig {
                 "{option}: the password would cross \"{}\" in clear text (plain TCP); \
                  use mqtts://, or set mqtt.allow_insecure = true (--mqtt-allow-insecure) \
                  for a broker on a trusted link",
-                self.url
+                crate::redact::userinfo(&self.url)
             )));
         }
         Ok(())
@@ -356,8 +357,12 @@ impl Config {
     /// The option and what is wrong with it (toml's message names the key
     /// and line for unknown options and wrong types).
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let config: Config =
-            toml::from_str(text).map_err(|e| ConfigError(e.to_string().trim().to_string()))?;
+        let config: Config = toml::from_str(text).map_err(|e| {
+            // TOML's errors quote the offending line, which may be a
+            // password.
+            let text = e.to_string();
+            ConfigError(crate::redact::default_rule().text(text.trim()).into_owned())
+        })?;
         config.check()?;
         Ok(config)
     }
@@ -368,7 +373,11 @@ impl Config {
     /// # Errors
     /// The option and what is wrong with it.
     pub fn check(&self) -> Result<(), ConfigError> {
-        let bad = |option: &str, problem: String| Err(ConfigError(format!("{option}: {problem}")));
+        // Problems quote values (a broker URL may carry a password).
+        let bad = |option: &str, problem: String| {
+            let problem = crate::redact::userinfo(&problem);
+            Err(ConfigError(format!("{option}: {problem}")))
+        };
         check_count("parallel", self.parallel, 1, MAX_PARALLEL)?;
         for (option, value, max) in [
             ("min_ready", self.min_ready, MAX_MIN_READY),
@@ -388,6 +397,9 @@ impl Config {
             ),
         ] {
             check_duration(option, value, max)?;
+        }
+        if let Err(e) = crate::redact::Redactor::new(&self.redact_env) {
+            return bad("redact_env", e.to_string());
         }
         if let Err(e) = crate::spec::values::check_name(&self.instance) {
             return bad("instance", format!("\"{}\" {e}", self.instance));
@@ -494,15 +506,42 @@ impl Config {
         }
     }
 
-    /// The effective configuration as TOML, with the MQTT password hidden.
+    /// The effective configuration as TOML, with the secrets hidden: the
+    /// MQTT password, a password in the broker URL or the Docker endpoint.
+    /// File paths (`password_file`, `key_file`) are shown: they are where
+    /// a secret is, not the secret.
     pub fn redacted_toml(&self) -> String {
         let mut shown = self.clone();
         if let Some(m) = shown.mqtt.as_mut() {
             if m.password.is_some() {
-                m.password = Some("<redacted>".into());
+                m.password = Some(crate::redact::REDACTED.into());
             }
+            m.url = crate::redact::userinfo(&m.url).into_owned();
+        }
+        if let Some(h) = shown.docker_host.as_mut() {
+            *h = crate::redact::userinfo(h).into_owned();
         }
         toml::to_string_pretty(&shown).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for MqttConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttConfig")
+            .field("url", &crate::redact::userinfo(&self.url))
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field(
+                "password",
+                &self.password.as_ref().map(|_| crate::redact::REDACTED),
+            )
+            .field("password_file", &self.password_file)
+            .field("ca_file", &self.ca_file)
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .field("domain", &self.domain)
+            .field("topic_prefix", &self.topic_prefix)
+            .finish_non_exhaustive()
     }
 }
 
@@ -1068,6 +1107,51 @@ mod tests {
             .unwrap_err()
             .0;
         assert!(e.starts_with("mqtt.password:"));
+    }
+
+    #[test]
+    fn print_config_and_debug_never_show_a_password_in_the_broker_url() {
+        let c =
+            Config::parse("[mqtt]\nurl = \"mqtts://u:hunter2@broker:1883\"\npassword = \"s3cr3t\"")
+                .unwrap();
+        for text in [c.redacted_toml(), format!("{c:?}")] {
+            assert!(
+                !text.contains("hunter2") && !text.contains("s3cr3t"),
+                "{text}"
+            );
+            assert!(text.contains("mqtts://u:<redacted>@broker:1883"), "{text}");
+        }
+    }
+
+    #[test]
+    fn the_insecure_password_refusal_never_quotes_a_password_in_the_url() {
+        let e = Config::parse("[mqtt]\nurl = \"mqtt://u:hunter2@broker:1883\"\npassword = \"x\"")
+            .unwrap_err()
+            .0;
+        assert!(
+            e.starts_with("mqtt.password:") && !e.contains("hunter2"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn config_error_for_a_bad_broker_url_never_quotes_its_password() {
+        let e = Config::parse("[mqtt]\nurl = \"http://u:hunter2@x\"")
+            .unwrap_err()
+            .0;
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn config_syntax_error_never_quotes_a_password_line() {
+        let e = Config::parse("[mqtt]\npassword = hunter2\n").unwrap_err().0;
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn an_invalid_redact_pattern_is_refused_with_its_option() {
+        let e = Config::parse("redact_env = [\"[oops\"]").unwrap_err().0;
+        assert!(e.starts_with("redact_env:"), "{e}");
     }
 
     #[test]

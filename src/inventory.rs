@@ -8,13 +8,14 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::observe::{Observed, ObservedContainer};
+use crate::redact::Redactor;
 use crate::runtime::{ImageDetails, Status};
 use crate::spec::document::KeyValue;
 use crate::spec::params;
 
-/// Env names matching these (case-insensitive, `*` = anything) are shown as
-/// `<redacted>`.
-pub const DEFAULT_REDACT: [&str; 4] = ["*PASSWORD*", "*SECRET*", "*TOKEN*", "*KEY*"];
+/// Env names matching these (case-insensitive globs) are shown as
+/// `<redacted>`; the one list is [`crate::redact::DEFAULT_PATTERNS`].
+pub use crate::redact::DEFAULT_PATTERNS as DEFAULT_REDACT;
 
 /// The envelope of a current-state message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -136,6 +137,7 @@ pub fn build(
         parameters: vec![KeyValue::new("domain", options.domain.clone())],
         kind: "APPLICATION".into(),
     }];
+    let redactor = Redactor::or_everything(&options.redact);
     let mut associations = Vec::new();
     let mut containers: Vec<&ObservedContainer> = observed.containers.iter().collect();
     containers.sort_by(|a, b| a.name().cmp(b.name()));
@@ -149,7 +151,7 @@ pub fn build(
             id,
             version: version(c),
             name: None,
-            parameters: parameters(c, images.get(&c.details.image_id), &options.redact),
+            parameters: parameters(c, images.get(&c.details.image_id), &redactor),
             kind: "CONTAINER".into(),
         });
     }
@@ -176,7 +178,7 @@ pub fn version(c: &ObservedContainer) -> String {
 fn parameters(
     c: &ObservedContainer,
     image: Option<&ImageDetails>,
-    redact: &[String],
+    redactor: &Redactor,
 ) -> Vec<KeyValue> {
     let mut config = c.config.clone();
     match (&c.owner, image) {
@@ -218,17 +220,11 @@ fn parameters(
             config.health = Default::default();
         }
     }
-    let mut out: Vec<KeyValue> = params::parameters(c.name(), &config)
-        .into_iter()
-        .map(|(k, v)| {
-            let v = if k == "env" {
-                redact_env(&v, redact)
-            } else {
-                v
-            };
-            KeyValue::new(k, v)
-        })
-        .collect();
+    let mut out: Vec<KeyValue> =
+        redacted_parameters(&params::parameters(c.name(), &config), redactor)
+            .into_iter()
+            .map(|(k, v)| KeyValue::new(k, v))
+            .collect();
     let state = &c.details.state;
     out.push(KeyValue::new("status", state.status.kanto_word()));
     if !c.details.created.is_empty() {
@@ -252,42 +248,44 @@ fn parameters(
     out
 }
 
-/// `NAME=value` with the value hidden when NAME matches a pattern.
-pub fn redact_env(entry: &str, patterns: &[String]) -> String {
-    match entry.split_once('=') {
-        Some((name, _)) if patterns.iter().any(|p| glob(p, name)) => format!("{name}=<redacted>"),
-        _ => entry.to_string(),
-    }
+/// Parameters as they may be shown: env and label values with a secret
+/// name hidden, command arguments by [`Redactor::argv`], every other value
+/// with URL passwords hidden. Shared with the planner's diff, so the
+/// inventory and the plan agree on what is secret.
+pub fn redacted_parameters(
+    params: &[params::Parameter],
+    redactor: &Redactor,
+) -> Vec<params::Parameter> {
+    let argv = |key: &str| {
+        let values: Vec<&str> = params
+            .iter()
+            .filter(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_str())
+            .collect();
+        redactor.argv(&values).into_iter()
+    };
+    let mut cmd = argv("cmd");
+    let mut entrypoint = argv("entrypoint");
+    params
+        .iter()
+        .map(|(k, v)| {
+            let shown = match *k {
+                "env" | "label" => redactor.env_entry(v).into_owned(),
+                "cmd" => cmd.next().unwrap_or_default(),
+                "entrypoint" => entrypoint.next().unwrap_or_default(),
+                _ => redactor.text(v).into_owned(),
+            };
+            (*k, shown)
+        })
+        .collect()
 }
 
-/// Case-insensitive glob with `*` only.
-fn glob(pattern: &str, text: &str) -> bool {
-    let pattern = pattern.to_ascii_uppercase();
-    let text = text.to_ascii_uppercase();
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == text;
-    }
-    let mut rest = text.as_str();
-    for (i, part) in parts.iter().enumerate() {
-        if part.is_empty() {
-            continue;
-        }
-        if i == 0 {
-            let Some(r) = rest.strip_prefix(part) else {
-                return false;
-            };
-            rest = r;
-        } else if i == parts.len() - 1 {
-            return rest.ends_with(part);
-        } else {
-            let Some(at) = rest.find(part) else {
-                return false;
-            };
-            rest = &rest[at + part.len()..];
-        }
-    }
-    true
+/// `NAME=value` with the value hidden when NAME matches a pattern (and any
+/// URL password hidden otherwise).
+pub fn redact_env(entry: &str, patterns: &[String]) -> String {
+    Redactor::or_everything(patterns)
+        .env_entry(entry)
+        .into_owned()
 }
 
 #[cfg(test)]
@@ -324,11 +322,37 @@ mod tests {
     }
 
     #[test]
+    fn inventory_never_shows_a_secret_env_value_or_url_password() {
+        let params = vec![
+            ("env", "DB_PASSWORD=hunter2".to_string()),
+            ("env", "API_TOKEN=t0k3n".to_string()),
+            ("env", "DATABASE_URL=postgres://u:s3cr3t@db/x".to_string()),
+            ("cmd", "--auth-key".to_string()),
+            ("cmd", "k3y".to_string()),
+            ("cmd", "postgres://u:s3cr3t@db/x".to_string()),
+            ("entrypoint", "run".to_string()),
+            (
+                "healthCmd",
+                "curl -f http://u:h3alth@localhost/".to_string(),
+            ),
+            ("label", "app.token=l4bel".to_string()),
+            ("env", "LOG_LEVEL=debug".to_string()),
+        ];
+        let shown = redacted_parameters(&params, &Redactor::default());
+        let text = format!("{shown:?}");
+        for secret in ["hunter2", "t0k3n", "s3cr3t", "k3y", "h3alth", "l4bel"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert!(text.contains("LOG_LEVEL=debug"), "{text}");
+        assert_eq!(shown.len(), params.len());
+    }
+
+    #[test]
     fn glob_anchors_without_stars() {
-        assert!(glob("PASS", "pass"));
-        assert!(!glob("PASS", "PASSWORD"));
-        assert!(glob("PASS*", "PASSWORD"));
-        assert!(glob("*WORD", "PASSWORD"));
-        assert!(!glob("*WORD", "WORDS"));
+        let p = |pattern: &str| vec![pattern.to_string()];
+        assert_eq!(redact_env("pass=1", &p("PASS")), "pass=<redacted>");
+        assert_eq!(redact_env("PASSWORD=1", &p("PASS")), "PASSWORD=1");
+        assert_eq!(redact_env("PASSWORD=1", &p("PASS*")), "PASSWORD=<redacted>");
+        assert_eq!(redact_env("WORDS=1", &p("*WORD")), "WORDS=1");
     }
 }

@@ -6,9 +6,17 @@
 //! Every file is written atomically: a temporary file, fsync, rename, and an
 //! fsync of the directory, so a power cut leaves either the old or the new
 //! content, never a torn one.
+//!
+//! The persisted document holds secret env values in the clear (the agent
+//! needs them to re-create containers after a power loss), so the directory
+//! is `0700` and every file `0600`, set explicitly whatever the umask (a
+//! root shell's 022 included), and a looser directory or file found at open
+//! is tightened, with a warning. Temporary files are created exclusively
+//! and never through a symlink.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use std::collections::BTreeSet;
@@ -23,6 +31,11 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/berth";
 const LOCK: &str = "lock";
 const JOURNAL: &str = "journal.json";
 const DESIRED: &str = "desired.json";
+
+/// The state directory's mode: only its owner may list or enter it.
+pub const DIR_MODE: u32 = 0o700;
+/// Every state file's mode: only its owner may read it.
+pub const FILE_MODE: u32 = 0o600;
 
 /// Why the state directory could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +55,16 @@ pub enum StateError {
         path: PathBuf,
         /// The cause.
         source: io::Error,
+    },
+    /// The directory is a shared one (sticky and writable by all, like
+    /// `/tmp`): berth keeps secrets there, and tightening it would break
+    /// everyone else using it.
+    #[error("state directory {path} is shared (mode {mode:o}); give berth a directory of its own (--state-dir)")]
+    Shared {
+        /// The directory.
+        path: PathBuf,
+        /// Its mode.
+        mode: u32,
     },
     /// The journal is not berth's JSON.
     #[error("journal {path} is unreadable: {message}")]
@@ -264,13 +287,29 @@ impl StateDir {
             path: path.to_path_buf(),
             source,
         };
-        fs::create_dir_all(path).map_err(io)?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(path)
+            .map_err(io)?;
+        let mode = fs::metadata(path).map_err(io)?.permissions().mode() & 0o7777;
+        if mode & 0o1002 == 0o1002 {
+            return Err(StateError::Shared {
+                path: path.to_path_buf(),
+                mode,
+            });
+        }
+        tighten(path).map_err(io)?;
         let lock_path = path.join(LOCK);
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(FILE_MODE)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&lock_path)
+            .map_err(io)?;
+        lock.set_permissions(Permissions::from_mode(FILE_MODE))
             .map_err(io)?;
         match lock.try_lock() {
             Ok(()) => {}
@@ -386,9 +425,59 @@ impl StateDir {
     }
 }
 
+/// Gives the directory [`DIR_MODE`] and berth's files in it (`lock`,
+/// `*.json`, `.*.tmp`) [`FILE_MODE`] when they allow more (an older berth,
+/// a directory made by hand or by a package with umask 022), saying so
+/// once for each. Symlinks are left alone: berth never writes through one.
+fn tighten(dir: &Path) -> io::Result<()> {
+    let meta = fs::metadata(dir)?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        tracing::warn!(path = %dir.display(), mode = format!("{:o}", meta.permissions().mode() & 0o7777), "the state directory was readable by others; set to 0700");
+        fs::set_permissions(dir, Permissions::from_mode(DIR_MODE))?;
+    }
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?; // does not follow symlinks
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let ours = name == LOCK
+            || name.ends_with(".json")
+            || (name.starts_with('.') && name.ends_with(".tmp"));
+        if ours && meta.is_file() && meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(path = %entry.path().display(), mode = format!("{:o}", meta.permissions().mode() & 0o7777), "a state file was readable by others; set to 0600");
+            fs::set_permissions(entry.path(), Permissions::from_mode(FILE_MODE))?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates `path` for writing: exclusively (never an existing file), never
+/// through a symlink, mode [`FILE_MODE`] whatever the umask.
+fn create_private(path: &Path) -> io::Result<File> {
+    let open = || {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(FILE_MODE)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+    };
+    let file = match open() {
+        // A temporary left by a crash (or something planted in its place,
+        // a symlink included): remove it, never write through it.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            fs::remove_file(path)?;
+            open()?
+        }
+        other => other?,
+    };
+    file.set_permissions(Permissions::from_mode(FILE_MODE))?;
+    Ok(file)
+}
+
 /// A temporary file, fsync, rename, fsync of the directory: a power cut
 /// leaves the old content or the new, never a torn one. Every file berth
-/// keeps in its state directory is written this way.
+/// keeps in its state directory is written this way, mode [`FILE_MODE`].
 ///
 /// # Errors
 /// When the directory cannot be written.
@@ -399,7 +488,7 @@ pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), S
         path: target.clone(),
         source,
     };
-    let mut file = File::create(&temp).map_err(io)?;
+    let mut file = create_private(&temp).map_err(io)?;
     if let Err(e) = file.write_all(bytes).and_then(|()| file.sync_all()) {
         // A full disk must not leave a half-written temporary behind.
         drop(file);
@@ -444,6 +533,97 @@ fn sync_dir(dir: &Path) -> Result<(), StateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    // Issue 20: the persisted document holds secret env values.
+    #[test]
+    fn state_directory_and_files_are_private_whatever_the_umask() {
+        // The test process's umask (022 as a rule) would leave 0755/0644.
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("new/state");
+        let state = StateDir::open(&dir).unwrap();
+        state.save_desired("{\"DB_PASSWORD\":\"x\"}").unwrap();
+        state.write_journal(&Journal::new("a", "default")).unwrap();
+        assert_eq!(mode(&dir), DIR_MODE);
+        for name in [LOCK, DESIRED, JOURNAL] {
+            assert_eq!(mode(&dir.join(name)), FILE_MODE, "{name}");
+        }
+    }
+
+    #[test]
+    fn an_existing_loose_state_directory_and_its_files_are_tightened_at_open() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("state");
+        fs::create_dir(&dir).unwrap();
+        fs::set_permissions(&dir, Permissions::from_mode(0o755)).unwrap();
+        fs::write(dir.join(DESIRED), "{}").unwrap();
+        fs::set_permissions(dir.join(DESIRED), Permissions::from_mode(0o644)).unwrap();
+        fs::write(dir.join(LOCK), "").unwrap();
+        fs::set_permissions(dir.join(LOCK), Permissions::from_mode(0o666)).unwrap();
+        let _state = StateDir::open(&dir).unwrap();
+        assert_eq!(mode(&dir), DIR_MODE);
+        assert_eq!(mode(&dir.join(DESIRED)), FILE_MODE);
+        assert_eq!(mode(&dir.join(LOCK)), FILE_MODE);
+    }
+
+    #[test]
+    fn a_shared_directory_like_tmp_is_refused_and_left_as_it_is() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("shared");
+        fs::create_dir(&dir).unwrap();
+        fs::set_permissions(&dir, Permissions::from_mode(0o1777)).unwrap();
+        assert!(matches!(
+            StateDir::open(&dir),
+            Err(StateError::Shared { .. })
+        ));
+        assert_eq!(mode(&dir), 0o1777);
+    }
+
+    #[test]
+    fn a_write_never_follows_a_symlink_planted_as_its_temporary_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("state");
+        let outside = tmp.path().join("outside");
+        fs::write(&outside, "untouched").unwrap();
+        let state = StateDir::open(&dir).unwrap();
+        std::os::unix::fs::symlink(&outside, dir.join(format!(".{DESIRED}.tmp"))).unwrap();
+        state.save_desired("secret document").unwrap();
+        assert_eq!(fs::read_to_string(&outside).unwrap(), "untouched");
+        assert_eq!(
+            state.load_desired().unwrap().as_deref(),
+            Some("secret document")
+        );
+        assert_eq!(mode(&dir.join(DESIRED)), FILE_MODE);
+        assert!(!dir.join(format!(".{DESIRED}.tmp")).exists());
+    }
+
+    #[test]
+    fn a_temporary_file_left_by_a_crash_is_replaced_not_reused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("state");
+        let state = StateDir::open(&dir).unwrap();
+        let temp = dir.join(format!(".{DESIRED}.tmp"));
+        fs::write(&temp, "stale and longer than the new content").unwrap();
+        fs::set_permissions(&temp, Permissions::from_mode(0o644)).unwrap();
+        state.save_desired("new").unwrap();
+        assert_eq!(state.load_desired().unwrap().as_deref(), Some("new"));
+        assert_eq!(mode(&dir.join(DESIRED)), FILE_MODE);
+    }
+
+    #[test]
+    fn the_lock_is_never_opened_through_a_symlink() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("state");
+        fs::create_dir(&dir).unwrap();
+        let outside = tmp.path().join("outside");
+        fs::write(&outside, "untouched").unwrap();
+        std::os::unix::fs::symlink(&outside, dir.join(LOCK)).unwrap();
+        assert!(StateDir::open(&dir).is_err());
+        assert_eq!(fs::read_to_string(&outside).unwrap(), "untouched");
+    }
 
     #[test]
     fn a_second_open_is_refused_while_the_first_holds_the_lock() {

@@ -538,13 +538,16 @@ fn a_full_state_directory_changes_nothing_and_recovers_once_space_returns() {
     let _ = run(std::process::Command::new("dd")
         .args(["if=/dev/zero", "bs=4k"])
         .arg(format!("of={}", full.path().join("filler").display())));
-    let applied = Applied::from(run(&mut s.device.apply_cmd_in(full.path(), &s.v2, &[])));
+    // A directory of berth's own on it: a fresh tmpfs is 1777, which berth
+    // refuses as a shared directory (it keeps secrets there).
+    let state = full.path().join("state");
+    let applied = Applied::from(run(&mut s.device.apply_cmd_in(&state, &s.v2, &[])));
     assert_eq!(applied.code(), Some(1), "{applied}");
     assert!(applied.stderr().contains("No space left"), "{applied}");
     assert!(s.is_old(), "nothing changed\n{applied}");
     // Space returns: the same apply goes through.
     std::fs::remove_file(full.path().join("filler")).expect("free space");
-    let after = Applied::from(run(&mut s.device.apply_cmd_in(full.path(), &s.v2, &[])));
+    let after = Applied::from(run(&mut s.device.apply_cmd_in(&state, &s.v2, &[])));
     assert_eq!(after.last_status(), "COMPLETED", "{after}");
     assert!(s.is_new());
     assert!(s.data_intact());

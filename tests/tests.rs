@@ -15,5 +15,6 @@ mod environment;
 mod faults;
 mod runtime_docker;
 mod schemas;
+mod secrets;
 mod tls;
 mod undo_log;

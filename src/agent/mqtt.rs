@@ -313,15 +313,17 @@ impl Settings {
     /// # Errors
     /// A file that cannot be read, or a URL without a usable host and port.
     pub fn on(config: &MqttConfig, instance: &str, host: &Host) -> Result<Self, MqttSetupError> {
-        let (scheme, rest) = config
-            .url
-            .split_once("://")
-            .ok_or_else(|| MqttSetupError(format!("mqtt.url: \"{}\" has no scheme", config.url)))?;
+        let (scheme, rest) = config.url.split_once("://").ok_or_else(|| {
+            MqttSetupError(format!(
+                "mqtt.url: \"{}\" has no scheme",
+                crate::redact::userinfo(&config.url)
+            ))
+        })?;
         let tls = matches!(scheme, "mqtts" | "ssl");
         let (broker, port) = host_port(rest, if tls { 8883 } else { 1883 }).ok_or_else(|| {
             MqttSetupError(format!(
                 "mqtt.url: \"{}\" is not scheme://host[:port]",
-                config.url
+                crate::redact::userinfo(&config.url)
             ))
         })?;
         let client_id = config
@@ -405,7 +407,8 @@ impl Settings {
         }
         Ok(Self {
             options,
-            url: config.url.clone(),
+            // Only ever shown (in logs): never with a password in it.
+            url: crate::redact::userinfo(&config.url).into_owned(),
             topics,
             max_message_size: config.max_message_size,
             max_oversize_read: DEFAULT_MAX_OVERSIZE_READ,

@@ -85,6 +85,7 @@ impl PolicyArgs {
                 .filter(|s| !s.is_empty())
                 .collect(),
             instance: self.instance.clone(),
+            ..PlanOptions::default()
         }
     }
 }

@@ -49,3 +49,16 @@ pub fn pause_at() -> Option<PausePoint> {
 pub fn pause_at() -> Option<PausePoint> {
     None
 }
+
+/// Panics with the message `BERTH_TEST_PANIC` holds, so a test can see what
+/// the panic hook prints.
+#[cfg(feature = "test-hooks")]
+pub fn panic_if_asked() {
+    if let Ok(message) = std::env::var("BERTH_TEST_PANIC") {
+        panic!("{message}");
+    }
+}
+
+/// No panics on request outside test builds.
+#[cfg(not(feature = "test-hooks"))]
+pub fn panic_if_asked() {}

@@ -68,9 +68,38 @@ pub enum LogFormat {
     Json,
 }
 
+/// Libraries that log request and response bodies, MQTT packets or TLS
+/// details at debug and trace (bollard logs every create body, env and
+/// all): they are held at info whatever `--log-level` or `BERTH_LOG` says,
+/// so no log level can print a secret. berth's own debug output is free of
+/// values.
+const QUIET_BELOW_INFO: [&str; 8] = [
+    "bollard",
+    "hyper",
+    "hyper_util",
+    "h2",
+    "rumqttc",
+    "rustls",
+    "tower",
+    "tokio_util",
+];
+
+/// Whether a log line or span from `target` at `level` may be written.
+fn loud_enough(target: &str, level: &tracing::Level) -> bool {
+    let quiet = QUIET_BELOW_INFO.iter().any(|q| {
+        target
+            .strip_prefix(q)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+    });
+    !quiet || *level <= tracing::Level::INFO
+}
+
 /// Sends `tracing` output to stderr, filtered by `--log-level`, as text or
 /// JSON lines. Log lines inside an activity carry its `activityId`.
 pub fn init_logging(args: &Args) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
     let default = match args.command {
         Command::Run(_) => "info",
         _ => "warn",
@@ -78,6 +107,7 @@ pub fn init_logging(args: &Args) {
     let level = args.log_level.as_deref().unwrap_or(default);
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let cap = tracing_subscriber::filter::filter_fn(|m| loud_enough(m.target(), m.level()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -86,15 +116,20 @@ pub fn init_logging(args: &Args) {
             .json()
             .with_current_span(true)
             .with_span_list(false)
+            .finish()
+            .with(cap)
             .init(),
         LogFormat::Text => builder
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .finish()
+            .with(cap)
             .init(),
     }
 }
 
 /// Runs the chosen subcommand and says which exit code it earned.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    hooks::panic_if_asked();
     match args.command {
         Command::Validate(cmd) => cmd.exec(),
         Command::Plan(cmd) => cmd.exec(),
@@ -102,5 +137,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Apply(cmd) => cmd.exec(),
         Command::Recover(cmd) => cmd.exec(),
         Command::Run(cmd) => cmd.exec(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_logging_libraries_are_held_at_info_whatever_the_level() {
+        use tracing::Level;
+        assert!(!loud_enough("bollard::docker", &Level::DEBUG));
+        assert!(!loud_enough("bollard", &Level::TRACE));
+        assert!(!loud_enough("hyper_util::client", &Level::TRACE));
+        assert!(!loud_enough("rumqttc::state", &Level::DEBUG));
+        assert!(loud_enough("bollard::docker", &Level::WARN));
+        assert!(loud_enough("berth::agent", &Level::TRACE));
+        assert!(loud_enough("bollardish", &Level::TRACE));
     }
 }

@@ -360,6 +360,7 @@ async fn agent_main(
             scope: config.scope,
             system_containers: config.system_containers.clone(),
             instance: config.instance.clone(),
+            redactor: berth::redact::Redactor::new(&config.redact_env)?,
         },
         execute: ExecuteOptions {
             parallel: config.parallel,

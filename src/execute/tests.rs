@@ -1910,3 +1910,45 @@ fn review_rollback_is_not_blocked_by_a_container_whose_id_starts_with_the_name()
     assert!(running(&fake, "db"));
     assert_eq!(journal_left(dir.path()), None);
 }
+
+// Issue 20: feedback goes to the broker and the terminal; its reasons say
+// which variable or argument changed, never its value.
+#[test]
+fn feedback_for_a_changed_secret_never_carries_its_value() {
+    let fake = engine();
+    let dir = tempfile::tempdir().unwrap();
+    let v1 = doc(
+        "secret-1",
+        &[(
+            "db",
+            &[
+                ("image", ONE),
+                ("env", "DB_PASSWORD=hunter2-one"),
+                ("cmd", "/bin/service"),
+                ("cmd", "postgres://u:s3cr3t-one@db/x"),
+            ],
+        )],
+    );
+    apply(&fake, dir.path(), &v1);
+    let v2 = doc(
+        "secret-2",
+        &[(
+            "db",
+            &[
+                ("image", ONE),
+                ("env", "DB_PASSWORD=hunter2-two"),
+                ("cmd", "/bin/service"),
+                ("cmd", "postgres://u:s3cr3t-two@db/x"),
+            ],
+        )],
+    );
+    let applied = apply(&fake, dir.path(), &v2);
+    assert_eq!(applied.outcome.status, Status::Completed);
+    let text = serde_json::to_string(&applied.feedback).unwrap();
+    assert!(
+        !text.contains("hunter2") && !text.contains("s3cr3t"),
+        "{text}"
+    );
+    assert!(text.contains("env DB_PASSWORD changed"), "{text}");
+    assert!(text.contains("command changed (sensitive value)"), "{text}");
+}

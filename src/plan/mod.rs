@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use crate::labels::Ownership;
 use crate::observe::{Observed, ObservedContainer};
+use crate::redact::Redactor;
 use crate::runtime::{ImageDetails, Status};
 use crate::spec::hash::{hash_version, spec_hash, HASH_VERSION};
 use crate::spec::model::*;
@@ -52,6 +53,9 @@ pub struct PlanOptions {
     /// This berth's instance name: containers another instance created are
     /// left alone, whatever the scope.
     pub instance: String,
+    /// What is secret: reasons and diffs say that a secret changed, never
+    /// to what, since plans are printed, logged and published.
+    pub redactor: Redactor,
 }
 
 impl Default for PlanOptions {
@@ -60,6 +64,7 @@ impl Default for PlanOptions {
             scope: Scope::Owned,
             system_containers: Vec::new(),
             instance: crate::labels::DEFAULT_INSTANCE.to_string(),
+            redactor: Redactor::default(),
         }
     }
 }
@@ -289,9 +294,12 @@ pub fn compute(desired: &DesiredState, observed: &Observed, options: &PlanOption
                 execution: Execution::default(),
             }
         } else if let Some(previous) = restore {
-            restore_entry(decide(spec, Some(previous), observed), previous)
+            restore_entry(
+                decide(spec, Some(previous), observed, &options.redactor),
+                previous,
+            )
         } else {
-            decide(spec, current, observed)
+            decide(spec, current, observed, &options.redactor)
         };
         if let NetworkMode::User(net) = &spec.config.network {
             if entry.action.changes() && !observed.networks.contains(net) {
@@ -415,6 +423,7 @@ fn decide(
     spec: &ContainerSpec,
     current: Option<&ObservedContainer>,
     observed: &Observed,
+    redactor: &Redactor,
 ) -> PlanEntry {
     let mut entry = PlanEntry {
         id: spec.name.clone(),
@@ -448,7 +457,7 @@ fn decide(
         Some(owner) if owner.spec_hash.as_deref().and_then(hash_version) == Some(HASH_VERSION) => {
             diffs.extend(live_differences(spec, current, None));
             if owner.spec_hash.as_deref() != Some(desired_hash.as_str()) {
-                let fields = field_differences(spec, current, image, None, Some(owner));
+                let fields = field_differences(spec, current, image, None, Some(owner), redactor);
                 diffs.extend(fields.into_iter().filter(|d| !d.in_place));
                 if diffs.iter().all(|d| d.in_place) {
                     diffs.push(Difference::recreate(
@@ -459,7 +468,14 @@ fn decide(
         }
         Some(owner) => {
             diffs.extend(live_differences(spec, current, None));
-            diffs.extend(field_differences(spec, current, image, None, Some(owner)));
+            diffs.extend(field_differences(
+                spec,
+                current,
+                image,
+                None,
+                Some(owner),
+                redactor,
+            ));
         }
         None => {
             diffs.extend(live_differences(spec, current, Some(&spec.keys)));
@@ -469,6 +485,7 @@ fn decide(
                 image,
                 Some(&spec.keys),
                 None,
+                redactor,
             ));
         }
     }
@@ -496,7 +513,7 @@ fn decide(
         });
     }
     entry.reasons = diffs.into_iter().map(|d| d.reason).collect();
-    entry.diff = Some(settings_diff(spec, current));
+    entry.diff = Some(settings_diff(spec, current, redactor));
     entry
 }
 
@@ -725,6 +742,7 @@ fn field_differences(
     image: Option<&ImageDetails>,
     only: Option<&BTreeSet<&'static str>>,
     owner: Option<&Ownership>,
+    redactor: &Redactor,
 ) -> Vec<Difference> {
     let wants = |k: &str| only.is_none_or(|keys| keys.contains(k));
     let full = only.is_none();
@@ -782,10 +800,10 @@ fn field_differences(
         };
         if let Some(expected) = expected {
             if !argv_eq(&expected, &o.cmd) {
-                out.push(Difference::recreate(format!(
-                    "command {} -> {}",
-                    argv_text(&o.cmd),
-                    argv_text(&expected)
+                out.push(Difference::recreate(changed(
+                    "command",
+                    &argv_text(&o.cmd, redactor),
+                    &argv_text(&expected, redactor),
                 )));
             }
         }
@@ -798,10 +816,10 @@ fn field_differences(
         };
         if let Some(expected) = expected {
             if !argv_eq(&expected, &o.entrypoint) {
-                out.push(Difference::recreate(format!(
-                    "entrypoint {} -> {}",
-                    argv_text(&o.entrypoint),
-                    argv_text(&expected)
+                out.push(Difference::recreate(changed(
+                    "entrypoint",
+                    &argv_text(&o.entrypoint, redactor),
+                    &argv_text(&expected, redactor),
                 )));
             }
         }
@@ -899,7 +917,11 @@ fn field_differences(
     }
     let mut flag = |key: &str, words: &str, want: String, have: String| {
         if wants(key) && want != have {
-            out.push(Difference::recreate(format!("{words} {have} -> {want}")));
+            out.push(Difference::recreate(changed(
+                words,
+                &redactor.text(&have),
+                &redactor.text(&want),
+            )));
         }
     };
     flag(
@@ -1043,10 +1065,20 @@ fn mode(non_blocking: bool) -> &'static str {
     }
 }
 
-fn argv_text(v: &Option<Vec<String>>) -> String {
+fn argv_text(v: &Option<Vec<String>>, redactor: &Redactor) -> String {
     match v {
-        Some(v) if !v.is_empty() => format!("{v:?}"),
+        Some(v) if !v.is_empty() => format!("{:?}", redactor.argv(v)),
         _ => "(none)".into(),
+    }
+}
+
+/// `what have -> want` from already redacted texts; when redaction made
+/// them equal, the difference is in a secret: say so, not what it is.
+fn changed(what: &str, have: &str, want: &str) -> String {
+    if have == want {
+        format!("{what} changed (sensitive value)")
+    } else {
+        format!("{what} {have} -> {want}")
     }
 }
 
@@ -1070,7 +1102,7 @@ fn set_difference<T: Ord + fmt::Display>(
 
 /// A unified diff of the settings, current against desired, limited to
 /// what the document owns (image defaults are left out on both sides).
-fn settings_diff(spec: &ContainerSpec, current: &ObservedContainer) -> String {
+fn settings_diff(spec: &ContainerSpec, current: &ObservedContainer, redactor: &Redactor) -> String {
     let mut have = current.config.clone();
     let owned_env: BTreeSet<&String> = current
         .owner
@@ -1104,13 +1136,100 @@ fn settings_diff(spec: &ContainerSpec, current: &ObservedContainer) -> String {
     if spec.config.health == HealthConfig::default() {
         have.health = HealthConfig::default();
     }
-    let old = params::lines(&params::parameters(&spec.name, &have));
-    let new = params::lines(&params::parameters(&spec.name, &spec.config));
+    let (old, new) = redacted_sides(
+        &params::parameters(&spec.name, &have),
+        &params::parameters(&spec.name, &spec.config),
+        redactor,
+    );
+    let (old, new) = (params::lines(&old), params::lines(&new));
     similar::TextDiff::from_lines(&old, &new)
         .unified_diff()
         .context_radius(2)
         .header("current", "desired")
         .to_string()
+}
+
+/// Both sides of the settings diff as they may be shown (see
+/// [`crate::inventory::redacted_parameters`]), terraform's way: a secret
+/// that differs reads `(sensitive value)` on the current side and
+/// `(sensitive value changed)` on the desired one, and one that does not
+/// differ reads the same on both, so the diff shows only that it changed.
+/// Values are matched by env or label name, else by key and position.
+fn redacted_sides(
+    old: &[params::Parameter],
+    new: &[params::Parameter],
+    redactor: &Redactor,
+) -> (Vec<params::Parameter>, Vec<params::Parameter>) {
+    fn identities(params: &[params::Parameter]) -> Vec<(&'static str, String)> {
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        params
+            .iter()
+            .map(|(k, v)| match *k {
+                "env" | "label" => (*k, v.split('=').next().unwrap_or_default().to_string()),
+                _ => {
+                    let n = seen.entry(k).or_default();
+                    *n += 1;
+                    (*k, n.to_string())
+                }
+            })
+            .collect()
+    }
+    let shown_old = crate::inventory::redacted_parameters(old, redactor);
+    let shown_new = crate::inventory::redacted_parameters(new, redactor);
+    let old_ids = identities(old);
+    let before: HashMap<&(&str, String), (&str, &str)> = old_ids
+        .iter()
+        .zip(old.iter().zip(&shown_old))
+        .map(|(id, ((_, raw), (_, shown)))| (id, (raw.as_str(), shown.as_str())))
+        .collect();
+    let secret = |raw: &str, shown: &str| raw != shown;
+    let mark = |(k, shown): &params::Parameter, changed: bool| -> params::Parameter {
+        let (name, value) = match (*k, shown.split_once('=')) {
+            ("env" | "label", Some((name, value))) => (Some(name), value),
+            _ => (None, shown.as_str()),
+        };
+        let word = if changed {
+            "(sensitive value changed)"
+        } else {
+            "(sensitive value)"
+        };
+        let value = if value == crate::redact::REDACTED {
+            word.to_string()
+        } else if changed {
+            format!("{value} {word}")
+        } else {
+            value.to_string()
+        };
+        match name {
+            Some(name) => (k, format!("{name}={value}")),
+            None => (k, value),
+        }
+    };
+    let old_out = old
+        .iter()
+        .zip(&shown_old)
+        .map(|((_, raw), s)| {
+            if secret(raw, &s.1) {
+                mark(s, false)
+            } else {
+                s.clone()
+            }
+        })
+        .collect();
+    let new_out = identities(new)
+        .iter()
+        .zip(new.iter().zip(&shown_new))
+        .map(|(id, ((_, raw), s))| {
+            if !secret(raw, &s.1) {
+                return s.clone();
+            }
+            let changed = before
+                .get(id)
+                .is_some_and(|(old_raw, old_shown)| *old_raw != raw && *old_shown == s.1);
+            mark(s, changed)
+        })
+        .collect();
+    (old_out, new_out)
 }
 
 /// A container linked to x (its network is `container:<x>`, or a host entry

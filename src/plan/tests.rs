@@ -783,3 +783,108 @@ fn another_instances_container_named_in_the_document_is_ignored() {
     let p = plan_with(&fake, &doc(&[("web", &[("image", SERVICE_2)])]), &mine);
     assert_eq!(action(&p, "web"), Action::Ignore);
 }
+
+// Issue 20: plans are printed, logged and published, so a secret that
+// changed is said to have changed, never to what.
+#[test]
+fn plan_diff_and_reasons_never_show_a_changed_secret_env_value() {
+    let fake = engine();
+    apply(
+        &fake,
+        &doc(&[(
+            "web",
+            &[
+                ("image", SERVICE_1),
+                ("env", "DB_PASSWORD=hunter2-old"),
+                ("env", "API_TOKEN=same-t0k3n"),
+                ("env", "LOG_LEVEL=info"),
+            ],
+        )]),
+    );
+    let p = plan(
+        &fake,
+        &doc(&[(
+            "web",
+            &[
+                ("image", SERVICE_1),
+                ("env", "DB_PASSWORD=hunter2-new"),
+                ("env", "API_TOKEN=same-t0k3n"),
+                ("env", "LOG_LEVEL=debug"),
+            ],
+        )]),
+    );
+    let entry = p.entry("web").unwrap();
+    let diff = entry.diff.clone().unwrap();
+    let json = serde_json::to_string(&p).unwrap();
+    for text in [&diff, &json, &format!("{p:?}")] {
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(!text.contains("t0k3n"), "{text}");
+    }
+    assert!(
+        diff.contains("-env: DB_PASSWORD=(sensitive value)\n")
+            && diff.contains("+env: DB_PASSWORD=(sensitive value changed)"),
+        "{diff}"
+    );
+    assert!(diff.contains(" env: API_TOKEN=(sensitive value)"), "{diff}");
+    assert!(diff.contains("+env: LOG_LEVEL=debug"), "{diff}");
+    assert!(
+        entry
+            .reasons
+            .contains(&"env DB_PASSWORD changed".to_string()),
+        "{:?}",
+        entry.reasons
+    );
+}
+
+#[test]
+fn plan_reasons_and_diff_never_show_a_url_password_in_a_command() {
+    let fake = engine();
+    apply(
+        &fake,
+        &doc(&[(
+            "web",
+            &[
+                ("image", SERVICE_1),
+                ("cmd", "postgres://u:s3cr3t-old@db/x"),
+            ],
+        )]),
+    );
+    let p = plan(
+        &fake,
+        &doc(&[(
+            "web",
+            &[
+                ("image", SERVICE_1),
+                ("cmd", "postgres://u:s3cr3t-new@db/x"),
+            ],
+        )]),
+    );
+    let entry = p.entry("web").unwrap();
+    let text = format!("{:?} {}", entry.reasons, entry.diff.clone().unwrap());
+    assert!(!text.contains("s3cr3t"), "{text}");
+    assert!(
+        entry
+            .reasons
+            .contains(&"command changed (sensitive value)".to_string()),
+        "{text}"
+    );
+    assert!(text.contains("(sensitive value changed)"), "{text}");
+}
+
+#[test]
+fn configured_redact_patterns_reach_the_plan() {
+    let fake = engine();
+    apply(
+        &fake,
+        &doc(&[("web", &[("image", SERVICE_1), ("env", "SIM_PIN=1234")])]),
+    );
+    let desired = doc(&[("web", &[("image", SERVICE_1), ("env", "SIM_PIN=9876")])]);
+    let observed = block_on(observe::gather_for(&fake, &desired)).unwrap();
+    let options = PlanOptions {
+        redactor: crate::redact::Redactor::new(&["*PIN*"]).unwrap(),
+        ..PlanOptions::default()
+    };
+    let p = compute(&desired, &observed, &options);
+    let diff = p.entry("web").unwrap().diff.clone().unwrap();
+    assert!(!diff.contains("1234") && !diff.contains("9876"), "{diff}");
+}

@@ -224,8 +224,8 @@ impl DockerRuntime {
                 .unwrap_or_default(),
         };
         let unavailable = |message: String| RuntimeError::Unavailable {
-            endpoint: url.clone(),
-            message,
+            endpoint: crate::redact::userinfo(&url).into_owned(),
+            message: words(message),
         };
         let docker = match target.map_err(&unavailable)? {
             Endpoint::Plain(url) => {
@@ -292,6 +292,7 @@ impl DockerRuntime {
                 status_code: 404,
                 message,
             } => {
+                let message = words(message);
                 let (kind, found) = missing_from_message(&message).unwrap_or((kind, String::new()));
                 let what = if found.is_empty() {
                     what.clone()
@@ -303,22 +304,54 @@ impl DockerRuntime {
             BollardError::DockerResponseServerError {
                 status_code: 409,
                 message,
-            } => RuntimeError::Conflict { message },
+            } => RuntimeError::Conflict {
+                message: words(message),
+            },
             BollardError::DockerResponseServerError {
                 status_code,
                 message,
             } => RuntimeError::Refused {
                 status: status_code,
-                message,
+                message: words(message),
             },
             BollardError::SocketNotFoundError(_)
             | BollardError::HyperResponseError { .. }
             | BollardError::RequestTimeoutError => RuntimeError::Unavailable {
                 endpoint: self.endpoint.clone(),
-                message: e.to_string(),
+                message: words(e.to_string()),
             },
-            other => RuntimeError::Other(format!("{}: {other}", describe_missing(kind, &what))),
+            other => {
+                RuntimeError::Other(words(format!("{}: {other}", describe_missing(kind, &what))))
+            }
         }
+    }
+}
+
+#[cfg(test)]
+impl DockerRuntime {
+    /// [`DockerRuntime::map_err`] without a connection.
+    fn map_err_for_test(e: BollardError) -> RuntimeError {
+        let rt = Self {
+            docker: Docker::connect_with_http(
+                "http://127.0.0.1:9",
+                1,
+                bollard::API_DEFAULT_VERSION,
+            )
+            .expect("a client needs no connection"),
+            endpoint: "test".into(),
+        };
+        let mapped = rt.map_err(Missing::Container, "c")(e);
+        mapped
+    }
+}
+
+/// The engine's words as berth may repeat them: they can quote a command
+/// line (`exec: "psql postgres://u:pw@db"`), an env entry or a request
+/// body, and they end up in feedback, logs and on the terminal.
+fn words(message: String) -> String {
+    match crate::redact::default_rule().text(&message) {
+        std::borrow::Cow::Borrowed(_) => message,
+        std::borrow::Cow::Owned(redacted) => redacted,
     }
 }
 
@@ -479,7 +512,7 @@ impl Runtime for DockerRuntime {
                 }
                 return Err(RuntimeError::Refused {
                     status: 500,
-                    message,
+                    message: words(message),
                 });
             }
             if let (Some(id), Some(p)) = (info.id, info.progress_detail) {
@@ -631,7 +664,7 @@ impl Runtime for DockerRuntime {
         let stream = self.docker.events(Some(options)).map(move |item| {
             let message = item.map_err(|e| RuntimeError::Unavailable {
                 endpoint: endpoint.clone(),
-                message: e.to_string(),
+                message: words(e.to_string()),
             })?;
             let actor = message.actor.unwrap_or_default();
             let attributes = actor.attributes.unwrap_or_default();
@@ -1149,6 +1182,23 @@ mod tests {
         std::fs::write(dir.path().join("ca.pem"), "").unwrap();
         let e = connect_tls("https://e:2376", dir.path()).unwrap_err();
         assert!(e.contains("no certificate"), "{e}");
+    }
+
+    // Issue 20: the engine's messages quote command lines and env entries.
+    #[test]
+    fn engine_error_messages_never_repeat_a_url_password_or_a_secret_assignment() {
+        let said = words(
+            "OCI runtime create failed: exec: \"postgres://u:s3cr3t@db/x\": stat: no such file; env DB_PASSWORD=hunter2".into(),
+        );
+        assert!(
+            !said.contains("s3cr3t") && !said.contains("hunter2"),
+            "{said}"
+        );
+        let e = DockerRuntime::map_err_for_test(BollardError::DockerResponseServerError {
+            status_code: 500,
+            message: "invalid --api-token=hunter2".into(),
+        });
+        assert!(!e.to_string().contains("hunter2"), "{e}");
     }
 
     #[test]

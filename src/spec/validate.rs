@@ -57,9 +57,15 @@ impl Diagnostic {
     /// escaped, so no document can put a terminal escape sequence or a NUL
     /// into a log line or feedback message.
     fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        let message = message.into();
+        // Quoted values may hold a URL with a password (a cmd argument, a
+        // health check) or a secret `NAME=value` (a label, a flag): the net
+        // under the messages that quote values. Env values are never
+        // quoted in the first place.
+        let message = crate::redact::default_rule().text(&message).into_owned();
         Self {
             path: limits::printable(path.into()),
-            message: limits::printable(message.into()),
+            message: limits::printable(message),
         }
     }
 }
@@ -851,20 +857,21 @@ impl Reader<'_, '_, '_> {
 
     fn env(&mut self) -> BTreeMap<String, Option<String>> {
         let mut env: BTreeMap<String, Option<String>> = BTreeMap::new();
-        for (name, value) in self.many("env", values::parse_env) {
+        // Env problems are whole messages that name the variable and never
+        // quote a value: any value may be a secret (see values::parse_env).
+        let entries = self.grouped.get("env").cloned().unwrap_or_default();
+        for entry in entries {
+            let (name, value) = match values::parse_env(entry) {
+                Ok(parsed) => parsed,
+                Err(problem) => {
+                    self.error("env", problem);
+                    continue;
+                }
+            };
             match env.get(&name) {
                 Some(old) if *old != value => {
-                    let show = |v: &Option<String>| match v {
-                        Some(v) => format!("{name}={v}"),
-                        None => name.clone(),
-                    };
-                    let first = match old {
-                        Some(v) => format!("{name}={}", excerpt(v)),
-                        None => name.clone(),
-                    };
                     let msg = format!(
-                        "sets {name} twice with different values (\"{first}\" and \"{}\")",
-                        show(&value)
+                        "sets {name} twice with different values (the values are not shown)"
                     );
                     self.error("env", msg);
                 }
@@ -1172,13 +1179,15 @@ impl Reader<'_, '_, '_> {
         for (k, val) in self.many("label", values::parse_label) {
             if let Some(old) = labels.insert(k.clone(), val.clone()) {
                 if old != val {
-                    self.error(
-                        "label",
+                    let msg = if crate::redact::default_rule().is_secret(&k) {
+                        format!("sets {k} twice with different values (the values are not shown)")
+                    } else {
                         format!(
                             "sets {k} twice with different values (\"{}\" and \"{val}\")",
                             excerpt(&old)
-                        ),
-                    );
+                        )
+                    };
+                    self.error("label", msg);
                 }
             }
         }

@@ -334,6 +334,12 @@ pub fn parse_cpus(v: &str) -> Result<u64, Problem> {
 
 /// `env`: `NAME=value`, `NAME=` or `NAME` (which removes the image's NAME),
 /// with Kanto's name rule.
+///
+/// The problem is a whole message that never quotes the value: any value
+/// may be a secret, and the validator has no redaction patterns. The name
+/// is quoted when the entry has an `=` (what precedes it is a name); an
+/// entry without one is not quoted at all, since a value pasted without
+/// its name would otherwise be shown.
 pub fn parse_env(v: &str) -> Result<(String, Option<String>), Problem> {
     let (name, value) = match v.split_once('=') {
         Some((n, val)) => (n, Some(val.to_string())),
@@ -345,9 +351,20 @@ pub fn parse_env(v: &str) -> Result<(String, Option<String>), Problem> {
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !ok {
-        return Err(format!(
-            "has an invalid variable name \"{name}\"; expected NAME=value where NAME is letters, digits and '_' and does not start with a digit"
-        ));
+        const EXPECTED: &str = "expected NAME=value where NAME is letters, digits and '_' and does not start with a digit";
+        return Err(match value {
+            Some(_) if name.is_empty() => {
+                format!("an entry has an empty variable name; {EXPECTED} (the value is not shown)")
+            }
+            Some(_) => format!(
+                "variable \"{}\" has an invalid name; {EXPECTED} (the value is not shown)",
+                super::limits::excerpt(name)
+            ),
+            None if name.is_empty() => format!("an entry is empty (\"\"); {EXPECTED}"),
+            None => format!(
+                "an entry without '=' is not a valid variable name; {EXPECTED} (the entry is not shown: it may be a value)"
+            ),
+        });
     }
     Ok((name.to_string(), value))
 }
@@ -890,6 +907,25 @@ mod tests {
         assert!(parse_env("1A=x").is_err());
         assert!(parse_env("A-B=x").is_err());
         assert!(parse_env("=x").is_err());
+    }
+
+    // Issue 20: validation errors are printed, logged and sent as feedback.
+    #[test]
+    fn validation_error_for_a_bad_env_name_never_quotes_the_value() {
+        for entry in [
+            "1DB_PASSWORD=hunter2",
+            "DB-PASSWORD=hunter2",
+            "=hunter2",
+            "DB PASSWORD hunter2",
+            "hunter 2",
+        ] {
+            let e = parse_env(entry).unwrap_err();
+            assert!(!e.contains("hunter2"), "{entry}: {e}");
+        }
+        assert!(parse_env("1BAD=x")
+            .unwrap_err()
+            .contains("variable \"1BAD\""));
+        assert!(parse_env("").unwrap_err().contains("\"\""));
     }
 
     #[test]
