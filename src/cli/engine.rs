@@ -2,14 +2,18 @@
 //! they share: loading a document, connecting, colouring output.
 
 use std::io::IsTerminal;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 
+use berth::config::Config;
+use berth::observe;
 use berth::plan::{PlanOptions, Scope};
+use berth::policy::{EnvBaseline, Policy, RealHostPaths, Refusal};
 use berth::runtime::docker::DockerRuntime;
-use berth::spec::{self, Accepted, Rejection};
+use berth::runtime::Runtime;
+use berth::spec::{self, Accepted, DesiredState, Rejection};
 
 /// Where the engine is.
 #[derive(Debug, Args)]
@@ -29,11 +33,17 @@ impl EngineArgs {
     }
 }
 
-/// Which containers berth may touch.
+/// Which containers berth may touch, and what a document may ask for.
 #[derive(Debug, Args)]
 pub struct PolicyArgs {
+    /// The agent's configuration file (`berth run --config`): its `[policy]`,
+    /// `system_containers` and `[limits]` apply to this command too.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// Containers berth never creates, changes, starts, stops or removes
-    /// (comma-separated); a document's `systemContainers` replaces this list.
+    /// (comma-separated), added to the configuration's; a document's
+    /// `systemContainers` adds to them, never removes.
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
     pub system_containers: Vec<String>,
 
@@ -74,18 +84,93 @@ impl From<ScopeArg> for Scope {
 }
 
 impl PolicyArgs {
-    /// The planner's options.
-    pub fn plan_options(&self) -> PlanOptions {
-        PlanOptions {
-            scope: self.scope.into(),
-            system_containers: self
-                .system_containers
-                .iter()
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect(),
-            instance: self.instance.clone(),
+    /// The device's rules: the configuration file's policy, system
+    /// containers and limits (the defaults without `--config`), with
+    /// `--system-containers` added.
+    pub fn device(&self) -> anyhow::Result<Device> {
+        let config = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the configuration {}", path.display()))?;
+                Config::parse(&text).with_context(|| format!("configuration {}", path.display()))?
+            }
+            None => Config::default(),
+        };
+        let policy = config
+            .policy
+            .compile()
+            .context("the configuration's [policy]")?;
+        let mut system = config.system_containers.clone();
+        for name in &self.system_containers {
+            let name = name.trim();
+            if !name.is_empty() && !system.iter().any(|s| s == name) {
+                system.push(name.to_string());
+            }
         }
+        Ok(Device {
+            policy,
+            plan: PlanOptions {
+                scope: self.scope.into(),
+                system_containers: system,
+                instance: self.instance.clone(),
+            },
+            spec: spec::Options {
+                limits: config.limits,
+                ..spec::Options::default()
+            },
+        })
+    }
+}
+
+/// The device's rules for one command, from [`PolicyArgs::device`].
+#[derive(Debug, Clone)]
+pub struct Device {
+    /// What a document may ask for.
+    pub policy: Policy,
+    /// Scope, system containers and instance for the planner.
+    pub plan: PlanOptions,
+    /// How a document is read (the configured limits).
+    pub spec: spec::Options,
+}
+
+impl Device {
+    /// Checks `desired` against the policy before anything is pulled,
+    /// created, persisted or planned. Observes the engine (read-only) only
+    /// when `allow_env_change` needs the env the containers have now.
+    ///
+    /// # Errors
+    /// When the engine cannot be read for the env baseline.
+    pub async fn check<R: Runtime>(
+        &self,
+        rt: &R,
+        desired: &DesiredState,
+    ) -> anyhow::Result<Result<(), Refusal>> {
+        let baseline = if self.policy.needs_env_baseline() {
+            let observed = observe::gather(rt, &[], &[])
+                .await
+                .context("reading the containers' env for policy allow_env_change")?;
+            let images = observe::images_of(rt, &observed)
+                .await
+                .context("reading the containers' images for policy allow_env_change")?;
+            EnvBaseline::from_observed(&observed, &images)
+        } else {
+            EnvBaseline::none()
+        };
+        Ok(self.policy.check(
+            desired,
+            &baseline,
+            &self.plan.system_containers,
+            &RealHostPaths,
+        ))
+    }
+}
+
+/// Prints a policy refusal the way `berth validate` prints problems: one
+/// line per violation on standard error, prefixed with the document's name.
+pub fn print_refusal(path: &Path, refusal: &Refusal) {
+    let name = path.display();
+    for line in refusal.lines() {
+        eprintln!("{name}: {line}");
     }
 }
 
@@ -102,10 +187,13 @@ pub fn read(path: &Path) -> std::io::Result<String> {
 
 /// Loads and validates a document, printing every warning and problem the
 /// way `berth validate` does. Returns the text with the verdict.
-pub fn load(path: &Path) -> anyhow::Result<(String, Result<Accepted, Rejection>)> {
+pub fn load(
+    path: &Path,
+    options: &spec::Options,
+) -> anyhow::Result<(String, Result<Accepted, Rejection>)> {
     let name = path.display().to_string();
     let text = read(path).with_context(|| format!("reading {name}"))?;
-    let verdict = spec::parse(&text, &spec::Options::default());
+    let verdict = spec::parse(&text, options);
     let (warnings, errors) = match &verdict {
         Ok(accepted) => (&accepted.warnings, &[][..]),
         Err(rejection) => (&rejection.warnings, &rejection.errors[..]),

@@ -442,17 +442,14 @@ impl Policy {
     ) -> (String, String, Result<String, String>) {
         let written: Vec<String> = self.env_change.iter().map(|(p, _)| p.clone()).collect();
         let rule = list_text("allow_env_change", &written);
+        let all: Vec<&str> = c.config.env.keys().map(String::as_str).collect();
+        let all = quoted(&all.join(","));
         if let Some((p, _)) = self.env_change.iter().find(|(_, m)| m.is_match(&c.name)) {
-            let names: Vec<&str> = c.config.env.keys().map(String::as_str).collect();
-            return (
-                quoted(&names.join(",")),
-                rule,
-                Ok(format!("the component matches \"{p}\"")),
-            );
+            return (all, rule, Ok(format!("the component matches \"{p}\"")));
         }
         match baseline.changes(&c.name, &c.config.env) {
             None => (
-                String::new(),
+                all,
                 rule,
                 Ok("a new component: no env to change yet".into()),
             ),
