@@ -12,6 +12,7 @@ mod cli_validate;
 mod corpus;
 mod environment;
 mod faults;
+mod policy;
 mod runtime_docker;
 mod schemas;
 mod undo_log;
