@@ -799,3 +799,42 @@ fn the_example_configuration_policy_passes_the_demo_documents() {
         Ok(())
     );
 }
+
+// --- in the agent's configuration --------------------------------------------
+
+#[test]
+fn a_bad_pattern_in_the_configuration_file_is_refused_naming_the_entry() {
+    let e = crate::config::Config::parse(
+        "[policy]\nallowed_images = [\"a.io/x\", \"b.io/y\", \"c.io/[z\"]",
+    )
+    .unwrap_err()
+    .0;
+    assert!(
+        e.starts_with("policy.allowed_images[2]: \"c.io/[z\" is not a valid pattern"),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_example_configuration_has_a_strict_policy() {
+    let config = crate::config::Config::parse(include_str!("../../examples/config.toml")).unwrap();
+    let p = config.policy.compile().unwrap();
+    assert!(!p.is_permissive());
+    assert!(!config.policy.allow_privileged && !config.policy.allow_host_network);
+}
+
+#[test]
+fn print_config_shows_the_policy_and_reads_back() {
+    let config = crate::config::Config::parse(include_str!("../../examples/config.toml")).unwrap();
+    let text = config.redacted_toml();
+    assert!(text.contains("[policy]"), "{text}");
+    assert_eq!(
+        crate::config::Config::parse(&text).unwrap().policy,
+        config.policy
+    );
+    let defaults = crate::config::Config::default().redacted_toml();
+    assert_eq!(
+        crate::config::Config::parse(&defaults).unwrap().policy,
+        PolicyConfig::default()
+    );
+}
