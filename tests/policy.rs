@@ -459,6 +459,30 @@ fn a_document_cannot_shrink_join_adopt_or_remove_a_configured_system_container()
             .contains("is refused by policy system_containers"),
         "{a}"
     );
+    // Nor by an id prefix, which the engine resolves as well.
+    let short = id.as_str().unwrap_or_default()[..12].to_string();
+    let join = s.doc(
+        "join-id",
+        &document(
+            "policy-join-id",
+            None,
+            &[(
+                &web,
+                config_pairs(&[
+                    ("image", &image("service", "1")),
+                    ("network", &format!("container:{short}")),
+                ]),
+            )],
+        ),
+    );
+    let a = s.device.apply(&join, &["--config", &config]);
+    assert_eq!(a.code(), Some(1), "{a}");
+    assert!(
+        a.stderr()
+            .contains("is refused by policy system_containers"),
+        "{a}"
+    );
+    assert!(s.device.containers().iter().all(|c| *c == sys), "{a}");
     // An empty systemContainers with scope all: the configured one stays.
     let shrink = s.doc(
         "shrink",

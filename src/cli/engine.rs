@@ -13,6 +13,7 @@ use berth::plan::{PlanOptions, Scope};
 use berth::policy::{EnvBaseline, Policy, RealHostPaths, Refusal};
 use berth::runtime::docker::DockerRuntime;
 use berth::runtime::Runtime;
+use berth::spec::model::NetworkMode;
 use berth::spec::{self, Accepted, DesiredState, Rejection};
 
 /// Where the engine is.
@@ -145,23 +146,37 @@ impl Device {
         rt: &R,
         desired: &DesiredState,
     ) -> anyhow::Result<Result<(), Refusal>> {
-        let baseline = if self.policy.needs_env_baseline() {
+        let mut system = self.plan.system_containers.clone();
+        system.extend(desired.system_containers.iter().flatten().cloned());
+        let joins = desired
+            .containers
+            .iter()
+            .any(|c| matches!(c.config.network, NetworkMode::Container(_)));
+        let env = self.policy.needs_env_baseline();
+        let mut baseline = EnvBaseline::none();
+        if env || (joins && !system.is_empty()) {
             let observed = observe::gather(rt, &[], &[])
                 .await
-                .context("reading the containers' env for policy allow_env_change")?;
-            let images = observe::images_of(rt, &observed)
-                .await
-                .context("reading the containers' images for policy allow_env_change")?;
-            EnvBaseline::from_observed(&observed, &images)
-        } else {
-            EnvBaseline::none()
-        };
-        Ok(self.policy.check(
-            desired,
-            &baseline,
-            &self.plan.system_containers,
-            &RealHostPaths,
-        ))
+                .context("reading the containers on the engine for the policy")?;
+            // The engine resolves `container:<id prefix>` too: the system
+            // containers' ids go with their names.
+            let ids: Vec<String> = observed
+                .containers
+                .iter()
+                .filter(|c| system.iter().any(|s| s == c.name()))
+                .map(|c| c.details.id.clone())
+                .collect();
+            system.extend(ids);
+            if env {
+                let images = observe::images_of(rt, &observed)
+                    .await
+                    .context("reading the containers' images for policy allow_env_change")?;
+                baseline = EnvBaseline::from_observed(&observed, &images);
+            }
+        }
+        Ok(self
+            .policy
+            .check(desired, &baseline, &system, &RealHostPaths))
     }
 }
 

@@ -219,8 +219,11 @@ fn list_text(option: &str, list: &[String]) -> String {
 impl Policy {
     /// Checks a validated document. `baseline` is the env each component has
     /// now (for `allow_env_change`); `system` the device's configured system
-    /// containers (the document's own are added to them, never subtracted);
-    /// `paths` resolves mount sources on the host.
+    /// containers (the document's own are added to them, never subtracted),
+    /// by name and, when the caller knows them, by full id as well: the
+    /// engine also resolves `container:<id prefix>`, and a target that
+    /// starts a listed id is refused like the name. `paths` resolves mount
+    /// sources on the host.
     ///
     /// # Errors
     /// Every violation, bounded: the first [`MAX_LISTED`] and a count.
@@ -403,7 +406,7 @@ impl Policy {
     ) -> (String, Result<String, String>) {
         let host_rule = format!("allow_host_network = {}", self.config.allow_host_network);
         match network {
-            NetworkMode::Container(other) if system.contains(other.as_str()) => (
+            NetworkMode::Container(other) if is_system(other, system) => (
                 "system_containers".into(),
                 Err(format!(
                     "\"{}\" is a system container, whose network no document may join (whatever the policy)",
@@ -512,6 +515,19 @@ impl Policy {
         };
         (shown, rule, verdict)
     }
+}
+
+/// Whether a `container:` network target is a system container. The engine
+/// resolves the target as a name, a full id or any unique id prefix, so a
+/// hex target that starts a system container's id (when the caller put the
+/// ids in `system`) is that container too.
+fn is_system(target: &str, system: &BTreeSet<&str>) -> bool {
+    let hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
+    system.contains(target)
+        || (hex(target)
+            && system
+                .iter()
+                .any(|s| s.len() == 64 && hex(s) && s.starts_with(&target.to_ascii_lowercase())))
 }
 
 /// The Docker socket paths and what they resolve to on this host.

@@ -402,6 +402,26 @@ fn joining_a_system_container_the_document_itself_names_is_refused() {
 }
 
 #[test]
+fn joining_a_system_container_by_an_id_prefix_is_refused() {
+    let id = "3f4e5d6c7b8a90123456789abcdef0123456789abcdef0123456789abcdef012";
+    let system = ["agent".to_string(), id.to_string()];
+    for target in ["3f4e5d", "3F4E5D6C7B8A", id] {
+        let d = one(&[("network", &format!("container:{target}"))]);
+        assert!(
+            Policy::default()
+                .check(&d, &EnvBaseline::none(), &system, &FakeHost::default())
+                .is_err(),
+            "{target}"
+        );
+    }
+    let d = one(&[("network", "container:3f4e5e")]);
+    assert_eq!(
+        Policy::default().check(&d, &EnvBaseline::none(), &system, &FakeHost::default()),
+        Ok(())
+    );
+}
+
+#[test]
 fn joining_an_ordinary_containers_network_passes() {
     let d = one(&[("network", "container:db")]);
     assert_eq!(
