@@ -136,47 +136,77 @@ pub struct Device {
 
 impl Device {
     /// Checks `desired` against the policy before anything is pulled,
-    /// created, persisted or planned. Observes the engine (read-only) only
-    /// when `allow_env_change` needs the env the containers have now.
+    /// created, persisted or planned. Reads the engine (nothing else) only
+    /// when the policy needs it: see [`Device::inputs`].
     ///
     /// # Errors
-    /// When the engine cannot be read for the env baseline.
+    /// When the engine cannot be read.
     pub async fn check<R: Runtime>(
         &self,
         rt: &R,
         desired: &DesiredState,
     ) -> anyhow::Result<Result<(), Refusal>> {
+        let env = self.policy.needs_env_baseline();
+        let (baseline, system) = if self.needs_engine(desired, env) {
+            self.inputs(rt, desired, env).await?
+        } else {
+            (EnvBaseline::none(), self.system(desired))
+        };
+        Ok(self
+            .policy
+            .check(desired, &baseline, &system, &RealHostPaths))
+    }
+
+    /// The configured system containers and the document's own.
+    pub fn system(&self, desired: &DesiredState) -> Vec<String> {
         let mut system = self.plan.system_containers.clone();
         system.extend(desired.system_containers.iter().flatten().cloned());
+        system
+    }
+
+    /// Whether the policy's inputs need the engine: the env the containers
+    /// have now (`env`), or the ids of the system containers when the
+    /// document joins some container's network.
+    pub fn needs_engine(&self, desired: &DesiredState, env: bool) -> bool {
         let joins = desired
             .containers
             .iter()
             .any(|c| matches!(c.config.network, NetworkMode::Container(_)));
-        let env = self.policy.needs_env_baseline();
-        let mut baseline = EnvBaseline::none();
-        if env || (joins && !system.is_empty()) {
-            let observed = observe::gather(rt, &[], &[])
+        env || (joins && !self.system(desired).is_empty())
+    }
+
+    /// Reads the engine for the policy's inputs: the system containers by
+    /// name and by id (the engine resolves `container:<id prefix>` too),
+    /// and with `env` the env baseline from the containers as they run.
+    ///
+    /// # Errors
+    /// When the engine cannot be read.
+    pub async fn inputs<R: Runtime>(
+        &self,
+        rt: &R,
+        desired: &DesiredState,
+        env: bool,
+    ) -> anyhow::Result<(EnvBaseline, Vec<String>)> {
+        let mut system = self.system(desired);
+        let observed = observe::gather(rt, &[], &[])
+            .await
+            .context("reading the containers on the engine for the policy")?;
+        let ids: Vec<String> = observed
+            .containers
+            .iter()
+            .filter(|c| system.iter().any(|s| s == c.name()))
+            .map(|c| c.details.id.clone())
+            .collect();
+        system.extend(ids);
+        let baseline = if env {
+            let images = observe::images_of(rt, &observed)
                 .await
-                .context("reading the containers on the engine for the policy")?;
-            // The engine resolves `container:<id prefix>` too: the system
-            // containers' ids go with their names.
-            let ids: Vec<String> = observed
-                .containers
-                .iter()
-                .filter(|c| system.iter().any(|s| s == c.name()))
-                .map(|c| c.details.id.clone())
-                .collect();
-            system.extend(ids);
-            if env {
-                let images = observe::images_of(rt, &observed)
-                    .await
-                    .context("reading the containers' images for policy allow_env_change")?;
-                baseline = EnvBaseline::from_observed(&observed, &images);
-            }
-        }
-        Ok(self
-            .policy
-            .check(desired, &baseline, &system, &RealHostPaths))
+                .context("reading the containers' images for policy allow_env_change")?;
+            EnvBaseline::from_observed(&observed, &images)
+        } else {
+            EnvBaseline::none()
+        };
+        Ok((baseline, system))
     }
 }
 

@@ -84,30 +84,29 @@ impl CheckArgs {
             return Ok(ExitCode::FAILURE);
         };
         let desired = accepted.desired;
-        let baseline = match &self.baseline {
+        let given = match &self.baseline {
             Some(path) => {
                 let (_, Ok(current)) = load(path, &device.spec)? else {
                     return Ok(ExitCode::FAILURE);
                 };
-                EnvBaseline::from_desired(&current.desired)
+                Some(EnvBaseline::from_desired(&current.desired))
             }
-            None if device.policy.needs_env_baseline() => {
-                let runtime = tokio::runtime::Runtime::new()?;
-                runtime.block_on(async {
-                    let rt = self.engine.connect().await?;
-                    let observed = berth::observe::gather(&rt, &[], &[]).await?;
-                    let images = berth::observe::images_of(&rt, &observed).await?;
-                    anyhow::Ok(EnvBaseline::from_observed(&observed, &images))
-                })?
-            }
-            None => EnvBaseline::none(),
+            None => None,
         };
-        let decisions = device.policy.explain(
-            &desired,
-            &baseline,
-            &device.plan.system_containers,
-            &RealHostPaths,
-        );
+        let env = given.is_none() && device.policy.needs_env_baseline();
+        let (observed, system) = if device.needs_engine(&desired, env) {
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(async {
+                let rt = self.engine.connect().await?;
+                device.inputs(&rt, &desired, env).await
+            })?
+        } else {
+            (EnvBaseline::none(), device.system(&desired))
+        };
+        let baseline = given.unwrap_or(observed);
+        let decisions = device
+            .policy
+            .explain(&desired, &baseline, &system, &RealHostPaths);
         let refused = decisions
             .iter()
             .filter(|d| d.verdict == Verdict::Refused)
