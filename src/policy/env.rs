@@ -8,7 +8,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::observe::Observed;
+use crate::observe::{Observed, ObservedContainer};
+use crate::plan::{temporary, Temporary};
 use crate::runtime::ImageDetails;
 use crate::spec::DesiredState;
 
@@ -55,30 +56,23 @@ impl EnvBaseline {
     /// id ([`crate::observe::images_of`]): a variable the image sets, with
     /// the image's value, is left to the image and never counts as a change,
     /// as in the planner.
+    ///
+    /// A component that an interrupted activity left only under its old
+    /// temporary name (`web.berth-old`) has that container's env as its
+    /// baseline: recovery brings it back under its name, so it is not new.
     pub fn from_observed(observed: &Observed, images: &BTreeMap<String, ImageDetails>) -> Self {
-        let components = observed
+        let mut components: BTreeMap<String, Current> = observed
             .containers
             .iter()
-            .map(|c| {
-                let env = c
-                    .config
-                    .env
-                    .iter()
-                    .filter_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.clone())))
-                    .collect();
-                let image = images
-                    .get(&c.details.image_id)
-                    .map(|i| {
-                        i.env
-                            .iter()
-                            .filter_map(|e| e.split_once('='))
-                            .map(|(k, v)| (k.to_string(), v.to_string()))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                (c.name().to_string(), Current::Running { env, image })
-            })
+            .map(|c| (c.name().to_string(), running(c, images)))
             .collect();
+        for c in &observed.containers {
+            if let Some((base, Temporary::Old)) = temporary(c.name()) {
+                components
+                    .entry(base.to_string())
+                    .or_insert_with(|| running(c, images));
+            }
+        }
         Self { components }
     }
 
@@ -128,4 +122,25 @@ impl EnvBaseline {
         }
         Some(changed)
     }
+}
+
+/// A running container's env, and its image's defaults.
+fn running(c: &ObservedContainer, images: &BTreeMap<String, ImageDetails>) -> Current {
+    let env = c
+        .config
+        .env
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.clone())))
+        .collect();
+    let image = images
+        .get(&c.details.image_id)
+        .map(|i| {
+            i.env
+                .iter()
+                .filter_map(|e| e.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    Current::Running { env, image }
 }

@@ -710,6 +710,24 @@ fn image_default_env_of_a_running_container_is_not_a_change() {
 }
 
 #[test]
+fn a_component_left_under_its_old_temporary_name_is_not_new() {
+    let details = ContainerDetails {
+        id: "c1".into(),
+        name: "web.berth-old".into(),
+        env: vec!["URL=http://a".into()],
+        ..Default::default()
+    };
+    let observed = observe::Observed {
+        containers: vec![observe::container(details, &HashMap::new())],
+        ..Default::default()
+    };
+    let b = EnvBaseline::from_observed(&observed, &BTreeMap::new());
+    assert!(b.knows("web"));
+    let p = policy("allow_env_change = []");
+    assert!(env_check(&p, &b, &["URL=http://evil"]).is_err());
+}
+
+#[test]
 fn a_running_containers_env_changed_or_dropped_is_a_change() {
     let p = policy("allow_env_change = []");
     let b = running(&["PATH=/bin", "URL=http://a", "KEY=k"], &["PATH=/bin"]);
