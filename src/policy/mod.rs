@@ -204,10 +204,11 @@ impl Refusal {
     }
 }
 
-/// A value quoted in a decision: control characters escaped, at most
-/// [`crate::spec::limits::EXCERPT_CHARS`] characters.
+/// A value quoted in a decision: in full (as validation messages quote
+/// their own value; the list of messages is bounded instead), with control
+/// characters escaped, since messages end up on terminals and in logs.
 fn quoted(value: &str) -> String {
-    printable(excerpt(value).into_owned())
+    printable(value.to_string())
 }
 
 /// A configured list as TOML (`["a", "b"]`), cut when long.

@@ -329,6 +329,17 @@ fn a_bad_image_glob_is_a_config_error_naming_its_index() {
 // --- require_digest ---------------------------------------------------------
 
 #[test]
+fn a_long_value_is_quoted_in_full() {
+    let image = format!("127.0.0.1:5000/berth-test/service:1@{DIGEST}");
+    let p = policy("allowed_images = [\"127.0.0.1:5000/acme/*\"]");
+    let lines = refused(&p, &desired("p", &[("web", &[("image", image.as_str())])]));
+    assert!(
+        lines[0].contains(&format!("value \"{image}\"")),
+        "{lines:?}"
+    );
+}
+
+#[test]
 fn a_tag_without_a_digest_is_refused_when_digests_are_required() {
     let lines = refused(&policy("require_digest = true"), &one(&[]));
     assert_eq!(
