@@ -165,6 +165,8 @@ pub struct Config {
     pub mqtt: Option<MqttConfig>,
     /// The file source, when state files are used.
     pub files: Option<FilesConfig>,
+    /// What a document may ask the device to run (docs/SECURITY.md).
+    pub policy: crate::policy::PolicyConfig,
 }
 
 impl Default for Config {
@@ -191,6 +193,7 @@ impl Default for Config {
             limits: Limits::default(),
             mqtt: None,
             files: None,
+            policy: crate::policy::PolicyConfig::default(),
         }
     }
 }
@@ -486,6 +489,9 @@ impl Config {
             MIN_LIMITS_MAX_DEPTH,
             MAX_LIMITS_MAX_DEPTH,
         )?;
+        self.policy
+            .compile()
+            .map_err(|e| ConfigError(e.to_string()))?;
         Ok(())
     }
 

@@ -15,6 +15,7 @@ pub mod journal;
 pub mod labels;
 pub mod observe;
 pub mod plan;
+pub mod policy;
 pub mod redact;
 pub mod runtime;
 pub mod schema;

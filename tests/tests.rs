@@ -13,6 +13,7 @@ mod corpus;
 mod corpus_sources;
 mod environment;
 mod faults;
+mod policy;
 mod runtime_docker;
 mod schemas;
 mod secrets;

@@ -13,16 +13,18 @@ use berth::feedback::{Feedback, Status, Tracker};
 use berth::journal::{StateDir, DEFAULT_STATE_DIR};
 use berth::spec::validate::DEFAULT_DOMAIN;
 
-use super::engine::{load, EngineArgs, Paint, PolicyArgs};
+use super::engine::{load, print_refusal, EngineArgs, Paint, PolicyArgs};
 
 const APPLY_EXAMPLES: &str = "\
 Exit status: 0 when the activity COMPLETED, 1 otherwise (the device then runs
-the previous containers: a failed apply rolls back).
+the previous containers: a failed apply rolls back). A document the --config
+policy refuses changes nothing: nothing is pulled, created or saved.
 
 Examples:
   berth apply examples/multi.json
   berth apply --json state.json          one Kanto feedback message per line
   berth apply --dry-run state.json       the plan, nothing changed
+  berth apply --config /etc/berth/config.toml state.json   under the device's [policy]
   berth apply --parallel 2 --min-ready 5s --state-dir /var/lib/berth state.json";
 
 /// Arguments of `berth apply`.
@@ -169,41 +171,62 @@ impl Printer {
     }
 }
 
+/// Prints, with `--json`, the one feedback message a refused document gets
+/// (IDENTIFICATION_FAILED), the activity id taken from the text when it has one.
+fn print_identification_failed(text: &str, message: String) -> anyhow::Result<()> {
+    let activity = serde_json::from_str::<serde_json::Value>(text)
+        .ok()
+        .and_then(|v| {
+            v.get("activityId")
+                .and_then(|a| a.as_str())
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    let f = Tracker::new(&activity, DEFAULT_DOMAIN)
+        .message(Status::IdentificationFailed, Some(message));
+    println!("{}", serde_json::to_string(&f)?);
+    Ok(())
+}
+
 impl ApplyArgs {
-    /// Validates, recovers, plans and executes.
+    /// Validates, checks the policy, recovers, plans and executes.
     pub fn exec(self) -> anyhow::Result<ExitCode> {
-        let (text, verdict) = load(&self.file)?;
+        let device = self.policy.device()?;
+        let (text, verdict) = load(&self.file, &device.spec)?;
         let accepted = match verdict {
             Ok(a) => a,
             Err(rejection) => {
                 if self.json {
-                    let activity = serde_json::from_str::<serde_json::Value>(&text)
-                        .ok()
-                        .and_then(|v| {
-                            v.get("activityId")
-                                .and_then(|a| a.as_str())
-                                .map(str::to_string)
-                        })
-                        .unwrap_or_default();
                     let message = rejection
                         .errors
                         .iter()
                         .map(|e| e.to_string())
                         .collect::<Vec<_>>()
                         .join("; ");
-                    let f = Tracker::new(&activity, DEFAULT_DOMAIN)
-                        .message(Status::IdentificationFailed, Some(message));
-                    println!("{}", serde_json::to_string(&f)?);
+                    print_identification_failed(&text, message)?;
                 }
                 return Ok(ExitCode::FAILURE);
             }
         };
         let desired = accepted.desired;
         if self.dry_run {
-            super::plan::show(&self.engine, &self.policy, &desired, self.json)?;
-            return Ok(ExitCode::SUCCESS);
+            let shown = super::plan::show(&self.engine, &device, &self.file, &desired, self.json)?;
+            return Ok(match shown {
+                Some(_) => ExitCode::SUCCESS,
+                None => ExitCode::FAILURE,
+            });
         }
         let runtime = tokio::runtime::Runtime::new()?;
+        // The policy is checked before anything is persisted, recovered,
+        // pulled, created or planned: a refused document changes nothing.
+        let rt = runtime.block_on(async { super::hooks::engine(self.engine.connect().await?) })?;
+        if let Err(refusal) = runtime.block_on(device.check(&rt, &desired))? {
+            print_refusal(&self.file, &refusal);
+            if self.json {
+                print_identification_failed(&text, refusal.to_string())?;
+            }
+            return Ok(ExitCode::FAILURE);
+        }
         let state = StateDir::open(&self.state_dir)?;
         let _claim = berth::instance::Claim::take(&self.policy.instance, &self.state_dir)?;
         state.save_desired(&text)?;
@@ -220,7 +243,6 @@ impl ApplyArgs {
         };
         let mut printer = Printer::stdout(self.json);
         let outcome = runtime.block_on(async {
-            let rt = super::hooks::engine(self.engine.connect().await?)?;
             let (lines, verdict) =
                 execute::recover_with_verdict(&rt, &state, &self.policy.instance, DEFAULT_DOMAIN)
                     .await
@@ -234,9 +256,8 @@ impl ApplyArgs {
                 printer.print(&f);
             }
             let mut sink = |f: Feedback| printer.print(&f);
-            let plan_options = self.policy.plan_options();
             let status =
-                execute::apply(&rt, &state, &desired, &plan_options, &options, &mut sink).await?;
+                execute::apply(&rt, &state, &desired, &device.plan, &options, &mut sink).await?;
             anyhow::Ok(status)
         })?;
         Ok(if outcome == Status::Completed {

@@ -2,14 +2,19 @@
 //! they share: loading a document, connecting, colouring output.
 
 use std::io::IsTerminal;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 
+use berth::config::Config;
+use berth::observe;
 use berth::plan::{PlanOptions, Scope};
+use berth::policy::{EnvBaseline, Policy, RealHostPaths, Refusal};
 use berth::runtime::docker::DockerRuntime;
-use berth::spec::{self, Accepted, Rejection};
+use berth::runtime::Runtime;
+use berth::spec::model::NetworkMode;
+use berth::spec::{self, Accepted, DesiredState, Rejection};
 
 /// Where the engine is.
 #[derive(Debug, Args)]
@@ -29,11 +34,17 @@ impl EngineArgs {
     }
 }
 
-/// Which containers berth may touch.
+/// Which containers berth may touch, and what a document may ask for.
 #[derive(Debug, Args)]
 pub struct PolicyArgs {
+    /// The agent's configuration file (`berth run --config`): its `[policy]`,
+    /// `system_containers` and `[limits]` apply to this command too.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// Containers berth never creates, changes, starts, stops or removes
-    /// (comma-separated); a document's `systemContainers` replaces this list.
+    /// (comma-separated), added to the configuration's; a document's
+    /// `systemContainers` adds to them, never removes.
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
     pub system_containers: Vec<String>,
 
@@ -74,19 +85,138 @@ impl From<ScopeArg> for Scope {
 }
 
 impl PolicyArgs {
-    /// The planner's options.
-    pub fn plan_options(&self) -> PlanOptions {
-        PlanOptions {
-            scope: self.scope.into(),
-            system_containers: self
-                .system_containers
-                .iter()
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect(),
-            instance: self.instance.clone(),
-            ..PlanOptions::default()
+    /// The device's rules: the configuration file's policy, system
+    /// containers and limits (the defaults without `--config`), with
+    /// `--system-containers` added.
+    pub fn device(&self) -> anyhow::Result<Device> {
+        let config = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the configuration {}", path.display()))?;
+                Config::parse(&text).with_context(|| format!("configuration {}", path.display()))?
+            }
+            None => Config::default(),
+        };
+        let policy = config
+            .policy
+            .compile()
+            .context("the configuration's [policy]")?;
+        let mut system = config.system_containers.clone();
+        for name in &self.system_containers {
+            let name = name.trim();
+            if !name.is_empty() && !system.iter().any(|s| s == name) {
+                system.push(name.to_string());
+            }
         }
+        Ok(Device {
+            policy,
+            plan: PlanOptions {
+                scope: self.scope.into(),
+                system_containers: system,
+                instance: self.instance.clone(),
+                redactor: berth::redact::Redactor::or_everything(&config.redact_env),
+            },
+            spec: spec::Options {
+                limits: config.limits,
+                ..spec::Options::default()
+            },
+        })
+    }
+}
+
+/// The device's rules for one command, from [`PolicyArgs::device`].
+#[derive(Debug, Clone)]
+pub struct Device {
+    /// What a document may ask for.
+    pub policy: Policy,
+    /// Scope, system containers and instance for the planner.
+    pub plan: PlanOptions,
+    /// How a document is read (the configured limits).
+    pub spec: spec::Options,
+}
+
+impl Device {
+    /// Checks `desired` against the policy before anything is pulled,
+    /// created, persisted or planned. Reads the engine (nothing else) only
+    /// when the policy needs it: see [`Device::inputs`].
+    ///
+    /// # Errors
+    /// When the engine cannot be read.
+    pub async fn check<R: Runtime>(
+        &self,
+        rt: &R,
+        desired: &DesiredState,
+    ) -> anyhow::Result<Result<(), Refusal>> {
+        let env = self.policy.needs_env_baseline();
+        let (baseline, system) = if self.needs_engine(desired, env) {
+            self.inputs(rt, desired, env).await?
+        } else {
+            (EnvBaseline::none(), self.system(desired))
+        };
+        Ok(self
+            .policy
+            .check(desired, &baseline, &system, &RealHostPaths))
+    }
+
+    /// The configured system containers and the document's own.
+    pub fn system(&self, desired: &DesiredState) -> Vec<String> {
+        let mut system = self.plan.system_containers.clone();
+        system.extend(desired.system_containers.iter().flatten().cloned());
+        system
+    }
+
+    /// Whether the policy's inputs need the engine: the env the containers
+    /// have now (`env`), or the ids of the system containers when the
+    /// document joins some container's network.
+    pub fn needs_engine(&self, desired: &DesiredState, env: bool) -> bool {
+        let joins = desired
+            .containers
+            .iter()
+            .any(|c| matches!(c.config.network, NetworkMode::Container(_)));
+        env || (joins && !self.system(desired).is_empty())
+    }
+
+    /// Reads the engine for the policy's inputs: the system containers by
+    /// name and by id (the engine resolves `container:<id prefix>` too),
+    /// and with `env` the env baseline from the containers as they run.
+    ///
+    /// # Errors
+    /// When the engine cannot be read.
+    pub async fn inputs<R: Runtime>(
+        &self,
+        rt: &R,
+        desired: &DesiredState,
+        env: bool,
+    ) -> anyhow::Result<(EnvBaseline, Vec<String>)> {
+        let mut system = self.system(desired);
+        let observed = observe::gather(rt, &[], &[])
+            .await
+            .context("reading the containers on the engine for the policy")?;
+        let ids: Vec<String> = observed
+            .containers
+            .iter()
+            .filter(|c| system.iter().any(|s| s == c.name()))
+            .map(|c| c.details.id.clone())
+            .collect();
+        system.extend(ids);
+        let baseline = if env {
+            let images = observe::images_of(rt, &observed)
+                .await
+                .context("reading the containers' images for policy allow_env_change")?;
+            EnvBaseline::from_observed(&observed, &images)
+        } else {
+            EnvBaseline::none()
+        };
+        Ok((baseline, system))
+    }
+}
+
+/// Prints a policy refusal the way `berth validate` prints problems: one
+/// line per violation on standard error, prefixed with the document's name.
+pub fn print_refusal(path: &Path, refusal: &Refusal) {
+    let name = path.display();
+    for line in refusal.lines() {
+        eprintln!("{name}: {line}");
     }
 }
 
@@ -103,10 +233,13 @@ pub fn read(path: &Path) -> std::io::Result<String> {
 
 /// Loads and validates a document, printing every warning and problem the
 /// way `berth validate` does. Returns the text with the verdict.
-pub fn load(path: &Path) -> anyhow::Result<(String, Result<Accepted, Rejection>)> {
+pub fn load(
+    path: &Path,
+    options: &spec::Options,
+) -> anyhow::Result<(String, Result<Accepted, Rejection>)> {
     let name = path.display().to_string();
     let text = read(path).with_context(|| format!("reading {name}"))?;
-    let verdict = spec::parse(&text, &spec::Options::default());
+    let verdict = spec::parse(&text, options);
     let (warnings, errors) = match &verdict {
         Ok(accepted) => (&accepted.warnings, &[][..]),
         Err(rejection) => (&rejection.warnings, &rejection.errors[..]),

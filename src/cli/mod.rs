@@ -4,6 +4,7 @@ mod apply;
 mod engine;
 mod hooks;
 mod plan;
+mod policy;
 mod recover;
 mod run;
 mod state;
@@ -19,6 +20,7 @@ Examples:
   berth validate --json state.json      machine-readable verdicts
   cat state.json | berth validate -     read a document from standard input
   berth plan examples/multi.json        what an apply would change, and why
+  berth policy check --config /etc/berth/config.toml state.json   what the policy allows
   berth state --json                    the inventory as Kanto's current state
   berth recover                         finish what an interrupted activity left
   berth run --config /etc/berth/config.toml   the agent (MQTT, state files, drift)";
@@ -53,6 +55,8 @@ pub enum Command {
     State(state::StateArgs),
     /// Converge the engine to a document: download first, roll back on failure.
     Apply(apply::ApplyArgs),
+    /// The device's policy: what documents may ask for (`berth policy check`).
+    Policy(policy::PolicyCmd),
     /// Finish what an interrupted activity left (also done before every apply).
     Recover(recover::RecoverArgs),
     /// The agent: enforce desired states from MQTT and state files, correct drift.
@@ -135,6 +139,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Plan(cmd) => cmd.exec(),
         Command::State(cmd) => cmd.exec(),
         Command::Apply(cmd) => cmd.exec(),
+        Command::Policy(cmd) => cmd.exec(),
         Command::Recover(cmd) => cmd.exec(),
         Command::Run(cmd) => cmd.exec(),
     }

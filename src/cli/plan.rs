@@ -1,7 +1,7 @@
 //! `berth plan FILE`: what an apply would do, and why, without doing it.
 
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
@@ -10,15 +10,17 @@ use berth::observe;
 use berth::plan::{self, Action, Plan};
 use berth::spec::DesiredState;
 
-use super::engine::{load, EngineArgs, Paint, PolicyArgs};
+use super::engine::{load, print_refusal, Device, EngineArgs, Paint, PolicyArgs};
 
 const PLAN_EXAMPLES: &str = "\
-Exit status: 0 success, 1 error; with --detailed-exitcode 0 in sync, 2 changes pending.
+Exit status: 0 success, 1 error (an invalid document, or one the --config
+policy refuses); with --detailed-exitcode 0 in sync, 2 changes pending.
 
 Examples:
   berth plan examples/multi.json
   berth plan --json state.json | jq '.actions[] | select(.action != \"keep\")'
-  berth plan --detailed-exitcode --system-containers agent,cloudconnector state.json";
+  berth plan --detailed-exitcode --system-containers agent,cloudconnector state.json
+  berth plan --config /etc/berth/config.toml state.json   the device's [policy] first";
 
 /// Arguments of `berth plan`.
 #[derive(Debug, Args)]
@@ -44,13 +46,23 @@ pub struct PlanArgs {
 }
 
 impl PlanArgs {
-    /// Validates (touching nothing when the document is refused), observes
-    /// and plans.
+    /// Validates and checks the policy (touching nothing when the document
+    /// is refused), observes and plans.
     pub fn exec(self) -> anyhow::Result<ExitCode> {
-        let (_, Ok(accepted)) = load(&self.file)? else {
+        let device = self.policy.device()?;
+        let (_, Ok(accepted)) = load(&self.file, &device.spec)? else {
             return Ok(ExitCode::FAILURE);
         };
-        let plan = show(&self.engine, &self.policy, &accepted.desired, self.json)?;
+        let Some(plan) = show(
+            &self.engine,
+            &device,
+            &self.file,
+            &accepted.desired,
+            self.json,
+        )?
+        else {
+            return Ok(ExitCode::FAILURE);
+        };
         Ok(match (self.detailed_exitcode, plan.has_changes()) {
             (true, true) => ExitCode::from(2),
             _ => ExitCode::SUCCESS,
@@ -58,20 +70,33 @@ impl PlanArgs {
     }
 }
 
-/// Observes the engine, plans `desired` and prints the plan (JSON or for
-/// people); shared by `plan` and `apply --dry-run`.
+/// Checks the policy, observes the engine, plans `desired` and prints the
+/// plan (JSON or for people); shared by `plan` and `apply --dry-run`.
+/// `None` when the policy refuses the document: the violations are printed
+/// on standard error (named after `path`) and nothing is planned.
 pub fn show(
     engine: &EngineArgs,
-    policy: &PolicyArgs,
+    device: &Device,
+    path: &Path,
     desired: &DesiredState,
     json: bool,
-) -> anyhow::Result<Plan> {
+) -> anyhow::Result<Option<Plan>> {
     let runtime = tokio::runtime::Runtime::new()?;
     let plan = runtime.block_on(async {
         let rt = engine.connect().await?;
+        if let Err(refusal) = device.check(&rt, desired).await? {
+            return anyhow::Ok(Err(refusal));
+        }
         let observed = observe::gather_for(&rt, desired).await?;
-        anyhow::Ok(plan::compute(desired, &observed, &policy.plan_options()))
+        anyhow::Ok(Ok(plan::compute(desired, &observed, &device.plan)))
     })?;
+    let plan = match plan {
+        Ok(plan) => plan,
+        Err(refusal) => {
+            print_refusal(path, &refusal);
+            return Ok(None);
+        }
+    };
     let mut out = io::stdout().lock();
     if json {
         serde_json::to_writer_pretty(&mut out, &plan)?;
@@ -79,7 +104,7 @@ pub fn show(
     } else {
         print(&mut out, &plan, Paint::stdout())?;
     }
-    Ok(plan)
+    Ok(Some(plan))
 }
 
 fn marker(action: Action) -> (&'static str, &'static str) {

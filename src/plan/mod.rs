@@ -47,8 +47,8 @@ pub enum Scope {
 pub struct PlanOptions {
     /// Removal scope.
     pub scope: Scope,
-    /// The configured system containers (the document's `systemContainers`
-    /// replaces this list when present).
+    /// The configured system containers (a document's `systemContainers`
+    /// adds to this list, never removes from it).
     pub system_containers: Vec<String>,
     /// This berth's instance name: containers another instance created are
     /// left alone, whatever the scope.
@@ -234,11 +234,11 @@ impl Difference {
 /// never `remove`. Actions come in `dependsOn` order, then removals, then
 /// the containers left alone.
 pub fn compute(desired: &DesiredState, observed: &Observed, options: &PlanOptions) -> Plan {
-    let system: BTreeSet<&str> = desired
+    // A document may add system containers, never remove the device's own.
+    let system: BTreeSet<&str> = options
         .system_containers
-        .as_ref()
-        .unwrap_or(&options.system_containers)
         .iter()
+        .chain(desired.system_containers.iter().flatten())
         .map(String::as_str)
         .collect();
     let mut warnings = Vec::new();
@@ -284,6 +284,10 @@ pub fn compute(desired: &DesiredState, observed: &Observed, options: &PlanOption
                 execution: Execution::default(),
             }
         } else if system.contains(spec.name.as_str()) {
+            warnings.push(format!(
+                "{}: a system container; berth leaves it alone (remove the component from the document)",
+                spec.name
+            ));
             PlanEntry {
                 id: spec.name.clone(),
                 action: Action::Ignore,

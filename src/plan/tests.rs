@@ -446,7 +446,7 @@ fn configured_system_containers_are_ignored_when_not_desired() {
 }
 
 #[test]
-fn document_system_containers_replace_the_configured_list() {
+fn an_empty_document_system_containers_cannot_remove_a_configured_one() {
     let fake = engine();
     by_hand(&fake, "agent", SERVICE_1, &[]);
     let d = with_system(doc(&[]), &[]);
@@ -455,9 +455,44 @@ fn document_system_containers_replace_the_configured_list() {
         system_containers: vec!["agent".into()],
         ..Default::default()
     };
-    assert_eq!(
-        action(&plan_with(&fake, &d, &options), "agent"),
-        Action::Remove
+    let p = plan_with(&fake, &d, &options);
+    assert_eq!(action(&p, "agent"), Action::Ignore);
+    assert_eq!(reasons(&p, "agent"), ["system container"]);
+}
+
+#[test]
+fn document_system_containers_add_to_the_configured_list() {
+    let fake = engine();
+    by_hand(&fake, "agent", SERVICE_1, &[]);
+    by_hand(&fake, "connector", SERVICE_1, &[]);
+    let d = with_system(doc(&[]), &["connector"]);
+    let options = PlanOptions {
+        scope: Scope::All,
+        system_containers: vec!["agent".into()],
+        ..Default::default()
+    };
+    let p = plan_with(&fake, &d, &options);
+    assert_eq!(action(&p, "agent"), Action::Ignore);
+    assert_eq!(action(&p, "connector"), Action::Ignore);
+}
+
+#[test]
+fn a_component_named_like_a_configured_system_container_is_left_alone_with_a_warning() {
+    let fake = engine();
+    by_hand(&fake, "agent", SERVICE_1, &[]);
+    let d = with_system(doc(&[("agent", &[("image", SERVICE_2)])]), &[]);
+    let options = PlanOptions {
+        system_containers: vec!["agent".into()],
+        ..Default::default()
+    };
+    let p = plan_with(&fake, &d, &options);
+    assert_eq!(action(&p, "agent"), Action::Ignore);
+    assert!(
+        p.warnings
+            .iter()
+            .any(|w| w.starts_with("agent: a system container; berth leaves it alone")),
+        "{:?}",
+        p.warnings
     );
 }
 

@@ -20,7 +20,8 @@ pub struct DesiredState {
     pub activity_id: String,
     /// The sender's timestamp, only logged.
     pub timestamp: Option<i64>,
-    /// The document's `systemContainers` override; `None` keeps the agent's list.
+    /// The document's `systemContainers`, added to the agent's list (never
+    /// replacing it); `None` when the document gives none.
     pub system_containers: Option<Vec<String>>,
     /// Baselines in document order, members as bare container names.
     pub baselines: Vec<Baseline>,
