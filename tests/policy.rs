@@ -664,3 +664,132 @@ fn a_bad_policy_pattern_is_a_configuration_error_naming_the_entry() {
         text(&out.stderr)
     );
 }
+
+/// The agent enforces the same policy on every source: a privileged
+/// document over MQTT and a root one in a state file are refused naming
+/// the rule, nothing is pulled or created, and a permitted one applies.
+#[test]
+fn the_agent_refuses_over_mqtt_and_from_files_what_the_policy_refuses() {
+    use crate::broker::{publish, Broker, Subscriber};
+    let s = Setup::new("agent", STRICT);
+    let remote = RemoteOnly::new("agent");
+    let name = s.device.name("web");
+    let files = tempfile::tempdir().expect("files dir");
+    let file = files.path().join("state.json");
+    let broker = Broker::start();
+    let sub = Subscriber::start(&broker, "#");
+    let url = broker.url();
+    let config = s.config.display().to_string();
+    let path = file.display().to_string();
+    let mut agent = crate::util::Background::spawn(s.device.berth_cmd(
+        "run",
+        &[
+            "--config",
+            &config,
+            "--mqtt-url",
+            &url,
+            "--files",
+            &path,
+            "--files-poll-interval",
+            "100ms",
+            "--min-ready",
+            "500ms",
+        ],
+    ));
+    agent.wait_for(
+        "connected to the MQTT broker",
+        std::time::Duration::from_secs(90),
+    );
+    assert!(
+        !agent.stderr().contains("no [policy]"),
+        "warned although a policy is set:\n{}",
+        agent.stderr()
+    );
+    let answer = |activity: &str| -> Value {
+        let pick = |m: &[(String, String)]| {
+            m.iter()
+                .filter_map(|(t, p)| {
+                    (t == "containersupdate/desiredstatefeedback")
+                        .then(|| serde_json::from_str::<Value>(p).ok())
+                        .flatten()
+                })
+                .filter(|f| f["activityId"] == activity)
+                .find(|f| {
+                    ["COMPLETED", "INCOMPLETE", "IDENTIFICATION_FAILED"]
+                        .contains(&f["payload"]["status"].as_str().unwrap_or(""))
+                })
+        };
+        let what = format!("the answer to {activity}\n{}", agent.stderr());
+        let msgs = sub.wait_for(&what, std::time::Duration::from_secs(90), |m| {
+            pick(m).is_some()
+        });
+        pick(&msgs).expect("found")
+    };
+
+    let privileged = document(
+        &format!("{name}-priv"),
+        None,
+        &[(
+            &name,
+            strict_component(&remote.0, &[("privileged", "true")]),
+        )],
+    );
+    publish(&broker, "containersupdate/desiredstate", &privileged);
+    let f = answer(&format!("{name}-priv"));
+    assert_eq!(f["payload"]["status"], "IDENTIFICATION_FAILED", "{f}");
+    let m = f["payload"]["message"].as_str().unwrap_or("");
+    assert!(m.contains("allow_privileged = false"), "{m}");
+
+    let root = document(
+        &format!("{name}-root"),
+        None,
+        &[(&name, strict_component(&remote.0, &[("user", "root")]))],
+    );
+    std::fs::write(&file, &root).expect("state file");
+    let f = answer(&format!("{name}-root"));
+    assert_eq!(f["payload"]["status"], "IDENTIFICATION_FAILED", "{f}");
+    assert!(
+        f["payload"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("allowed_users"),
+        "{f}"
+    );
+    assert!(!remote.pulled(), "a refused image was pulled");
+    assert!(
+        s.device.containers().is_empty(),
+        "a refused container was created: {:?}",
+        s.device.containers()
+    );
+
+    let allowed = document(
+        &format!("{name}-ok"),
+        None,
+        &[(&name, strict_component(&remote.0, &[]))],
+    );
+    publish(&broker, "containersupdate/desiredstate", &allowed);
+    assert_eq!(
+        answer(&format!("{name}-ok"))["payload"]["status"],
+        "COMPLETED"
+    );
+    assert!(agent.terminate().success());
+}
+
+#[test]
+fn the_agent_warns_once_at_start_when_mqtt_runs_without_a_policy() {
+    let device = Device::new("policy-warn");
+    let broker = crate::broker::Broker::start();
+    let url = broker.url();
+    let mut agent = crate::util::Background::spawn(device.berth_cmd("run", &["--mqtt-url", &url]));
+    agent.wait_for(
+        "connected to the MQTT broker",
+        std::time::Duration::from_secs(90),
+    );
+    assert_eq!(
+        agent.stderr().matches("no [policy]").count(),
+        1,
+        "{}",
+        agent.stderr()
+    );
+    assert!(agent.terminate().success());
+}

@@ -191,6 +191,9 @@ pub struct AgentOptions {
     pub domain: String,
     /// How large and deep a document may be, from every source.
     pub limits: spec::Limits,
+    /// What a document may ask for ([`crate::policy`]); checked for every
+    /// document before it is persisted, the persisted one at start too.
+    pub policy: crate::policy::Policy,
     /// Env names whose values the current state hides.
     pub redact_env: Vec<String>,
     /// Drift correction period; zero disables drift correction.
@@ -229,6 +232,7 @@ impl Default for AgentOptions {
             execute: ExecuteOptions::default(),
             domain: spec::validate::DEFAULT_DOMAIN.to_string(),
             limits: spec::Limits::default(),
+            policy: crate::policy::Policy::default(),
             redact_env: inventory::DEFAULT_REDACT
                 .iter()
                 .map(|s| s.to_string())
@@ -636,7 +640,20 @@ impl<R: Runtime + 'static> Loop<R> {
                 return;
             }
         };
-        match spec::parse(&text, &self.options().spec_options()) {
+        let parsed = spec::parse(&text, &self.options().spec_options()).map_err(|rejection| {
+            rejection
+                .errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+        });
+        // The policy may have changed since the document was accepted: it
+        // is judged again, against the policy in force now.
+        let checked = parsed.and_then(|accepted| {
+            self.refused_by_policy(&accepted.desired, &crate::policy::EnvBaseline::none())
+                .map_or(Ok(accepted), Err)
+        });
+        match checked {
             Ok(accepted) => {
                 tracing::info!(activity = %accepted.desired.activity_id, "enforcing the persisted document");
                 let (id, timestamp) = (&accepted.desired.activity_id, accepted.desired.timestamp);
@@ -651,9 +668,9 @@ impl<R: Runtime + 'static> Loop<R> {
                 });
                 self.queue.request_reconcile(Reason::Startup);
             }
-            Err(rejection) => tracing::error!(
-                errors = ?rejection.errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                "the persisted document is no longer valid; waiting for a new one"
+            Err(errors) => tracing::error!(
+                errors = ?errors,
+                "the persisted document is no longer valid or allowed; waiting for a new one"
             ),
         }
     }
@@ -787,6 +804,17 @@ impl<R: Runtime + 'static> Loop<R> {
                 return;
             }
         }
+        let baseline = self
+            .current
+            .as_ref()
+            .map_or_else(crate::policy::EnvBaseline::none, |d| {
+                crate::policy::EnvBaseline::from_desired(&d.desired)
+            });
+        if let Some(errors) = self.refused_by_policy(&accepted.desired, &baseline) {
+            refuse(&activity_id, errors);
+            ack(acker);
+            return;
+        }
         for w in &accepted.warnings {
             tracing::warn!(activity = %activity_id, "{w}");
         }
@@ -827,6 +855,27 @@ impl<R: Runtime + 'static> Loop<R> {
             self.history
                 .send_modify(|h| h.finished(old_id, Status::Superseded));
         }
+    }
+
+    /// The policy's refusal of `desired`, one line per violation; `None`
+    /// when it is allowed. The env rule compares with `baseline`, the
+    /// document enforced now.
+    fn refused_by_policy(
+        &self,
+        desired: &spec::DesiredState,
+        baseline: &crate::policy::EnvBaseline,
+    ) -> Option<Vec<String>> {
+        let options = self.options();
+        options
+            .policy
+            .check(
+                desired,
+                baseline,
+                &options.plan.system_containers,
+                &crate::policy::RealHostPaths,
+            )
+            .err()
+            .map(|refusal| refusal.lines())
     }
 
     /// Answers the documents a source replaced with a newer one before the

@@ -1974,3 +1974,106 @@ async fn a_document_that_cannot_be_persisted_is_not_acknowledged_and_changes_not
         summary(&ended.seen)
     );
 }
+
+fn with_policy(policy: crate::policy::PolicyConfig) -> AgentOptions {
+    AgentOptions {
+        policy: policy.compile().expect("the policy compiles"),
+        ..options()
+    }
+}
+
+/// Issue 20: the policy is enforced in the agent, after validation and
+/// before anything is persisted or planned.
+#[tokio::test(start_paused = true)]
+async fn a_document_the_policy_refuses_is_identification_failed_naming_the_rule_and_not_persisted()
+{
+    let f = Fixture::new();
+    let text = document(
+        "a-priv",
+        &[("web", &[("image", ONE), ("privileged", "true")])],
+    );
+    let strict = with_policy(crate::policy::PolicyConfig {
+        allow_privileged: false,
+        ..Default::default()
+    });
+    let ended = f
+        .run(strict, async |a: &mut Agent| {
+            let acked = a.offer(&text);
+            a.acked(acked).await;
+            a.finished("a-priv").await
+        })
+        .await;
+    ended.result.unwrap();
+
+    let fb = ended.value;
+    assert_eq!(fb.payload.status, Status::IdentificationFailed);
+    assert!(
+        message(&fb).contains(r#"container "web": key "privileged" value "true""#)
+            && message(&fb).contains("allow_privileged = false"),
+        "{}",
+        message(&fb)
+    );
+    assert_eq!(f.rt.calls(), [], "something was pulled or created");
+    assert_eq!(f.state().load_desired().unwrap(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_persisted_document_is_judged_against_the_policy_in_force_at_start() {
+    let f = Fixture::new();
+    let text = document("a1", &[("web", &[("image", ONE), ("privileged", "true")])]);
+    f.state().save_desired(&text).unwrap();
+    let strict = with_policy(crate::policy::PolicyConfig {
+        allow_privileged: false,
+        ..Default::default()
+    });
+    let startup = Startup::new(&f.rt);
+    let ended = f
+        .session(strict, &startup, VIRTUAL, async |_: &mut Agent| {
+            startup.ready().await
+        })
+        .await;
+    ended.result.unwrap();
+    assert_eq!(
+        f.rt.calls(),
+        [],
+        "the refused persisted document was enforced"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_document_that_changes_the_env_of_a_protected_component_is_refused_naming_the_variable() {
+    let f = Fixture::new();
+    let first = document("a1", &[("web", &[("image", ONE), ("env", "MODE=safe")])]);
+    let second = document("a2", &[("web", &[("image", ONE), ("env", "MODE=debug")])]);
+    let protected = with_policy(crate::policy::PolicyConfig {
+        allow_env_change: vec!["other-*".into()],
+        ..Default::default()
+    });
+    let ended = f
+        .run(protected, async |a: &mut Agent| {
+            a.offer(&first);
+            let one = a.finished("a1").await;
+            a.offer(&second);
+            (one, a.finished("a2").await)
+        })
+        .await;
+    ended.result.unwrap();
+
+    let (one, two) = ended.value;
+    assert_eq!(
+        one.payload.status,
+        Status::Completed,
+        "{}",
+        summary(&ended.seen)
+    );
+    assert_eq!(two.payload.status, Status::IdentificationFailed);
+    assert!(
+        message(&two).contains("MODE") && !message(&two).contains("debug"),
+        "{}",
+        message(&two)
+    );
+    assert_eq!(
+        f.state().load_desired().unwrap().as_deref(),
+        Some(first.as_str())
+    );
+}

@@ -302,17 +302,27 @@ impl RunArgs {
                 "no source configured ([mqtt] or [files]): enforcing the persisted document only"
             );
         }
+        let policy = config
+            .policy
+            .compile()
+            .context("the configuration's [policy]")?;
+        if config.mqtt.is_some() && policy.is_permissive() {
+            tracing::warn!(
+                "no [policy]: whoever can publish on the desired-state topic may run anything on this device, privileged and with any mount (see docs/SECURITY.md and examples/config.toml)"
+            );
+        }
         let state = StateDir::open(&config.state_dir)
             .with_context(|| format!("state_dir {}", config.state_dir.display()))?;
         let _claim = berth::instance::Claim::take(&config.instance, &config.state_dir)?;
         let runtime = tokio::runtime::Runtime::new()?;
-        runtime.block_on(agent_main(config, mqtt_settings, state))?;
+        runtime.block_on(agent_main(config, policy, mqtt_settings, state))?;
         Ok(ExitCode::SUCCESS)
     }
 }
 
 async fn agent_main(
     config: Config,
+    policy: berth::policy::Policy,
     mqtt_settings: Option<mqtt::Settings>,
     state: StateDir,
 ) -> anyhow::Result<()> {
@@ -375,6 +385,7 @@ async fn agent_main(
         },
         domain,
         limits: config.limits,
+        policy,
         redact_env: config.redact_env.clone(),
         reconcile_interval: config.reconcile_interval,
         shutdown_grace: config.shutdown_grace,
