@@ -799,3 +799,51 @@ fn mosquitto_restarts_while_idle() {
     let last = on.finish(&s.activity);
     s.judge("mosquitto-restart-idle", None, Some(last));
 }
+
+/// berth killed right before each journal write of the activity in turn
+/// (between an engine call and its record), then the next start; until an
+/// apply runs through without reaching the next write.
+#[test]
+fn killed_before_every_journal_write() {
+    let mut n = 1;
+    loop {
+        let s = Scenario::standard(&format!("kj{n}"));
+        let mut cmd = s.device.apply_cmd(&s.v2, &[]);
+        cmd.env("BERTH_TEST_PAUSE_AT", format!("journal#{n}"));
+        let mut bg = Background::spawn(cmd);
+        let needle = format!("pausing during journal write #{n}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        let paused = loop {
+            if bg.stderr().contains(&needle) {
+                break true;
+            }
+            if !bg.is_running() {
+                break false;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "neither paused nor done:\n{}",
+                bg.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        if !paused {
+            // The activity has fewer writes: every one was covered.
+            assert!(n > 5, "only {} journal writes:\n{}", n - 1, bg.stderr());
+            break;
+        }
+        bg.kill();
+        let verdict = s.next_start();
+        if n == 1 {
+            // Killed before the activity's first record: it never began,
+            // so nothing changed and there is nothing to answer for.
+            assert!(verdict.is_none(), "{verdict:?}");
+            assert!(s.is_old() && s.data_intact(), "{:?}", s.device.containers());
+            assert!(s.device.leftovers().is_empty());
+            result("FAULT-RESULT fault=kill-before-journal#1 ended=old data=ok leftovers=0 feedback=right final=none");
+        } else {
+            s.judge(&format!("kill-before-journal#{n}"), None, verdict);
+        }
+        n += 1;
+    }
+}

@@ -37,10 +37,14 @@ pub fn engine(rt: DockerRuntime) -> anyhow::Result<Engine> {
 /// Where `BERTH_TEST_PAUSE_AT` asks an activity to wait.
 #[cfg(feature = "test-hooks")]
 pub fn pause_at() -> Option<PausePoint> {
-    match std::env::var("BERTH_TEST_PAUSE_AT").as_deref() {
-        Ok("updating") => Some(PausePoint::Updating),
-        Ok("activating") => Some(PausePoint::Activating),
-        _ => None,
+    let at = std::env::var("BERTH_TEST_PAUSE_AT").ok()?;
+    match at.as_str() {
+        "updating" => Some(PausePoint::Updating),
+        "activating" => Some(PausePoint::Activating),
+        _ => at
+            .strip_prefix("journal#")
+            .and_then(|n| n.parse().ok())
+            .map(PausePoint::JournalWrite),
     }
 }
 

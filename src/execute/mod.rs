@@ -65,6 +65,9 @@ pub enum PausePoint {
     Updating,
     /// After the first new container took its name and started.
     Activating,
+    /// Right before the activity's nth write of its journal (from 1), so a
+    /// test can kill berth between an engine call and its record.
+    JournalWrite(u32),
 }
 
 /// Limits and choices for one activity.

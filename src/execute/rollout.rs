@@ -61,6 +61,8 @@ pub(super) struct Run<'a, R> {
     left: Vec<String>,
     /// Rolled back only because a container linked to them failed.
     dragged: BTreeSet<String>,
+    /// Journal writes so far (for the test hook).
+    writes: u32,
 }
 
 /// How a container is set going.
@@ -155,6 +157,7 @@ pub(super) async fn run<R: Runtime>(
         image_ids: BTreeMap::new(),
         left: Vec::new(),
         dragged: BTreeSet::new(),
+        writes: 0,
     };
     run.go(observed).await
 }
@@ -171,6 +174,11 @@ impl<R: Runtime> Run<'_, R> {
 
     /// Writes the journal as it is.
     pub(super) async fn write(&mut self) -> Result<(), ExecuteError> {
+        self.writes += 1;
+        if self.options.pause_at == Some(PausePoint::JournalWrite(self.writes)) {
+            pause(&format!("journal write #{}", self.writes)).await;
+        }
+        tracing::debug!(write = self.writes, "writing the journal");
         self.state
             .store_journal(&self.journal)
             .await
