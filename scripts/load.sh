@@ -92,7 +92,9 @@ cp "$work/burst.json" "$work/state.json"
 
 # Churn: a random handful of containers change every INTERVAL seconds.
 changes=0 max_rss=$rss0 max_fds=$fds0 max_threads=$threads0
-end=$(( $(date +%s) + SECONDS_TOTAL ))
+started=$(date +%s)
+end=$(( started + SECONDS_TOTAL ))
+echo "0 $rss0" >"$work/rss"
 current=()
 for i in $(seq 1 "$N"); do current+=("${IMAGES[0]} burst-$BURST"); done
 while [ "$(date +%s)" -lt "$end" ]; do
@@ -105,6 +107,7 @@ while [ "$(date +%s)" -lt "$end" ]; do
   mv "$work/next.json" "$work/state.json"
   sleep "$INTERVAL"
   read -r rss fds threads < <(sample)
+  echo "$(( $(date +%s) - started )) $rss" >>"$work/rss"
   [ "$rss" -gt "$max_rss" ] && max_rss=$rss
   [ "$fds" -gt "$max_fds" ] && max_fds=$fds
   [ "$threads" -gt "$max_threads" ] && max_threads=$threads
@@ -123,6 +126,15 @@ echo "churn: $N containers, $changes changes every ${INTERVAL}s over ${SECONDS_T
 echo "final state equals the last document: $converged; berth still running: $alive"
 echo "containers: $total (expected $N), on temporary names: $leftovers"
 echo "resident memory KiB: start $rss0, end $rss1, max $max_rss"
+# The curve: resident memory at each tenth of the run (the last sample at or
+# before it), so growth that levels off shows as flat, and growth that goes
+# on as a slope.
+printf 'resident memory KiB by elapsed time:'
+for tenth in 0 1 2 3 4 5 6 7 8 9 10; do
+  at=$(( SECONDS_TOTAL * tenth / 10 ))
+  printf ' %ss=%s' "$at" "$(awk -v at="$at" '$1 <= at { v = $2 } END { print v }' "$work/rss")"
+done
+echo
 echo "open file descriptors: start $fds0, end $fds1, max $max_fds"
 echo "threads: start $threads0, end $threads1, max $max_threads"
 panics=$(grep -c -i "panic" "$work/agent.log" || true)
