@@ -794,6 +794,18 @@ mod tests {
         let sub = Subscriber::start(&broker, "berth-test/#");
         broker.kill();
         broker.restart();
+        // A killed broker may lose the session it had not saved yet; the
+        // subscriber subscribes again once it is back, and only what is
+        // published after that can be asked of it.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while sub.shared.subacks.load(Ordering::SeqCst) < 2 {
+            assert!(
+                Instant::now() < deadline,
+                "not subscribed again\n{}",
+                sub.report()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         publish(&broker, "berth-test/after", "queued");
         sub.wait_for(
             "the message published after the kill and restart",

@@ -563,16 +563,13 @@ async fn recover<R: Runtime>(
                 for line in &lines {
                     tracing::warn!("recovered: {line}");
                 }
-                if let Some(j) = interrupted.filter(|j| !j.activity_id.is_empty()) {
-                    let (status, words) = execute::verdict(&j, &lines);
-                    let message = if j.phase == execute::ROLLBACK_FAILED {
-                        words
-                    } else {
-                        format!("berth stopped during {} and restarted; {words}", j.phase)
-                    };
-                    let tracker = Tracker::new(&j.activity_id, &shared.options.domain);
-                    shared.feedback(tracker.message(status, Some(message)));
-                    history.send_modify(|h| h.finished(&j.activity_id, status));
+                let word = interrupted
+                    .as_ref()
+                    .and_then(|j| execute::final_word(j, &lines, &shared.options.domain));
+                if let Some(word) = word {
+                    let status = word.payload.status;
+                    history.send_modify(|h| h.finished(&word.activity_id, status));
+                    shared.feedback(word);
                 }
                 return Some(kept);
             }

@@ -42,7 +42,7 @@ use crate::runtime::{Missing, Runtime, RuntimeError};
 use crate::spec::model::DesiredState;
 
 pub use crate::plan::{NEW_SUFFIX, OLD_SUFFIX};
-pub use recover::{recover, recover_with_verdict, verdict, Recovered, ROLLBACK_FAILED};
+pub use recover::{final_word, recover, recover_with_verdict, verdict, Recovered, ROLLBACK_FAILED};
 
 /// The engine's default grace period between stop signal and kill.
 const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);

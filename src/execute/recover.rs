@@ -77,16 +77,27 @@ pub async fn recover_with_verdict<R: Runtime>(
 ) -> Result<(Recovered, Option<Feedback>), String> {
     let journal = state.read_journal().ok().flatten();
     let lines = recover(rt, state, instance).await?;
-    let verdict = journal.filter(|j| !j.activity_id.is_empty()).map(|j| {
-        let (status, words) = verdict(&j, &lines);
-        let message = if j.phase == ROLLBACK_FAILED {
-            words
-        } else {
-            format!("berth stopped during {} and restarted; {words}", j.phase)
-        };
-        Tracker::new(&j.activity_id, domain).message(status, Some(message))
-    });
+    let verdict = journal.and_then(|j| final_word(&j, &lines, domain));
     Ok((lines, verdict))
+}
+
+/// The feedback that ends the activity `journal` named, once recovery did
+/// `lines`: its verdict under its own id, saying why it was interrupted.
+/// `None` for a journal of no activity.
+pub fn final_word(journal: &Journal, lines: &[String], domain: &str) -> Option<Feedback> {
+    if journal.activity_id.is_empty() {
+        return None;
+    }
+    let (status, words) = verdict(journal, lines);
+    let message = if journal.phase == ROLLBACK_FAILED {
+        words
+    } else {
+        format!(
+            "berth stopped during {} and restarted; {words}",
+            journal.phase
+        )
+    };
+    Some(Tracker::new(&journal.activity_id, domain).message(status, Some(message)))
 }
 
 /// The journal phase of an activity that ended with work left for recovery:
