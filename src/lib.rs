@@ -17,6 +17,7 @@ pub mod observe;
 pub mod plan;
 pub mod policy;
 pub mod redact;
+pub mod registry;
 pub mod runtime;
 pub mod schema;
 pub mod spec;

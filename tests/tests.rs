@@ -11,6 +11,7 @@ mod cli_state;
 mod cli_validate;
 mod corpus;
 mod corpus_sources;
+mod credentials;
 mod environment;
 mod faults;
 mod policy;
