@@ -5,6 +5,7 @@ mod broker;
 mod util;
 
 mod agent;
+mod check;
 mod cli_apply;
 mod cli_plan;
 mod cli_state;

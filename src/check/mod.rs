@@ -490,3 +490,62 @@ pub fn write_candidates(
 
 #[cfg(test)]
 mod tests;
+
+/// The containers `instance` manages, with their images' registry digests
+/// and configs: what [`run`] checks. Temporary and placeholder containers
+/// of an activity are left out.
+///
+/// # Errors
+/// When the engine cannot be read.
+pub async fn targets<R: crate::runtime::Runtime>(
+    rt: &R,
+    instance: &str,
+) -> Result<Vec<Target>, crate::runtime::RuntimeError> {
+    let mut out = Vec::new();
+    for d in rt.list().await? {
+        let Some(owner) = crate::labels::ownership(&d.labels) else {
+            continue;
+        };
+        if owner.instance != instance
+            || d.labels.contains_key(crate::labels::PLACEHOLDER)
+            || d.name.contains(".berth-")
+        {
+            continue;
+        }
+        let reference = owner.image.clone().unwrap_or_else(|| d.image_ref.clone());
+        let image = ImageRef::parse(&reference).ok();
+        let local = rt.image(&d.image_id).await?;
+        let digest = match (&image, &local) {
+            (Some(i), Some(l)) => l.repo_digests.iter().find_map(|rd| {
+                let r = ImageRef::parse(rd).ok()?;
+                (r.name() == i.name()).then_some(r.digest).flatten()
+            }),
+            _ => None,
+        };
+        let local_config = local
+            .map(|l| ImageConfig {
+                env: l
+                    .env
+                    .iter()
+                    .map(|kv| match kv.split_once('=') {
+                        Some((k, v)) => (k.to_string(), v.to_string()),
+                        None => (kv.clone(), String::new()),
+                    })
+                    .collect(),
+                exposed_ports: BTreeSet::new(),
+                volumes: l.volumes.into_iter().collect(),
+                user: l.user,
+                entrypoint: l.entrypoint.unwrap_or_default(),
+            })
+            .unwrap_or_default();
+        out.push(Target {
+            name: d.name,
+            component: owner.component,
+            image,
+            digest,
+            local_config,
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
