@@ -149,6 +149,11 @@ pub fn is_loopback(host: &str) -> bool {
 impl OciRegistry {
     /// Registries as `credentials` describes them.
     pub fn new(credentials: Credentials) -> Self {
+        // reqwest is built without a crypto provider of its own, so TLS
+        // uses ring like the rest of berth (rustls refuses to choose when
+        // two are compiled in). Installing fails only when one already
+        // is: that one serves as well.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         Self {
             credentials,
             clients: Arc::default(),
@@ -182,7 +187,9 @@ impl OciRegistry {
                     data,
                 });
         }
-        let client = oci_client::Client::new(config);
+        let client = oci_client::Client::try_from(config).map_err(|e| {
+            RegistryError::Other(format!("registry client for {host}: {}", chain(&e)))
+        })?;
         // Two first requests to one host may both build a client; the
         // second simply replaces the first, and both work.
         self.clients

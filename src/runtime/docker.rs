@@ -1372,6 +1372,28 @@ mod tests {
     }
 
     #[test]
+    fn an_engine_that_wants_a_login_names_the_registry_and_where_credentials_come_from() {
+        let e = unauthorized(
+            "Head \"http://127.0.0.1:5001/v2/app/manifests/1\": no basic auth credentials",
+            "127.0.0.1:5001/app:1",
+            false,
+        )
+        .unwrap();
+        let text = e.to_string();
+        assert!(
+            text.starts_with("registry 127.0.0.1:5001: no basic auth credentials"),
+            "{text}"
+        );
+        assert!(
+            text.contains("docker login") && text.contains("[[registries]]"),
+            "{text}"
+        );
+        let e = unauthorized("unauthorized: authentication required", "reg/app:1", true).unwrap();
+        assert!(e.to_string().contains("were refused"), "{e}");
+        assert_eq!(unauthorized("manifest unknown", "reg/app:1", false), None);
+    }
+
+    #[test]
     fn a_stop_waits_longer_than_its_own_timeout() {
         let rt = DockerRuntime {
             docker: Docker::connect_with_http("tcp://127.0.0.1:9", 2, bollard::API_DEFAULT_VERSION)
