@@ -81,8 +81,12 @@ pub enum LogFormat {
 /// all): they are held at info whatever `--log-level` or `BERTH_LOG` says,
 /// so no log level can print a secret. berth's own debug output is free of
 /// values.
-const QUIET_BELOW_INFO: [&str; 8] = [
+const QUIET_BELOW_INFO: [&str; 11] = [
     "bollard",
+    // The registry client (berth check): request URLs, token exchanges.
+    "oci_client",
+    "reqwest",
+    "docker_credential",
     "hyper",
     "hyper_util",
     "h2",
