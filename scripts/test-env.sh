@@ -11,11 +11,16 @@
 #   BERTH_TEST_REGISTRY   host:port of the registry (default 127.0.0.1:5000);
 #                         started here only when the host is loopback.
 #   BERTH_TEST_MQTT_PORT  broker port on 127.0.0.1 (default 1883).
+#   BERTH_TEST_AUTH_REGISTRY  host:port of a second local registry that needs
+#                         a login (htpasswd basic auth; default 127.0.0.1:5001),
+#                         user berth-test, password in tests/fixtures/registry-auth.password.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 REGISTRY=${BERTH_TEST_REGISTRY:-127.0.0.1:5000}
 MQTT_PORT=${BERTH_TEST_MQTT_PORT:-1883}
+AUTH_REGISTRY=${BERTH_TEST_AUTH_REGISTRY:-127.0.0.1:5001}
+AUTH_USER=berth-test
 REPO_PREFIX=berth-test
 IMAGES=(service crash unhealthy healthy volume)
 VERSIONS=(1 2)
@@ -191,6 +196,41 @@ start_registry() {
   fi
 }
 
+# --- 2b. Registry with basic auth --------------------------------------------
+# For registry credentials (pulls, `berth check`): the same docker-registry
+# with an htpasswd file (bcrypt, as distribution requires), on its own port and
+# storage. Anonymous requests get 401.
+auth_registry_up() {
+  local code
+  code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 2 "http://$AUTH_REGISTRY/v2/" 2>/dev/null) || return 1
+  [[ $code == 401 ]]
+}
+
+start_auth_registry() {
+  if auth_registry_up; then
+    log "auth registry already answering (401) at http://$AUTH_REGISTRY/v2/"
+    return 0
+  fi
+  case ${AUTH_REGISTRY%:*} in
+    127.*|localhost) ;;
+    *) die "auth registry $AUTH_REGISTRY does not answer and is not local; cannot start it" ;;
+  esac
+  [[ -x /usr/bin/docker-registry ]] || apt_install docker-registry
+  command -v htpasswd >/dev/null 2>&1 || apt_install apache2-utils
+  local dir=$REGISTRY_STORAGE-auth-${AUTH_REGISTRY##*:}
+  mkdir -p "$dir/data"
+  htpasswd -bBc "$dir/htpasswd" "$AUTH_USER" "$(cat "$ROOT/tests/fixtures/registry-auth.password")" >/dev/null 2>&1 ||
+    die "htpasswd failed"
+  REGISTRY_HTTP_ADDR=$AUTH_REGISTRY REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=$dir/data \
+    REGISTRY_AUTH_HTPASSWD_REALM=berth-test REGISTRY_AUTH_HTPASSWD_PATH=$dir/htpasswd \
+    spawn "$REGISTRY_LOG" /usr/bin/docker-registry serve "$ROOT/tests/fixtures/registry.yml"
+  log "started docker-registry with basic auth on $AUTH_REGISTRY (log $REGISTRY_LOG)"
+  if ! wait_for 30 auth_registry_up; then
+    tail -n 20 "$REGISTRY_LOG" >&2
+    die "auth registry did not answer within 30 s"
+  fi
+}
+
 # --- 3. MQTT broker -----------------------------------------------------------
 mqtt_listening() { (exec 3<>"/dev/tcp/127.0.0.1/$MQTT_PORT") 2>/dev/null; }
 
@@ -317,6 +357,7 @@ build_images() {
 # --- main ---------------------------------------------------------------------
 start_engine
 start_registry
+start_auth_registry
 start_mqtt
 ensure_tls_tools
 build_images
@@ -324,6 +365,7 @@ build_images
 log "summary:"
 log "  engine:   $(docker version --format 'server {{.Server.Version}} (API {{.Server.APIVersion}}), client {{.Client.Version}}') via $DOCKER${DOCKER_API_VERSION:+ (DOCKER_API_VERSION=$DOCKER_API_VERSION)}"
 log "  registry: http://$REGISTRY"
+log "  registry with basic auth: http://$AUTH_REGISTRY (user $AUTH_USER)"
 log "  broker:   mqtt://127.0.0.1:$MQTT_PORT"
 log "  images:"
 for ref in "${PUSHED[@]}"; do log "    $ref"; done

@@ -167,6 +167,9 @@ pub struct Config {
     pub files: Option<FilesConfig>,
     /// What a document may ask the device to run (docs/SECURITY.md).
     pub policy: crate::policy::PolicyConfig,
+    /// Credentials and transport per registry (`[[registries]]`), for
+    /// pulls and `berth check`; they win over docker's stored logins.
+    pub registries: Vec<crate::registry::RegistryConfig>,
 }
 
 impl Default for Config {
@@ -194,6 +197,7 @@ impl Default for Config {
             mqtt: None,
             files: None,
             policy: crate::policy::PolicyConfig::default(),
+            registries: Vec::new(),
         }
     }
 }
@@ -492,7 +496,22 @@ impl Config {
         self.policy
             .compile()
             .map_err(|e| ConfigError(e.to_string()))?;
+        for (i, r) in self.registries.iter().enumerate() {
+            r.check(&format!("registries[{i}]")).map_err(ConfigError)?;
+            let host = r.host.trim();
+            if self.registries[..i].iter().any(|o| o.host.trim() == host) {
+                return Err(ConfigError(format!(
+                    "registries[{i}].host: \"{host}\" has an entry already"
+                )));
+            }
+        }
         Ok(())
+    }
+
+    /// The credential store for pulls and `berth check`: `[[registries]]`
+    /// first, then docker's stored logins.
+    pub fn credentials(&self) -> crate::registry::Credentials {
+        crate::registry::Credentials::new(self.registries.clone())
     }
 
     /// The update domain the agent serves: the MQTT one when a broker is
@@ -526,6 +545,11 @@ impl Config {
         }
         if let Some(h) = shown.docker_host.as_mut() {
             *h = crate::redact::userinfo(h).into_owned();
+        }
+        for r in &mut shown.registries {
+            if r.identity_token.is_some() {
+                r.identity_token = Some(crate::redact::REDACTED.into());
+            }
         }
         toml::to_string_pretty(&shown).unwrap_or_default()
     }
@@ -1158,6 +1182,33 @@ mod tests {
     fn an_invalid_redact_pattern_is_refused_with_its_option() {
         let e = Config::parse("redact_env = [\"[oops\"]").unwrap_err().0;
         assert!(e.starts_with("redact_env:"), "{e}");
+    }
+
+    #[test]
+    fn registries_are_read_checked_by_field_and_their_token_hidden() {
+        let c = Config::parse(
+            "[[registries]]\nhost = \"127.0.0.1:5001\"\nusername = \"u\"\npassword_file = \"/p\"\n\
+             [[registries]]\nhost = \"ghcr.io\"\nidentity_token = \"tok-s3cret\"\ninsecure = false\n",
+        )
+        .unwrap();
+        assert_eq!(c.registries.len(), 2);
+        let text = c.redacted_toml();
+        assert!(
+            !text.contains("tok-s3cret") && text.contains("[[registries]]"),
+            "{text}"
+        );
+        assert!(!format!("{c:?}").contains("tok-s3cret"));
+        assert_eq!(Config::parse(&text).unwrap().registries.len(), 2);
+        assert_refused_with(
+            "[[registries]]\nhost = \"r\"\nusername = \"u\"",
+            "registries[0].username: needs password_file (or an identity token)",
+        );
+        assert_refused_with(
+            "[[registries]]\nhost = \"r\"\n[[registries]]\nhost = \"r\"",
+            "registries[1].host: \"r\" has an entry already",
+        );
+        let e = refusal("[[registries]]\nhost = \"r\"\npassword = \"hunter2\"");
+        assert!(e.contains("password") && !e.contains("hunter2"), "{e}");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! [`schema`] module generates the published JSON schemas from the same types.
 
 pub mod agent;
+pub mod check;
 pub mod config;
 pub mod execute;
 pub mod feedback;
@@ -17,6 +18,7 @@ pub mod observe;
 pub mod plan;
 pub mod policy;
 pub mod redact;
+pub mod registry;
 pub mod runtime;
 pub mod schema;
 pub mod spec;

@@ -5,12 +5,14 @@ mod broker;
 mod util;
 
 mod agent;
+mod check;
 mod cli_apply;
 mod cli_plan;
 mod cli_state;
 mod cli_validate;
 mod corpus;
 mod corpus_sources;
+mod credentials;
 mod environment;
 mod faults;
 mod policy;

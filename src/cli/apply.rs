@@ -219,7 +219,14 @@ impl ApplyArgs {
         let runtime = tokio::runtime::Runtime::new()?;
         // The policy is checked before anything is persisted, recovered,
         // pulled, created or planned: a refused document changes nothing.
-        let rt = runtime.block_on(async { super::hooks::engine(self.engine.connect().await?) })?;
+        let rt = runtime.block_on(async {
+            super::hooks::engine(
+                self.engine
+                    .connect()
+                    .await?
+                    .with_credentials(device.credentials.clone()),
+            )
+        })?;
         if let Err(refusal) = runtime.block_on(device.check(&rt, &desired))? {
             print_refusal(&self.file, &refusal);
             if self.json {

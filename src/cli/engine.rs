@@ -109,6 +109,7 @@ impl PolicyArgs {
             }
         }
         Ok(Device {
+            credentials: config.credentials(),
             policy,
             plan: PlanOptions {
                 scope: self.scope.into(),
@@ -133,6 +134,9 @@ pub struct Device {
     pub plan: PlanOptions,
     /// How a document is read (the configured limits).
     pub spec: spec::Options,
+    /// Registry credentials for pulls and `berth check`: the
+    /// configuration's `[[registries]]`, then docker's stored logins.
+    pub credentials: berth::registry::Credentials,
 }
 
 impl Device {

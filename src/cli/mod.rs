@@ -1,6 +1,7 @@
 //! Command-line arguments and dispatch, one file per subcommand.
 
 mod apply;
+mod check;
 mod engine;
 mod hooks;
 mod plan;
@@ -22,6 +23,7 @@ Examples:
   berth plan examples/multi.json        what an apply would change, and why
   berth policy check --config /etc/berth/config.toml state.json   what the policy allows
   berth state --json                    the inventory as Kanto's current state
+  berth check --json                    newer images, moved tags, env drift
   berth recover                         finish what an interrupted activity left
   berth run --config /etc/berth/config.toml   the agent (MQTT, state files, drift)";
 
@@ -51,6 +53,8 @@ pub enum Command {
     Validate(validate::ValidateArgs),
     /// Show what applying a document would change, and why.
     Plan(plan::PlanArgs),
+    /// Which managed containers have newer images, moved tags, and env drift.
+    Check(check::CheckArgs),
     /// Show the containers on the engine (Kanto current-state with --json).
     State(state::StateArgs),
     /// Converge the engine to a document: download first, roll back on failure.
@@ -77,8 +81,12 @@ pub enum LogFormat {
 /// all): they are held at info whatever `--log-level` or `BERTH_LOG` says,
 /// so no log level can print a secret. berth's own debug output is free of
 /// values.
-const QUIET_BELOW_INFO: [&str; 8] = [
+const QUIET_BELOW_INFO: [&str; 11] = [
     "bollard",
+    // The registry client (berth check): request URLs, token exchanges.
+    "oci_client",
+    "reqwest",
+    "docker_credential",
     "hyper",
     "hyper_util",
     "h2",
@@ -137,6 +145,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         Command::Validate(cmd) => cmd.exec(),
         Command::Plan(cmd) => cmd.exec(),
+        Command::Check(cmd) => cmd.exec(),
         Command::State(cmd) => cmd.exec(),
         Command::Apply(cmd) => cmd.exec(),
         Command::Policy(cmd) => cmd.exec(),

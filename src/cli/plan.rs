@@ -83,7 +83,10 @@ pub fn show(
 ) -> anyhow::Result<Option<Plan>> {
     let runtime = tokio::runtime::Runtime::new()?;
     let plan = runtime.block_on(async {
-        let rt = engine.connect().await?;
+        let rt = engine
+            .connect()
+            .await?
+            .with_credentials(device.credentials.clone());
         if let Err(refusal) = device.check(&rt, desired).await? {
             return anyhow::Ok(Err(refusal));
         }

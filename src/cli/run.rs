@@ -333,7 +333,7 @@ async fn agent_main(
     let Some(rt) = connect(config.docker_host.as_deref(), &mut stop).await else {
         return Ok(());
     };
-    let rt = super::hooks::engine(rt)?;
+    let rt = super::hooks::engine(rt.with_credentials(config.credentials()))?;
     let domain = config.mqtt.as_ref().map_or_else(
         || berth::spec::validate::DEFAULT_DOMAIN.to_string(),
         |m| m.domain.clone(),

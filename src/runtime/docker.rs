@@ -199,6 +199,9 @@ fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
 pub struct DockerRuntime {
     docker: Docker,
     endpoint: String,
+    /// Handed to the engine with every pull and registry look-up: the
+    /// engine itself knows no `docker login`, only what the client sends.
+    credentials: crate::registry::Credentials,
 }
 
 impl DockerRuntime {
@@ -240,7 +243,50 @@ impl DockerRuntime {
         Ok(Self {
             docker,
             endpoint: url,
+            credentials: crate::registry::Credentials::new(Vec::new()),
         })
+    }
+
+    /// Uses `credentials` (berth's `[[registries]]` and docker's stored
+    /// logins) for pulls and registry look-ups instead of docker's alone.
+    pub fn with_credentials(mut self, credentials: crate::registry::Credentials) -> Self {
+        self.credentials = credentials;
+        self
+    }
+
+    /// The engine's form of the credentials for `reference`'s registry, or
+    /// `None` for an anonymous pull.
+    async fn engine_credentials(
+        &self,
+        reference: &str,
+    ) -> Result<Option<bollard::auth::DockerCredentials>> {
+        let Ok(image) = crate::spec::image::ImageRef::parse(reference) else {
+            return Ok(None);
+        };
+        let found = self
+            .credentials
+            .for_host(&image.registry)
+            .await
+            .map_err(|e| RuntimeError::Unauthorized {
+                registry: image.registry.clone(),
+                message: words(e.to_string()),
+            })?;
+        Ok(found.map(|(credential, _)| {
+            let mut c = bollard::auth::DockerCredentials {
+                serveraddress: Some(image.registry.clone()),
+                ..Default::default()
+            };
+            match credential {
+                crate::registry::Credential::Basic { username, password } => {
+                    c.username = Some(username);
+                    c.password = Some(password.expose().to_string());
+                }
+                crate::registry::Credential::IdentityToken(token) => {
+                    c.identitytoken = Some(token.expose().to_string());
+                }
+            }
+            c
+        }))
     }
 
     /// Sets the client's timeout for one request (bollard's default is
@@ -272,6 +318,11 @@ impl DockerRuntime {
     /// manifest unknown: …`), or as 500 when the registry's answer carried no
     /// error document; both say the image is missing.
     fn pull_error(&self, e: BollardError, reference: &str) -> RuntimeError {
+        if let BollardError::DockerResponseServerError { ref message, .. } = e {
+            if let Some(e) = unauthorized(message, reference, false) {
+                return e;
+            }
+        }
         match e {
             BollardError::DockerResponseServerError { ref message, .. }
                 if pull_says_missing(message) =>
@@ -339,6 +390,7 @@ impl DockerRuntime {
             )
             .expect("a client needs no connection"),
             endpoint: "test".into(),
+            credentials: crate::registry::Credentials::default(),
         };
         let mapped = rt.map_err(Missing::Container, "c")(e);
         mapped
@@ -406,6 +458,36 @@ pub(crate) fn missing_from_message(message: &str) -> Option<(Missing, String)> {
     None
 }
 
+/// The engine's words for a registry that wants credentials or refused
+/// them (Docker 20.10: `no basic auth credentials`, `unauthorized:
+/// authentication required`, `denied: requested access to the resource is
+/// denied`), as [`RuntimeError::Unauthorized`] naming the registry and
+/// where credentials come from. `sent` says whether berth sent any.
+fn unauthorized(message: &str, reference: &str, sent: bool) -> Option<RuntimeError> {
+    let lower = message.to_ascii_lowercase();
+    let problem = if lower.contains("no basic auth credentials") {
+        "no basic auth credentials"
+    } else if lower.contains("unauthorized") || lower.contains("authentication required") {
+        "unauthorized"
+    } else if lower.contains("denied") {
+        "access denied"
+    } else {
+        return None;
+    };
+    let registry = crate::spec::image::ImageRef::parse(reference)
+        .map(|i| i.registry)
+        .unwrap_or_else(|_| reference.to_string());
+    let hint = if sent {
+        "the credentials berth sent were refused (check [[registries]] or docker login)"
+    } else {
+        "it needs a login: run docker login, or add [[registries]] to berth's configuration"
+    };
+    Some(RuntimeError::Unauthorized {
+        message: format!("{problem}; {hint}"),
+        registry,
+    })
+}
+
 /// Whether an error a pull reports inside its stream says the image is not
 /// there.
 fn pull_says_missing(message: &str) -> bool {
@@ -468,9 +550,9 @@ impl Runtime for DockerRuntime {
     async fn registry_digest(&self, reference: &str) -> Result<String> {
         let d = self
             .docker
-            .inspect_registry_image(reference, None)
+            .inspect_registry_image(reference, self.engine_credentials(reference).await?)
             .await
-            .map_err(|e| image_missing(self.map_err(Missing::Image, reference)(e), reference))?;
+            .map_err(|e| self.pull_error(e, reference))?;
         d.descriptor.digest.ok_or_else(|| {
             RuntimeError::Other(format!("the registry gave no digest for {reference}"))
         })
@@ -501,7 +583,9 @@ impl Runtime for DockerRuntime {
         // a slow registry as an unreachable engine; the caller bounds the
         // whole pull with its own pull timeout instead.
         let docker = self.docker.clone().with_timeout(NO_TIMEOUT);
-        let mut stream = docker.create_image(Some(options), None, None);
+        let credentials = self.engine_credentials(reference).await?;
+        let sent = credentials.is_some();
+        let mut stream = docker.create_image(Some(options), None, credentials);
         let mut layers: HashMap<String, (u64, u64)> = HashMap::new();
         while let Some(item) = stream.next().await {
             let info = item.map_err(|e| self.pull_error(e, reference))?;
@@ -509,6 +593,9 @@ impl Runtime for DockerRuntime {
                 let message = detail.message.unwrap_or_else(|| "pull failed".into());
                 if pull_says_missing(&message) {
                     return Err(RuntimeError::not_found(Missing::Image, reference));
+                }
+                if let Some(e) = unauthorized(&message, reference, sent) {
+                    return Err(e);
                 }
                 return Err(RuntimeError::Refused {
                     status: 500,
@@ -1259,6 +1346,7 @@ mod tests {
             docker: Docker::connect_with_http("tcp://127.0.0.1:9", 1, bollard::API_DEFAULT_VERSION)
                 .unwrap(),
             endpoint: "tcp://127.0.0.1:9".into(),
+            credentials: crate::registry::Credentials::default(),
         };
         let e = |message: &str| BollardError::DockerResponseServerError {
             status_code: 404,
@@ -1284,11 +1372,34 @@ mod tests {
     }
 
     #[test]
+    fn an_engine_that_wants_a_login_names_the_registry_and_where_credentials_come_from() {
+        let e = unauthorized(
+            "Head \"http://127.0.0.1:5001/v2/app/manifests/1\": no basic auth credentials",
+            "127.0.0.1:5001/app:1",
+            false,
+        )
+        .unwrap();
+        let text = e.to_string();
+        assert!(
+            text.starts_with("registry 127.0.0.1:5001: no basic auth credentials"),
+            "{text}"
+        );
+        assert!(
+            text.contains("docker login") && text.contains("[[registries]]"),
+            "{text}"
+        );
+        let e = unauthorized("unauthorized: authentication required", "reg/app:1", true).unwrap();
+        assert!(e.to_string().contains("were refused"), "{e}");
+        assert_eq!(unauthorized("manifest unknown", "reg/app:1", false), None);
+    }
+
+    #[test]
     fn a_stop_waits_longer_than_its_own_timeout() {
         let rt = DockerRuntime {
             docker: Docker::connect_with_http("tcp://127.0.0.1:9", 2, bollard::API_DEFAULT_VERSION)
                 .unwrap(),
             endpoint: "tcp://127.0.0.1:9".into(),
+            credentials: crate::registry::Credentials::default(),
         };
         assert_eq!(
             rt.for_stop(Duration::from_secs(300)).timeout(),

@@ -97,6 +97,16 @@ pub enum RuntimeError {
         /// The engine's words.
         message: String,
     },
+    /// A registry refused the credentials berth sent (or wanted some and
+    /// got none), or berth could not read the credentials configured for
+    /// it. Never carries a secret: only the registry and what went wrong.
+    #[error("registry {registry}: {message}")]
+    Unauthorized {
+        /// The registry host (`127.0.0.1:5001`).
+        registry: String,
+        /// What the engine or berth said, and what to do about it.
+        message: String,
+    },
     /// Anything else (transport, decoding).
     #[error("{0}")]
     Other(String),
