@@ -666,7 +666,20 @@ fn serial_dockerd_restarts_during_an_activity() {
     // The new a has taken its name (it is started after the delay).
     let new_image = image("service", "2");
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    while !(exists(&s.names[0]) && inspect(&s.names[0])["Config"]["Image"] == new_image.as_str()) {
+    // One look that may find no container: between the renames the name is
+    // briefly free (looking twice, exists then inspect, raced it).
+    let image_of = |name: &str| {
+        let out = run(std::process::Command::new("docker").args([
+            "inspect",
+            "-f",
+            "{{.Config.Image}}",
+            name,
+        ]));
+        out.status
+            .success()
+            .then(|| text(&out.stdout).trim().to_string())
+    };
+    while image_of(&s.names[0]).as_deref() != Some(new_image.as_str()) {
         assert!(
             std::time::Instant::now() < deadline,
             "the activity never reached ACTIVATING"
