@@ -391,6 +391,30 @@ impl Subscriber {
             .unwrap_or_else(|failure| panic!("{failure}"))
     }
 
+    /// Waits for the first feedback message of `activity` whose status is
+    /// one of `statuses` and returns it, parsed. Panics after `timeout`
+    /// with `context` (a berth log, say) and everything received.
+    pub fn feedback(
+        &self,
+        activity: &str,
+        statuses: &[&str],
+        timeout: Duration,
+        context: &str,
+    ) -> serde_json::Value {
+        let pick = |msgs: &[(String, String)]| {
+            msgs.iter()
+                .filter(|(t, _)| t.ends_with("containersupdate/desiredstatefeedback"))
+                .filter_map(|(_, p)| serde_json::from_str::<serde_json::Value>(p).ok())
+                .find(|f| {
+                    f["activityId"] == activity
+                        && statuses.contains(&f["payload"]["status"].as_str().unwrap_or(""))
+                })
+        };
+        let what = format!("feedback {statuses:?} of {activity}\n{context}");
+        let msgs = self.wait_for(&what, timeout, |m| pick(m).is_some());
+        pick(&msgs).expect("the message wait_for found")
+    }
+
     /// [`Subscriber::wait_for`], with the failure message as an error.
     fn try_wait_for(
         &self,

@@ -745,23 +745,9 @@ impl OnBroker {
 
     /// Waits for feedback of the activity with one of `statuses`.
     fn feedback(&self, activity: &str, statuses: &[&str]) -> Value {
-        let pick = |msgs: &[(String, String)]| {
-            msgs.iter()
-                .filter(|(t, _)| t == "containersupdate/desiredstatefeedback")
-                .filter_map(|(_, p)| serde_json::from_str::<Value>(p).ok())
-                .find(|f| {
-                    f["activityId"] == activity
-                        && statuses.contains(&f["payload"]["status"].as_str().unwrap_or(""))
-                })
-        };
-        let what = format!(
-            "{activity} {statuses:?}; berth log:\n{}",
-            self.agent.stderr()
-        );
-        let msgs = self
-            .sub
-            .wait_for(&what, Duration::from_secs(120), |m| pick(m).is_some());
-        pick(&msgs).expect("found")
+        let log = format!("berth log:\n{}", self.agent.stderr());
+        self.sub
+            .feedback(activity, statuses, Duration::from_secs(120), &log)
     }
 
     /// Stops the agent and returns the activity's final feedback.

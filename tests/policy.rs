@@ -706,24 +706,9 @@ fn the_agent_refuses_over_mqtt_and_from_files_what_the_policy_refuses() {
         agent.stderr()
     );
     let answer = |activity: &str| -> Value {
-        let pick = |m: &[(String, String)]| {
-            m.iter()
-                .filter_map(|(t, p)| {
-                    (t == "containersupdate/desiredstatefeedback")
-                        .then(|| serde_json::from_str::<Value>(p).ok())
-                        .flatten()
-                })
-                .filter(|f| f["activityId"] == activity)
-                .find(|f| {
-                    ["COMPLETED", "INCOMPLETE", "IDENTIFICATION_FAILED"]
-                        .contains(&f["payload"]["status"].as_str().unwrap_or(""))
-                })
-        };
-        let what = format!("the answer to {activity}\n{}", agent.stderr());
-        let msgs = sub.wait_for(&what, std::time::Duration::from_secs(90), |m| {
-            pick(m).is_some()
-        });
-        pick(&msgs).expect("found")
+        let finals = ["COMPLETED", "INCOMPLETE", "IDENTIFICATION_FAILED"];
+        let log = format!("berth log:\n{}", agent.stderr());
+        sub.feedback(activity, &finals, std::time::Duration::from_secs(90), &log)
     };
 
     let privileged = document(

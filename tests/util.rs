@@ -408,15 +408,22 @@ impl Background {
     /// Waits for it to exit on its own (fails after `within`), and gives
     /// the readers a moment to drain the pipes.
     pub fn wait_exit(&mut self, within: std::time::Duration) -> std::process::ExitStatus {
+        let status = self.exit_within(within, "on its own");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        status
+    }
+
+    /// The exit status, once it comes; fails after `within`, saying `how`
+    /// it was waited for.
+    fn exit_within(&mut self, within: std::time::Duration, how: &str) -> std::process::ExitStatus {
         let deadline = std::time::Instant::now() + within;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                std::thread::sleep(std::time::Duration::from_millis(200));
                 return status;
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "berth did not exit within {within:?}\nstderr:\n{}",
+                "berth did not exit {how} within {within:?}\nstderr:\n{}",
                 self.stderr()
             );
             std::thread::sleep(std::time::Duration::from_millis(100));
@@ -459,18 +466,7 @@ impl Background {
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "berth did not exit within 60s of SIGTERM\nstderr:\n{}",
-                self.stderr()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
+        self.exit_within(std::time::Duration::from_secs(60), "after SIGTERM")
     }
 
     /// Its process id.
