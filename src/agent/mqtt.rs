@@ -1116,6 +1116,9 @@ pub async fn run(
                         c.handle(event, false, &mut eventloop);
                     }
                     let was_connected = std::mem::replace(&mut c.connected, false);
+                    // The next connection is the one that brings the
+                    // unacknowledged document back: no extra one is due.
+                    redeliver = None;
                     if let Some(size) = too_large(&e) {
                         let wait = c.too_large(size, &mut eventloop);
                         if closing.is_none() && !wait.is_zero() {
