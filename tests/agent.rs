@@ -1400,3 +1400,40 @@ fn a_change_made_outside_berth_is_published_as_a_new_current_state() {
     );
     assert!(agent.terminate().success());
 }
+
+/// A document the agent cannot persist is answered, not acknowledged, and
+/// comes back from the broker once berth reconnects for it: when the state
+/// directory can be written again, the same document is applied.
+#[test]
+fn an_mqtt_document_that_cannot_be_persisted_is_delivered_again_and_applied_once_it_can() {
+    let state = TempDir::new().unwrap();
+    let names = Names::new(&["unsaved"]);
+    let (broker, sub, mut agent) = on_broker(&state, &[]);
+    // A directory where the document goes: the atomic rename fails.
+    let blocker = state.path().join("desired.json");
+    std::fs::create_dir_all(blocker.join("x")).unwrap();
+    let img = service("1");
+    publish(
+        &broker,
+        DESIRED,
+        &doc("unsaved-1", &[(names.get(0), "1", &[("image", &img)])]),
+    );
+    let refused = sub.feedback("unsaved-1", &["IDENTIFICATION_FAILED"], WAIT, &agent.log());
+    let m = refused["payload"]["message"].as_str().unwrap_or("");
+    assert!(
+        m.contains("cannot persist") && m.contains("not acknowledged"),
+        "{m}"
+    );
+    assert!(
+        inspect(names.get(0)).is_none(),
+        "an unpersisted document was applied"
+    );
+    std::fs::remove_dir_all(&blocker).unwrap();
+    agent.wait_log("the broker sends the unacknowledged desired state again");
+    assert_eq!(
+        sub.feedback("unsaved-1", &["COMPLETED"], WAIT, &agent.log())["payload"]["status"],
+        "COMPLETED"
+    );
+    assert_eq!(running_image(names.get(0)), Some(img));
+    assert!(agent.terminate().success());
+}
