@@ -174,7 +174,7 @@ impl<R: Runtime> Run<'_, R> {
 
     /// Writes the journal as it is.
     pub(super) async fn write(&mut self) -> Result<(), ExecuteError> {
-        self.writes += 1;
+        self.writes = self.writes.saturating_add(1);
         if self.options.pause_at == Some(PausePoint::JournalWrite(self.writes)) {
             pause(&format!("journal write #{}", self.writes)).await;
         }
