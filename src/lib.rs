@@ -10,6 +10,7 @@ pub mod check;
 pub mod config;
 pub mod execute;
 pub mod feedback;
+pub mod history;
 pub mod instance;
 pub mod inventory;
 pub mod journal;
