@@ -23,6 +23,7 @@ pub mod registry;
 pub mod runtime;
 pub mod schema;
 pub mod spec;
+pub mod upgrade;
 
 #[cfg(test)]
 mod test_support;
