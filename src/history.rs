@@ -33,6 +33,7 @@ use crate::feedback::Status;
 use crate::journal::StateError;
 use crate::observe::Observed;
 use crate::redact::Redactor;
+use crate::runtime::Runtime;
 use crate::spec::model::DesiredState;
 
 /// The history's file in the state directory.
@@ -209,8 +210,14 @@ impl Record {
     /// replaced.
     pub fn redacted(&self, redactor: &Redactor) -> Self {
         let mut shown = self.clone();
-        shown.message = self.message.as_deref().map(|m| redactor.text(m).into_owned());
-        shown.document = self.document.as_deref().map(|d| redact_document(d, redactor));
+        shown.message = self
+            .message
+            .as_deref()
+            .map(|m| redactor.text(m).into_owned());
+        shown.document = self
+            .document
+            .as_deref()
+            .map(|d| redact_document(d, redactor));
         shown
     }
 }
@@ -299,11 +306,10 @@ impl History {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
             Err(source) => return Err(HistoryError::Read { path, source }),
         };
-        let stored: Stored =
-            serde_json::from_slice(&bytes).map_err(|e| HistoryError::Corrupt {
-                path: path.clone(),
-                message: e.to_string(),
-            })?;
+        let stored: Stored = serde_json::from_slice(&bytes).map_err(|e| HistoryError::Corrupt {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
         if stored.version > FORMAT {
             return Err(HistoryError::Corrupt {
                 path,
@@ -489,24 +495,94 @@ pub async fn append_logged(dir: &Path, record: Record) {
     }
 }
 
+/// One activity's record from its start to its end: stored when it starts
+/// (so `berth history` shows it running) and again when it ends, with the
+/// versions found on the engine before and after.
+#[derive(Debug)]
+pub struct Recorder {
+    dir: PathBuf,
+    record: Record,
+    before: BTreeMap<String, Version>,
+    instance: String,
+}
+
+impl Recorder {
+    /// Records the start of activity `id` in the history in `dir`, with the
+    /// versions `observed` shows (the engine as planned against).
+    pub async fn start(
+        dir: &Path,
+        id: &str,
+        source: Source,
+        document: Option<String>,
+        observed: &Observed,
+        desired: &DesiredState,
+        instance: &str,
+    ) -> Self {
+        let record = Record::start(id, source, document);
+        append_logged(dir, record.clone()).await;
+        Self {
+            dir: dir.to_path_buf(),
+            record,
+            before: versions(observed, desired, instance),
+            instance: instance.to_string(),
+        }
+    }
+
+    /// Records how the activity ended, reading the engine once more for
+    /// what runs now; returns the record.
+    pub async fn finish<R: Runtime>(
+        mut self,
+        rt: &R,
+        desired: &DesiredState,
+        outcome: Status,
+        message: Option<String>,
+    ) -> Record {
+        let after = match crate::observe::gather_for(rt, desired).await {
+            Ok(o) => versions(&o, desired, &self.instance),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the engine after the activity; the history records no versions after it");
+                BTreeMap::new()
+            }
+        };
+        self.record.components = changes(&self.before, &after);
+        self.record.finish(outcome, message);
+        append_logged(&self.dir, self.record.clone()).await;
+        self.record
+    }
+}
+
+/// The document last accepted in the state directory `dir`, read without
+/// blocking the async runtime; `None` when there is none or it cannot be
+/// read.
+pub async fn persisted_document(dir: &Path) -> Option<String> {
+    tokio::fs::read_to_string(dir.join(crate::journal::DESIRED))
+        .await
+        .ok()
+}
+
 /// What each component runs on the engine: the desired state's components
 /// and every other container `instance` manages (temporary names of an
 /// activity left out). The image is the one the document named (berth's
 /// label), else the engine's reference.
-pub fn versions(observed: &Observed, desired: &DesiredState, instance: &str) -> BTreeMap<String, Version> {
+pub fn versions(
+    observed: &Observed,
+    desired: &DesiredState,
+    instance: &str,
+) -> BTreeMap<String, Version> {
     let wanted: BTreeSet<&str> = desired.containers.iter().map(|c| c.name.as_str()).collect();
     observed
         .containers
         .iter()
         .filter(|c| !c.name().contains(".berth-"))
         .filter(|c| {
-            wanted.contains(c.name())
-                || c.owner.as_ref().is_some_and(|o| o.instance == instance)
+            wanted.contains(c.name()) || c.owner.as_ref().is_some_and(|o| o.instance == instance)
         })
         .map(|c| {
             let (image, version) = match &c.owner {
                 Some(o) => (
-                    o.image.clone().unwrap_or_else(|| c.details.image_ref.clone()),
+                    o.image
+                        .clone()
+                        .unwrap_or_else(|| c.details.image_ref.clone()),
                     o.version.clone(),
                 ),
                 None => (c.details.image_ref.clone(), None),

@@ -110,7 +110,11 @@ pub fn select(
                 *counts.entry(t.as_str()).or_default() += 1;
             }
         }
-        let top = counts.values().copied().max().ok_or(UpgradeError::Nothing)?;
+        let top = counts
+            .values()
+            .copied()
+            .max()
+            .ok_or(UpgradeError::Nothing)?;
         let leaders: Vec<&str> = counts
             .iter()
             .filter(|(_, n)| **n == top)
@@ -137,7 +141,7 @@ pub fn select(
     for c in &desired.containers {
         let chosen = match &by_tag {
             Some(t) => c.config.image.tag.as_deref() == Some(t.as_str()),
-            None => named.iter().any(|n| *n == c.name),
+            None => named.contains(&c.name),
         };
         if !chosen {
             selection.others.push(c.name.clone());

@@ -1085,6 +1085,11 @@ impl<R: Runtime + 'static> Loop<R> {
             reason,
             blocked,
             generation: self.generation,
+            source: match document.origin {
+                Origin::Mqtt => crate::history::Source::Mqtt,
+                Origin::Files(_) => crate::history::Source::File,
+                Origin::Persisted => crate::history::Source::State,
+            },
         };
         let task: JobFuture = Box::pin(job(shared, work).instrument(span));
         self.running = Some((task, activity_id));
@@ -1298,6 +1303,8 @@ struct Work {
     /// Containers in back-off: not touched this time.
     blocked: BTreeSet<String>,
     generation: u64,
+    /// Where the document came from, for the activity history.
+    source: crate::history::Source,
 }
 
 /// One job: plan, then carry the plan out with feedback.
@@ -1309,6 +1316,7 @@ async fn job<R: Runtime>(shared: Arc<Shared<R>>, work: Work) -> Result<Report, A
         reason,
         blocked,
         generation,
+        source,
     } = work;
     wait_for_engine(&*shared.rt).await;
     settle(&shared).await;
@@ -1375,6 +1383,23 @@ async fn job<R: Runtime>(shared: Arc<Shared<R>>, work: Work) -> Result<Report, A
         plan: &plan,
         observed: &observed,
     };
+    // Documents' activities go into the history; drift corrections do not
+    // (they run every few minutes and would push the documents out).
+    let recorder = match reason {
+        None => Some(
+            crate::history::Recorder::start(
+                shared.state.path(),
+                &activity_id,
+                source,
+                crate::history::persisted_document(shared.state.path()).await,
+                &observed,
+                desired,
+                &options.plan.instance,
+            )
+            .await,
+        ),
+        Some(_) => None,
+    };
     let outcome = execute::carry_out(
         &*shared.rt,
         &shared.state,
@@ -1384,6 +1409,16 @@ async fn job<R: Runtime>(shared: Arc<Shared<R>>, work: Work) -> Result<Report, A
         &mut sink,
     )
     .await?;
+    if let Some(recorder) = recorder {
+        recorder
+            .finish(
+                &*shared.rt,
+                desired,
+                outcome.status,
+                outcome.message.clone(),
+            )
+            .await;
+    }
     if reason.is_none() {
         report.status = Some(outcome.status);
     }

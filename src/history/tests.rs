@@ -31,7 +31,11 @@ fn past_the_byte_bound_the_oldest_documents_are_dropped_first() {
     let mut h = History::default();
     let big = "x".repeat(MAX_BYTES / 4 - 1024);
     for i in 0..5 {
-        h.push(record(&format!("a{i}"), Status::Completed, Some(big.clone())));
+        h.push(record(
+            &format!("a{i}"),
+            Status::Completed,
+            Some(big.clone()),
+        ));
     }
     let kept: Vec<bool> = h.records().map(|r| r.document.is_some()).collect();
     assert_eq!(kept, [false, true, true, true, true]);
@@ -63,7 +67,11 @@ fn a_rollback_skips_re_applies_of_the_current_document() {
     let mut h = History::default();
     h.push(record("one", Status::Completed, Some(doc("one", "1"))));
     h.push(record("two", Status::Completed, Some(doc("two", "2"))));
-    h.push(record("two-again", Status::Completed, Some(doc("two-again", "2"))));
+    h.push(record(
+        "two-again",
+        Status::Completed,
+        Some(doc("two-again", "2")),
+    ));
     assert_eq!(h.rollback_target(None).map(|r| r.id.as_str()), Ok("one"));
 }
 
@@ -82,9 +90,16 @@ fn a_rollback_with_nothing_before_the_current_document_is_refused_naming_it() {
 fn a_rollback_to_a_named_activity_needs_it_completed_with_its_document() {
     let mut h = History::default();
     h.push(record("kept", Status::Completed, Some(doc("kept", "1"))));
-    h.push(record("failed", Status::Incomplete, Some(doc("failed", "2"))));
+    h.push(record(
+        "failed",
+        Status::Incomplete,
+        Some(doc("failed", "2")),
+    ));
     h.push(record("dropped", Status::Completed, None));
-    assert_eq!(h.rollback_target(Some("kept")).map(|r| r.id.as_str()), Ok("kept"));
+    assert_eq!(
+        h.rollback_target(Some("kept")).map(|r| r.id.as_str()),
+        Ok("kept")
+    );
     assert!(matches!(
         h.rollback_target(Some("failed")),
         Err(RollbackError::NotCompleted { .. })
@@ -103,12 +118,19 @@ fn a_rollback_to_a_named_activity_needs_it_completed_with_its_document() {
 fn a_history_round_trips_through_its_file_with_mode_0600() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
-    append(dir.path(), record("one", Status::Completed, Some(doc("one", "1")))).unwrap();
+    append(
+        dir.path(),
+        record("one", Status::Completed, Some(doc("one", "1"))),
+    )
+    .unwrap();
     append(dir.path(), record("two", Status::Incomplete, None)).unwrap();
     let h = History::load(dir.path()).unwrap();
     let ids: Vec<&str> = h.records().map(|r| r.id.as_str()).collect();
     assert_eq!(ids, ["one", "two"]);
-    let mode = std::fs::metadata(dir.path().join(FILE)).unwrap().permissions().mode();
+    let mode = std::fs::metadata(dir.path().join(FILE))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
 }
 
@@ -158,7 +180,10 @@ fn a_shown_record_has_its_secrets_redacted_and_the_stored_one_keeps_them() {
     r.message = Some("pulling https://user:pw@r/a failed".into());
     let shown = r.redacted(crate::redact::default_rule());
     let text = serde_json::to_string(&shown).unwrap();
-    assert!(!text.contains("hunter2") && !text.contains(":pw@"), "{text}");
+    assert!(
+        !text.contains("hunter2") && !text.contains(":pw@"),
+        "{text}"
+    );
     assert!(text.contains("DB_PASSWORD=<redacted>"), "{text}");
     assert!(r.document.as_deref().unwrap().contains("hunter2"));
 }

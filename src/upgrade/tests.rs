@@ -32,7 +32,11 @@ fn names(moves: &[Move]) -> Vec<&str> {
 
 #[test]
 fn named_components_are_the_ones_that_move() {
-    let d = desired(&text(&[("a", "r.io/a:1"), ("b", "r.io/b:1"), ("c", "r.io/c:1")]));
+    let d = desired(&text(&[
+        ("a", "r.io/a:1"),
+        ("b", "r.io/b:1"),
+        ("c", "r.io/c:1"),
+    ]));
     let s = select(&d, &["a".into(), "b".into()], "2").unwrap();
     assert_eq!(names(&s.moves), ["a", "b"]);
     assert_eq!(s.others, ["c"]);
@@ -42,7 +46,11 @@ fn named_components_are_the_ones_that_move() {
 
 #[test]
 fn without_names_the_components_on_the_most_shared_tag_move() {
-    let d = desired(&text(&[("a", "r.io/a:1"), ("b", "r.io/b:1"), ("c", "r.io/c:7")]));
+    let d = desired(&text(&[
+        ("a", "r.io/a:1"),
+        ("b", "r.io/b:1"),
+        ("c", "r.io/c:7"),
+    ]));
     let s = select(&d, &[], "2").unwrap();
     assert_eq!(names(&s.moves), ["a", "b"]);
     assert_eq!(s.by_tag.as_deref(), Some("1"));
@@ -71,7 +79,10 @@ fn an_unknown_component_is_refused_naming_it_and_the_ones_there_are() {
 fn a_version_that_is_not_a_tag_is_refused_naming_it() {
     let d = desired(&text(&[("a", "r.io/a:1")]));
     let err = select(&d, &[], "no/tag").unwrap_err().to_string();
-    assert!(err.starts_with("version \"no/tag\" is not an image tag"), "{err}");
+    assert!(
+        err.starts_with("version \"no/tag\" is not an image tag"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -104,12 +115,18 @@ fn a_rewrite_changes_only_the_moved_tags_versions_and_the_activity_id() {
     let mut expected: serde_json::Value = serde_json::from_str(&before).unwrap();
     for i in 0..2 {
         let c = &mut expected["payload"]["domains"][0]["components"][i];
-        let image = c["config"][0]["value"].as_str().unwrap().replace(":1", ":2");
+        let image = c["config"][0]["value"]
+            .as_str()
+            .unwrap()
+            .replace(":1", ":2");
         c["config"][0]["value"] = image.into();
         c["version"] = "2".into();
     }
     expected["activityId"] = "upgrade-2".into();
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&after).unwrap(), expected);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&after).unwrap(),
+        expected
+    );
     assert!(after.contains('\n'), "an indented document stays indented");
 }
 
@@ -124,7 +141,10 @@ fn a_component_without_an_image_gets_only_its_version() {
         after,
         r#"{"activityId":"y","payload":{"domains":[{"components":[{"config":[],"id":"app","version":"2"}],"id":"containers"}]}}"#
     );
-    assert_eq!(desired(&after).containers[0].config.image.tag.as_deref(), Some("2"));
+    assert_eq!(
+        desired(&after).containers[0].config.image.tag.as_deref(),
+        Some("2")
+    );
 }
 
 #[test]
@@ -133,5 +153,8 @@ fn a_new_activity_id_keeps_the_rest_of_the_document() {
     let after = with_activity_id(&before, "rollback-1").unwrap();
     let mut expected: serde_json::Value = serde_json::from_str(&before).unwrap();
     expected["activityId"] = "rollback-1".into();
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&after).unwrap(), expected);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&after).unwrap(),
+        expected
+    );
 }
