@@ -471,6 +471,13 @@ pub fn status_word(s: Status) -> String {
 /// # Errors
 /// When the history cannot be written.
 pub fn append(dir: &Path, record: Record) -> Result<(), HistoryError> {
+    // One read-modify-write at a time in this process (the agent records
+    // an activity's end in the background while the next one starts);
+    // other processes are kept out by the state directory's lock.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut history = match History::load(dir) {
         Ok(h) => h,
         Err(e @ HistoryError::Corrupt { .. }) => {

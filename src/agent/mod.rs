@@ -1308,7 +1308,10 @@ struct Work {
 }
 
 /// One job: plan, then carry the plan out with feedback.
-async fn job<R: Runtime>(shared: Arc<Shared<R>>, work: Work) -> Result<Report, AgentError> {
+async fn job<R: Runtime + 'static>(
+    shared: Arc<Shared<R>>,
+    work: Work,
+) -> Result<Report, AgentError> {
     let Work {
         desired,
         activity_id,
@@ -1410,14 +1413,16 @@ async fn job<R: Runtime>(shared: Arc<Shared<R>>, work: Work) -> Result<Report, A
     )
     .await?;
     if let Some(recorder) = recorder {
-        recorder
-            .finish(
-                &*shared.rt,
-                desired,
-                outcome.status,
-                outcome.message.clone(),
-            )
-            .await;
+        // In the background: the activity is over once its final feedback
+        // is out, and the loop must hear so at once (a redelivery that
+        // comes now is answered with that final status).
+        let (shared, desired) = (shared.clone(), desired.clone());
+        let (status, message) = (outcome.status, outcome.message.clone());
+        tokio::spawn(async move {
+            recorder
+                .finish(&*shared.rt, &desired, status, message)
+                .await;
+        });
     }
     if reason.is_none() {
         report.status = Some(outcome.status);
