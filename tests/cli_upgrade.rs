@@ -345,7 +345,7 @@ fn rollback_to_a_named_activity_that_failed_is_refused_and_changes_nothing() {
 }
 
 /// A configuration whose file source is `file`, polled quickly.
-fn files_config(d: &Device, file: &Path) -> PathBuf {
+fn files_config(file: &Path) -> PathBuf {
     let config = file.with_file_name("config.toml");
     std::fs::write(
         &config,
@@ -363,7 +363,7 @@ fn rollback_with_a_file_source_rewrites_the_file_keeping_its_mode() {
     let d = Device::new("up-rb-file");
     let (doc, [a, b, _]) = three_on_one(&d);
     std::fs::set_permissions(&doc, std::fs::Permissions::from_mode(0o640)).unwrap();
-    let config = files_config(&d, &doc);
+    let config = files_config(&doc);
     let original: Value = serde_json::from_str(&std::fs::read_to_string(&doc).unwrap()).unwrap();
     d.apply_ok(&doc, &[]);
     let out = upgrade(&d, &["2", "--file", path(&doc), "--config", path(&config)]);
@@ -408,7 +408,7 @@ fn eventually(what: &str, agent: &Background, mut done: impl FnMut() -> bool) {
 fn upgrade_hands_the_document_to_the_agent_that_reads_the_file_and_follows_it() {
     let d = Device::new("up-agent");
     let (doc, [a, b, c]) = three_on_one(&d);
-    let config = files_config(&d, &doc);
+    let config = files_config(&doc);
     let mut cmd = d.berth_cmd(
         "run",
         &[
