@@ -459,3 +459,80 @@ fn upgrade_hands_the_document_to_the_agent_that_reads_the_file_and_follows_it() 
     assert_eq!(last["source"], "file", "the agent applied it");
     assert!(last["id"].as_str().unwrap_or("").starts_with("upgrade-2-"));
 }
+
+#[test]
+fn an_upgrade_the_agent_cannot_complete_leaves_the_old_release_and_the_file_byte_identical() {
+    let d = Device::new("up-agent-fail");
+    let (doc, names) = healthy_only_on_one(&d);
+    let config = files_config(&doc);
+    let mut cmd = d.berth_cmd(
+        "run",
+        &[
+            "--config",
+            path(&config),
+            "--min-ready",
+            "1s",
+            "--reconcile-interval",
+            "0",
+        ],
+    );
+    cmd.args(["--log-level", "berth=info"]);
+    let agent = Background::spawn(cmd);
+    eventually("the agent applies the file", &agent, || {
+        history(&d).iter().any(|r| r["outcome"] == "COMPLETED")
+    });
+    let bytes = std::fs::read(&doc).unwrap();
+    let before: Vec<_> = names.iter().map(|n| identity(n)).collect();
+
+    let out = upgrade(&d, &["2", "--file", path(&doc), "--config", path(&config)]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}\nagent:\n{}",
+        show(&out),
+        agent.stderr()
+    );
+    assert!(
+        text(&out.stderr).contains("the upgrade to 2 failed"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(
+        std::fs::read(&doc).unwrap(),
+        bytes,
+        "the file is byte-identical"
+    );
+    for (name, id) in names.iter().zip(&before) {
+        assert_eq!(identity(name).id, id.id, "{name} is the old container");
+        assert_eq!(config_image(name), image("service", "1"));
+    }
+}
+
+#[test]
+fn upgrade_json_is_one_object_with_the_selection_the_plan_and_the_outcome() {
+    let d = Device::new("up-json");
+    let (doc, [a, b, c]) = three_on_one(&d);
+    d.apply_ok(&doc, &[]);
+    let components = format!("{a},{b}");
+    let out = upgrade(
+        &d,
+        &[
+            "2",
+            "--file",
+            path(&doc),
+            "--components",
+            &components,
+            "--json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(report["outcome"], "COMPLETED", "{report}");
+    assert_eq!(report["appliedBy"], "berth");
+    assert_eq!(report["selectedBy"], "names");
+    assert_eq!(report["components"][0]["component"], a.as_str());
+    assert_eq!(report["components"][0]["to"], image("service", "2"));
+    assert_eq!(report["unchanged"], serde_json::json!([c]));
+    assert!(report["plan"]["actions"].is_array(), "{report}");
+    assert!(report["durationMs"].is_u64());
+}
