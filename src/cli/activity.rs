@@ -102,7 +102,8 @@ impl Runner<'_> {
     /// Runs `desired` (whose text is `text`) as one activity: the policy
     /// first, then the state directory (lock, persisted document), recovery
     /// of what an earlier activity left, plan and rollout, and its record in
-    /// the history. The caller holds the instance claim.
+    /// the history. The instance claim is taken after the state directory's
+    /// lock, unless the caller holds it already (`claimed`).
     ///
     /// # Errors
     /// When the engine cannot be reached or the state directory used.
@@ -111,6 +112,7 @@ impl Runner<'_> {
         text: &str,
         desired: &DesiredState,
         source: Source,
+        claimed: bool,
         sink: &mut dyn FnMut(&Feedback),
     ) -> anyhow::Result<Ran> {
         let runtime = tokio::runtime::Runtime::new()?;
@@ -128,6 +130,10 @@ impl Runner<'_> {
             return Ok(Ran::Refused(refusal));
         }
         let state = StateDir::open(&self.exec.state_dir)?;
+        let _claim = match claimed {
+            true => None,
+            false => Some(Claim::take(&self.policy.instance, &self.exec.state_dir)?),
+        };
         state.save_desired(text)?;
         let options = self.exec.options(&self.policy.instance);
         let instance = self.policy.instance.clone();
@@ -189,7 +195,9 @@ impl Runner<'_> {
     /// Delivers `new` as the content of the state file `file` (whose
     /// content now is `old`) and runs it. With no other berth on this
     /// instance, the file is written and the activity run here; when it
-    /// does not complete, the file gets its old bytes back. When the agent
+    /// does not complete, or cannot run at all (a refusal, a state
+    /// directory another berth holds, an engine away), the file gets its
+    /// old bytes back. When the agent
     /// runs and reads `file`, the file is written for it and its history
     /// followed until the activity ends (the agent rolls back a failure;
     /// the file is restored then too).
@@ -212,8 +220,8 @@ impl Runner<'_> {
                     rewrite(f, new.as_bytes())
                         .with_context(|| format!("writing {}", f.display()))?;
                 }
-                let ran = self.run(new, desired, source, sink)?;
-                let failed = !matches!(&ran, Ran::Done(r) if r.completed());
+                let ran = self.run(new, desired, source, true, sink);
+                let failed = !matches!(&ran, Ok(Ran::Done(r)) if r.completed());
                 if failed {
                     if let (Some(f), Some(old)) = (file, old) {
                         rewrite(f, old).with_context(|| {
@@ -221,7 +229,7 @@ impl Runner<'_> {
                         })?;
                     }
                 }
-                Ok(Delivered::Here(ran))
+                Ok(Delivered::Here(ran?))
             }
             Err(ClaimError::Held { instance, holder }) => {
                 let (Some(f), Some(old)) = (file, old) else {

@@ -187,7 +187,6 @@ impl ApplyArgs {
                 None => ExitCode::FAILURE,
             });
         }
-        let _claim = berth::instance::Claim::take(&self.policy.instance, &self.exec.state_dir)?;
         let runner = Runner {
             exec: &self.exec,
             engine: &self.engine,
@@ -195,7 +194,9 @@ impl ApplyArgs {
             device: &device,
         };
         let mut printer = Printer::stdout(self.json);
-        let ran = runner.run(&text, &desired, Source::Cli, &mut |f| printer.print(f))?;
+        let ran = runner.run(&text, &desired, Source::Cli, false, &mut |f| {
+            printer.print(f)
+        })?;
         let outcome = match ran {
             Ran::Refused(refusal) => {
                 print_refusal(&self.file, &refusal);

@@ -145,7 +145,10 @@ impl UpgradeArgs {
         let missing = check_registry(&device.credentials, &selection.moves);
         if !missing.is_empty() {
             for (m, e) in &missing {
-                eprintln!("berth: {}: {}: {e}", m.component, m.to);
+                match e {
+                    RegistryError::NotFound(_) => eprintln!("berth: {}: {e}", m.component),
+                    _ => eprintln!("berth: {}: cannot check {}: {e}", m.component, m.to),
+                }
             }
             eprintln!(
                 "berth: upgrade to {} refused: {} and the containers are untouched",
