@@ -536,3 +536,77 @@ fn upgrade_json_is_one_object_with_the_selection_the_plan_and_the_outcome() {
     assert!(report["plan"]["actions"].is_array(), "{report}");
     assert!(report["durationMs"].is_u64());
 }
+
+/// A `berth apply` of the device that waits before its first journal
+/// write (nothing touched yet), holding the state directory and the
+/// instance: it would add one more service to `names`.
+fn hold(d: &Device, names: &[String]) -> Background {
+    let img = image("service", "1");
+    let config = [("image", img.as_str())];
+    let extra = d.name("extra");
+    let mut components: Vec<crate::util::Component> = names
+        .iter()
+        .map(|n| (n.as_str(), "1", &config[..]))
+        .collect();
+    components.push((&extra, "1", &config));
+    let doc = d.doc("hold", &components);
+    let mut cmd = d.apply_cmd(&doc, &[]);
+    cmd.env("BERTH_TEST_PAUSE_AT", "journal#1");
+    let mut holder = Background::spawn(cmd);
+    holder.wait_for("pausing during journal write #1", Duration::from_secs(60));
+    holder
+}
+
+#[test]
+fn an_upgrade_that_cannot_take_the_state_directory_restores_the_file_and_changes_nothing() {
+    let d = Device::new("up-locked");
+    let (doc, names) = three_on_one(&d);
+    d.apply_ok(&doc, &[]);
+    let bytes = std::fs::read(&doc).unwrap();
+    // Another berth (another instance) holds the state directory.
+    let mut holder = hold(&d, &names);
+    let before: Vec<_> = names.iter().map(|n| identity(n)).collect();
+
+    let mut cmd = d.berth_cmd("upgrade", &["2", "--file", path(&doc)]);
+    cmd.env("BERTH_INSTANCE", d.name("other"));
+    let out = run(&mut cmd);
+    holder.kill();
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        text(&out.stderr).contains("holds the state directory"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(
+        std::fs::read(&doc).unwrap(),
+        bytes,
+        "the file is byte-identical"
+    );
+    let after: Vec<_> = names.iter().map(|n| identity(n)).collect();
+    assert_eq!(after, before);
+}
+
+#[test]
+fn an_upgrade_while_another_berth_holds_the_instance_asks_for_the_agents_config_and_changes_nothing() {
+    let d = Device::new("up-other-agent");
+    let (doc, names) = three_on_one(&d);
+    d.apply_ok(&doc, &[]);
+    let bytes = std::fs::read(&doc).unwrap();
+    let mut holder = hold(&d, &names);
+
+    let out = run(&mut d.berth_cmd("upgrade", &["2", "--file", path(&doc)]));
+    holder.kill();
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let words = text(&out.stderr);
+    assert!(words.contains("is already running"), "{}", show(&out));
+    assert!(
+        words.contains("pass the agent's --config"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(
+        std::fs::read(&doc).unwrap(),
+        bytes,
+        "the file is byte-identical"
+    );
+}

@@ -236,11 +236,15 @@ impl Runner<'_> {
                     anyhow::bail!(ClaimError::Held { instance, holder });
                 };
                 if !self.agent_reads(f) {
-                    anyhow::bail!(
-                        "{}; it does not read {} (the --config [files] path), so berth cannot hand the document to it",
-                        ClaimError::Held { instance, holder },
-                        f.display()
-                    );
+                    let why = match &self.device.files {
+                        None => "pass the agent's --config so that berth can hand it the document when its [files] path is this file".to_string(),
+                        Some(files) => format!(
+                            "its [files] path is {}, not {}, so berth cannot hand it the document",
+                            files.path.display(),
+                            f.display()
+                        ),
+                    };
+                    anyhow::bail!("{}; {why}", ClaimError::Held { instance, holder });
                 }
                 let dir = holder_state_dir(&holder).unwrap_or_else(|| self.exec.state_dir.clone());
                 eprintln!(

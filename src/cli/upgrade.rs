@@ -122,6 +122,9 @@ fn moved(moves: &[Move]) -> Vec<Moved> {
 impl UpgradeArgs {
     /// Selects, checks, plans, writes and applies.
     pub fn exec(self) -> anyhow::Result<ExitCode> {
+        if self.file.as_os_str() == "-" {
+            anyhow::bail!("--file: berth upgrade rewrites the state file, so it must be a file, not standard input");
+        }
         let device = self.policy.device()?;
         let (text, verdict) = load(&self.file, &device.spec)?;
         let Ok(accepted) = verdict else {
