@@ -587,7 +587,8 @@ fn an_upgrade_that_cannot_take_the_state_directory_restores_the_file_and_changes
 }
 
 #[test]
-fn an_upgrade_while_another_berth_holds_the_instance_asks_for_the_agents_config_and_changes_nothing() {
+fn an_upgrade_while_another_berth_holds_the_instance_asks_for_the_agents_config_and_changes_nothing(
+) {
     let d = Device::new("up-other-agent");
     let (doc, names) = three_on_one(&d);
     d.apply_ok(&doc, &[]);
