@@ -611,3 +611,58 @@ fn an_upgrade_while_another_berth_holds_the_instance_asks_for_the_agents_config_
         "the file is byte-identical"
     );
 }
+
+#[test]
+fn rollback_beside_the_agent_that_reads_the_file_hands_it_the_previous_document() {
+    let d = Device::new("up-agent-rb");
+    let (doc, [a, b, _]) = three_on_one(&d);
+    let original: Value = serde_json::from_str(&std::fs::read_to_string(&doc).unwrap()).unwrap();
+    let config = files_config(&doc);
+    let mut cmd = d.berth_cmd(
+        "run",
+        &[
+            "--config",
+            path(&config),
+            "--min-ready",
+            "1s",
+            "--reconcile-interval",
+            "0",
+        ],
+    );
+    cmd.args(["--log-level", "berth=info"]);
+    let agent = Background::spawn(cmd);
+    eventually("the agent applies the file", &agent, || {
+        history(&d).iter().any(|r| r["outcome"] == "COMPLETED")
+    });
+    let out = upgrade(&d, &["2", "--file", path(&doc), "--config", path(&config)]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\nagent:\n{}",
+        show(&out),
+        agent.stderr()
+    );
+
+    let out = run(&mut d.berth_cmd("rollback", &["--config", path(&config)]));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\nagent:\n{}",
+        show(&out),
+        agent.stderr()
+    );
+    assert!(
+        text(&out.stderr).contains("handing the document to it"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(config_image(&a), image("service", "1"));
+    assert_eq!(config_image(&b), image("service", "1"));
+    let mut rewritten: Value =
+        serde_json::from_str(&std::fs::read_to_string(&doc).unwrap()).unwrap();
+    rewritten["activityId"] = original["activityId"].clone();
+    assert_eq!(
+        rewritten, original,
+        "the file holds the document rolled back to"
+    );
+}
