@@ -251,11 +251,10 @@ impl Runner<'_> {
                     "berth: the agent ({holder}) reads {}: handing the document to it",
                     f.display()
                 );
-                let since = history::now_ms();
                 rewrite(f, new.as_bytes()).with_context(|| format!("writing {}", f.display()))?;
                 let limit =
                     self.exec.activity_timeout + self.poll_interval() * 2 + Duration::from_secs(30);
-                match follow(&dir, &desired.activity_id, since, limit)? {
+                match follow(&dir, &desired.activity_id, limit)? {
                     Some(record) => {
                         if !record.completed() {
                             rewrite(f, old).with_context(|| {
@@ -308,27 +307,16 @@ fn holder_state_dir(holder: &str) -> Option<PathBuf> {
         .map(|(_, d)| PathBuf::from(d.trim()))
 }
 
-/// Waits until the history in `dir` records the end of `activity` (or,
-/// for a file merged into a directory of state files, of a file activity
-/// started after `since`), reading it every quarter second.
-fn follow(
-    dir: &Path,
-    activity: &str,
-    since: u64,
-    limit: Duration,
-) -> anyhow::Result<Option<Record>> {
+/// Waits until the history in `dir` records the end of `activity` (the
+/// agent takes a state file's `activityId` as its activity's), reading it
+/// every quarter second.
+fn follow(dir: &Path, activity: &str, limit: Duration) -> anyhow::Result<Option<Record>> {
     let deadline = Instant::now() + limit;
     let mut said = false;
     loop {
         match History::load(dir) {
             Ok(h) => {
-                let found = h.find(activity).cloned().or_else(|| {
-                    h.records()
-                        .rev()
-                        .find(|r| r.source == Source::File && r.started + 1000 >= since)
-                        .cloned()
-                });
-                if let Some(r) = found {
+                if let Some(r) = h.find(activity).cloned() {
                     if r.ended.is_some() {
                         return Ok(Some(r));
                     }

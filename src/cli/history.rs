@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use clap::Args;
 
 use berth::history::{self, History, Record};
+use berth::journal::DEFAULT_STATE_DIR;
 
-use super::activity::ExecArgs;
 use super::engine::PolicyArgs;
 
 const HISTORY_EXAMPLES: &str = "\
@@ -30,8 +30,9 @@ pub struct HistoryArgs {
     #[arg(long)]
     json: bool,
 
-    #[command(flatten)]
-    exec: ExecArgs,
+    /// Where the activity history lives (the state directory).
+    #[arg(long, default_value = DEFAULT_STATE_DIR, value_name = "DIR")]
+    state_dir: std::path::PathBuf,
 
     #[command(flatten)]
     policy: PolicyArgs,
@@ -42,7 +43,7 @@ impl HistoryArgs {
     /// replaced atomically, so a running agent never shows half a file.
     pub fn exec(self) -> anyhow::Result<ExitCode> {
         let device = self.policy.device()?;
-        let history = History::load(&self.exec.state_dir)?;
+        let history = History::load(&self.state_dir)?;
         let redactor = &device.plan.redactor;
         let shown: Vec<Record> = history.records().map(|r| r.redacted(redactor)).collect();
         let mut out = std::io::stdout().lock();
