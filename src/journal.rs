@@ -30,7 +30,8 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/berth";
 
 const LOCK: &str = "lock";
 const JOURNAL: &str = "journal.json";
-const DESIRED: &str = "desired.json";
+/// The last accepted document, as its text.
+pub const DESIRED: &str = "desired.json";
 
 /// The state directory's mode: only its owner may list or enter it.
 pub const DIR_MODE: u32 = 0o700;

@@ -10,6 +10,7 @@ pub mod check;
 pub mod config;
 pub mod execute;
 pub mod feedback;
+pub mod history;
 pub mod instance;
 pub mod inventory;
 pub mod journal;
@@ -22,6 +23,7 @@ pub mod registry;
 pub mod runtime;
 pub mod schema;
 pub mod spec;
+pub mod upgrade;
 
 #[cfg(test)]
 mod test_support;

@@ -3,8 +3,10 @@
 //! berth's CLI and with the agent on a broker, logs at trace level and a
 //! umask of 022; no output, log, message or state file may hold a secret,
 //! except the persisted desired-state document, deliberately: the agent
-//! needs the values to re-create containers after a power loss, so that one
-//! file holds them, mode 0600 in a 0700 directory.
+//! needs the values to re-create containers after a power loss, so that
+//! file holds them, mode 0600 in a 0700 directory; and the activity history,
+//! which keeps the documents applied for `berth rollback` (and shows them
+//! redacted).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -123,7 +125,8 @@ fn both(out: &Output) -> String {
 }
 
 /// The state directory is 0700, each file 0600, and the persisted document
-/// is the only file holding a secret.
+/// and the activity history (which keeps the documents applied, for
+/// `berth rollback`) are the only files holding a secret.
 #[track_caller]
 fn assert_state_dir_private(dir: &Path, secrets: &Secrets) {
     let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777;
@@ -139,10 +142,11 @@ fn assert_state_dir_private(dir: &Path, secrets: &Secrets) {
         }
         files.push(name);
     }
+    holding.sort();
     assert_eq!(
         holding,
-        ["desired.json"],
-        "only the persisted document may hold secrets; files: {files:?}"
+        ["desired.json", "history.json"],
+        "only the persisted document and the history may hold secrets; files: {files:?}"
     );
 }
 
@@ -220,6 +224,14 @@ fn secrets_never_reach_plan_apply_state_or_trace_logs_and_only_the_persisted_doc
     assert_eq!(out.status.code(), Some(0), "{}", both(&out));
     secrets.assert_none_in("state --json", &both(&out));
     assert!(text(&out.stdout).contains("DB_PASSWORD=<redacted>"));
+
+    // The history keeps the documents applied; it shows them redacted.
+    for json in [true, false] {
+        let args: &[&str] = if json { &["--json"] } else { &[] };
+        let out = run(at_trace(&mut device.berth_cmd("history", args)));
+        assert_eq!(out.status.code(), Some(0), "{}", both(&out));
+        secrets.assert_none_in("history", &both(&out));
+    }
 
     assert_state_dir_private(device.state_dir(), &secrets);
 }

@@ -9,6 +9,7 @@ mod check;
 mod cli_apply;
 mod cli_plan;
 mod cli_state;
+mod cli_upgrade;
 mod cli_validate;
 mod corpus;
 mod corpus_sources;

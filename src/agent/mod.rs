@@ -1088,6 +1088,11 @@ impl<R: Runtime + 'static> Loop<R> {
             reason,
             blocked,
             generation: self.generation,
+            source: match document.origin {
+                Origin::Mqtt => crate::history::Source::Mqtt,
+                Origin::Files(_) => crate::history::Source::File,
+                Origin::Persisted => crate::history::Source::State,
+            },
         };
         let task: JobFuture = Box::pin(job(shared, work).instrument(span));
         self.running = Some((task, activity_id));
@@ -1301,10 +1306,15 @@ struct Work {
     /// Containers in back-off: not touched this time.
     blocked: BTreeSet<String>,
     generation: u64,
+    /// Where the document came from, for the activity history.
+    source: crate::history::Source,
 }
 
 /// One job: plan, then carry the plan out with feedback.
-async fn job<R: Runtime>(shared: Arc<Shared<R>>, work: Work) -> Result<Report, AgentError> {
+async fn job<R: Runtime + 'static>(
+    shared: Arc<Shared<R>>,
+    work: Work,
+) -> Result<Report, AgentError> {
     let Work {
         desired,
         activity_id,
@@ -1312,6 +1322,7 @@ async fn job<R: Runtime>(shared: Arc<Shared<R>>, work: Work) -> Result<Report, A
         reason,
         blocked,
         generation,
+        source,
     } = work;
     wait_for_engine(&*shared.rt).await;
     settle(&shared).await;
@@ -1378,6 +1389,23 @@ async fn job<R: Runtime>(shared: Arc<Shared<R>>, work: Work) -> Result<Report, A
         plan: &plan,
         observed: &observed,
     };
+    // Documents' activities go into the history; drift corrections do not
+    // (they run every few minutes and would push the documents out).
+    let recorder = match reason {
+        None => Some(
+            crate::history::Recorder::start(
+                shared.state.path(),
+                &activity_id,
+                source,
+                crate::history::persisted_document(shared.state.path()).await,
+                &observed,
+                desired,
+                &options.plan.instance,
+            )
+            .await,
+        ),
+        Some(_) => None,
+    };
     let outcome = execute::carry_out(
         &*shared.rt,
         &shared.state,
@@ -1387,6 +1415,18 @@ async fn job<R: Runtime>(shared: Arc<Shared<R>>, work: Work) -> Result<Report, A
         &mut sink,
     )
     .await?;
+    if let Some(recorder) = recorder {
+        // In the background: the activity is over once its final feedback
+        // is out, and the loop must hear so at once (a redelivery that
+        // comes now is answered with that final status).
+        let (shared, desired) = (shared.clone(), desired.clone());
+        let (status, message) = (outcome.status, outcome.message.clone());
+        tokio::spawn(async move {
+            recorder
+                .finish(&*shared.rt, &desired, status, message)
+                .await;
+        });
+    }
     if reason.is_none() {
         report.status = Some(outcome.status);
     }

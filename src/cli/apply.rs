@@ -4,16 +4,16 @@ use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use berth::execute::{self, ExecuteOptions, RollbackMode};
+use berth::execute::RollbackMode;
 use berth::feedback::{Feedback, Status, Tracker};
-use berth::journal::{StateDir, DEFAULT_STATE_DIR};
+use berth::history::Source;
 use berth::spec::validate::DEFAULT_DOMAIN;
 
-use super::engine::{judge, load, print_refusal, EngineArgs, Paint, PolicyArgs};
+use super::activity::{ExecArgs, Ran, Runner};
+use super::engine::{load, print_refusal, EngineArgs, Paint, PolicyArgs};
 
 const APPLY_EXAMPLES: &str = "\
 Exit status: 0 when the activity COMPLETED, 1 otherwise (the device then runs
@@ -43,55 +43,14 @@ pub struct ApplyArgs {
     #[arg(long)]
     dry_run: bool,
 
-    /// Images pulled at once.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
-    parallel: u16,
-
-    /// Where the lock, the journal and the last accepted document live.
-    #[arg(long, default_value = DEFAULT_STATE_DIR, value_name = "DIR")]
-    state_dir: PathBuf,
-
-    /// What a failure undoes: the whole activity, or only the failed container.
-    #[arg(long, value_enum, default_value_t = RollbackArg::Activity)]
-    rollback: RollbackArg,
-
-    /// How long a container without a health check must keep running to count as ready.
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration, value_name = "DURATION")]
-    min_ready: Duration,
-
-    /// Added to a health check's worst case (start period + interval x retries).
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
-    ready_margin: Duration,
-
-    /// Stop grace period for containers whose document sets no stopTimeout.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
-    stop_timeout: Duration,
-
-    /// Longest time one image pull may take.
-    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration, value_name = "DURATION")]
-    pull_timeout: Duration,
-
-    /// Longest time the whole activity may take before it rolls back.
-    #[arg(long, default_value = "30m", value_parser = humantime::parse_duration, value_name = "DURATION")]
-    activity_timeout: Duration,
+    #[command(flatten)]
+    exec: ExecArgs,
 
     #[command(flatten)]
     engine: EngineArgs,
 
     #[command(flatten)]
     policy: PolicyArgs,
-
-    /// A document made by berth itself (`check --apply`), applied instead
-    /// of reading `file`, which then only names it in messages.
-    #[arg(skip)]
-    document: Option<String>,
-}
-
-/// Only to parse [`ApplyArgs`] with its defaults for a document berth made.
-#[derive(Debug, clap::Parser)]
-struct Defaults {
-    #[command(flatten)]
-    apply: ApplyArgs,
 }
 
 /// `--rollback` values.
@@ -201,34 +160,10 @@ fn print_identification_failed(text: &str, message: String) -> anyhow::Result<()
 }
 
 impl ApplyArgs {
-    /// `berth apply` of `text`, a document berth made (`name` says which
-    /// in messages), with every other setting at its default but the
-    /// engine, the device's config and the state directory.
-    pub(super) fn document(
-        name: &str,
-        text: String,
-        json: bool,
-        engine: EngineArgs,
-        policy: PolicyArgs,
-        state_dir: PathBuf,
-    ) -> anyhow::Result<Self> {
-        use clap::Parser;
-        let mut args = Defaults::try_parse_from(["apply", name])?.apply;
-        args.document = Some(text);
-        args.json = json;
-        args.engine = engine;
-        args.policy = policy;
-        args.state_dir = state_dir;
-        Ok(args)
-    }
-
     /// Validates, checks the policy, recovers, plans and executes.
-    pub fn exec(mut self) -> anyhow::Result<ExitCode> {
+    pub fn exec(self) -> anyhow::Result<ExitCode> {
         let device = self.policy.device()?;
-        let (text, verdict) = match self.document.take() {
-            Some(text) => judge(&self.file.display().to_string(), text, &device.spec),
-            None => load(&self.file, &device.spec)?,
-        };
+        let (text, verdict) = load(&self.file, &device.spec)?;
         let accepted = match verdict {
             Ok(a) => a,
             Err(rejection) => {
@@ -252,58 +187,27 @@ impl ApplyArgs {
                 None => ExitCode::FAILURE,
             });
         }
-        let runtime = tokio::runtime::Runtime::new()?;
-        // The policy is checked before anything is persisted, recovered,
-        // pulled, created or planned: a refused document changes nothing.
-        let rt = runtime.block_on(async {
-            super::hooks::engine(
-                self.engine
-                    .connect()
-                    .await?
-                    .with_credentials(device.credentials.clone()),
-            )
-        })?;
-        if let Err(refusal) = runtime.block_on(device.check(&rt, &desired))? {
-            print_refusal(&self.file, &refusal);
-            if self.json {
-                print_identification_failed(&text, refusal.to_string())?;
-            }
-            return Ok(ExitCode::FAILURE);
-        }
-        let state = StateDir::open(&self.state_dir)?;
-        let _claim = berth::instance::Claim::take(&self.policy.instance, &self.state_dir)?;
-        state.save_desired(&text)?;
-        let options = ExecuteOptions {
-            parallel: usize::from(self.parallel),
-            pull_timeout: self.pull_timeout,
-            stop_timeout: self.stop_timeout,
-            min_ready: self.min_ready,
-            ready_margin: self.ready_margin,
-            activity_timeout: self.activity_timeout,
-            rollback: self.rollback.into(),
-            instance: self.policy.instance.clone(),
-            pause_at: super::hooks::pause_at(),
+        let runner = Runner {
+            exec: &self.exec,
+            engine: &self.engine,
+            policy: &self.policy,
+            device: &device,
         };
         let mut printer = Printer::stdout(self.json);
-        let outcome = runtime.block_on(async {
-            let (lines, verdict) =
-                execute::recover_with_verdict(&rt, &state, &self.policy.instance, DEFAULT_DOMAIN)
-                    .await
-                    .map_err(|e| {
-                        anyhow::anyhow!("recovering what an earlier activity left: {e}")
-                    })?;
-            for line in lines {
-                eprintln!("berth: recovered: {line}");
-            }
-            if let Some(f) = verdict {
-                printer.print(&f);
-            }
-            let mut sink = |f: Feedback| printer.print(&f);
-            let status =
-                execute::apply(&rt, &state, &desired, &device.plan, &options, &mut sink).await?;
-            anyhow::Ok(status)
+        let ran = runner.run(&text, &desired, Source::Cli, false, &mut |f| {
+            printer.print(f)
         })?;
-        Ok(if outcome == Status::Completed {
+        let outcome = match ran {
+            Ran::Refused(refusal) => {
+                print_refusal(&self.file, &refusal);
+                if self.json {
+                    print_identification_failed(&text, refusal.to_string())?;
+                }
+                return Ok(ExitCode::FAILURE);
+            }
+            Ran::Done(record) => record.outcome,
+        };
+        Ok(if outcome == Some(Status::Completed) {
             ExitCode::SUCCESS
         } else {
             ExitCode::FAILURE

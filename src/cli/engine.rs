@@ -109,6 +109,7 @@ impl PolicyArgs {
             }
         }
         Ok(Device {
+            files: config.files.clone(),
             credentials: config.credentials(),
             policy,
             plan: PlanOptions {
@@ -137,6 +138,9 @@ pub struct Device {
     /// Registry credentials for pulls and `berth check`: the
     /// configuration's `[[registries]]`, then docker's stored logins.
     pub credentials: berth::registry::Credentials,
+    /// The agent's file source, when the configuration has one: where
+    /// `upgrade` and `rollback` hand documents to a running agent.
+    pub files: Option<berth::config::FilesConfig>,
 }
 
 impl Device {

@@ -1,14 +1,18 @@
 //! Command-line arguments and dispatch, one file per subcommand.
 
+mod activity;
 mod apply;
 mod check;
 mod engine;
+mod history;
 mod hooks;
 mod plan;
 mod policy;
 mod recover;
+mod rollback;
 mod run;
 mod state;
+mod upgrade;
 mod validate;
 
 use std::process::ExitCode;
@@ -25,6 +29,9 @@ Examples:
   berth state --json                    the inventory as Kanto's current state
   berth check --json                    newer images, moved tags, env drift
   berth recover                         finish what an interrupted activity left
+  berth upgrade 2.4.1 --file state.json move the services on the shared tag to 2.4.1
+  berth history                         the last activities and what they changed
+  berth rollback                        back to the document applied before
   berth run --config /etc/berth/config.toml   the agent (MQTT, state files, drift)";
 
 /// berth: drives Docker containers toward a desired-state document
@@ -63,6 +70,12 @@ pub enum Command {
     Policy(policy::PolicyCmd),
     /// Finish what an interrupted activity left (also done before every apply).
     Recover(recover::RecoverArgs),
+    /// Move components to a release by image tag, with rollback on failure.
+    Upgrade(upgrade::UpgradeArgs),
+    /// The last activities: sources, outcomes, versions before and after.
+    History(history::HistoryArgs),
+    /// Apply again the document applied before the current one.
+    Rollback(rollback::RollbackArgs),
     /// The agent: enforce desired states from MQTT and state files, correct drift.
     Run(Box<run::RunArgs>),
 }
@@ -150,6 +163,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Apply(cmd) => cmd.exec(),
         Command::Policy(cmd) => cmd.exec(),
         Command::Recover(cmd) => cmd.exec(),
+        Command::Upgrade(cmd) => cmd.exec(),
+        Command::History(cmd) => cmd.exec(),
+        Command::Rollback(cmd) => cmd.exec(),
         Command::Run(cmd) => cmd.exec(),
     }
 }

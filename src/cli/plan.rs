@@ -81,19 +81,7 @@ pub fn show(
     desired: &DesiredState,
     json: bool,
 ) -> anyhow::Result<Option<Plan>> {
-    let runtime = tokio::runtime::Runtime::new()?;
-    let plan = runtime.block_on(async {
-        let rt = engine
-            .connect()
-            .await?
-            .with_credentials(device.credentials.clone());
-        if let Err(refusal) = device.check(&rt, desired).await? {
-            return anyhow::Ok(Err(refusal));
-        }
-        let observed = observe::gather_for(&rt, desired).await?;
-        anyhow::Ok(Ok(plan::compute(desired, &observed, &device.plan)))
-    })?;
-    let plan = match plan {
+    let plan = match compute(engine, device, desired)? {
         Ok(plan) => plan,
         Err(refusal) => {
             print_refusal(path, &refusal);
@@ -108,6 +96,30 @@ pub fn show(
         print(&mut out, &plan, Paint::stdout())?;
     }
     Ok(Some(plan))
+}
+
+/// Checks the policy, observes the engine and plans `desired`, printing
+/// nothing: the policy's refusal, or the plan.
+///
+/// # Errors
+/// When the engine cannot be reached or read.
+pub fn compute(
+    engine: &EngineArgs,
+    device: &Device,
+    desired: &DesiredState,
+) -> anyhow::Result<Result<Plan, berth::policy::Refusal>> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let rt = engine
+            .connect()
+            .await?
+            .with_credentials(device.credentials.clone());
+        if let Err(refusal) = device.check(&rt, desired).await? {
+            return anyhow::Ok(Err(refusal));
+        }
+        let observed = observe::gather_for(&rt, desired).await?;
+        anyhow::Ok(Ok(plan::compute(desired, &observed, &device.plan)))
+    })
 }
 
 fn marker(action: Action) -> (&'static str, &'static str) {

@@ -1,0 +1,380 @@
+//! One recorded activity from the command line, shared by `apply`,
+//! `upgrade` and `rollback`: the execution flags, running a document with
+//! its history record, and delivering a new state file, either applied here
+//! (the file restored when the activity fails) or handed to the agent that
+//! reads it, following the agent's history until the activity ends.
+
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+
+use berth::execute::{self, Activity, ExecuteOptions, RollbackMode};
+use berth::feedback::{Feedback, Status, Tracker};
+use berth::history::{self, History, Record, Recorder, Source};
+use berth::instance::{Claim, ClaimError};
+use berth::journal::{StateDir, DEFAULT_STATE_DIR};
+use berth::observe;
+use berth::spec::validate::DEFAULT_DOMAIN;
+use berth::spec::DesiredState;
+
+use super::apply::RollbackArg;
+use super::engine::{Device, EngineArgs, PolicyArgs};
+
+/// How an activity runs: the flags `apply`, `upgrade` and `rollback` share.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Images pulled at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub parallel: u16,
+
+    /// Where the lock, the journal, the last accepted document and the
+    /// activity history live.
+    #[arg(long, default_value = DEFAULT_STATE_DIR, value_name = "DIR")]
+    pub state_dir: PathBuf,
+
+    /// What a failure undoes: the whole activity, or only the failed container.
+    #[arg(long, value_enum, default_value_t = RollbackArg::Activity)]
+    pub rollback: RollbackArg,
+
+    /// How long a container without a health check must keep running to count as ready.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub min_ready: Duration,
+
+    /// Added to a health check's worst case (start period + interval x retries).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub ready_margin: Duration,
+
+    /// Stop grace period for containers whose document sets no stopTimeout.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub stop_timeout: Duration,
+
+    /// Longest time one image pull may take.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub pull_timeout: Duration,
+
+    /// Longest time the whole activity may take before it rolls back.
+    #[arg(long, default_value = "30m", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub activity_timeout: Duration,
+}
+
+impl ExecArgs {
+    /// The executor's options for this berth instance.
+    pub fn options(&self, instance: &str) -> ExecuteOptions {
+        ExecuteOptions {
+            parallel: usize::from(self.parallel),
+            pull_timeout: self.pull_timeout,
+            stop_timeout: self.stop_timeout,
+            min_ready: self.min_ready,
+            ready_margin: self.ready_margin,
+            activity_timeout: self.activity_timeout,
+            rollback: RollbackMode::from(self.rollback),
+            instance: instance.to_string(),
+            pause_at: super::hooks::pause_at(),
+        }
+    }
+}
+
+/// Everything one activity needs from the command line.
+pub struct Runner<'a> {
+    /// Execution flags.
+    pub exec: &'a ExecArgs,
+    /// The engine.
+    pub engine: &'a EngineArgs,
+    /// Instance and configuration.
+    pub policy: &'a PolicyArgs,
+    /// The device's rules.
+    pub device: &'a Device,
+}
+
+/// How a document's activity went.
+pub enum Ran {
+    /// The policy refused the document: nothing changed.
+    Refused(berth::policy::Refusal),
+    /// It ran; the record is in the history.
+    Done(Record),
+}
+
+impl Runner<'_> {
+    /// Runs `desired` (whose text is `text`) as one activity: the policy
+    /// first, then the state directory (lock, persisted document), recovery
+    /// of what an earlier activity left, plan and rollout, and its record in
+    /// the history. The instance claim is taken after the state directory's
+    /// lock, unless the caller holds it already (`claimed`).
+    ///
+    /// # Errors
+    /// When the engine cannot be reached or the state directory used.
+    pub fn run(
+        &self,
+        text: &str,
+        desired: &DesiredState,
+        source: Source,
+        claimed: bool,
+        sink: &mut dyn FnMut(&Feedback),
+    ) -> anyhow::Result<Ran> {
+        let runtime = tokio::runtime::Runtime::new()?;
+        let rt = runtime.block_on(async {
+            super::hooks::engine(
+                self.engine
+                    .connect()
+                    .await?
+                    .with_credentials(self.device.credentials.clone()),
+            )
+        })?;
+        // The policy is checked before anything is persisted, recovered,
+        // pulled, created or planned: a refused document changes nothing.
+        if let Err(refusal) = runtime.block_on(self.device.check(&rt, desired))? {
+            return Ok(Ran::Refused(refusal));
+        }
+        let state = StateDir::open(&self.exec.state_dir)?;
+        let _claim = match claimed {
+            true => None,
+            false => Some(Claim::take(&self.policy.instance, &self.exec.state_dir)?),
+        };
+        state.save_desired(text)?;
+        let options = self.exec.options(&self.policy.instance);
+        let instance = self.policy.instance.clone();
+        let record = runtime.block_on(async {
+            let (lines, verdict) =
+                execute::recover_with_verdict(&rt, &state, &instance, DEFAULT_DOMAIN)
+                    .await
+                    .map_err(|e| {
+                        anyhow::anyhow!("recovering what an earlier activity left: {e}")
+                    })?;
+            for line in lines {
+                eprintln!("berth: recovered: {line}");
+            }
+            if let Some(f) = verdict {
+                sink(&f);
+            }
+            let mut tracker = Tracker::new(&desired.activity_id, DEFAULT_DOMAIN);
+            sink(&tracker.message(Status::Identifying, None));
+            let observed = match observe::gather_for(&rt, desired).await {
+                Ok(o) => o,
+                Err(e) => {
+                    let f = tracker.message(Status::IdentificationFailed, Some(e.to_string()));
+                    sink(&f);
+                    let mut record =
+                        Record::start(&desired.activity_id, source, Some(text.to_string()));
+                    record.finish(Status::IdentificationFailed, Some(e.to_string()));
+                    history::append_logged(state.path(), record.clone()).await;
+                    return anyhow::Ok(record);
+                }
+            };
+            let recorder = Recorder::start(
+                state.path(),
+                &desired.activity_id,
+                source,
+                Some(text.to_string()),
+                &observed,
+                desired,
+                &instance,
+            )
+            .await;
+            let plan = berth::plan::compute(desired, &observed, &self.device.plan);
+            let activity = Activity {
+                desired,
+                plan: &plan,
+                observed: &observed,
+            };
+            let mut send = |f: Feedback| sink(&f);
+            let outcome =
+                execute::carry_out(&rt, &state, activity, &options, &mut tracker, &mut send)
+                    .await?;
+            let record = recorder
+                .finish(&rt, desired, outcome.status, outcome.message.clone())
+                .await;
+            anyhow::Ok(record)
+        })?;
+        Ok(Ran::Done(record))
+    }
+
+    /// Delivers `new` as the content of the state file `file` (whose
+    /// content now is `old`) and runs it. With no other berth on this
+    /// instance, the file is written and the activity run here; when it
+    /// does not complete, or cannot run at all (a refusal, a state
+    /// directory another berth holds, an engine away), the file gets its
+    /// old bytes back. When the agent
+    /// runs and reads `file`, the file is written for it and its history
+    /// followed until the activity ends (the agent rolls back a failure;
+    /// the file is restored then too).
+    ///
+    /// # Errors
+    /// Another berth that does not read the file, files that cannot be
+    /// written, an engine that cannot be reached.
+    pub fn deliver(
+        &self,
+        file: Option<&Path>,
+        old: Option<&[u8]>,
+        new: &str,
+        desired: &DesiredState,
+        source: Source,
+        sink: &mut dyn FnMut(&Feedback),
+    ) -> anyhow::Result<Delivered> {
+        match Claim::take(&self.policy.instance, &self.exec.state_dir) {
+            Ok(_claim) => {
+                if let Some(f) = file {
+                    rewrite(f, new.as_bytes())
+                        .with_context(|| format!("writing {}", f.display()))?;
+                }
+                let ran = self.run(new, desired, source, true, sink);
+                let failed = !matches!(&ran, Ok(Ran::Done(r)) if r.completed());
+                if failed {
+                    if let (Some(f), Some(old)) = (file, old) {
+                        rewrite(f, old).with_context(|| {
+                            format!("restoring {} after the failed activity", f.display())
+                        })?;
+                    }
+                }
+                Ok(Delivered::Here(ran?))
+            }
+            Err(ClaimError::Held { instance, holder }) => {
+                let (Some(f), Some(old)) = (file, old) else {
+                    anyhow::bail!(ClaimError::Held { instance, holder });
+                };
+                if !self.agent_reads(f) {
+                    let why = match &self.device.files {
+                        None => "pass the agent's --config so that berth can hand it the document when its [files] path is this file".to_string(),
+                        Some(files) => format!(
+                            "its [files] path is {}, not {}, so berth cannot hand it the document",
+                            files.path.display(),
+                            f.display()
+                        ),
+                    };
+                    anyhow::bail!("{}; {why}", ClaimError::Held { instance, holder });
+                }
+                let dir = holder_state_dir(&holder).unwrap_or_else(|| self.exec.state_dir.clone());
+                eprintln!(
+                    "berth: the agent ({holder}) reads {}: handing the document to it",
+                    f.display()
+                );
+                rewrite(f, new.as_bytes()).with_context(|| format!("writing {}", f.display()))?;
+                let limit =
+                    self.exec.activity_timeout + self.poll_interval() * 2 + Duration::from_secs(30);
+                match follow(&dir, &desired.activity_id, limit)? {
+                    Some(record) => {
+                        if !record.completed() {
+                            rewrite(f, old).with_context(|| {
+                                format!("restoring {} after the failed activity", f.display())
+                            })?;
+                        }
+                        Ok(Delivered::Agent(record))
+                    }
+                    None => anyhow::bail!(
+                        "the agent did not finish activity {} within {}; {} is left as written (berth history shows the activity when it ends)",
+                        desired.activity_id,
+                        humantime::format_duration(limit),
+                        f.display()
+                    ),
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Whether the configured agent's file source is `file` itself.
+    fn agent_reads(&self, file: &Path) -> bool {
+        let Some(files) = &self.device.files else {
+            return false;
+        };
+        let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        canon(&files.path) == canon(file)
+    }
+
+    fn poll_interval(&self) -> Duration {
+        self.device
+            .files
+            .as_ref()
+            .map_or(Duration::from_secs(2), |f| f.poll_interval)
+    }
+}
+
+/// Where a document's activity ran.
+pub enum Delivered {
+    /// Here, by this command.
+    Here(Ran),
+    /// By the running agent, as its history records it.
+    Agent(Record),
+}
+
+/// The state directory a claim's holder names (`pid N, state directory D`).
+fn holder_state_dir(holder: &str) -> Option<PathBuf> {
+    holder
+        .split_once("state directory ")
+        .map(|(_, d)| PathBuf::from(d.trim()))
+}
+
+/// Waits until the history in `dir` records the end of `activity` (the
+/// agent takes a state file's `activityId` as its activity's), reading it
+/// every quarter second.
+fn follow(dir: &Path, activity: &str, limit: Duration) -> anyhow::Result<Option<Record>> {
+    let deadline = Instant::now() + limit;
+    let mut said = false;
+    loop {
+        match History::load(dir) {
+            Ok(h) => {
+                if let Some(r) = h.find(activity).cloned() {
+                    if r.ended.is_some() {
+                        return Ok(Some(r));
+                    }
+                    if !said {
+                        eprintln!("berth: the agent is applying activity {}", r.id);
+                        said = true;
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "the agent's history cannot be read yet"),
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Replaces `path`'s content atomically (a temporary file next to it,
+/// fsync, rename, fsync of the directory), keeping its mode and owner, so
+/// that the agent's checks on state files still hold. A symlink is
+/// followed: its target is rewritten.
+///
+/// # Errors
+/// When the file cannot be read, written, or given its owner back.
+pub fn rewrite(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let target = std::fs::canonicalize(path)?;
+    let meta = std::fs::metadata(&target)?;
+    let dir = target
+        .parent()
+        .ok_or_else(|| std::io::Error::other("the file has no directory"))?;
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // Hidden and not `.json`: a directory source never reads it half-written.
+    let temp = dir.join(format!(".{name}.berth-{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&temp)?;
+        file.write_all(bytes)?;
+        // Only a privileged berth can give the file to another owner; one
+        // that owns it already has nothing to do.
+        let mine = file.metadata()?;
+        if mine.uid() != meta.uid() || mine.gid() != meta.gid() {
+            std::os::unix::fs::fchown(&file, Some(meta.uid()), Some(meta.gid()))?;
+        }
+        file.set_permissions(std::fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+        file.sync_all()?;
+        std::fs::rename(&temp, &target)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result
+}
