@@ -67,6 +67,9 @@ pub enum Origin {
     Files(PathBuf),
     /// The last accepted document, kept in the state directory.
     Persisted,
+    /// The local HTTP API ([`crate::api`]): a document derived from the
+    /// last accepted one, or posted whole.
+    Api,
 }
 
 impl std::fmt::Display for Origin {
@@ -75,6 +78,7 @@ impl std::fmt::Display for Origin {
             Origin::Mqtt => f.write_str("mqtt"),
             Origin::Files(p) => write!(f, "file {}", p.display()),
             Origin::Persisted => f.write_str("the state directory"),
+            Origin::Api => f.write_str("the API"),
         }
     }
 }

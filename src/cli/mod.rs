@@ -1,5 +1,6 @@
 //! Command-line arguments and dispatch, one file per subcommand.
 
+mod api;
 mod apply;
 mod check;
 mod engine;
