@@ -120,7 +120,13 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let field = if path.is_empty() || path == "." {
+        let broken = matches!(
+            inner.classify(),
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof
+        );
+        let field = if broken {
+            "body".to_string()
+        } else if path.is_empty() || path == "." {
             // An unknown field is reported at its parent; name it.
             unknown_field(&inner.to_string()).unwrap_or_else(|| "body".to_string())
         } else {
