@@ -281,7 +281,7 @@ impl Hub {
         let updates = version_updates(&mut activity.phases, f);
         let started = activity.started;
         if ended {
-            self.ended(f, started, now, &updates);
+            self.ended(f, started, now);
         }
         let data = serde_json::to_string(f).unwrap_or_default();
         self.push(&mut state, "feedback", data, Some(fb));
@@ -291,7 +291,7 @@ impl Hub {
         }
     }
 
-    fn ended(&self, f: &Feedback, started: Instant, now: Instant, updates: &[VersionUpdate]) {
+    fn ended(&self, f: &Feedback, started: Instant, now: Instant) {
         let outcome = Outcome {
             outcome: status_word(f.payload.status),
         };
@@ -301,14 +301,14 @@ impl Hub {
             .observe(now.duration_since(started).as_secs_f64());
         if f.activity_id.starts_with("reconcile-") {
             self.metrics.drift_corrections.get_or_create(&outcome).inc();
-            let failed = updates.iter().filter(|u| u.phase == Phase::Failed).count()
-                + f.payload
-                    .actions
-                    .iter()
-                    .filter(|a| is_failure(a.status))
-                    .count()
-                    .min(1)
-                    * usize::from(updates.is_empty());
+            // A container whose correction failed is held back before the
+            // next try.
+            let failed = f
+                .payload
+                .actions
+                .iter()
+                .filter(|a| is_failure(a.status))
+                .count();
             self.metrics.backoffs.inc_by(failed as u64);
         }
         if f.payload.status == Status::Completed {
