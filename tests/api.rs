@@ -130,7 +130,14 @@ can_read_secrets = true
         let deadline = Instant::now() + WAIT;
         loop {
             let out = Command::new("docker")
-                .args(["inspect", "--type", "container", "-f", "{{.State.Running}}", &self.web])
+                .args([
+                    "inspect",
+                    "--type",
+                    "container",
+                    "-f",
+                    "{{.State.Running}}",
+                    &self.web,
+                ])
                 .output()
                 .unwrap();
             if String::from_utf8_lossy(&out.stdout).trim() == "true"
@@ -159,9 +166,8 @@ can_read_secrets = true
     fn call(&self, token: Option<&str>, method: &str, path: &str, body: Option<Value>) -> Answer {
         let client = self.client(token);
         let body = body.map(|b| b.to_string().into_bytes());
-        block_on(client.request(method, path, &[], body)).unwrap_or_else(|e| {
-            panic!("{method} {path}: {e}\nberth log:\n{}", self.agent.stderr())
-        })
+        block_on(client.request(method, path, &[], body))
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}\nberth log:\n{}", self.agent.stderr()))
     }
 
     fn raw(&self, token: Option<&str>, method: &str, path: &str, body: &str) -> Answer {
@@ -197,7 +203,12 @@ can_read_secrets = true
             if wait { "" } else { "?wait=false" }
         );
         let repo = format!("{}/berth-test/service", crate::util::registry());
-        self.call(Some(token), "POST", &path, Some(json!({"image": repo, "tag": tag})))
+        self.call(
+            Some(token),
+            "POST",
+            &path,
+            Some(json!({"image": repo, "tag": tag})),
+        )
     }
 
     fn log(&self) -> String {
@@ -209,7 +220,9 @@ impl Drop for Device {
     fn drop(&mut self) {
         self.agent.kill();
         for c in &self._cleanup {
-            let _ = Command::new("docker").args(["rm", "-f", "-v", &c.0]).output();
+            let _ = Command::new("docker")
+                .args(["rm", "-f", "-v", &c.0])
+                .output();
         }
         let _ = Command::new("docker")
             .args(["volume", "rm", "-f", &self.volume])
@@ -277,7 +290,10 @@ fn an_update_to_an_allowed_image_succeeds_and_the_new_version_runs() {
     assert_eq!(a.status, 200, "{}\n{}", a.text(), device.log());
     let body = a.json();
     assert_eq!(body["success"], true, "{body}");
-    assert!(body["activityId"].as_str().unwrap().starts_with("api-"), "{body}");
+    assert!(
+        body["activityId"].as_str().unwrap().starts_with("api-"),
+        "{body}"
+    );
     assert_eq!(body["oldContainerId"], before.as_str());
     let after = inspect(&device.web);
     assert_eq!(body["newContainerId"], after["Id"]);
@@ -328,7 +344,12 @@ fn an_image_that_is_not_allowed_is_forbidden_naming_the_rule() {
     let before = inspect(&device.web)["Id"].clone();
     let repo = format!("{}/berth-test/healthy", crate::util::registry());
     let path = format!("/api/v1/containers/{}/update-image", device.web);
-    let a = device.call(Some(FULL), "POST", &path, Some(json!({"image": repo, "tag": "2"})));
+    let a = device.call(
+        Some(FULL),
+        "POST",
+        &path,
+        Some(json!({"image": repo, "tag": "2"})),
+    );
     assert_eq!(a.status, 403, "{}", a.text());
     let message = a.json()["message"].as_str().unwrap().to_string();
     assert!(message.contains("allowed_images"), "{message}");
@@ -366,9 +387,7 @@ fn an_sse_event_carries_the_update_result() {
     let web = device.web.clone();
     let events = follow(&device, READER, None, move |seen| {
         seen.iter().any(|e| {
-            e.event == "version-update"
-                && e.data.contains("\"completed\"")
-                && e.data.contains(&web)
+            e.event == "version-update" && e.data.contains("\"completed\"") && e.data.contains(&web)
         })
     });
     std::thread::sleep(Duration::from_millis(500));
@@ -404,7 +423,12 @@ fn an_sse_event_carries_the_update_result() {
             && e.data.contains("\"COMPLETED\"")),
         "the Kanto feedback is in the stream too: {seen:?}"
     );
-    let polled = device.call(Some(READER), "GET", &format!("/api/v1/activities/{activity}"), None);
+    let polled = device.call(
+        Some(READER),
+        "GET",
+        &format!("/api/v1/activities/{activity}"),
+        None,
+    );
     assert_eq!(polled.json()["status"], "COMPLETED", "{}", polled.text());
 }
 
@@ -418,7 +442,10 @@ fn the_event_stream_resumes_after_the_last_event_id() {
     })
     .join()
     .unwrap();
-    let ids: Vec<u64> = all.iter().filter_map(|e| e.id.as_ref()?.parse().ok()).collect();
+    let ids: Vec<u64> = all
+        .iter()
+        .filter_map(|e| e.id.as_ref()?.parse().ok())
+        .collect();
     assert!(ids.len() >= 3, "{all:?}");
     let from = ids[1];
     let rest = follow(&device, READER, Some(from.to_string()), |seen| {
@@ -426,7 +453,10 @@ fn the_event_stream_resumes_after_the_last_event_id() {
     })
     .join()
     .unwrap();
-    let rest_ids: Vec<u64> = rest.iter().filter_map(|e| e.id.as_ref()?.parse().ok()).collect();
+    let rest_ids: Vec<u64> = rest
+        .iter()
+        .filter_map(|e| e.id.as_ref()?.parse().ok())
+        .collect();
     assert_eq!(rest_ids.first(), Some(&(from + 1)), "{rest:?}");
     assert!(rest_ids.iter().all(|i| *i > from), "{rest_ids:?}");
 }
@@ -454,7 +484,12 @@ fn an_env_read_redacts_secrets_unless_the_token_may_read_them() {
     let hidden = device.call(Some(READER), "GET", &path, None);
     assert_eq!(hidden.json()["env"]["API_PASSWORD"], "<redacted>");
     assert!(!hidden.text().contains("hunter2"), "{}", hidden.text());
-    let one = device.call(Some(READER), "GET", &format!("/api/v1/containers/{}", device.web), None);
+    let one = device.call(
+        Some(READER),
+        "GET",
+        &format!("/api/v1/containers/{}", device.web),
+        None,
+    );
     assert_eq!(one.status, 200, "{}", one.text());
     assert!(!one.text().contains("hunter2"), "{}", one.text());
     let list = device.call(Some(READER), "GET", "/api/v1/containers", None);
@@ -476,7 +511,10 @@ fn an_env_update_without_can_update_env_is_forbidden() {
         Some(json!({"MODE": "dev"})),
     );
     assert_eq!(a.status, 403, "{}", a.text());
-    assert!(a.json()["message"].as_str().unwrap().contains("can_update_env"));
+    assert!(a.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("can_update_env"));
     assert_eq!(inspect(&device.web)["Id"], before);
     assert!(
         device.log().contains("refused: no can_update_env"),
@@ -502,8 +540,14 @@ fn a_merge_patch_sets_and_removes_variables_and_keeps_the_rest() {
     assert!(env.contains(&"MODE=dev".to_string()), "{env:?}");
     assert!(env.contains(&"NEW=x".to_string()), "{env:?}");
     assert!(!env.iter().any(|e| e.starts_with("DEBUG=")), "{env:?}");
-    assert_eq!(inspect(&device.web)["Config"]["Image"], image("service", "1"));
-    assert_eq!(docker(&["exec", &device.web, "cat", "/data/marker"]), "kept");
+    assert_eq!(
+        inspect(&device.web)["Config"]["Image"],
+        image("service", "1")
+    );
+    assert_eq!(
+        docker(&["exec", &device.web, "cat", "/data/marker"]),
+        "kept"
+    );
 }
 
 #[test]
@@ -512,7 +556,12 @@ fn a_request_without_a_valid_token_is_unauthorized() {
     let none = device.call(None, "GET", "/api/v1/containers", None);
     assert_eq!(none.status, 401);
     assert!(none.header("www-authenticate").is_some());
-    let wrong = device.call(Some("not-a-token-at-all-xx"), "GET", "/api/v1/containers", None);
+    let wrong = device.call(
+        Some("not-a-token-at-all-xx"),
+        "GET",
+        "/api/v1/containers",
+        None,
+    );
     assert_eq!(wrong.status, 401);
     assert!(!device.log().contains("not-a-token-at-all-xx"));
 }
@@ -532,7 +581,12 @@ fn bad_input_is_refused_with_400_naming_the_field() {
     );
     assert_eq!(unknown.status, 400);
     assert_eq!(unknown.json()["field"], "colour");
-    let tag = device.call(Some(FULL), "POST", &path, Some(json!({"image": "x", "tag": "bad tag"})));
+    let tag = device.call(
+        Some(FULL),
+        "POST",
+        &path,
+        Some(json!({"image": "x", "tag": "bad tag"})),
+    );
     assert_eq!(tag.status, 400);
     assert_eq!(tag.json()["field"], "tag");
     let env = device.call(
@@ -563,7 +617,12 @@ fn a_whole_document_needs_can_apply_and_follows_the_document_path() {
         )],
     ))
     .unwrap();
-    let refused = device.call(Some(READER), "POST", "/api/v1/desired-state", Some(doc.clone()));
+    let refused = device.call(
+        Some(READER),
+        "POST",
+        "/api/v1/desired-state",
+        Some(doc.clone()),
+    );
     assert_eq!(refused.status, 403);
     let a = device.call(Some(FULL), "POST", "/api/v1/desired-state", Some(doc));
     assert_eq!(a.status, 200, "{}", a.text());
@@ -578,15 +637,17 @@ fn metrics_are_prometheus_text() {
     assert_eq!(a.status, 200, "{}", a.text());
     let m = device.call(None, "GET", "/metrics", None);
     assert_eq!(m.status, 200);
-    let lines = m.text().lines().map(|l| Ok(l.to_string())).collect::<Vec<_>>();
+    let lines = m
+        .text()
+        .lines()
+        .map(|l| Ok(l.to_string()))
+        .collect::<Vec<_>>();
     let scrape = prometheus_parse::Scrape::parse(lines.into_iter()).expect("parses");
     let value = |name: &str, label: Option<(&str, &str)>| {
         scrape
             .samples
             .iter()
-            .find(|s| {
-                s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v))
-            })
+            .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
             .map(|s| match s.value {
                 prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => v,
                 prometheus_parse::Value::Untyped(v) => v,
@@ -598,11 +659,15 @@ fn metrics_are_prometheus_text() {
         "the file's activity and the update: {}",
         m.text()
     );
-    assert_eq!(value("berth_containers", Some(("state", "running"))), Some(1.0), "{}", m.text());
+    assert_eq!(
+        value("berth_containers", Some(("state", "running"))),
+        Some(1.0),
+        "{}",
+        m.text()
+    );
     assert_eq!(value("berth_ready", None), Some(1.0));
     assert!(value("berth_last_success_timestamp_seconds", None).unwrap_or(0.0) > 1.0e9);
-    assert!(scrape
-        .samples
-        .iter()
-        .any(|s| s.metric.starts_with("berth_activity_phase_duration_seconds")));
+    assert!(scrape.samples.iter().any(|s| s
+        .metric
+        .starts_with("berth_activity_phase_duration_seconds")));
 }

@@ -140,7 +140,9 @@ mod tests {
     fn the_scheme_is_case_insensitive() {
         let t = tokens();
         assert_eq!(
-            authenticate(&t, Some("bearer ui-token-0123456789")).unwrap().name,
+            authenticate(&t, Some("bearer ui-token-0123456789"))
+                .unwrap()
+                .name,
             "ui"
         );
     }
@@ -153,7 +155,10 @@ mod tests {
             authenticate(&t, Some("Basic dXNlcjpwYXNz")).unwrap_err(),
             AuthError::Missing
         );
-        assert_eq!(authenticate(&t, Some("Bearer ")).unwrap_err(), AuthError::Missing);
+        assert_eq!(
+            authenticate(&t, Some("Bearer ")).unwrap_err(),
+            AuthError::Missing
+        );
     }
 
     #[test]

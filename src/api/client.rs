@@ -89,7 +89,7 @@ impl SseParser {
             let text = String::from_utf8_lossy(&self.pending).replace("\r\n", "\n");
             let Some(end) = text.find("\n\n") else { break };
             let block = text[..end].to_string();
-            let rest = text[end + 2..].as_bytes().to_vec();
+            let rest = text.as_bytes()[end + 2..].to_vec();
             self.pending = rest;
             let mut e = SseEvent {
                 event: "message".into(),

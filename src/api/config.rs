@@ -168,8 +168,12 @@ pub fn parse_listen(listen: &str, allow_remote: bool) -> Result<Listen, ApiConfi
 /// # Errors
 /// `socket_mode` and what is wrong with it.
 pub fn parse_mode(text: &str) -> Result<u32, ApiConfigError> {
-    let mode = u32::from_str_radix(text.trim().trim_start_matches("0o"), 8)
-        .map_err(|_| bad("socket_mode", format!("\"{text}\" is not an octal mode like 0660")))?;
+    let mode = u32::from_str_radix(text.trim().trim_start_matches("0o"), 8).map_err(|_| {
+        bad(
+            "socket_mode",
+            format!("\"{text}\" is not an octal mode like 0660"),
+        )
+    })?;
     if mode & !0o770 != 0 {
         return Err(bad(
             "socket_mode",
@@ -262,7 +266,10 @@ impl ApiConfig {
         for (i, t) in self.tokens.iter().enumerate() {
             let at = |field: &str| format!("tokens[{i}].{field}");
             if t.name.trim().is_empty() {
-                return Err(bad(at("name"), "is required (it names the caller in audit lines)"));
+                return Err(bad(
+                    at("name"),
+                    "is required (it names the caller in audit lines)",
+                ));
             }
             if self.tokens[..i].iter().any(|o| o.name == t.name) {
                 return Err(bad(at("name"), format!("\"{}\" is used twice", t.name)));
@@ -273,7 +280,10 @@ impl ApiConfig {
                 }
                 (None, None) => return Err(bad(at("token_file"), "give token_file or sha256")),
                 (None, Some(h)) if parse_hex(h).is_none() => {
-                    return Err(bad(at("sha256"), "must be 64 hex digits (sha256sum of the token)"))
+                    return Err(bad(
+                        at("sha256"),
+                        "must be 64 hex digits (sha256sum of the token)",
+                    ))
                 }
                 _ => {}
             }
@@ -310,16 +320,25 @@ impl ApiConfig {
                 (Some(path), _) => {
                     use std::os::unix::fs::PermissionsExt;
                     let meta = std::fs::metadata(path).map_err(|e| {
-                        bad(&field, format!("cannot read {}: {}", path.display(), e.kind()))
+                        bad(
+                            &field,
+                            format!("cannot read {}: {}", path.display(), e.kind()),
+                        )
                     })?;
                     if meta.permissions().mode() & 0o007 != 0 {
                         return Err(bad(
                             &field,
-                            format!("{} is readable by other users; chmod 0600 it", path.display()),
+                            format!(
+                                "{} is readable by other users; chmod 0600 it",
+                                path.display()
+                            ),
                         ));
                     }
                     let text = std::fs::read_to_string(path).map_err(|e| {
-                        bad(&field, format!("cannot read {}: {}", path.display(), e.kind()))
+                        bad(
+                            &field,
+                            format!("cannot read {}: {}", path.display(), e.kind()),
+                        )
                     })?;
                     let token = text.lines().next().unwrap_or("").trim();
                     if token.len() < MIN_TOKEN_LEN {
@@ -347,9 +366,9 @@ impl ApiConfig {
                 })?;
                 set.add(glob);
             }
-            let allowed = set.build().map_err(|e| {
-                bad(format!("tokens[{i}].allowed_images"), e.to_string())
-            })?;
+            let allowed = set
+                .build()
+                .map_err(|e| bad(format!("tokens[{i}].allowed_images"), e.to_string()))?;
             out.push(Token {
                 digest,
                 grant: Grant {
@@ -402,7 +421,11 @@ mod tests {
     fn a_remote_address_is_refused_with_the_reason() {
         let e = parse_listen("0.0.0.0:8080", false).unwrap_err();
         assert_eq!(e.option, "listen");
-        assert!(e.problem.contains("tokens would cross the network in clear"), "{e}");
+        assert!(
+            e.problem
+                .contains("tokens would cross the network in clear"),
+            "{e}"
+        );
     }
 
     #[test]

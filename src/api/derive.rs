@@ -324,7 +324,10 @@ mod tests {
     #[test]
     fn a_bad_tag_names_the_tag_field() {
         let e = image_reference("app", "v 2").unwrap_err();
-        assert!(matches!(e, DeriveError::Field { ref field, .. } if field == "tag"), "{e}");
+        assert!(
+            matches!(e, DeriveError::Field { ref field, .. } if field == "tag"),
+            "{e}"
+        );
         assert!(image_reference("app", "").is_err());
         assert!(image_reference("app", "-x").is_err());
         assert!(image_reference("app", &"a".repeat(129)).is_err());
@@ -334,7 +337,10 @@ mod tests {
     #[test]
     fn an_image_with_a_tag_of_its_own_names_the_image_field() {
         let e = image_reference("127.0.0.1:5000/app:1", "2").unwrap_err();
-        assert!(matches!(e, DeriveError::Field { ref field, .. } if field == "image"), "{e}");
+        assert!(
+            matches!(e, DeriveError::Field { ref field, .. } if field == "image"),
+            "{e}"
+        );
         assert!(image_reference("127.0.0.1:5000/app", "2").is_ok());
     }
 
@@ -361,7 +367,10 @@ mod tests {
     fn a_merge_patch_value_that_is_not_a_string_names_the_variable() {
         let patch = serde_json::json!({"PORT": 80});
         let e = patch_env(doc(), "containers", "web", &patch, "api-1", 1).unwrap_err();
-        assert!(matches!(e, DeriveError::Field { ref field, .. } if field == "PORT"), "{e}");
+        assert!(
+            matches!(e, DeriveError::Field { ref field, .. } if field == "PORT"),
+            "{e}"
+        );
     }
 
     #[test]

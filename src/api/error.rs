@@ -8,16 +8,14 @@ use serde::Serialize;
 
 /// An error answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{status}: {message}")]
+#[error("{status}: {}", body.message)]
 pub struct ApiError {
     /// The HTTP status.
     pub status: StatusCode,
-    /// The body.
-    pub body: ErrorBody,
+    /// The body (boxed: errors travel in every handler's `Result`).
+    pub body: Box<ErrorBody>,
     /// For `401`: the `WWW-Authenticate` challenge.
     challenge: bool,
-    /// The same words, for the `Display`.
-    message: String,
 }
 
 /// The JSON body of every error answer.
@@ -39,17 +37,15 @@ pub struct ErrorBody {
 impl ApiError {
     /// An error with a status, a code and words.
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
-        let message = message.into();
         Self {
             status,
-            body: ErrorBody {
+            body: Box::new(ErrorBody {
                 error: code.to_string(),
-                message: message.clone(),
+                message: message.into(),
                 field: None,
                 problems: Vec::new(),
-            },
+            }),
             challenge: false,
-            message,
         }
     }
 
@@ -96,7 +92,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut r = (self.status, Json(self.body)).into_response();
+        let mut r = (self.status, Json(*self.body)).into_response();
         if self.challenge {
             r.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

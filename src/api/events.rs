@@ -405,20 +405,35 @@ mod tests {
     fn a_recreate_goes_through_every_phase_once() {
         let a = |s, m| fb("a", Status::Running, vec![action(s, m)]);
         let got = phases(&[
-            a(ActionStatus::Identified, "Existing container will be replaced"),
+            a(
+                ActionStatus::Identified,
+                "Existing container will be replaced",
+            ),
             a(ActionStatus::Downloading, ""),
             a(ActionStatus::Downloading, ""),
             a(ActionStatus::DownloadSuccess, "image x downloaded"),
             a(ActionStatus::DownloadSuccess, "New container created."),
             a(ActionStatus::Updating, "Stopping the old container."),
-            a(ActionStatus::UpdateSuccess, "Old container instance is stopped."),
+            a(
+                ActionStatus::UpdateSuccess,
+                "Old container instance is stopped.",
+            ),
             a(ActionStatus::Activating, "Starting the new container."),
-            a(ActionStatus::ActivationSuccess, "New container instance is started."),
-            a(ActionStatus::RemovalSuccess, "Old container instance is removed."),
+            a(
+                ActionStatus::ActivationSuccess,
+                "New container instance is started.",
+            ),
+            a(
+                ActionStatus::RemovalSuccess,
+                "Old container instance is removed.",
+            ),
             fb(
                 "a",
                 Status::Completed,
-                vec![action(ActionStatus::RemovalSuccess, "Old container instance is removed.")],
+                vec![action(
+                    ActionStatus::RemovalSuccess,
+                    "Old container instance is removed.",
+                )],
             ),
         ]);
         assert_eq!(
@@ -437,7 +452,11 @@ mod tests {
     #[test]
     fn a_failure_is_reported_once_and_never_completed() {
         let got = phases(&[
-            fb("a", Status::Running, vec![action(ActionStatus::Downloading, "")]),
+            fb(
+                "a",
+                Status::Running,
+                vec![action(ActionStatus::Downloading, "")],
+            ),
             fb(
                 "a",
                 Status::Running,
@@ -489,7 +508,10 @@ mod tests {
         }
         let sub = hub.subscribe(Some(1));
         assert!(sub.missed);
-        assert_eq!(sub.replay.iter().map(|e| e.id).collect::<Vec<_>>(), vec![4, 5]);
+        assert_eq!(
+            sub.replay.iter().map(|e| e.id).collect::<Vec<_>>(),
+            vec![4, 5]
+        );
         assert!(!hub.subscribe(Some(3)).missed);
     }
 
@@ -517,13 +539,23 @@ mod tests {
         let hub = Hub::new(4);
         hub.publish(&Outbound::Feedback(fb("a", Status::Running, vec![])));
         hub.publish(&Outbound::Feedback(fb("a", Status::Completed, vec![])));
-        hub.publish(&Outbound::Feedback(fb("b", Status::IdentificationFailed, vec![])));
+        hub.publish(&Outbound::Feedback(fb(
+            "b",
+            Status::IdentificationFailed,
+            vec![],
+        )));
         let text = hub.metrics.encode();
-        assert!(text.contains("berth_activities_total{outcome=\"COMPLETED\"} 1"), "{text}");
+        assert!(
+            text.contains("berth_activities_total{outcome=\"COMPLETED\"} 1"),
+            "{text}"
+        );
         assert!(
             text.contains("berth_activities_total{outcome=\"IDENTIFICATION_FAILED\"} 1"),
             "{text}"
         );
-        assert!(text.contains("berth_activity_phase_duration_seconds_count{phase=\"running\"} 1"), "{text}");
+        assert!(
+            text.contains("berth_activity_phase_duration_seconds_count{phase=\"running\"} 1"),
+            "{text}"
+        );
     }
 }

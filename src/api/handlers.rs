@@ -112,7 +112,10 @@ async fn preflight<R: Send + Sync + 'static>(
             ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_document",
-                format!("the desired state would be invalid: {}", problems.join("; ")),
+                format!(
+                    "the desired state would be invalid: {}",
+                    problems.join("; ")
+                ),
             )
             .with_problems(problems)
         })?;
@@ -290,7 +293,13 @@ fn finished(mut result: MutationResult, f: &Feedback) -> Response {
     (status = 503, description = "Still starting", body = Health)))]
 pub async fn healthz<R>(State(ctx): Ctx<R>) -> Response {
     if *ctx.ready.borrow() {
-        (StatusCode::OK, Json(Health { status: "ready".into() })).into_response()
+        (
+            StatusCode::OK,
+            Json(Health {
+                status: "ready".into(),
+            }),
+        )
+            .into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -310,8 +319,7 @@ pub async fn metrics<R: Runtime + 'static>(State(ctx): Ctx<R>) -> Response {
     if let Ok(list) = ctx.rt.list().await {
         let mut by_state: BTreeMap<String, i64> = BTreeMap::new();
         for c in list.iter().filter(|c| {
-            c.labels.get(crate::labels::INSTANCE).map(String::as_str)
-                == Some(ctx.instance.as_str())
+            c.labels.get(crate::labels::INSTANCE).map(String::as_str) == Some(ctx.instance.as_str())
         }) {
             *by_state
                 .entry(c.state.status.as_str().to_string())
@@ -344,7 +352,13 @@ pub async fn list<R: Runtime + 'static>(
     State(ctx): Ctx<R>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    caller(&ctx, &headers, Permission::Inspect, "GET /api/v1/containers", "-")?;
+    caller(
+        &ctx,
+        &headers,
+        Permission::Inspect,
+        "GET /api/v1/containers",
+        "-",
+    )?;
     let observed = crate::observe::gather(&*ctx.rt, &[], &[])
         .await
         .map_err(|e| engine_error(&ctx, &e.to_string()))?;
@@ -417,7 +431,13 @@ pub async fn get_one<R: Runtime + 'static>(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let grant = caller(&ctx, &headers, Permission::Inspect, "GET /api/v1/containers/{id}", &id)?;
+    let grant = caller(
+        &ctx,
+        &headers,
+        Permission::Inspect,
+        "GET /api/v1/containers/{id}",
+        &id,
+    )?;
     let doc = last_accepted(&ctx).await?;
     let c = derive::component(&doc, &ctx.spec.domain, &id)
         .ok_or_else(|| derive_error(DeriveError::NotDesired(id.clone())))?;
@@ -440,9 +460,10 @@ pub async fn get_one<R: Runtime + 'static>(
         .inspect(&id)
         .await
         .map_err(|e| engine_error(&ctx, &e.to_string()))?;
-    let status = details
-        .as_ref()
-        .map_or_else(|| "missing".to_string(), |d| d.state.status.as_str().to_string());
+    let status = details.as_ref().map_or_else(
+        || "missing".to_string(),
+        |d| d.state.status.as_str().to_string(),
+    );
     Ok(Json(ContainerView {
         id: id.clone(),
         version: c.version.clone(),
@@ -466,7 +487,13 @@ pub async fn get_env<R: Runtime + 'static>(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let grant = caller(&ctx, &headers, Permission::Inspect, "GET /api/v1/containers/{id}/env", &id)?;
+    let grant = caller(
+        &ctx,
+        &headers,
+        Permission::Inspect,
+        "GET /api/v1/containers/{id}/env",
+        &id,
+    )?;
     let doc = last_accepted(&ctx).await?;
     if derive::component(&doc, &ctx.spec.domain, &id).is_none() {
         return Err(derive_error(DeriveError::NotDesired(id)));
@@ -531,7 +558,11 @@ pub async fn update_image<R: Runtime + 'static>(
     let result = update_image_as(&ctx, grant, &id, q, &body).await;
     match &result {
         Ok(r) => outcome(&format!("answered {}", r.status())),
-        Err(e) => outcome(&format!("refused {}: {}", e.status.as_u16(), e.body.message)),
+        Err(e) => outcome(&format!(
+            "refused {}: {}",
+            e.status.as_u16(),
+            e.body.message
+        )),
     }
     result
 }
@@ -569,8 +600,15 @@ async fn update_image_as<R: Runtime + 'static>(
     let _one_at_a_time = ctx.mutation.lock().await;
     let base = last_accepted(ctx).await?;
     let activity_id = derive::activity_id(now_ms());
-    let doc = derive::update_image(base.clone(), &ctx.spec.domain, id, &image, &activity_id, now_ms())
-        .map_err(derive_error)?;
+    let doc = derive::update_image(
+        base.clone(),
+        &ctx.spec.domain,
+        id,
+        &image,
+        &activity_id,
+        now_ms(),
+    )
+    .map_err(derive_error)?;
     let text = serde_json::to_string(&doc).map_err(|e| ApiError::internal(e.to_string()))?;
     preflight(ctx, Some(&base), &text).await?;
     tag_exists(ctx, &image).await?;
@@ -649,7 +687,12 @@ pub async fn patch_env<R: Runtime + 'static>(
     let grant = caller(&ctx, &headers, Permission::UpdateEnv, ENDPOINT, &id)?;
     let result = patch_env_as(&ctx, grant, &id, q, &body).await;
     match &result {
-        Ok(r) => audit(&grant.name, ENDPOINT, &id, &format!("answered {}", r.status())),
+        Ok(r) => audit(
+            &grant.name,
+            ENDPOINT,
+            &id,
+            &format!("answered {}", r.status()),
+        ),
         Err(e) => audit(
             &grant.name,
             ENDPOINT,
@@ -671,13 +714,20 @@ async fn patch_env_as<R: Runtime + 'static>(
     let _one_at_a_time = ctx.mutation.lock().await;
     let base = last_accepted(ctx).await?;
     let activity_id = derive::activity_id(now_ms());
-    let doc = derive::patch_env(base.clone(), &ctx.spec.domain, id, &patch, &activity_id, now_ms())
-        .map_err(|e| match e {
-            DeriveError::Field { field, problem } if field != "body" => {
-                ApiError::field(format!("env.{field}"), problem)
-            }
-            e => derive_error(e),
-        })?;
+    let doc = derive::patch_env(
+        base.clone(),
+        &ctx.spec.domain,
+        id,
+        &patch,
+        &activity_id,
+        now_ms(),
+    )
+    .map_err(|e| match e {
+        DeriveError::Field { field, problem } if field != "body" => {
+            ApiError::field(format!("env.{field}"), problem)
+        }
+        e => derive_error(e),
+    })?;
     let text = serde_json::to_string(&doc).map_err(|e| ApiError::internal(e.to_string()))?;
     preflight(ctx, Some(&base), &text).await?;
     let env = derive::component(&doc, &ctx.spec.domain, id).map(|c| {
@@ -738,7 +788,12 @@ pub async fn desired_state<R: Runtime + 'static>(
     let grant = caller(&ctx, &headers, Permission::Apply, ENDPOINT, "-")?;
     let result = apply_as(&ctx, q, &body).await;
     match &result {
-        Ok(r) => audit(&grant.name, ENDPOINT, "-", &format!("answered {}", r.status())),
+        Ok(r) => audit(
+            &grant.name,
+            ENDPOINT,
+            "-",
+            &format!("answered {}", r.status()),
+        ),
         Err(e) => audit(
             &grant.name,
             ENDPOINT,
@@ -794,7 +849,13 @@ pub async fn activity<R>(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    caller(&ctx, &headers, Permission::Inspect, "GET /api/v1/activities/{id}", &id)?;
+    caller(
+        &ctx,
+        &headers,
+        Permission::Inspect,
+        "GET /api/v1/activities/{id}",
+        &id,
+    )?;
     match ctx.hub.activity(&id) {
         Some(f) => Ok(Json(ActivityView {
             activity_id: id,
@@ -831,7 +892,13 @@ pub async fn events<R: Send + Sync + 'static>(
     Query(q): Query<EventsQuery>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    caller(&ctx, &headers, Permission::Inspect, "GET /api/v1/events", "-")?;
+    caller(
+        &ctx,
+        &headers,
+        Permission::Inspect,
+        "GET /api/v1/events",
+        "-",
+    )?;
     let header_id = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -845,7 +912,8 @@ pub async fn events<R: Send + Sync + 'static>(
     let mut first: Vec<SseEvent> = Vec::new();
     if sub.missed {
         first.push(reset(
-            "events after the given Last-Event-ID are no longer buffered; read the state again".into(),
+            "events after the given Last-Event-ID are no longer buffered; read the state again"
+                .into(),
         ));
     }
     first.extend(sub.replay.iter().map(|e| sse(e)));
@@ -863,10 +931,8 @@ pub async fn events<R: Send + Sync + 'static>(
         };
         Some((Ok(item), (live, guard)))
     });
-    let stream = futures_util::StreamExt::chain(
-        futures_util::stream::iter(first.into_iter().map(Ok)),
-        live,
-    );
+    let stream =
+        futures_util::StreamExt::chain(futures_util::stream::iter(first.into_iter().map(Ok)), live);
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 

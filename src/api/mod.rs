@@ -178,11 +178,12 @@ pub async fn bind(api: &ApiConfig) -> Result<Bound, ServeError> {
                     path: path.display().to_string(),
                     source: std::io::Error::other(e.to_string()),
                 })??;
-            let listener = tokio::net::UnixListener::bind(&path).map_err(|source| ServeError::Io {
-                what: "binding",
-                path: path.display().to_string(),
-                source,
-            })?;
+            let listener =
+                tokio::net::UnixListener::bind(&path).map_err(|source| ServeError::Io {
+                    what: "binding",
+                    path: path.display().to_string(),
+                    source,
+                })?;
             let file = SocketFile(path.clone());
             {
                 use std::os::unix::fs::PermissionsExt;
@@ -197,14 +198,13 @@ pub async fn bind(api: &ApiConfig) -> Result<Bound, ServeError> {
             Ok(Bound::Unix(listener, file))
         }
         Listen::Tcp(addr) => {
-            let listener =
-                tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| ServeError::Io {
-                        what: "binding",
-                        path: addr.to_string(),
-                        source,
-                    })?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Io {
+                    what: "binding",
+                    path: addr.to_string(),
+                    source,
+                })?;
             Ok(Bound::Tcp(listener))
         }
     }
@@ -262,25 +262,31 @@ pub fn router<R: Runtime + 'static>(ctx: Arc<Context<R>>, api: &ApiConfig) -> Ro
         ctx.wait_timeout + ctx.accept_timeout + api.request_timeout,
     );
     Router::new()
-        .route("/healthz", get(healthz::<R>).layer(quick.clone()))
-        .route("/metrics", get(metrics::<R>).layer(quick.clone()))
-        .route("/api/v1/containers", get(list::<R>).layer(quick.clone()))
-        .route("/api/v1/containers/{id}", get(get_one::<R>).layer(quick.clone()))
+        .route("/healthz", get(healthz::<R>).layer(quick))
+        .route("/metrics", get(metrics::<R>).layer(quick))
+        .route("/api/v1/containers", get(list::<R>).layer(quick))
+        .route("/api/v1/containers/{id}", get(get_one::<R>).layer(quick))
         .route(
             "/api/v1/containers/{id}/env",
             get(get_env::<R>)
-                .layer(quick.clone())
+                .layer(quick)
                 .patch(patch_env::<R>)
-                .layer(slow.clone()),
+                .layer(slow),
         )
         .route(
             "/api/v1/containers/{id}/update-image",
-            post(update_image::<R>).layer(slow.clone()),
+            post(update_image::<R>).layer(slow),
         )
-        .route("/api/v1/desired-state", post(desired_state::<R>).layer(slow))
+        .route(
+            "/api/v1/desired-state",
+            post(desired_state::<R>).layer(slow),
+        )
         .route("/api/v1/activities/{id}", get(activity::<R>).layer(quick))
         .route("/api/v1/events", get(events::<R>))
-        .layer(axum::middleware::from_fn_with_state(ctx.clone(), count::<R>))
+        .layer(axum::middleware::from_fn_with_state(
+            ctx.clone(),
+            count::<R>,
+        ))
         .layer(DefaultBodyLimit::max(api.max_body_size))
         .layer(RequestBodyLimitLayer::new(api.max_body_size))
         .with_state(ctx)
@@ -304,7 +310,10 @@ pub async fn fan_out(
 
 /// A sender for the sources that counts what they hand the loop (documents
 /// by origin, MQTT connections) and passes everything on unchanged.
-pub fn counted_inputs(hub: Arc<Hub>, to_loop: mpsc::UnboundedSender<Input>) -> mpsc::UnboundedSender<Input> {
+pub fn counted_inputs(
+    hub: Arc<Hub>,
+    to_loop: mpsc::UnboundedSender<Input>,
+) -> mpsc::UnboundedSender<Input> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Input>();
     tokio::spawn(async move {
         while let Some(input) = rx.recv().await {

@@ -30,7 +30,9 @@ impl Serving {
     pub async fn bind(config: &ApiConfig) -> anyhow::Result<Self> {
         let tokens = config.load_tokens().context("the configuration's [api]")?;
         if tokens.is_empty() {
-            tracing::warn!("[api] has no [[api.tokens]]: every request but /healthz and /metrics is refused");
+            tracing::warn!(
+                "[api] has no [[api.tokens]]: every request but /healthz and /metrics is refused"
+            );
         }
         let bound = api::bind(config).await?;
         let at = api::config::parse_listen(&config.listen, config.allow_remote)?;
@@ -44,7 +46,10 @@ impl Serving {
     }
 
     /// The sources' sender, counted for the metrics.
-    pub fn count_inputs(&self, to_loop: mpsc::UnboundedSender<Input>) -> mpsc::UnboundedSender<Input> {
+    pub fn count_inputs(
+        &self,
+        to_loop: mpsc::UnboundedSender<Input>,
+    ) -> mpsc::UnboundedSender<Input> {
         api::counted_inputs(self.hub.clone(), to_loop)
     }
 
