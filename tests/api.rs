@@ -671,3 +671,117 @@ fn metrics_are_prometheus_text() {
         .metric
         .starts_with("berth_activity_phase_duration_seconds")));
 }
+
+#[test]
+fn berth_status_asks_the_running_agent_through_the_socket() {
+    let device = Device::start();
+    let mut cmd = berth();
+    cmd.args(["status", "--api"])
+        .arg(device.socket())
+        .arg("--token-file")
+        .arg(device.dir.path().join("reader.token"));
+    let out = crate::util::run(&mut cmd);
+    let stdout = crate::util::text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", crate::util::text(&out.stderr));
+    assert!(stdout.starts_with("berth: ready\n"), "{stdout}");
+    assert!(stdout.contains(&device.web), "{stdout}");
+    assert!(!stdout.contains("hunter2"), "{stdout}");
+}
+
+#[test]
+fn berth_status_without_a_token_says_why() {
+    let device = Device::start();
+    let mut cmd = berth();
+    cmd.args(["status", "--api"]).arg(device.socket());
+    cmd.env_remove("BERTH_API_TOKEN");
+    let out = crate::util::run(&mut cmd);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        crate::util::text(&out.stderr).contains("401"),
+        "{}",
+        crate::util::text(&out.stderr)
+    );
+}
+
+#[test]
+fn berth_events_follows_the_agent_through_the_socket() {
+    let device = Device::start();
+    let mut cmd = berth();
+    cmd.args(["events", "--json", "--api"])
+        .arg(device.socket())
+        .arg("--token-file")
+        .arg(device.dir.path().join("reader.token"));
+    let events = Background::spawn(cmd);
+    std::thread::sleep(Duration::from_millis(500));
+    let a = device.update_image(FULL, "2", true);
+    assert_eq!(a.status, 200, "{}", a.text());
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let lines = events.stdout();
+        let done = lines.lines().any(|l| {
+            let v: Value = serde_json::from_str(l).unwrap_or_default();
+            v["event"] == "version-update" && v["data"]["phase"] == "completed"
+        });
+        if done {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no completed event: {lines}\n{}", events.stderr());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_live_socket_is_refused_and_a_stale_one_replaced() {
+    let device = Device::start();
+    let second = TempDir::new().unwrap();
+    let config = std::fs::read_to_string(device.dir.path().join("config.toml")).unwrap();
+    std::fs::write(second.path().join("config.toml"), &config).unwrap();
+    let mut cmd = berth();
+    cmd.args(["run", "--config"])
+        .arg(second.path().join("config.toml"))
+        .arg("--state-dir")
+        .arg(second.path().join("state"));
+    cmd.env("BERTH_INSTANCE", format!("{}-second", crate::util::instance()));
+    let out = crate::util::run(&mut cmd);
+    assert!(!out.status.success());
+    let stderr = crate::util::text(&out.stderr);
+    assert!(stderr.contains("is in use by a running process"), "{stderr}");
+
+    // A socket nobody answers on (left by a killed berth) is replaced.
+    let stale_dir = TempDir::new().unwrap();
+    let stale = stale_dir.path().join("api.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    assert!(stale.exists());
+    let config = config.replace(
+        &format!("{}/api.sock", device.dir.path().display()),
+        &stale.display().to_string(),
+    );
+    std::fs::write(second.path().join("config.toml"), config).unwrap();
+    let mut cmd = berth();
+    cmd.args(["run", "--config"])
+        .arg(second.path().join("config.toml"))
+        .arg("--state-dir")
+        .arg(second.path().join("state"));
+    cmd.env("BERTH_INSTANCE", format!("{}-second", crate::util::instance()));
+    let mut agent = Background::spawn(cmd);
+    agent.wait_for("the API listens", WAIT);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&stale).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+    agent.terminate();
+    assert!(!stale.exists(), "the socket is removed at exit");
+}
+
+#[test]
+fn a_remote_listen_address_is_refused_unless_allowed() {
+    let dir = TempDir::new().unwrap();
+    std::fs::write(dir.path().join("config.toml"), "[api]\nlisten = \"0.0.0.0:7070\"\n").unwrap();
+    let mut cmd = berth();
+    cmd.args(["run", "--print-config", "--config"])
+        .arg(dir.path().join("config.toml"));
+    let out = crate::util::run(&mut cmd);
+    assert!(!out.status.success());
+    let stderr = crate::util::text(&out.stderr);
+    assert!(stderr.contains("api.listen"), "{stderr}");
+    assert!(stderr.contains("allow_remote"), "{stderr}");
+}

@@ -1,5 +1,7 @@
-//! `berth run`'s part of the local API: bind where `[api]` says, then
-//! serve beside the loop. The API itself is [`berth::api`].
+//! The local API from the command line: `berth run`'s part (bind where
+//! `[api]` says, then serve beside the loop) and the connection options
+//! of the commands that talk to a running agent (`berth status`, `berth
+//! events`). The API itself is [`berth::api`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +14,67 @@ use berth::api::{self, ApiConfig, Hub};
 use berth::config::Config;
 
 use super::hooks::Engine;
+
+/// Where the running agent's API is and which token to present.
+#[derive(Debug, clap::Args)]
+pub struct ApiArgs {
+    /// The API: a socket path or 127.0.0.1:PORT (default: [api] listen of
+    /// --config, else /run/berth/api.sock).
+    #[arg(long, env = "BERTH_API", value_name = "PATH|ADDR")]
+    api: Option<String>,
+
+    /// The agent's configuration, to find [api] listen.
+    #[arg(long, env = "BERTH_CONFIG", value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+
+    /// A file holding the token (its first line).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<std::path::PathBuf>,
+
+    /// The token (prefer --token-file: the environment is visible to root).
+    #[arg(
+        long,
+        env = "BERTH_API_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    token: Option<String>,
+}
+
+impl ApiArgs {
+    /// A client for the agent these options name.
+    pub fn client(&self) -> anyhow::Result<api::client::Client> {
+        let listen = match (&self.api, &self.config) {
+            (Some(a), _) => a.clone(),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the configuration {}", path.display()))?;
+                let config = Config::parse(&text)
+                    .with_context(|| format!("configuration {}", path.display()))?;
+                config
+                    .api
+                    .map(|a| a.listen)
+                    .with_context(|| format!("{} has no [api]", path.display()))?
+            }
+            (None, None) => api::config::DEFAULT_SOCKET.to_string(),
+        };
+        // The client may reach whatever the operator names.
+        let at = api::config::parse_listen(&listen, true).context("--api")?;
+        let token = match (&self.token_file, &self.token) {
+            (Some(path), _) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the token file {}", path.display()))?
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string(),
+            ),
+            (None, t) => t.clone(),
+        };
+        Ok(api::client::Client::new(at, token))
+    }
+}
 
 /// How long the loop may take to persist a document the API hands it (it
 /// keeps inputs while it recovers at start).

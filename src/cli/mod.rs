@@ -4,12 +4,14 @@ mod api;
 mod apply;
 mod check;
 mod engine;
+mod events;
 mod hooks;
 mod plan;
 mod policy;
 mod recover;
 mod run;
 mod state;
+mod status;
 mod validate;
 
 use std::process::ExitCode;
@@ -26,7 +28,9 @@ Examples:
   berth state --json                    the inventory as Kanto's current state
   berth check --json                    newer images, moved tags, env drift
   berth recover                         finish what an interrupted activity left
-  berth run --config /etc/berth/config.toml   the agent (MQTT, state files, drift)";
+  berth run --config /etc/berth/config.toml   the agent (MQTT, state files, drift)
+  berth status --token-file ui.token    ask the running agent (its API socket)
+  berth events --token-file ui.token    follow its feedback and version updates";
 
 /// berth: drives Docker containers toward a desired-state document
 /// (Eclipse Kanto container-update-agent format).
@@ -66,6 +70,10 @@ pub enum Command {
     Recover(recover::RecoverArgs),
     /// The agent: enforce desired states from MQTT and state files, correct drift.
     Run(Box<run::RunArgs>),
+    /// Ask the running agent (its API socket) whether it is ready and what it runs.
+    Status(status::StatusArgs),
+    /// Follow the running agent's events: feedback and per-container updates.
+    Events(events::EventsArgs),
 }
 
 /// `--log-format` values.
@@ -152,6 +160,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Policy(cmd) => cmd.exec(),
         Command::Recover(cmd) => cmd.exec(),
         Command::Run(cmd) => cmd.exec(),
+        Command::Status(cmd) => cmd.exec(),
+        Command::Events(cmd) => cmd.exec(),
     }
 }
 
