@@ -785,3 +785,37 @@ fn a_remote_listen_address_is_refused_unless_allowed() {
     assert!(stderr.contains("api.listen"), "{stderr}");
     assert!(stderr.contains("allow_remote"), "{stderr}");
 }
+
+#[test]
+fn the_openapi_document_describes_every_route_and_every_answer() {
+    let doc: Value = serde_json::from_str(
+        &std::fs::read_to_string(crate::util::repo_path("schemas/openapi.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for (path, method) in [
+        ("/healthz", "get"),
+        ("/metrics", "get"),
+        ("/api/v1/containers", "get"),
+        ("/api/v1/containers/{id}", "get"),
+        ("/api/v1/containers/{id}/env", "get"),
+        ("/api/v1/containers/{id}/env", "patch"),
+        ("/api/v1/containers/{id}/update-image", "post"),
+        ("/api/v1/desired-state", "post"),
+        ("/api/v1/activities/{id}", "get"),
+        ("/api/v1/events", "get"),
+    ] {
+        let op = &doc["paths"][path][method];
+        assert!(op.is_object(), "{method} {path} is not documented");
+        for (code, answer) in op["responses"].as_object().unwrap() {
+            assert!(
+                answer["description"].as_str().is_some_and(|d| !d.is_empty()),
+                "{method} {path} {code} has no description"
+            );
+        }
+    }
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+}

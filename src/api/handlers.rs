@@ -287,8 +287,9 @@ fn finished(mut result: MutationResult, f: &Feedback) -> Response {
     (code, Json(result)).into_response()
 }
 
-/// `GET /healthz`.
-#[utoipa::path(get, path = "/healthz", responses(
+/// Readiness: ready once recovery ran and the desired state was first
+/// enforced (no token needed).
+#[utoipa::path(tag = "berth", get, path = "/healthz", responses(
     (status = 200, description = "Recovery ran and the desired state was first enforced", body = Health),
     (status = 503, description = "Still starting", body = Health)))]
 pub async fn healthz<R>(State(ctx): Ctx<R>) -> Response {
@@ -311,8 +312,8 @@ pub async fn healthz<R>(State(ctx): Ctx<R>) -> Response {
     }
 }
 
-/// `GET /metrics`.
-#[utoipa::path(get, path = "/metrics", responses(
+/// Prometheus metrics in the OpenMetrics text format (no token needed).
+#[utoipa::path(tag = "berth", get, path = "/metrics", responses(
     (status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text")))]
 pub async fn metrics<R: Runtime + 'static>(State(ctx): Ctx<R>) -> Response {
     ctx.hub.metrics.ready.set(i64::from(*ctx.ready.borrow()));
@@ -344,10 +345,10 @@ pub async fn metrics<R: Runtime + 'static>(State(ctx): Ctx<R>) -> Response {
         .into_response()
 }
 
-/// `GET /api/v1/containers`: the inventory, as `berth state --json`.
-#[utoipa::path(get, path = "/api/v1/containers", security(("bearer" = [])), responses(
+/// The inventory, as `berth state --json` gives it, secrets redacted.
+#[utoipa::path(tag = "berth", get, path = "/api/v1/containers", security(("bearer" = [])), responses(
     (status = 200, description = "Kanto's current-state message (schemas/current-state.schema.json), secrets redacted", body = Object),
-    (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)))]
+    (status = 401, description = "No valid bearer token", body = super::error::ErrorBody), (status = 403, description = "The token lacks the permission", body = super::error::ErrorBody)))]
 pub async fn list<R: Runtime + 'static>(
     State(ctx): Ctx<R>,
     headers: HeaderMap,
@@ -420,12 +421,12 @@ fn observed_view<R>(ctx: &Context<R>, d: &ContainerDetails, secrets: bool) -> Ob
     }
 }
 
-/// `GET /api/v1/containers/{id}`.
-#[utoipa::path(get, path = "/api/v1/containers/{id}", security(("bearer" = [])),
+/// One component: its desired settings, what the engine runs, its status.
+#[utoipa::path(tag = "berth", get, path = "/api/v1/containers/{id}", security(("bearer" = [])),
     params(("id" = String, Path, description = "The component id (container name)")),
-    responses((status = 200, body = ContainerView),
+    responses((status = 200, description = "Desired and observed settings, secrets redacted", body = ContainerView),
         (status = 404, description = "Not in the desired state", body = super::error::ErrorBody),
-        (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)))]
+        (status = 401, description = "No valid bearer token", body = super::error::ErrorBody), (status = 403, description = "The token lacks the permission", body = super::error::ErrorBody)))]
 pub async fn get_one<R: Runtime + 'static>(
     State(ctx): Ctx<R>,
     Path(id): Path<String>,
@@ -476,12 +477,12 @@ pub async fn get_one<R: Runtime + 'static>(
     .into_response())
 }
 
-/// `GET /api/v1/containers/{id}/env`.
-#[utoipa::path(get, path = "/api/v1/containers/{id}/env", security(("bearer" = [])),
+/// The environment the component's container runs with.
+#[utoipa::path(tag = "berth", get, path = "/api/v1/containers/{id}/env", security(("bearer" = [])),
     params(("id" = String, Path, description = "The component id")),
-    responses((status = 200, body = EnvView),
-        (status = 404, body = super::error::ErrorBody),
-        (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)))]
+    responses((status = 200, description = "The container's environment", body = EnvView),
+        (status = 404, description = "Not in the desired state, or no container runs it", body = super::error::ErrorBody),
+        (status = 401, description = "No valid bearer token", body = super::error::ErrorBody), (status = 403, description = "The token lacks the permission", body = super::error::ErrorBody)))]
 pub async fn get_env<R: Runtime + 'static>(
     State(ctx): Ctx<R>,
     Path(id): Path<String>,
@@ -532,15 +533,15 @@ pub async fn get_env<R: Runtime + 'static>(
     .into_response())
 }
 
-/// `POST /api/v1/containers/{id}/update-image`.
-#[utoipa::path(post, path = "/api/v1/containers/{id}/update-image", security(("bearer" = [])),
+/// Rolls one component to another image tag (kept volumes and networks).
+#[utoipa::path(tag = "berth", post, path = "/api/v1/containers/{id}/update-image", security(("bearer" = [])),
     params(("id" = String, Path, description = "The component id"), WaitQuery),
     request_body = UpdateImageRequest,
     responses(
         (status = 200, description = "The activity completed", body = MutationResult),
         (status = 202, description = "With ?wait=false: accepted; poll the Location", body = Accepted),
         (status = 400, description = "Malformed JSON, an unknown field, a bad tag", body = super::error::ErrorBody),
-        (status = 401, body = super::error::ErrorBody),
+        (status = 401, description = "No valid bearer token", body = super::error::ErrorBody),
         (status = 403, description = "Not in allowed_images, or refused by the device policy", body = super::error::ErrorBody),
         (status = 404, description = "Not in the desired state", body = super::error::ErrorBody),
         (status = 409, description = "The activity did not complete (rolled back, superseded)", body = MutationResult),
@@ -664,18 +665,18 @@ async fn tag_exists<R: Runtime>(
     }
 }
 
-/// `PATCH /api/v1/containers/{id}/env`.
-#[utoipa::path(patch, path = "/api/v1/containers/{id}/env", security(("bearer" = [])),
+/// Changes a component's env with a JSON merge patch and recreates it.
+#[utoipa::path(tag = "berth", patch, path = "/api/v1/containers/{id}/env", security(("bearer" = [])),
     params(("id" = String, Path, description = "The component id"), WaitQuery),
     request_body(content = Object, description = "A JSON merge patch: {\"NAME\": \"value\", \"OLD\": null}", content_type = "application/merge-patch+json"),
     responses(
         (status = 200, description = "The activity completed", body = MutationResult),
-        (status = 202, body = Accepted),
-        (status = 400, body = super::error::ErrorBody),
-        (status = 401, body = super::error::ErrorBody),
+        (status = 202, description = "With ?wait=false: accepted; poll the Location", body = Accepted),
+        (status = 400, description = "Malformed JSON or a bad value, the field named", body = super::error::ErrorBody),
+        (status = 401, description = "No valid bearer token", body = super::error::ErrorBody),
         (status = 403, description = "No can_update_env, or refused by the device policy", body = super::error::ErrorBody),
-        (status = 404, body = super::error::ErrorBody),
-        (status = 409, body = MutationResult)))]
+        (status = 404, description = "Not in the desired state, or no container runs it", body = super::error::ErrorBody),
+        (status = 409, description = "The activity did not complete (rolled back, superseded)", body = MutationResult)))]
 pub async fn patch_env<R: Runtime + 'static>(
     State(ctx): Ctx<R>,
     Path(id): Path<String>,
@@ -767,17 +768,17 @@ async fn patch_env_as<R: Runtime + 'static>(
     ))
 }
 
-/// `POST /api/v1/desired-state`: a whole document, the same path as MQTT.
-#[utoipa::path(post, path = "/api/v1/desired-state", security(("bearer" = [])),
+/// Applies a whole desired-state document, the same path as MQTT.
+#[utoipa::path(tag = "berth", post, path = "/api/v1/desired-state", security(("bearer" = [])),
     params(WaitQuery),
     request_body(content = Object, description = "A desired-state document (schemas/desired-state.schema.json)"),
     responses(
-        (status = 200, body = MutationResult),
-        (status = 202, body = Accepted),
+        (status = 200, description = "The activity completed", body = MutationResult),
+        (status = 202, description = "With ?wait=false: accepted; poll the Location", body = Accepted),
         (status = 400, description = "Not a valid document; every problem listed", body = super::error::ErrorBody),
-        (status = 401, body = super::error::ErrorBody),
+        (status = 401, description = "No valid bearer token", body = super::error::ErrorBody),
         (status = 403, description = "No can_apply, or refused by the device policy", body = super::error::ErrorBody),
-        (status = 409, body = MutationResult)))]
+        (status = 409, description = "The activity did not complete (rolled back, superseded)", body = MutationResult)))]
 pub async fn desired_state<R: Runtime + 'static>(
     State(ctx): Ctx<R>,
     Query(q): Query<WaitQuery>,
@@ -839,10 +840,10 @@ async fn apply_as<R: Runtime + 'static>(
     ))
 }
 
-/// `GET /api/v1/activities/{id}`.
-#[utoipa::path(get, path = "/api/v1/activities/{id}", security(("bearer" = [])),
+/// An activity's latest feedback, to poll after `?wait=false`.
+#[utoipa::path(tag = "berth", get, path = "/api/v1/activities/{id}", security(("bearer" = [])),
     params(("id" = String, Path, description = "The activity id")),
-    responses((status = 200, body = ActivityView),
+    responses((status = 200, description = "The latest feedback", body = ActivityView),
         (status = 404, description = "Unknown, or no longer remembered", body = super::error::ErrorBody)))]
 pub async fn activity<R>(
     State(ctx): Ctx<R>,
@@ -883,8 +884,8 @@ fn reset(why: String) -> SseEvent {
         .data(serde_json::json!({ "reason": why }).to_string())
 }
 
-/// `GET /api/v1/events`: server-sent events.
-#[utoipa::path(get, path = "/api/v1/events", security(("bearer" = [])),
+/// Server-sent events: feedback and per-container version updates.
+#[utoipa::path(tag = "berth", get, path = "/api/v1/events", security(("bearer" = [])),
     params(EventsQuery, ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this event")),
     responses((status = 200, description = "text/event-stream: `feedback` events (Kanto's desiredstatefeedback message), `version-update` events (VersionUpdate), `reset` when events were missed", content_type = "text/event-stream", body = super::events::VersionUpdate)))]
 pub async fn events<R: Send + Sync + 'static>(
