@@ -278,6 +278,22 @@ pub struct StateDir {
     _lock: File,
 }
 
+/// The last accepted document in state directory `dir`, if any, without
+/// taking the lock: for readers beside the agent that holds it (the API
+/// derives its changes from it). The file is replaced atomically, so a
+/// reader sees one whole document or the next.
+///
+/// # Errors
+/// When the file exists but cannot be read.
+pub fn read_desired(dir: &Path) -> Result<Option<String>, StateError> {
+    let path = dir.join(DESIRED);
+    match fs::read_to_string(&path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(StateError::Io { path, source }),
+    }
+}
+
 impl StateDir {
     /// Creates the directory if needed and takes the lock.
     ///
@@ -413,12 +429,7 @@ impl StateDir {
 
     /// The last accepted document, if any.
     pub fn load_desired(&self) -> Result<Option<String>, StateError> {
-        let path = self.path.join(DESIRED);
-        match fs::read_to_string(&path) {
-            Ok(text) => Ok(Some(text)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(StateError::Io { path, source }),
-        }
+        read_desired(&self.path)
     }
 
     fn write_atomic(&self, name: &str, bytes: &[u8]) -> Result<(), StateError> {

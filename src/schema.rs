@@ -31,5 +31,7 @@ pub fn all() -> Vec<(&'static str, String)> {
         ("current-state.schema.json", generate::<CurrentState>()),
         ("plan.schema.json", generate::<Plan>()),
         ("feedback.schema.json", generate::<Feedback>()),
+        // OpenAPI, from the API's handlers and types (utoipa).
+        ("openapi.json", crate::api::openapi::document()),
     ]
 }

@@ -5,6 +5,7 @@ mod broker;
 mod util;
 
 mod agent;
+mod api;
 mod check;
 mod cli_apply;
 mod cli_plan;

@@ -67,6 +67,9 @@ pub enum Origin {
     Files(PathBuf),
     /// The last accepted document, kept in the state directory.
     Persisted,
+    /// The local HTTP API ([`crate::api`]): a document derived from the
+    /// last accepted one, or posted whole.
+    Api,
 }
 
 impl std::fmt::Display for Origin {
@@ -75,6 +78,7 @@ impl std::fmt::Display for Origin {
             Origin::Mqtt => f.write_str("mqtt"),
             Origin::Files(p) => write!(f, "file {}", p.display()),
             Origin::Persisted => f.write_str("the state directory"),
+            Origin::Api => f.write_str("the API"),
         }
     }
 }
@@ -1092,6 +1096,7 @@ impl<R: Runtime + 'static> Loop<R> {
                 Origin::Mqtt => crate::history::Source::Mqtt,
                 Origin::Files(_) => crate::history::Source::File,
                 Origin::Persisted => crate::history::Source::State,
+                Origin::Api => crate::history::Source::Api,
             },
         };
         let task: JobFuture = Box::pin(job(shared, work).instrument(span));
