@@ -247,6 +247,7 @@ impl ApplyArgs {
             rollback: self.rollback.into(),
             instance: self.policy.instance.clone(),
             pause_at: super::hooks::pause_at(),
+            redactor: device.plan.redactor.clone(),
         };
         let mut printer = Printer::stdout(self.json);
         let outcome = runtime.block_on(async {

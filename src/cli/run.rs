@@ -382,6 +382,7 @@ async fn agent_main(
             rollback: config.rollback,
             instance: config.instance.clone(),
             pause_at: super::hooks::pause_at(),
+            redactor: berth::redact::Redactor::new(&config.redact_env)?,
         },
         domain,
         limits: config.limits,

@@ -26,6 +26,8 @@
 
 mod download;
 mod gate;
+mod hooks;
+mod output;
 mod recover;
 mod rollout;
 mod undo;
@@ -92,6 +94,9 @@ pub struct ExecuteOptions {
     pub pause_at: Option<PausePoint>,
     /// This berth's instance name, recorded on every container it creates.
     pub instance: String,
+    /// Hides secrets in what jobs and hooks printed before it goes into
+    /// feedback and the log.
+    pub redactor: crate::redact::Redactor,
 }
 
 impl Default for ExecuteOptions {
@@ -106,6 +111,7 @@ impl Default for ExecuteOptions {
             rollback: RollbackMode::Activity,
             pause_at: None,
             instance: labels::DEFAULT_INSTANCE.to_string(),
+            redactor: crate::redact::Redactor::default(),
         }
     }
 }
@@ -177,6 +183,15 @@ pub enum ExecuteError {
         /// Component.
         name: String,
         /// Why (exited, unhealthy, not healthy in time).
+        reason: String,
+    },
+    /// A hook (`preStart`, `postStart`) or a migration failed: it exited
+    /// non-zero, ran past `hookTimeout`, or could not be run.
+    #[error("{name}: {reason}")]
+    Hook {
+        /// Component.
+        name: String,
+        /// Which hook, how it ended, and the end of its output.
         reason: String,
     },
     /// The activity ran past `activity_timeout`.

@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use tokio::time::Instant;
 
 use super::{
-    gate, undo, Activity, ExecuteError, ExecuteOptions, Outcome, PausePoint, RollbackMode, Sink,
+    gate, hooks, undo, Activity, ExecuteError, ExecuteOptions, Outcome, PausePoint, RollbackMode, Sink,
 };
 use crate::feedback::{ActionStatus, Status, Tracker};
 use crate::journal::{Effect, InPlace, Intent, Journal, StateDir};
@@ -35,10 +35,15 @@ pub(super) struct Unit<'a> {
     /// The units of this activity it links to (a `container:` network, a
     /// `container_<hostname>` host entry): its old version needs theirs.
     pub links_to: Vec<usize>,
+    /// Another component of the document depends on it (`dependsOn`): as
+    /// a job, its gate waits for it to complete.
+    pub awaited: bool,
+    /// Its `preStart` ran (or began): a rollback runs its `onRollback`.
+    pub hooks_ran: bool,
 }
 
 impl Unit<'_> {
-    fn name(&self) -> &str {
+    pub(super) fn name(&self) -> &str {
         &self.entry.id
     }
 }
@@ -117,6 +122,11 @@ pub(super) async fn run<R: Runtime>(
             new_id: None,
             failed: false,
             links_to: Vec::new(),
+            awaited: desired
+                .containers
+                .iter()
+                .any(|c| c.rollout.depends_on.contains(&entry.id)),
+            hooks_ran: false,
         })
         .collect();
     let mut units = units;
@@ -212,7 +222,7 @@ impl<R: Runtime> Run<'_, R> {
         }
     }
 
-    fn stop_timeout(&self, spec: Option<&ContainerSpec>) -> Duration {
+    pub(super) fn stop_timeout(&self, spec: Option<&ContainerSpec>) -> Duration {
         spec.and_then(|s| s.config.stop_timeout)
             .unwrap_or(self.options.stop_timeout)
     }
@@ -537,7 +547,12 @@ impl<R: Runtime> Run<'_, R> {
                     Err(e) => Err(e),
                 };
                 match prepared {
-                    Ok(Some(launch)) => gating.push((i, launch, self.units[i].spec)),
+                    Ok(Some(launch)) => {
+                        let u = &self.units[i];
+                        let expect = gate::Expect::of(u.spec, u.awaited);
+                        let post = hooks::post_start_of(u.entry.action, u.spec);
+                        gating.push((i, launch, u.spec, expect, post));
+                    }
                     Ok(None) => {}
                     Err(e) => failed_now.push((i, e)),
                 }
@@ -545,7 +560,7 @@ impl<R: Runtime> Run<'_, R> {
             let (rt, options, deadline) = (self.rt, self.options, self.deadline);
             let names: Vec<String> = self.units.iter().map(|u| u.name().to_string()).collect();
             let gated: Vec<(usize, Result<(), ExecuteError>)> = futures_util::stream::iter(gating)
-                .map(|(i, launch, spec)| {
+                .map(|(i, launch, spec, expect, post)| {
                     let name = names[i].clone();
                     async move {
                         let started = match &launch {
@@ -554,12 +569,35 @@ impl<R: Runtime> Run<'_, R> {
                             Launch::AlreadyRunning(_) => Ok(()),
                         };
                         let result = match started {
-                            Ok(()) => gate::wait_ready(rt, options, launch.id(), spec, deadline)
-                                .await
-                                .map_err(|reason| ExecuteError::NotReady {
-                                    name: name.clone(),
-                                    reason,
-                                }),
+                            Ok(()) => {
+                                // postStart (issue 22): in the started
+                                // container, before its gate can pass.
+                                let post = match &post {
+                                    Some(cmd) => {
+                                        hooks::post_start(rt, options, launch.id(), spec, cmd).await
+                                    }
+                                    None => Ok(()),
+                                };
+                                match post {
+                                    Ok(()) => gate::wait_ready(
+                                        rt,
+                                        options,
+                                        launch.id(),
+                                        spec,
+                                        expect,
+                                        deadline,
+                                    )
+                                    .await
+                                    .map_err(|reason| ExecuteError::NotReady {
+                                        name: name.clone(),
+                                        reason,
+                                    }),
+                                    Err(reason) => Err(ExecuteError::NotReady {
+                                        name: name.clone(),
+                                        reason,
+                                    }),
+                                }
+                            }
                             Err(e) => Err(ExecuteError::step(&name, "start")(e)),
                         };
                         (i, result)
@@ -615,6 +653,13 @@ impl<R: Runtime> Run<'_, R> {
                             .iter()
                             .map(|j| self.units[*j].name().to_string())
                             .collect();
+                        // Hooks (issue 22): onRollback first.
+                        let notes = self.before_undo(Some(&only)).await;
+                        let message = if notes.is_empty() {
+                            message
+                        } else {
+                            format!("{message}; {}", notes.join("; "))
+                        };
                         let settled = undo::undo(self.rt, &mut self.journal, Some(&only)).await;
                         for &j in &group[1..] {
                             self.units[j].failed = true;
@@ -676,6 +721,8 @@ impl<R: Runtime> Run<'_, R> {
                 let Some(id) = self.units[i].new_id.clone() else {
                     return Ok(None);
                 };
+                // Hooks (issue 22): preStart before the new one starts.
+                self.pre_start(i).await?;
                 self.set(
                     &name,
                     ActionStatus::Activating,
@@ -798,6 +845,13 @@ impl<R: Runtime> Run<'_, R> {
     /// whether that held.
     async fn roll_back(&mut self, only: Option<&BTreeSet<String>>, cause: String) -> Outcome {
         self.emit(Status::Rollback, Some(cause.clone()));
+        // Hooks (issue 22): onRollback before the old containers return.
+        let notes = self.before_undo(only).await;
+        let cause = if notes.is_empty() {
+            cause
+        } else {
+            format!("{cause}; {}", notes.join("; "))
+        };
         let settled = undo::undo(self.rt, &mut self.journal, only).await;
         for line in &settled.done {
             tracing::info!("rolled back: {line}");

@@ -148,6 +148,19 @@ async fn undo_one<R: Runtime>(
                 (None, _, _) => Ok(false),
             }
         }
+        Effect::OneShot {
+            temp, id, image, ..
+        } => {
+            let target = match id {
+                Some(id) => inspect(rt, id).await?,
+                None => inspect(rt, temp).await?.filter(|c| ours(c, temp, instance)),
+            };
+            match (target, id) {
+                (Some(c), _) => remove_new(rt, &c.id).await,
+                (None, None) => settle_create(rt, temp, image, instance).await,
+                (None, Some(_)) => Ok(false),
+            }
+        }
         Effect::Start { id, .. } | Effect::Rename { id, .. } if created.contains(id) => {
             remove_new(rt, id).await
         }

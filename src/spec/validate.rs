@@ -1255,6 +1255,13 @@ impl Reader<'_, '_, '_> {
                 .collect(),
             restart_timeout,
             log_path,
+            hooks: Hooks {
+                pre_start: self.one("preStart", values::parse_command),
+                post_start: self.one("postStart", values::parse_command),
+                on_rollback: self.one("onRollback", values::parse_command),
+                migrations: self.one("migrations", values::parse_absolute),
+                timeout: self.one("hookTimeout", values::parse_hook_timeout),
+            },
         }
     }
 }
