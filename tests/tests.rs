@@ -15,6 +15,7 @@ mod corpus_sources;
 mod credentials;
 mod environment;
 mod faults;
+mod hooks;
 mod policy;
 mod runtime_docker;
 mod schemas;
