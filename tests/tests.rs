@@ -16,6 +16,7 @@ mod credentials;
 mod environment;
 mod faults;
 mod hooks;
+mod jobs;
 mod policy;
 mod runtime_docker;
 mod schemas;

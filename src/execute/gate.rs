@@ -335,6 +335,109 @@ mod tests {
         );
     }
 
+    fn exited(code: i64) -> ContainerDetails {
+        let mut d = up("2026-12-01T12:00:00.1Z", 0);
+        d.state.status = Status::Exited;
+        d.state.exit_code = code;
+        d
+    }
+
+    const JOB: Expect = Expect::Job { until_done: false };
+    const AWAITED_JOB: Expect = Expect::Job { until_done: true };
+
+    #[test]
+    fn a_job_that_exits_0_has_completed_and_a_service_that_exits_0_has_failed() {
+        let words = || "service words".to_string();
+        assert_eq!(stopped_verdict(JOB, 0, words), Ok(()));
+        assert_eq!(stopped_verdict(AWAITED_JOB, 0, words), Ok(()));
+        assert_eq!(
+            stopped_verdict(Expect::Service, 0, words),
+            Err("service words".to_string())
+        );
+    }
+
+    #[test]
+    fn a_job_that_exits_non_zero_fails_naming_its_code() {
+        assert_eq!(
+            stopped_verdict(JOB, 3, String::new),
+            Err("the job exited with code 3".to_string())
+        );
+    }
+
+    #[test]
+    fn only_restart_policy_no_makes_a_job_and_only_a_dependency_is_awaited() {
+        let mut spec = super::super::output::spec_with_env(&[]);
+        spec.config.restart = crate::spec::model::RestartPolicy::No;
+        assert_eq!(Expect::of(Some(&spec), false), JOB);
+        assert_eq!(Expect::of(Some(&spec), true), AWAITED_JOB);
+        spec.config.restart = crate::spec::model::RestartPolicy::Always;
+        assert_eq!(Expect::of(Some(&spec), true), Expect::Service);
+        assert_eq!(Expect::of(None, true), Expect::Service);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_completed_job_passes_its_gate() {
+        let rt = FakeRuntime::new();
+        rt.add_container(exited(0));
+        let far = Instant::now() + Duration::from_secs(60);
+        assert_eq!(wait_ready(&rt, &quick(), "c1", None, JOB, far).await, Ok(()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_job_fails_its_gate_with_its_code_and_last_output() {
+        let rt = FakeRuntime::new();
+        rt.add_container(exited(3));
+        rt.set_output("c1", "reading input\nbad input: line 7\n");
+        let far = Instant::now() + Duration::from_secs(60);
+        let verdict = wait_ready(&rt, &quick(), "c1", None, JOB, far).await;
+        assert_eq!(
+            verdict,
+            Err("the job exited with code 3; output: reading input\nbad input: line 7".to_string())
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_awaited_job_passes_only_once_it_has_completed() {
+        let rt = FakeRuntime::new();
+        rt.add_container(up("2026-12-01T12:00:00.1Z", 0));
+        let far = Instant::now() + Duration::from_secs(60);
+        let options = quick();
+        let started = Instant::now();
+        let gate = wait_ready(&rt, &options, "c1", None, AWAITED_JOB, far);
+        let finish = async {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            rt.tamper("web", |d| {
+                d.state.status = Status::Exited;
+                d.state.exit_code = 0;
+            });
+        };
+        let (verdict, ()) = tokio::join!(gate, finish);
+        assert_eq!(verdict, Ok(()));
+        assert!(started.elapsed() >= Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_running_job_nothing_waits_for_passes_like_a_service() {
+        let rt = FakeRuntime::new();
+        rt.add_container(up("2026-12-01T12:00:00.1Z", 0));
+        let far = Instant::now() + Duration::from_secs(60);
+        assert_eq!(wait_ready(&rt, &quick(), "c1", None, JOB, far).await, Ok(()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_awaited_job_that_never_ends_fails_at_the_activity_deadline() {
+        let rt = FakeRuntime::new();
+        rt.add_container(up("2026-12-01T12:00:00.1Z", 0));
+        let far = Instant::now() + Duration::from_secs(30);
+        let verdict = wait_ready(&rt, &quick(), "c1", None, AWAITED_JOB, far).await;
+        assert!(
+            verdict
+                .as_ref()
+                .is_err_and(|e| e.contains("the job did not complete")),
+            "{verdict:?}"
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_wait_never_passes_the_activity_deadline() {
         let cap = Instant::now() + Duration::from_secs(5);

@@ -46,27 +46,28 @@ pub fn with_output(reason: String, output: &str) -> String {
     }
 }
 
+/// A component `app` on `127.0.0.1:5000/x:1` with this env, for tests.
+#[cfg(test)]
+pub(super) fn spec_with_env(env: &[(&str, &str)]) -> ContainerSpec {
+    let mut config = crate::spec::model::ContainerConfig::placeholder(
+        crate::spec::ImageRef::parse("127.0.0.1:5000/x:1").expect("a valid reference"),
+    );
+    config.env = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), Some(v.to_string())))
+        .collect();
+    ContainerSpec {
+        name: "app".into(),
+        version: None,
+        keys: Default::default(),
+        rollout: crate::spec::model::Rollout::default(),
+        config,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::model::ContainerConfig;
-
-    fn spec_with_env(env: &[(&str, &str)]) -> ContainerSpec {
-        let mut config = ContainerConfig::placeholder(
-            crate::spec::ImageRef::parse("127.0.0.1:5000/x:1").expect("a valid reference"),
-        );
-        config.env = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), Some(v.to_string())))
-            .collect();
-        ContainerSpec {
-            name: "app".into(),
-            version: None,
-            keys: Default::default(),
-            rollout: crate::spec::model::Rollout::default(),
-            config,
-        }
-    }
 
     #[test]
     fn a_secret_env_value_printed_by_the_command_is_hidden() {

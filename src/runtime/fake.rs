@@ -112,6 +112,17 @@ impl FakeRuntime {
             .push((needle.to_string(), exit_code, output.to_string()));
     }
 
+    /// Sets what the container `id` (or name) wrote, for [`Runtime::logs`].
+    pub fn set_output(&self, id: &str, text: &str) {
+        let mut state = self.lock();
+        let key = state
+            .containers
+            .iter()
+            .find(|c| c.id == id || c.name == id)
+            .map_or_else(|| id.to_string(), |c| c.id.clone());
+        state.output.insert(key, text.to_string());
+    }
+
     /// An empty engine with the default networks.
     pub fn new() -> Self {
         let fake = Self::default();

@@ -357,6 +357,17 @@ pub struct ContainerDetails {
     pub healthcheck: Option<RawHealthcheck>,
 }
 
+impl ContainerDetails {
+    /// A one-shot job that finished its work: restart policy `no` and
+    /// exited with code 0 (compose's `service_completed_successfully`).
+    /// It stays as it is: neither restarted nor reported as failed.
+    pub fn is_completed_job(&self) -> bool {
+        matches!(self.restart_policy.as_str(), "" | "no")
+            && self.state.status == Status::Exited
+            && self.state.exit_code == 0
+    }
+}
+
 /// What berth reads about an image.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ImageDetails {
@@ -526,6 +537,36 @@ pub trait Runtime: Send + Sync {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn exited(policy: &str, code: i64) -> ContainerDetails {
+        ContainerDetails {
+            restart_policy: policy.into(),
+            state: ContainerState {
+                status: Status::Exited,
+                exit_code: code,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_job_that_exited_0_with_restart_policy_no_has_completed() {
+        assert!(exited("no", 0).is_completed_job());
+        // The engine reports an unset policy as empty: that is `no` too.
+        assert!(exited("", 0).is_completed_job());
+    }
+
+    #[test]
+    fn a_job_that_failed_or_a_service_that_stopped_has_not_completed() {
+        assert!(!exited("no", 3).is_completed_job());
+        assert!(!exited("unless-stopped", 0).is_completed_job());
+        assert!(!exited("always", 0).is_completed_job());
+        assert!(!exited("on-failure", 0).is_completed_job());
+        let mut running = exited("no", 0);
+        running.state.status = Status::Running;
+        assert!(!running.is_completed_job());
+    }
 
     #[test]
     fn tail_keeps_the_last_bytes_at_a_character_boundary() {

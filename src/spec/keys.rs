@@ -169,6 +169,7 @@ pub const CONTAINER_KEYS: &[KeyInfo] = &[
     key!("status", MANY, Reported, Shape::Text, "reported by the agent", "Current-state only; ignored in desired state."),
     key!("created", MANY, Reported, Shape::Text, "reported by the agent", "Current-state only; ignored in desired state."),
     key!("finishedAt", MANY, Reported, Shape::Text, "reported by the agent", "Current-state only; ignored in desired state."),
+    key!("completed", MANY, Reported, Shape::Text, "reported by the agent", "Current-state only (a job with restart policy no that exited 0); ignored in desired state."),
     key!("exitCode", MANY, Reported, Shape::Text, "reported by the agent", "Current-state only; ignored in desired state."),
     key!("restartCount", MANY, Reported, Shape::Text, "reported by the agent", "Current-state only; ignored in desired state."),
     key!("manuallyStopped", MANY, Reported, Shape::Text, "reported by the agent", "Current-state only; ignored in desired state."),
