@@ -127,7 +127,9 @@ impl<R: Runtime> Run<'_, R> {
     /// Runs one one-shot container for unit `i` to its end and removes it.
     /// `Err` says why it failed (non-zero exit, timeout, engine error),
     /// with the end of its output, redacted.
-    pub(super) async fn one_shot(&mut self, i: usize, job: OneShot<'_>) -> Result<(), String> {
+    /// On success, what it printed (the end of it, unredacted: for berth
+    /// to read, like a migration listing, never to show).
+    pub(super) async fn one_shot(&mut self, i: usize, job: OneShot<'_>) -> Result<String, String> {
         let name = self.units[i].entry.id.clone();
         let spec = self.units[i].spec;
         let temp = format!("{name}{ONE_SHOT_SUFFIX}");
@@ -183,7 +185,7 @@ impl<R: Runtime> Run<'_, R> {
         purpose: &str,
         limit: Duration,
         spec: Option<&ContainerSpec>,
-    ) -> Result<(), String> {
+    ) -> Result<String, String> {
         self.rt
             .start(id)
             .await
@@ -218,7 +220,11 @@ impl<R: Runtime> Run<'_, R> {
             tokio::time::sleep(POLL).await;
         };
         if code == 0 {
-            return Ok(());
+            return self
+                .rt
+                .logs(id)
+                .await
+                .map_err(|e| format!("cannot read the output of {purpose}: {e}"));
         }
         let said = self.said(id, spec).await;
         let reason = format!("{purpose} exited with code {code}");
@@ -239,7 +245,7 @@ impl<R: Runtime> Run<'_, R> {
 
     /// The anonymous volumes of unit `i`'s new container, so that its
     /// one-shot containers see the very data it will.
-    async fn new_volumes(&self, i: usize) -> Vec<(String, String)> {
+    pub(super) async fn new_volumes(&self, i: usize) -> Vec<(String, String)> {
         let Some(id) = &self.units[i].new_id else {
             return self.units[i].entry.execution.inherited_volumes.clone();
         };
@@ -276,13 +282,16 @@ impl<R: Runtime> Run<'_, R> {
         self.units[i].hooks_ran = true;
         self.one_shot(i, job)
             .await
+            .map(|_| ())
             .map_err(|reason| ExecuteError::Hook { name, reason })
     }
 
-    /// Before the activity's containers go back: the new containers of the
-    /// units to roll back whose hooks ran are stopped, and their
-    /// `onRollback` runs in a one-shot container of the old image. Returns
-    /// one line per hook that ran, for the outcome.
+    /// Before the activity's containers go back: for each unit to roll
+    /// back whose hooks or migrations ran, its new container is stopped (so
+    /// nothing works on the data meanwhile), the down scripts of its
+    /// migrations run newest first, then its `onRollback` in a one-shot
+    /// container of the old image. Returns one line per step, for the
+    /// outcome.
     pub(super) async fn before_undo(&mut self, only: Option<&BTreeSet<String>>) -> Vec<String> {
         let mut notes = Vec::new();
         for i in 0..self.units.len() {
@@ -293,6 +302,16 @@ impl<R: Runtime> Run<'_, R> {
                 continue;
             }
             let name = u.name().to_string();
+            if let Some(id) = u.new_id.clone() {
+                if let Err(e) = self.rt.stop(&id, self.stop_timeout(self.units[i].spec)).await {
+                    tracing::warn!(error = %e, "cannot stop the new {name} before undoing its hooks");
+                }
+            }
+            for note in self.migrate_down(i).await {
+                self.emit(Status::Rollback, Some(note.clone()));
+                notes.push(note);
+            }
+            let u = &self.units[i];
             let Some(cmd) = u.spec.and_then(|s| s.rollout.hooks.on_rollback.clone()) else {
                 continue;
             };
@@ -302,12 +321,6 @@ impl<R: Runtime> Run<'_, R> {
                 ));
                 continue;
             };
-            // Nothing may work on the data while it is put back.
-            if let Some(id) = u.new_id.clone() {
-                if let Err(e) = self.rt.stop(&id, self.stop_timeout(self.units[i].spec)).await {
-                    tracing::warn!(error = %e, "cannot stop the new {name} before onRollback");
-                }
-            }
             let limit = u.spec.map_or(crate::spec::model::DEFAULT_HOOK_TIMEOUT, |s| {
                 s.rollout.hooks.timeout()
             });
@@ -320,7 +333,7 @@ impl<R: Runtime> Run<'_, R> {
                 limit,
             };
             let note = match self.one_shot(i, job).await {
-                Ok(()) => format!("{name}: onRollback ran (exit 0)"),
+                Ok(_) => format!("{name}: onRollback ran (exit 0)"),
                 Err(reason) => format!("{name}: {reason}"),
             };
             tracing::info!("{note}");

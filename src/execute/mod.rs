@@ -27,6 +27,7 @@
 mod download;
 mod gate;
 mod hooks;
+pub mod migrations;
 mod output;
 mod recover;
 mod rollout;
@@ -127,6 +128,9 @@ pub struct Outcome {
     /// The containers whose own step failed (not the ones a rollback of
     /// the whole activity took back with them): the ones to blame.
     pub failed: BTreeSet<String>,
+    /// The migrations this activity applied and kept, per component, in
+    /// the order they ran (issue 22; `berth history` shows them).
+    pub migrations: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// Why a step of an activity failed. Each variant names the container and
@@ -325,6 +329,7 @@ pub async fn carry_out<R: Runtime>(
             status: Status::Completed,
             message,
             failed: BTreeSet::new(),
+            migrations: Default::default(),
         });
     }
     execute(rt, state, activity, options, tracker, sink).await

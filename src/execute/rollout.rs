@@ -38,8 +38,11 @@ pub(super) struct Unit<'a> {
     /// Another component of the document depends on it (`dependsOn`): as
     /// a job, its gate waits for it to complete.
     pub awaited: bool,
-    /// Its `preStart` ran (or began): a rollback runs its `onRollback`.
+    /// Its `preStart` or a migration ran (or began): a rollback runs its
+    /// down migrations and `onRollback`.
     pub hooks_ran: bool,
+    /// What its migrations did in this activity.
+    pub migrations: super::migrations::Applied,
 }
 
 impl Unit<'_> {
@@ -127,6 +130,7 @@ pub(super) async fn run<R: Runtime>(
                 .iter()
                 .any(|c| c.rollout.depends_on.contains(&entry.id)),
             hooks_ran: false,
+            migrations: Default::default(),
         })
         .collect();
     let mut units = units;
@@ -360,6 +364,7 @@ impl<R: Runtime> Run<'_, R> {
             status,
             message: (!message.is_empty()).then(|| message.join("; ")),
             failed: self.blamed(),
+            migrations: self.applied_migrations(),
         }
     }
 
@@ -721,8 +726,10 @@ impl<R: Runtime> Run<'_, R> {
                 let Some(id) = self.units[i].new_id.clone() else {
                     return Ok(None);
                 };
-                // Hooks (issue 22): preStart before the new one starts.
+                // Hooks (issue 22): preStart, then the migrations, before
+                // the new one starts.
                 self.pre_start(i).await?;
+                self.migrate(i).await?;
                 self.set(
                     &name,
                     ActionStatus::Activating,
@@ -829,6 +836,7 @@ impl<R: Runtime> Run<'_, R> {
                 status: Status::Incomplete,
                 message: Some(message),
                 failed: self.blamed(),
+                migrations: self.applied_migrations(),
             };
         }
         let _ = self.write().await;
@@ -838,6 +846,7 @@ impl<R: Runtime> Run<'_, R> {
             status: Status::Incomplete,
             message: Some(format!("{message}; left for recovery: {left}")),
             failed: self.blamed(),
+            migrations: self.applied_migrations(),
         }
     }
 
@@ -887,6 +896,7 @@ impl<R: Runtime> Run<'_, R> {
                 status: Status::Incomplete,
                 message: Some(format!("{cause}; {words}")),
                 failed,
+                migrations: self.applied_migrations(),
             };
         }
         self.journal.phase = super::ROLLBACK_FAILED.into();
@@ -901,6 +911,7 @@ impl<R: Runtime> Run<'_, R> {
                 "{cause}; rollback failed: {left}; berth finishes it before the next activity"
             )),
             failed,
+            migrations: self.applied_migrations(),
         }
     }
 

@@ -83,6 +83,7 @@ fn apply_as_is(
                     status: Status::Completed,
                     message: None,
                     failed: Default::default(),
+                    migrations: Default::default(),
                 },
                 feedback,
             };
