@@ -17,6 +17,7 @@ mod environment;
 mod faults;
 mod hooks;
 mod jobs;
+mod migrations;
 mod policy;
 mod runtime_docker;
 mod schemas;
