@@ -27,7 +27,8 @@ fn pre_start_runs_once_per_upgrade_not_on_reapply_and_sees_the_new_images_env_an
     let mut device = Device::new("pre");
     let name = device.name("svc");
     let named = format!("{}:/named", device.volume("vol"));
-    let hook = "echo \"pre $SERVICE_VERSION\" >> /named/log; echo \"pre $SERVICE_VERSION\" >> /data/log";
+    let hook =
+        "echo \"pre $SERVICE_VERSION\" >> /named/log; echo \"pre $SERVICE_VERSION\" >> /data/log";
     let doc = |file: &str, tag: &str| {
         let img = image("volume", tag);
         device.doc(
@@ -89,7 +90,11 @@ fn assert_failing_hook_rolls_back(tag: &str, extra: &[(&str, &str)], words: &[&s
     let applied = device.apply(&after, &[]);
     assert_eq!(applied.code(), Some(1), "{applied}");
     applied.assert_sequence(&["ROLLBACK", "ROLLBACK_SUCCESS", "INCOMPLETE"]);
-    assert_eq!(identity(&name).id, old.id, "not the same container\n{applied}");
+    assert_eq!(
+        identity(&name).id,
+        old.id,
+        "not the same container\n{applied}"
+    );
     assert!(running(&name), "{applied}");
     assert_eq!(exec(&name, "cat /named/f"), "kept");
     assert_eq!(
@@ -102,7 +107,10 @@ fn assert_failing_hook_rolls_back(tag: &str, extra: &[(&str, &str)], words: &[&s
         assert!(out.contains(w), "the feedback lacks {w:?}\n{applied}");
     }
     assert!(out.contains("onRollback ran"), "{applied}");
-    assert!(!out.contains("hunter2222"), "a secret was printed\n{applied}");
+    assert!(
+        !out.contains("hunter2222"),
+        "a secret was printed\n{applied}"
+    );
     assert!(device.leftovers().is_empty(), "{:?}", device.leftovers());
     assert!(one_shots(&device).is_empty(), "{:?}", one_shots(&device));
 }

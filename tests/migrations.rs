@@ -16,7 +16,14 @@ fn recorded(state: &Path, name: &str) -> Option<String> {
 
 /// A document running `name` on migrating:`tag` as component version
 /// `version`, its data on a named volume at /data.
-fn doc(device: &Device, file: &str, name: &str, volume: &str, tag: &str, version: &str) -> std::path::PathBuf {
+fn doc(
+    device: &Device,
+    file: &str,
+    name: &str,
+    volume: &str,
+    tag: &str,
+    version: &str,
+) -> std::path::PathBuf {
     let img = image("migrating", tag);
     let data = format!("{volume}:/data");
     device.doc(
@@ -45,12 +52,18 @@ fn an_upgrade_from_1_0_0_to_1_2_0_runs_v1_1_0_and_v1_2_0_in_order_and_a_reapply_
     let v1 = doc(&device, "v1", &name, &volume, "1.0.0", "1.0.0");
     device.apply_ok(&v1, &[]);
     assert_eq!(log(&name), "up v1.0.0");
-    assert_eq!(recorded(device.state_dir(), &name).as_deref(), Some("v1.0.0"));
+    assert_eq!(
+        recorded(device.state_dir(), &name).as_deref(),
+        Some("v1.0.0")
+    );
 
     let v3 = doc(&device, "v3", &name, &volume, "1.2.0", "1.2.0");
     let applied = device.apply_ok(&v3, &[]);
     assert_eq!(log(&name), "up v1.0.0\nup v1.1.0\nup v1.2.0", "{applied}");
-    assert_eq!(recorded(device.state_dir(), &name).as_deref(), Some("v1.2.0"));
+    assert_eq!(
+        recorded(device.state_dir(), &name).as_deref(),
+        Some("v1.2.0")
+    );
 
     let again = device.apply_ok(&v3, &[]);
     assert_eq!(log(&name), "up v1.0.0\nup v1.1.0\nup v1.2.0", "{again}");
@@ -86,14 +99,16 @@ fn a_failing_migration_rolls_back_running_the_down_scripts_and_keeps_the_record(
     assert!(running(&name), "{applied}");
     assert_eq!(config_image(&name), image("migrating", "1.0.0"));
     // v1.2.0 failed, so only v1.1.0 is undone (not v1.2.0's down).
+    assert_eq!(log(&name), "up v1.0.0\nup v1.1.0\ndown v1.1.0", "{applied}");
     assert_eq!(
-        log(&name),
-        "up v1.0.0\nup v1.1.0\ndown v1.1.0",
+        recorded(device.state_dir(), &name).as_deref(),
+        Some("v1.0.0")
+    );
+    let out = applied.to_string();
+    assert!(
+        out.contains("migration v1.2.0 exited with code 1"),
         "{applied}"
     );
-    assert_eq!(recorded(device.state_dir(), &name).as_deref(), Some("v1.0.0"));
-    let out = applied.to_string();
-    assert!(out.contains("migration v1.2.0 exited with code 1"), "{applied}");
     assert!(out.contains("cannot add the column"), "{applied}");
     assert!(out.contains("down migration v1.1.0 ran"), "{applied}");
     assert!(device.leftovers().is_empty(), "{:?}", device.leftovers());

@@ -380,7 +380,10 @@ mod tests {
         let rt = FakeRuntime::new();
         rt.add_container(exited(0));
         let far = Instant::now() + Duration::from_secs(60);
-        assert_eq!(wait_ready(&rt, &quick(), "c1", None, JOB, far).await, Ok(()));
+        assert_eq!(
+            wait_ready(&rt, &quick(), "c1", None, JOB, far).await,
+            Ok(())
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -421,7 +424,10 @@ mod tests {
         let rt = FakeRuntime::new();
         rt.add_container(up("2026-12-01T12:00:00.1Z", 0));
         let far = Instant::now() + Duration::from_secs(60);
-        assert_eq!(wait_ready(&rt, &quick(), "c1", None, JOB, far).await, Ok(()));
+        assert_eq!(
+            wait_ready(&rt, &quick(), "c1", None, JOB, far).await,
+            Ok(())
+        );
     }
 
     #[tokio::test(start_paused = true)]

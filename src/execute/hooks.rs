@@ -303,7 +303,11 @@ impl<R: Runtime> Run<'_, R> {
             }
             let name = u.name().to_string();
             if let Some(id) = u.new_id.clone() {
-                if let Err(e) = self.rt.stop(&id, self.stop_timeout(self.units[i].spec)).await {
+                if let Err(e) = self
+                    .rt
+                    .stop(&id, self.stop_timeout(self.units[i].spec))
+                    .await
+                {
                     tracing::warn!(error = %e, "cannot stop the new {name} before undoing its hooks");
                 }
             }
@@ -321,9 +325,11 @@ impl<R: Runtime> Run<'_, R> {
                 ));
                 continue;
             };
-            let limit = u.spec.map_or(crate::spec::model::DEFAULT_HOOK_TIMEOUT, |s| {
-                s.rollout.hooks.timeout()
-            });
+            let limit = u
+                .spec
+                .map_or(crate::spec::model::DEFAULT_HOOK_TIMEOUT, |s| {
+                    s.rollout.hooks.timeout()
+                });
             let job = OneShot {
                 purpose: "onRollback".into(),
                 base: &old.config,
@@ -399,7 +405,10 @@ mod tests {
     #[test]
     fn a_one_shot_is_labelled_berths_but_as_no_component() {
         let l = one_shot_labels("dev1", "preStart");
-        assert_eq!(l.get(labels::ONE_SHOT).map(String::as_str), Some("preStart"));
+        assert_eq!(
+            l.get(labels::ONE_SHOT).map(String::as_str),
+            Some("preStart")
+        );
         let owner = labels::ownership(&l).expect("berth's");
         assert_eq!(owner.instance, "dev1");
         assert_eq!(owner.component, None);

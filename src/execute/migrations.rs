@@ -339,12 +339,19 @@ impl<R: Runtime> Run<'_, R> {
         };
         for script in todo {
             let purpose = format!("migration {}", script.name);
-            self.set(&name, ActionStatus::Activating, format!("Running {purpose}."));
+            self.set(
+                &name,
+                ActionStatus::Activating,
+                format!("Running {purpose}."),
+            );
             self.emit(Status::Activating, None);
             // Set before it runs: a script that failed half-way may have
             // changed data, and onRollback is the way to undo that.
             self.units[i].hooks_ran = true;
-            let cmd = format!("exec /bin/sh {}", quoted(&format!("{dir}/{}", script.file())));
+            let cmd = format!(
+                "exec /bin/sh {}",
+                quoted(&format!("{dir}/{}", script.file()))
+            );
             self.run_for(i, spec, &purpose, &cmd).await.map_err(&fail)?;
             tracing::info!(component = %name, "applied {purpose}");
             store(self.state, &name, Some(&script.name))
@@ -439,7 +446,12 @@ impl<R: Runtime> Run<'_, R> {
             .iter()
             .filter(|u| !u.migrations.scripts.is_empty())
             .map(|u| {
-                let names = u.migrations.scripts.iter().map(|s| s.name.clone()).collect();
+                let names = u
+                    .migrations
+                    .scripts
+                    .iter()
+                    .map(|s| s.name.clone())
+                    .collect();
                 (u.name().to_string(), names)
             })
             .collect()
@@ -474,8 +486,13 @@ mod tests {
 
     #[test]
     fn down_scripts_pair_with_their_up_and_other_files_are_ignored() {
-        let all = catalogue(&files(&["v1.1.0.sh", "v1.1.0.down.sh", "v1.2.0.sh", "README"]))
-            .expect("valid");
+        let all = catalogue(&files(&[
+            "v1.1.0.sh",
+            "v1.1.0.down.sh",
+            "v1.2.0.sh",
+            "README",
+        ]))
+        .expect("valid");
         assert_eq!(all[0].down.as_deref(), Some("v1.1.0.down.sh"));
         assert_eq!(all[1].down, None);
         assert_eq!(all.len(), 2);
@@ -501,8 +518,13 @@ mod tests {
 
     #[test]
     fn pending_runs_those_newer_than_the_last_and_not_newer_than_the_target() {
-        let all = catalogue(&files(&["v1.0.0.sh", "v1.1.0.sh", "v1.2.0.sh", "v1.3.0.sh"]))
-            .expect("valid");
+        let all = catalogue(&files(&[
+            "v1.0.0.sh",
+            "v1.1.0.sh",
+            "v1.2.0.sh",
+            "v1.3.0.sh",
+        ]))
+        .expect("valid");
         assert_eq!(
             names(&pending(&all, Some("v1.0.0"), Some("1.2.0")).expect("ok")),
             ["v1.1.0", "v1.2.0"]

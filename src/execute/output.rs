@@ -34,7 +34,9 @@ pub fn last_words(raw: &str, spec: Option<&ContainerSpec>, redactor: &Redactor) 
             text = text.replace(secret, REDACTED);
         }
     }
-    runtime::tail(text.trim(), FAILURE_OUTPUT).trim().to_string()
+    runtime::tail(text.trim(), FAILURE_OUTPUT)
+        .trim()
+        .to_string()
 }
 
 /// `reason`, followed by the output when there is any.

@@ -10,7 +10,8 @@ use futures_util::StreamExt;
 use tokio::time::Instant;
 
 use super::{
-    gate, hooks, undo, Activity, ExecuteError, ExecuteOptions, Outcome, PausePoint, RollbackMode, Sink,
+    gate, hooks, undo, Activity, ExecuteError, ExecuteOptions, Outcome, PausePoint, RollbackMode,
+    Sink,
 };
 use crate::feedback::{ActionStatus, Status, Tracker};
 use crate::journal::{Effect, InPlace, Intent, Journal, StateDir};

@@ -574,9 +574,7 @@ fn state_action(spec: &ContainerSpec, current: &ObservedContainer) -> (Action, O
         {
             (
                 Action::Keep,
-                Some(
-                    "completed: a job (restart policy no) that exited 0 stays as it is".into(),
-                ),
+                Some("completed: a job (restart policy no) that exited 0 stays as it is".into()),
             )
         }
         Status::Exited => (

@@ -414,7 +414,11 @@ fn a_completed_job_whose_spec_changed_is_recreated() {
     });
     let changed = doc(&[(
         "job",
-        &[("image", SERVICE_1), ("restartPolicy", "no"), ("env", "RUN=2")],
+        &[
+            ("image", SERVICE_1),
+            ("restartPolicy", "no"),
+            ("env", "RUN=2"),
+        ],
     )]);
     assert_eq!(action(&plan(&fake, &changed), "job"), Action::Recreate);
 }

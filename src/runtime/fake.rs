@@ -31,9 +31,8 @@ use tokio::sync::broadcast;
 use super::docker::{create_body, raw_devices, raw_health};
 use super::{
     ContainerDetails, ContainerState, CreateRequest, EngineInfo, Event, EventStream, ExecOutput,
-    ImageDetails,
-    Missing, PullProgress, RawHealthcheck, RawMount, RawPortBinding, Result, Runtime, RuntimeError,
-    Status,
+    ImageDetails, Missing, PullProgress, RawHealthcheck, RawMount, RawPortBinding, Result, Runtime,
+    RuntimeError, Status,
 };
 use crate::spec::model::ContainerConfig;
 

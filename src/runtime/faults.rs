@@ -16,8 +16,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::{
-    ContainerDetails, CreateRequest, EngineInfo, ExecOutput, EventStream, ImageDetails, PullProgress, Result,
-    Runtime, RuntimeError,
+    ContainerDetails, CreateRequest, EngineInfo, EventStream, ExecOutput, ImageDetails,
+    PullProgress, Result, Runtime, RuntimeError,
 };
 use crate::spec::model::ContainerConfig;
 
