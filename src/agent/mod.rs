@@ -1363,6 +1363,7 @@ async fn job<R: Runtime>(shared: Arc<Shared<R>>, work: Work) -> Result<Report, A
     }
     let execute_options = ExecuteOptions {
         rollback,
+        drift_repair: reason.is_some(),
         ..options.execute.clone()
     };
     let mut last = Some(Status::Identifying);

@@ -248,6 +248,7 @@ impl ApplyArgs {
             instance: self.policy.instance.clone(),
             pause_at: super::hooks::pause_at(),
             redactor: device.plan.redactor.clone(),
+            drift_repair: false,
         };
         let mut printer = Printer::stdout(self.json);
         let outcome = runtime.block_on(async {

@@ -33,10 +33,9 @@ pub const ONE_SHOT_SUFFIX: &str = ".berth-hook";
 /// How often a one-shot container is looked at while it runs.
 const POLL: Duration = Duration::from_millis(200);
 
-/// The `postStart` command of a unit, when it has one and the plan
-/// creates or recreates it (hooks never run otherwise).
-pub(super) fn post_start_of(action: Action, spec: Option<&ContainerSpec>) -> Option<String> {
-    if !runs_hooks(action) {
+/// The `postStart` command of a unit, when it has one and its hooks run.
+pub(super) fn post_start_of(hooks: bool, spec: Option<&ContainerSpec>) -> Option<String> {
+    if !hooks {
         return None;
     }
     spec.and_then(|s| s.rollout.hooks.post_start.clone())
@@ -45,6 +44,29 @@ pub(super) fn post_start_of(action: Action, spec: Option<&ContainerSpec>) -> Opt
 /// Whether the plan's action for a unit runs its hooks.
 pub(super) fn runs_hooks(action: Action) -> bool {
     matches!(action, Action::Create | Action::Recreate)
+}
+
+/// Whether a unit's hooks run: only on a create or recreate, and during a
+/// drift repair (`drift`) only when the container is replaced by one of
+/// another spec than the one it was created from; a container that died,
+/// was removed or was changed by hand is put back without its hooks, as
+/// nothing about the component changed.
+pub(super) fn hooks_run(
+    action: Action,
+    spec: Option<&ContainerSpec>,
+    old_hash: Option<&str>,
+    drift: bool,
+) -> bool {
+    if !runs_hooks(action) {
+        return false;
+    }
+    if !drift {
+        return true;
+    }
+    match (spec, old_hash) {
+        (Some(spec), Some(old)) => crate::spec::hash::spec_hash(&spec.config) != old,
+        _ => false,
+    }
 }
 
 /// The argv a hook's command runs as.
@@ -259,7 +281,7 @@ impl<R: Runtime> Run<'_, R> {
     /// once its old container is stopped and before the new one starts.
     pub(super) async fn pre_start(&mut self, i: usize) -> Result<(), ExecuteError> {
         let u = &self.units[i];
-        let (Some(spec), true) = (u.spec, runs_hooks(u.entry.action)) else {
+        let (Some(spec), true) = (u.spec, u.hooks) else {
             return Ok(());
         };
         let Some(cmd) = spec.rollout.hooks.pre_start.clone() else {
@@ -400,6 +422,21 @@ mod tests {
         }
         assert!(runs_hooks(Action::Create));
         assert!(runs_hooks(Action::Recreate));
+    }
+
+    #[test]
+    fn a_drift_repair_runs_hooks_only_when_the_spec_changed() {
+        let spec = super::super::output::spec_with_env(&[]);
+        let same = crate::spec::hash::spec_hash(&spec.config);
+        let s = Some(&spec);
+        assert!(hooks_run(Action::Recreate, s, Some("other"), true));
+        assert!(!hooks_run(Action::Recreate, s, Some(&same), true));
+        // Removed by hand: put back as it was.
+        assert!(!hooks_run(Action::Create, s, None, true));
+        // Not a drift repair: every create and recreate runs them.
+        assert!(hooks_run(Action::Create, s, None, false));
+        assert!(hooks_run(Action::Recreate, s, Some(&same), false));
+        assert!(!hooks_run(Action::Start, s, Some("other"), false));
     }
 
     #[test]

@@ -24,7 +24,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::hooks::{runs_hooks, OneShot};
+use super::hooks::OneShot;
 use super::rollout::Run;
 use super::ExecuteError;
 use crate::feedback::{ActionStatus, Status};
@@ -303,7 +303,7 @@ impl<R: Runtime> Run<'_, R> {
     /// the new image, recording each that succeeded.
     pub(super) async fn migrate(&mut self, i: usize) -> Result<(), ExecuteError> {
         let u = &self.units[i];
-        let (Some(spec), true) = (u.spec, runs_hooks(u.entry.action)) else {
+        let (Some(spec), true) = (u.spec, u.hooks) else {
             return Ok(());
         };
         let Some(dir) = spec.rollout.hooks.migrations.clone() else {

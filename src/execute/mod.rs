@@ -98,6 +98,10 @@ pub struct ExecuteOptions {
     /// Hides secrets in what jobs and hooks printed before it goes into
     /// feedback and the log.
     pub redactor: crate::redact::Redactor,
+    /// This activity repairs drift against the last accepted document:
+    /// hooks and migrations run only for a container replaced by one of
+    /// another spec, never for one put back as it was.
+    pub drift_repair: bool,
 }
 
 impl Default for ExecuteOptions {
@@ -113,6 +117,7 @@ impl Default for ExecuteOptions {
             pause_at: None,
             instance: labels::DEFAULT_INSTANCE.to_string(),
             redactor: crate::redact::Redactor::default(),
+            drift_repair: false,
         }
     }
 }

@@ -44,6 +44,8 @@ pub(super) struct Unit<'a> {
     pub hooks_ran: bool,
     /// What its migrations did in this activity.
     pub migrations: super::migrations::Applied,
+    /// Its hooks and migrations run ([`hooks::hooks_run`]).
+    pub hooks: bool,
 }
 
 impl Unit<'_> {
@@ -132,9 +134,17 @@ pub(super) async fn run<R: Runtime>(
                 .any(|c| c.rollout.depends_on.contains(&entry.id)),
             hooks_ran: false,
             migrations: Default::default(),
+            hooks: false,
         })
         .collect();
     let mut units = units;
+    for u in &mut units {
+        let old_hash = u
+            .old
+            .and_then(|o| o.owner.as_ref())
+            .and_then(|o| o.spec_hash.as_deref());
+        u.hooks = hooks::hooks_run(u.entry.action, u.spec, old_hash, options.drift_repair);
+    }
     for i in 0..units.len() {
         let Some(spec) = units[i].spec else { continue };
         let targets = crate::plan::execution::links(spec, desired);
@@ -556,7 +566,7 @@ impl<R: Runtime> Run<'_, R> {
                     Ok(Some(launch)) => {
                         let u = &self.units[i];
                         let expect = gate::Expect::of(u.spec, u.awaited);
-                        let post = hooks::post_start_of(u.entry.action, u.spec);
+                        let post = hooks::post_start_of(u.hooks, u.spec);
                         gating.push((i, launch, u.spec, expect, post));
                     }
                     Ok(None) => {}
