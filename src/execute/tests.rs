@@ -2123,3 +2123,63 @@ fn a_drift_repair_that_replaces_a_changed_spec_runs_the_hooks() {
     apply_with(&fake, dir.path(), &d, &drift);
     assert_eq!(one_shot_creates(&fake), 1);
 }
+
+/// A one-shot container of `a` that its hook could not remove, recorded
+/// (not undone) in the journal `interrupted` left.
+fn stranded_one_shot(fake: &FakeRuntime, dir: &std::path::Path) -> String {
+    let d = doc("a2", &[("a", &[("image", ONE)])]);
+    block_on(async {
+        let request = runtime::CreateRequest {
+            name: "a.berth-hook".into(),
+            config: d.containers[0].config.clone(),
+            labels: Default::default(),
+            extra_hosts: vec![],
+            inherited_volumes: vec![],
+            networks: vec![],
+        };
+        let id = fake.create(&request).await.unwrap();
+        let state = StateDir::open(dir).unwrap();
+        let mut journal = state.read_journal().unwrap().expect("a journal");
+        journal.push(Effect::OneShot {
+            name: "a".into(),
+            purpose: "preStart".into(),
+            temp: "a.berth-hook".into(),
+            id: Some(id.clone()),
+            image: ONE.into(),
+        });
+        state.write_journal(&journal).unwrap();
+        id
+    })
+}
+
+#[test]
+fn recovery_of_an_uncommitted_activity_removes_its_one_shot_container() {
+    let fake = engine();
+    let dir = tempfile::tempdir().unwrap();
+    let (old, _) = interrupted(&fake, dir.path(), false);
+    stranded_one_shot(&fake, dir.path());
+    block_on(recover(
+        &fake,
+        &StateDir::open(dir.path()).unwrap(),
+        labels::DEFAULT_INSTANCE,
+    ))
+    .unwrap();
+    assert_eq!(names(&fake), ["a"]);
+    assert_eq!(id_of(&fake, "a"), old);
+}
+
+#[test]
+fn recovery_of_a_committed_activity_removes_its_one_shot_container_too() {
+    let fake = engine();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, new) = interrupted(&fake, dir.path(), true);
+    stranded_one_shot(&fake, dir.path());
+    block_on(recover(
+        &fake,
+        &StateDir::open(dir.path()).unwrap(),
+        labels::DEFAULT_INSTANCE,
+    ))
+    .unwrap();
+    assert_eq!(names(&fake), ["a"]);
+    assert_eq!(id_of(&fake, "a"), new);
+}

@@ -393,6 +393,20 @@ pub(super) async fn finish<R: Runtime>(
     journal: &Journal,
     name: &str,
 ) -> Result<bool, String> {
+    // A hook's one-shot container that could not be removed when it ended
+    // goes now (issue 22): committed or not, nothing of it may stay.
+    for record in journal.records.iter().filter(|r| !r.undone) {
+        if let Effect::OneShot {
+            name: n,
+            id: Some(id),
+            ..
+        } = &record.effect
+        {
+            if n == name {
+                remove_new(rt, id).await?;
+            }
+        }
+    }
     let Some(intent) = journal.intent(name) else {
         return Ok(false);
     };
