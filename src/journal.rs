@@ -161,6 +161,22 @@ pub enum Effect {
         /// Container id.
         id: String,
     },
+    /// A one-shot container for a hook or a migration of the component,
+    /// created under `temp`; `id` once the engine answered. It is removed
+    /// as soon as it ended, and undoing it removes it too, so a kill of
+    /// berth while a hook runs leaves nothing behind after recovery.
+    OneShot {
+        /// Component.
+        name: String,
+        /// What it runs (`preStart`, `onRollback`, `migration v1.2.0`).
+        purpose: String,
+        /// The name it is created under.
+        temp: String,
+        /// Its id, once known.
+        id: Option<String>,
+        /// The image it is created from (see [`Effect::Create`]).
+        image: String,
+    },
 }
 
 impl Effect {
@@ -172,7 +188,8 @@ impl Effect {
             | Effect::Rename { name, .. }
             | Effect::Update { name, .. }
             | Effect::Start { name, .. }
-            | Effect::Remove { name, .. } => name,
+            | Effect::Remove { name, .. }
+            | Effect::OneShot { name, .. } => name,
         }
     }
 }

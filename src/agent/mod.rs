@@ -1382,6 +1382,7 @@ async fn job<R: Runtime + 'static>(
     }
     let execute_options = ExecuteOptions {
         rollback,
+        drift_repair: reason.is_some(),
         ..options.execute.clone()
     };
     let mut last = Some(Status::Identifying);
@@ -1424,12 +1425,9 @@ async fn job<R: Runtime + 'static>(
         // In the background: the activity is over once its final feedback
         // is out, and the loop must hear so at once (a redelivery that
         // comes now is answered with that final status).
-        let (shared, desired) = (shared.clone(), desired.clone());
-        let (status, message) = (outcome.status, outcome.message.clone());
+        let (shared, desired, ended) = (shared.clone(), desired.clone(), outcome.clone());
         tokio::spawn(async move {
-            recorder
-                .finish(&*shared.rt, &desired, status, message)
-                .await;
+            recorder.finish(&*shared.rt, &desired, &ended).await;
         });
     }
     if reason.is_none() {

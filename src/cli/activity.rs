@@ -62,8 +62,9 @@ pub struct ExecArgs {
 }
 
 impl ExecArgs {
-    /// The executor's options for this berth instance.
-    pub fn options(&self, instance: &str) -> ExecuteOptions {
+    /// The executor's options for this berth instance, hiding secrets in
+    /// hook and job output with `redactor`.
+    pub fn options(&self, instance: &str, redactor: &berth::redact::Redactor) -> ExecuteOptions {
         ExecuteOptions {
             parallel: usize::from(self.parallel),
             pull_timeout: self.pull_timeout,
@@ -74,6 +75,8 @@ impl ExecArgs {
             rollback: RollbackMode::from(self.rollback),
             instance: instance.to_string(),
             pause_at: super::hooks::pause_at(),
+            redactor: redactor.clone(),
+            drift_repair: false,
         }
     }
 }
@@ -135,7 +138,9 @@ impl Runner<'_> {
             false => Some(Claim::take(&self.policy.instance, &self.exec.state_dir)?),
         };
         state.save_desired(text)?;
-        let options = self.exec.options(&self.policy.instance);
+        let options = self
+            .exec
+            .options(&self.policy.instance, &self.device.plan.redactor);
         let instance = self.policy.instance.clone();
         let record = runtime.block_on(async {
             let (lines, verdict) =
@@ -184,9 +189,7 @@ impl Runner<'_> {
             let outcome =
                 execute::carry_out(&rt, &state, activity, &options, &mut tracker, &mut send)
                     .await?;
-            let record = recorder
-                .finish(&rt, desired, outcome.status, outcome.message.clone())
-                .await;
+            let record = recorder.finish(&rt, desired, &outcome).await;
             anyhow::Ok(record)
         })?;
         Ok(Ran::Done(record))

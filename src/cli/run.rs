@@ -398,6 +398,8 @@ async fn agent_main(
             rollback: config.rollback,
             instance: config.instance.clone(),
             pause_at: super::hooks::pause_at(),
+            redactor: berth::redact::Redactor::new(&config.redact_env)?,
+            drift_repair: false,
         },
         domain,
         limits: config.limits,
