@@ -210,3 +210,44 @@ fn a_kill_of_berth_during_a_hook_is_recovered_and_the_one_shot_removed() {
     assert_eq!(identity(&name).id, old.id, "{applied}");
     assert!(running(&name));
 }
+
+#[test]
+fn hooks_run_in_depends_on_order() {
+    let mut device = Device::new("hook-order");
+    let (a, b) = (device.name("a"), device.name("b"));
+    let named = format!("{}:/named", device.volume("vol"));
+    let img = image("service", "1");
+    // b's hook runs only once a runs: a's postStart writes after a started.
+    let doc = device.doc(
+        "v1",
+        &[
+            (
+                &b,
+                "1",
+                &[
+                    ("image", &img),
+                    ("volume", &named),
+                    ("dependsOn", &a),
+                    ("preStart", "echo b-pre >> /named/order"),
+                ],
+            ),
+            (
+                &a,
+                "1",
+                &[
+                    ("image", &img),
+                    ("volume", &named),
+                    ("preStart", "echo a-pre >> /named/order"),
+                    ("postStart", "echo a-post >> /named/order"),
+                ],
+            ),
+        ],
+    );
+    let applied = device.apply_ok(&doc, &[]);
+    assert_eq!(
+        exec(&b, "cat /named/order"),
+        "a-pre\na-post\nb-pre",
+        "{applied}"
+    );
+    assert!(one_shots(&device).is_empty());
+}

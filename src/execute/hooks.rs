@@ -163,6 +163,19 @@ impl<R: Runtime> Run<'_, R> {
             inherited_volumes: job.anonymous,
             networks: job.networks,
         };
+        // A one-shot of ours left on the name (its removal failed and no
+        // recovery ran since) would block this one: it goes first.
+        if let Ok(Some(left)) = self.rt.inspect(&temp).await {
+            let ours = left.name == temp
+                && left.labels.contains_key(labels::ONE_SHOT)
+                && labels::ownership(&left.labels)
+                    .is_some_and(|o| o.instance == self.options.instance);
+            if ours {
+                if let Err(e) = self.rt.remove(&left.id).await {
+                    tracing::warn!(error = %e, "cannot remove the leftover {temp}");
+                }
+            }
+        }
         let at = self
             .record(Effect::OneShot {
                 name: name.clone(),

@@ -2275,3 +2275,32 @@ fn recovery_of_a_committed_activity_removes_its_one_shot_container_too() {
     assert_eq!(names(&fake), ["a"]);
     assert_eq!(id_of(&fake, "a"), new);
 }
+
+#[test]
+fn a_leftover_one_shot_of_ours_does_not_block_the_next_hook() {
+    let fake = engine();
+    fake.script("true", 0, "");
+    let dir = tempfile::tempdir().unwrap();
+    let d = doc("a1", &[("a", &[("image", ONE), ("preStart", "true")])]);
+    block_on(async {
+        let mut labels = std::collections::BTreeMap::new();
+        labels.insert(labels::MANAGED.to_string(), "true".to_string());
+        labels.insert(
+            labels::INSTANCE.to_string(),
+            labels::DEFAULT_INSTANCE.to_string(),
+        );
+        labels.insert(labels::ONE_SHOT.to_string(), "preStart".to_string());
+        let request = runtime::CreateRequest {
+            name: "a.berth-hook".into(),
+            config: d.containers[0].config.clone(),
+            labels,
+            extra_hosts: vec![],
+            inherited_volumes: vec![],
+            networks: vec![],
+        };
+        fake.create(&request).await.unwrap();
+    });
+    let r = apply_as_is(&fake, dir.path(), &d, &options());
+    assert_eq!(r.outcome.status, Status::Completed, "{:?}", r.outcome);
+    assert_eq!(names(&fake), ["a"]);
+}

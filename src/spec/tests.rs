@@ -210,9 +210,15 @@ const KEYS_WITH_TESTS: &[&str] = &[
     "updateStrategy",
     "pullPolicy",
     "dependsOn",
+    "preStart",
+    "postStart",
+    "onRollback",
+    "hookTimeout",
+    "migrations",
     "status",
     "created",
     "finishedAt",
+    "completed",
     "exitCode",
     "restartCount",
     "manuallyStopped",
@@ -2104,7 +2110,7 @@ fn reported_keys_are_accepted_with_a_warning_naming_the_key() {
         .filter(|k| k.origin == Origin::Reported)
         .map(|k| k.name)
         .collect();
-    assert_eq!(reported.len(), 7, "{reported:?}");
+    assert_eq!(reported.len(), 8, "{reported:?}");
     for key in reported {
         let config = [(key, "anything")];
         let (with, without) = (web(&config), web(&[]));
