@@ -209,6 +209,11 @@ impl Tracker {
         }
     }
 
+    /// The domain components are named in (`containers:<name>`).
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+
     /// An action's current status.
     pub fn status_of(&self, name: &str) -> Option<ActionStatus> {
         self.actions

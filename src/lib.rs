@@ -15,6 +15,7 @@ pub mod inventory;
 pub mod journal;
 pub mod labels;
 pub mod observe;
+pub mod orchestrate;
 pub mod plan;
 pub mod policy;
 pub mod redact;
