@@ -150,6 +150,13 @@ pub struct Config {
     /// Longest time one activity may take before it rolls back.
     #[serde(with = "duration_text")]
     pub activity_timeout: Duration,
+    /// `autonomous` (berth runs every phase) or `orchestrated` (a Kanto
+    /// Update Manager commands each phase).
+    pub mode: crate::orchestrate::Mode,
+    /// Orchestrated: how long berth waits for the next command before it
+    /// undoes the activity (`INCOMPLETE`).
+    #[serde(with = "duration_text")]
+    pub phase_timeout: Duration,
     /// How long a running activity may take to end at shutdown before it
     /// is stopped and undone.
     #[serde(with = "duration_text")]
@@ -187,6 +194,8 @@ impl Default for Config {
             stop_timeout: Duration::from_secs(10),
             pull_timeout: Duration::from_secs(600),
             activity_timeout: Duration::from_secs(1800),
+            mode: crate::orchestrate::Mode::Autonomous,
+            phase_timeout: crate::orchestrate::DEFAULT_PHASE_TIMEOUT,
             shutdown_grace: Duration::from_secs(60),
             redact_env: crate::redact::DEFAULT_PATTERNS
                 .iter()
@@ -397,6 +406,7 @@ impl Config {
                 MAX_ACTIVITY_TIMEOUT,
             ),
             ("shutdown_grace", self.shutdown_grace, MAX_SHUTDOWN_GRACE),
+            ("phase_timeout", self.phase_timeout, MAX_ACTIVITY_TIMEOUT),
             (
                 "reconcile_interval",
                 self.reconcile_interval,
@@ -414,6 +424,7 @@ impl Config {
         for (option, d) in [
             ("activity_timeout", self.activity_timeout),
             ("pull_timeout", self.pull_timeout),
+            ("phase_timeout", self.phase_timeout),
         ] {
             if d.is_zero() {
                 return bad(option, "must be more than 0".into());
@@ -651,6 +662,26 @@ mod tests {
         let config = Config::parse(include_str!("../examples/config.toml")).unwrap();
         assert_eq!(config.reconcile_interval, Duration::from_secs(60));
         assert!(config.mqtt.is_some() && config.files.is_some());
+    }
+
+    #[test]
+    fn the_mode_is_autonomous_unless_orchestrated_is_asked() {
+        assert_eq!(Config::default().mode, crate::orchestrate::Mode::Autonomous);
+        let c = Config::parse("mode = \"orchestrated\"\nphase_timeout = \"30m\"").unwrap();
+        assert_eq!(c.mode, crate::orchestrate::Mode::Orchestrated);
+        assert_eq!(c.phase_timeout, Duration::from_secs(1800));
+    }
+
+    #[test]
+    fn an_unknown_mode_is_refused_naming_the_field() {
+        let e = Config::parse("mode = \"manual\"").unwrap_err().to_string();
+        assert!(e.contains("mode") && e.contains("manual"), "{e}");
+    }
+
+    #[test]
+    fn a_zero_phase_timeout_is_refused() {
+        let e = Config::parse("phase_timeout = \"0s\"").unwrap_err().to_string();
+        assert!(e.contains("phase_timeout: must be more than 0"), "{e}");
     }
 
     #[test]

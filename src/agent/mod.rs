@@ -21,6 +21,7 @@
 pub mod backoff;
 pub mod files;
 pub mod mqtt;
+mod orchestrated;
 pub mod queue;
 
 use std::collections::{BTreeSet, VecDeque};
@@ -163,6 +164,13 @@ pub enum Input {
         /// Given back once the loop has taken the request.
         credit: Credit,
     },
+    /// An Update Manager's `desiredstate/command` (orchestrated mode).
+    Command {
+        /// The command.
+        command: crate::orchestrate::Command,
+        /// Given back once the loop has taken it.
+        credit: Credit,
+    },
     /// The broker connection is (re)established.
     Connected,
     /// From the engine watcher.
@@ -209,6 +217,11 @@ pub struct AgentOptions {
     /// first is answered at once, the ones that come within this time are
     /// coalesced into the latest, answered when it is over.
     pub get_interval: Duration,
+    /// Whether berth runs the phases itself or an Update Manager commands
+    /// them ([`crate::orchestrate`]).
+    pub mode: crate::orchestrate::Mode,
+    /// Orchestrated: the longest wait for the next command.
+    pub phase_timeout: Duration,
 }
 
 /// [`AgentOptions::get_interval`] by default: a flood of requests costs
@@ -242,6 +255,8 @@ impl Default for AgentOptions {
             backoff: backoff::Policy::default(),
             shutdown_grace: Duration::from_secs(60),
             get_interval: DEFAULT_GET_INTERVAL,
+            mode: crate::orchestrate::Mode::Autonomous,
+            phase_timeout: crate::orchestrate::DEFAULT_PHASE_TIMEOUT,
         }
     }
 }
@@ -412,6 +427,8 @@ pub async fn run<R: Runtime + 'static>(
                 report_since: None,
                 reporter: spawn_reporter(shared.clone()),
                 history,
+                orders: None,
+                pending: None,
             };
             lp.load_persisted();
             for input in early.inputs {
@@ -611,6 +628,11 @@ struct Loop<R> {
     reporter: Reporter,
     /// What was answered before, owned here and stored by its writer.
     history: watch::Sender<History>,
+    /// Orchestrated: the way to the running activity waiting for commands.
+    orders: Option<(String, mpsc::Sender<execute::Order>)>,
+    /// Orchestrated: the accepted document not persisted yet, with its
+    /// text; it becomes the one enforced only once its activity completes.
+    pending: Option<(Document, String)>,
 }
 
 /// A job in progress. Polled by the loop itself rather than spawned: the
@@ -725,6 +747,7 @@ impl<R: Runtime + 'static> Loop<R> {
             Input::CurrentStateGet { activity_id, .. } => {
                 self.reporter.request(Request::Get(activity_id));
             }
+            Input::Command { command, .. } => self.command(command),
             Input::Connected => {
                 self.reporter
                     .request(Request::Own(format!("initial-current-state-{}", now_ms())));
@@ -814,6 +837,11 @@ impl<R: Runtime + 'static> Loop<R> {
         }
         for w in &accepted.warnings {
             tracing::warn!(activity = %activity_id, "{w}");
+        }
+        if self.orchestrated() {
+            self.accept_orchestrated(accepted.desired, origin, text);
+            ack(acker);
+            return;
         }
         if let Err(e) = self.shared.state.save_desired(&text) {
             // Not acknowledged: a document berth could not keep must come
@@ -1078,6 +1106,11 @@ impl<R: Runtime + 'static> Loop<R> {
         });
         let shared = self.shared.clone();
         let id = activity_id.clone();
+        let orders = (reason.is_none() && self.orchestrated()).then(|| {
+            let (tx, rx) = mpsc::channel(orchestrated::ORDERS);
+            self.orders = Some((activity_id.clone(), tx));
+            rx
+        });
         let work = Work {
             desired: document.desired,
             activity_id: id,
@@ -1085,12 +1118,21 @@ impl<R: Runtime + 'static> Loop<R> {
             reason,
             blocked,
             generation: self.generation,
+            orders,
         };
         let task: JobFuture = Box::pin(job(shared, work).instrument(span));
         self.running = Some((task, activity_id));
     }
 
     fn finished(&mut self, report: Report) {
+        if self
+            .orders
+            .as_ref()
+            .is_some_and(|(id, _)| *id == report.activity_id)
+        {
+            self.orders = None;
+            self.orchestrated_finished(&report);
+        }
         let now = Instant::now();
         let current = report.generation == self.generation;
         for (name, ok) in report.attempted.iter().filter(|_| current) {
@@ -1155,6 +1197,8 @@ impl<R: Runtime + 'static> Loop<R> {
     ) -> Result<(), AgentError> {
         tracing::info!("stopping");
         inputs.close();
+        // An orchestrated activity waiting for a command ends (undone) now.
+        self.orders = None;
         if let Some((mut task, activity_id)) = self.running.take() {
             let grace = self.options().shutdown_grace;
             tracing::info!(activity = %activity_id, grace = %humantime::format_duration(grace), "waiting for the running activity to end");
@@ -1290,6 +1334,8 @@ async fn settle<R: Runtime>(shared: &Shared<R>) {
 
 /// What one job is to do.
 struct Work {
+    /// Orchestrated: where the commands for this activity come from.
+    orders: Option<mpsc::Receiver<execute::Order>>,
     desired: Arc<DesiredState>,
     activity_id: String,
     rollback: RollbackMode,
@@ -1309,6 +1355,7 @@ async fn job<R: Runtime>(shared: Arc<Shared<R>>, work: Work) -> Result<Report, A
         reason,
         blocked,
         generation,
+        orders,
     } = work;
     wait_for_engine(&*shared.rt).await;
     settle(&shared).await;
@@ -1375,15 +1422,32 @@ async fn job<R: Runtime>(shared: Arc<Shared<R>>, work: Work) -> Result<Report, A
         plan: &plan,
         observed: &observed,
     };
-    let outcome = execute::carry_out(
-        &*shared.rt,
-        &shared.state,
-        activity,
-        &execute_options,
-        &mut tracker,
-        &mut sink,
-    )
-    .await?;
+    let outcome = match orders {
+        Some(mut orders) => {
+            execute::orchestrate(
+                &*shared.rt,
+                &shared.state,
+                activity,
+                &execute_options,
+                &mut tracker,
+                &mut sink,
+                &mut orders,
+                options.phase_timeout,
+            )
+            .await?
+        }
+        None => {
+            execute::carry_out(
+                &*shared.rt,
+                &shared.state,
+                activity,
+                &execute_options,
+                &mut tracker,
+                &mut sink,
+            )
+            .await?
+        }
+    };
     if reason.is_none() {
         report.status = Some(outcome.status);
     }

@@ -389,6 +389,8 @@ async fn agent_main(
         redact_env: config.redact_env.clone(),
         reconcile_interval: config.reconcile_interval,
         shutdown_grace: config.shutdown_grace,
+        mode: config.mode,
+        phase_timeout: config.phase_timeout,
         ..AgentOptions::default()
     };
     let notify = Systemd::new();

@@ -15,6 +15,21 @@ use crate::feedback::Status;
 use crate::plan::{Action, Plan};
 use crate::spec::model::DesiredState;
 
+/// Who runs the phases of an activity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// berth runs every phase itself, back to back (the default).
+    #[default]
+    Autonomous,
+    /// After IDENTIFIED, berth runs each phase when a Kanto Update
+    /// Manager's command asks for it, as Kanto's container update agent.
+    Orchestrated,
+}
+
+/// The Update Manager's own `phaseTimeout`.
+pub const DEFAULT_PHASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// The implicit baseline of the removals, as Kanto names it.
 pub const REMOVALS_BASELINE: &str = "containers:remove-components";
 
