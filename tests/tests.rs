@@ -21,3 +21,4 @@ mod schemas;
 mod secrets;
 mod tls;
 mod undo_log;
+mod update_manager;

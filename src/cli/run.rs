@@ -95,6 +95,14 @@ pub struct RunArgs {
     #[arg(long, value_parser = duration, value_name = "DURATION")]
     shutdown_grace: Option<Duration>,
 
+    /// `autonomous` (berth runs every phase) or `orchestrated` (a Kanto Update Manager commands each).
+    #[arg(long, value_parser = ["autonomous", "orchestrated"], value_name = "MODE")]
+    mode: Option<String>,
+
+    /// Orchestrated: the longest wait for the next command before the activity is undone.
+    #[arg(long, value_parser = duration, value_name = "DURATION")]
+    phase_timeout: Option<Duration>,
+
     /// Env names whose values the current state hides (comma-separated globs).
     #[arg(long, value_delimiter = ',', value_name = "PATTERNS")]
     redact_env: Option<Vec<String>>,
@@ -217,6 +225,12 @@ impl RunArgs {
         set(&mut c.pull_timeout, &self.pull_timeout);
         set(&mut c.activity_timeout, &self.activity_timeout);
         set(&mut c.shutdown_grace, &self.shutdown_grace);
+        match self.mode.as_deref() {
+            Some("orchestrated") => c.mode = berth::orchestrate::Mode::Orchestrated,
+            Some("autonomous") => c.mode = berth::orchestrate::Mode::Autonomous,
+            _ => {}
+        }
+        set(&mut c.phase_timeout, &self.phase_timeout);
         set(&mut c.redact_env, &self.redact_env);
         set(&mut c.reconcile_interval, &self.reconcile_interval);
         let mqtt_flags = self.mqtt_url.is_some()
