@@ -680,7 +680,9 @@ mod tests {
 
     #[test]
     fn a_zero_phase_timeout_is_refused() {
-        let e = Config::parse("phase_timeout = \"0s\"").unwrap_err().to_string();
+        let e = Config::parse("phase_timeout = \"0s\"")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("phase_timeout: must be more than 0"), "{e}");
     }
 

@@ -72,7 +72,11 @@ impl<'a> Um<'a> {
             device,
             activity: activity.to_string(),
         };
-        publish(&device.broker, DESIRED, &desired_state(activity, components));
+        publish(
+            &device.broker,
+            DESIRED,
+            &desired_state(activity, components),
+        );
         um.wait(&["IDENTIFIED", "IDENTIFICATION_FAILED"]);
         um
     }
@@ -265,14 +269,23 @@ fn a_full_update_manager_sequence_replaces_the_container_phase_by_phase() {
     let updated = um.command("UPDATE", &["UPDATE_SUCCESS"]);
     assert_eq!(
         action(&updated, web),
-        ("UPDATE_SUCCESS".into(), "Old container instance is stopped.".into())
+        (
+            "UPDATE_SUCCESS".into(),
+            "Old container instance is stopped.".into()
+        )
     );
-    assert_eq!(state_of(&format!("{web}.berth-old")), Some((false, s1.clone())));
+    assert_eq!(
+        state_of(&format!("{web}.berth-old")),
+        Some((false, s1.clone()))
+    );
 
     let activated = um.command("ACTIVATE", &["ACTIVATION_SUCCESS"]);
     assert_eq!(
         action(&activated, web),
-        ("ACTIVATION_SUCCESS".into(), "New container instance is started.".into())
+        (
+            "ACTIVATION_SUCCESS".into(),
+            "New container instance is started.".into()
+        )
     );
     let completed = um.command("CLEANUP", &["COMPLETED"]);
     assert_eq!(action(&completed, web).0, "ACTIVATION_SUCCESS");
@@ -290,7 +303,10 @@ fn identified_with_nothing_to_do_completes_without_commands() {
     Um::start(&device, "um-same-1", &[(web, "1", &[("image", &s1)])]).run_to_completion();
     let um = Um::start(&device, "um-same-2", &[(web, "1", &[("image", &s1)])]);
     um.wait(&["COMPLETED"]);
-    assert_eq!(um.phases(), words(&["IDENTIFYING", "IDENTIFIED", "COMPLETED"]));
+    assert_eq!(
+        um.phases(),
+        words(&["IDENTIFYING", "IDENTIFIED", "COMPLETED"])
+    );
 }
 
 #[test]
@@ -418,7 +434,10 @@ fn with_two_domains_berth_waits_for_update_until_the_other_domain_has_downloaded
     um.command("DOWNLOAD", &["DOWNLOAD_SUCCESS"]);
     std::thread::sleep(Duration::from_secs(3));
     // berth goes no further on its own: the old container serves.
-    assert_eq!(um.phases().last().map(String::as_str), Some("DOWNLOAD_SUCCESS"));
+    assert_eq!(
+        um.phases().last().map(String::as_str),
+        Some("DOWNLOAD_SUCCESS")
+    );
     assert_eq!(state_of(web), Some((true, s1)));
     // The other domain reports DOWNLOAD_SUCCESS: now UPDATE goes to both.
     publish(
@@ -456,7 +475,9 @@ fn out_of_order_unknown_baseline_foreign_and_unknown_commands_are_answered_as_ka
     um.command_for("someone-else", "DOWNLOAD", None);
     um.command_for("um-ooo-1", "REBOOT", None);
     let deadline = Instant::now() + WAIT;
-    while !(device.log().contains("ignoring a command for another activity")
+    while !(device
+        .log()
+        .contains("ignoring a command for another activity")
         && device.log().contains("ignoring an unknown command"))
     {
         assert!(Instant::now() < deadline, "no log lines:\n{}", device.log());
@@ -527,7 +548,10 @@ fn berth_killed_between_update_and_activate_restores_the_old_container_at_the_ne
     device.berth.kill();
     // Killed half-way: the old container stopped aside, the new one not started.
     assert_eq!(state_of(web), None, "{}", docker(&["ps", "-a"]));
-    assert_eq!(state_of(&format!("{web}.berth-old")), Some((false, s1.clone())));
+    assert_eq!(
+        state_of(&format!("{web}.berth-old")),
+        Some((false, s1.clone()))
+    );
     let url = device.broker.url();
     device.berth = start_berth(device.state.path(), &url, &[]);
     let um = Um {

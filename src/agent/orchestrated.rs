@@ -70,7 +70,9 @@ impl<R: Runtime + 'static> Loop<R> {
             return;
         }
         match &self.orders {
-            None => tracing::warn!(activity = %command.activity_id, command = ?command.word, "ignoring a command: no activity is waiting for one"),
+            None => {
+                tracing::warn!(activity = %command.activity_id, command = ?command.word, "ignoring a command: no activity is waiting for one")
+            }
             Some((running, _)) if *running != command.activity_id => tracing::warn!(
                 activity = %command.activity_id,
                 running = %running,

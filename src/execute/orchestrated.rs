@@ -181,9 +181,9 @@ pub async fn orchestrate<R: Runtime>(
                         Err(outcome) => outcome,
                     };
                 }
-                let cause = failure
-                    .clone()
-                    .unwrap_or_else(|| format!("cleanup after {}", orchestrate::status_word(status)));
+                let cause = failure.clone().unwrap_or_else(|| {
+                    format!("cleanup after {}", orchestrate::status_word(status))
+                });
                 let outcome = undo(&mut run, status, rolled_back.take(), cause).await;
                 if outcome.status == Status::Incomplete {
                     run.emit(Status::CleanupSuccess, None);

@@ -115,68 +115,67 @@ impl<'a, R: Runtime> Run<'a, R> {
         tracker: &'a mut Tracker,
         sink: &'a mut dyn Sink,
     ) -> Self {
-    let Activity {
-        desired,
-        plan,
-        observed,
-    } = activity;
-    let units: Vec<Unit> = plan
-        .actions
-        .iter()
-        .filter(|e| e.action.changes())
-        .map(|entry| Unit {
-            entry,
-            spec: desired.container(&entry.id),
-            old: match &entry.execution.restore_from {
-                Some(temp) => observed.container(temp),
-                None => observed.container(&entry.id),
-            },
-            new_id: None,
-            failed: false,
-            links_to: Vec::new(),
-        })
-        .collect();
-    let mut units = units;
-    for i in 0..units.len() {
-        let Some(spec) = units[i].spec else { continue };
-        let targets = crate::plan::execution::links(spec, desired);
-        units[i].links_to = (0..units.len())
-            .filter(|j| *j != i && targets.contains(units[*j].name()))
+        let Activity {
+            desired,
+            plan,
+            observed,
+        } = activity;
+        let units: Vec<Unit> = plan
+            .actions
+            .iter()
+            .filter(|e| e.action.changes())
+            .map(|entry| Unit {
+                entry,
+                spec: desired.container(&entry.id),
+                old: match &entry.execution.restore_from {
+                    Some(temp) => observed.container(temp),
+                    None => observed.container(&entry.id),
+                },
+                new_id: None,
+                failed: false,
+                links_to: Vec::new(),
+            })
             .collect();
-    }
-    let mut journal = Journal::new(&desired.activity_id, &options.instance);
-    journal.phase = "downloading".into();
-    journal.intents = units
-        .iter()
-        .map(|u| Intent {
-            name: u.name().to_string(),
-            action: u.entry.action.as_str().to_string(),
-            old_id: u.old.map(|o| o.details.id.clone()),
-            old_name: u
-                .old
-                .map(|o| o.details.name.clone())
-                .filter(|n| n != u.name()),
-            old_running: u.entry.execution.old_running,
-        })
-        .collect();
-    let now = Instant::now();
-    let run = Run {
-        rt,
-        state,
-        options,
-        tracker,
-        sink,
-        journal,
-        deadline: now
-            .checked_add(options.activity_timeout)
-            .unwrap_or(now + Duration::from_secs(86_400 * 365)),
-        units,
-        image_ids: BTreeMap::new(),
-        left: Vec::new(),
-        dragged: BTreeSet::new(),
-        writes: 0,
-    };
-    run
+        let mut units = units;
+        for i in 0..units.len() {
+            let Some(spec) = units[i].spec else { continue };
+            let targets = crate::plan::execution::links(spec, desired);
+            units[i].links_to = (0..units.len())
+                .filter(|j| *j != i && targets.contains(units[*j].name()))
+                .collect();
+        }
+        let mut journal = Journal::new(&desired.activity_id, &options.instance);
+        journal.phase = "downloading".into();
+        journal.intents = units
+            .iter()
+            .map(|u| Intent {
+                name: u.name().to_string(),
+                action: u.entry.action.as_str().to_string(),
+                old_id: u.old.map(|o| o.details.id.clone()),
+                old_name: u
+                    .old
+                    .map(|o| o.details.name.clone())
+                    .filter(|n| n != u.name()),
+                old_running: u.entry.execution.old_running,
+            })
+            .collect();
+        let now = Instant::now();
+        Run {
+            rt,
+            state,
+            options,
+            tracker,
+            sink,
+            journal,
+            deadline: now
+                .checked_add(options.activity_timeout)
+                .unwrap_or(now + Duration::from_secs(86_400 * 365)),
+            units,
+            image_ids: BTreeMap::new(),
+            left: Vec::new(),
+            dragged: BTreeSet::new(),
+            writes: 0,
+        }
     }
 }
 
@@ -862,7 +861,11 @@ impl<R: Runtime> Run<'_, R> {
 
     /// Undoes the whole activity (every container not committed) and says
     /// whether that held.
-    pub(super) async fn roll_back(&mut self, only: Option<&BTreeSet<String>>, cause: String) -> Outcome {
+    pub(super) async fn roll_back(
+        &mut self,
+        only: Option<&BTreeSet<String>>,
+        cause: String,
+    ) -> Outcome {
         self.emit(Status::Rollback, Some(cause.clone()));
         let settled = undo::undo(self.rt, &mut self.journal, only).await;
         for line in &settled.done {

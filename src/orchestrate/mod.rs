@@ -202,7 +202,12 @@ pub fn baselines(desired: &DesiredState, plan: &Plan, domain: &str) -> Vec<(Stri
         .iter()
         .map(|b| (b.title.clone(), b.containers.clone()))
         .collect();
-    let grouped = |name: &str| desired.baselines.iter().any(|b| b.containers.iter().any(|c| c == name));
+    let grouped = |name: &str| {
+        desired
+            .baselines
+            .iter()
+            .any(|b| b.containers.iter().any(|c| c == name))
+    };
     let mut removals = Vec::new();
     for entry in &plan.actions {
         match entry.action {

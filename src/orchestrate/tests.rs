@@ -58,7 +58,9 @@ fn every_phase_word_is_read() {
         ("CLEANUP", Phase::Cleanup),
         ("ROLLBACK", Phase::Rollback),
     ] {
-        let c = command(&format!(r#"{{"activityId":"x","payload":{{"command":"{text}"}}}}"#));
+        let c = command(&format!(
+            r#"{{"activityId":"x","payload":{{"command":"{text}"}}}}"#
+        ));
         assert_eq!(c.word, Word::Phase(phase));
         assert_eq!(phase.as_str(), text);
     }
@@ -73,7 +75,9 @@ fn an_unknown_command_is_read_as_unknown_not_refused() {
 
 #[test]
 fn unknown_envelope_fields_are_ignored_as_go_does() {
-    let c = command(r#"{"activityId":"x","extra":1,"payload":{"command":"UPDATE","precondition":"y"}}"#);
+    let c = command(
+        r#"{"activityId":"x","extra":1,"payload":{"command":"UPDATE","precondition":"y"}}"#,
+    );
     assert_eq!(c.word, Word::Phase(Phase::Update));
 }
 
@@ -91,7 +95,10 @@ fn a_command_without_payload_is_not_a_command() {
 
 #[test]
 fn a_message_that_is_not_json_is_malformed() {
-    assert!(matches!(parse(b"DOWNLOAD"), Err(CommandError::Malformed(_))));
+    assert!(matches!(
+        parse(b"DOWNLOAD"),
+        Err(CommandError::Malformed(_))
+    ));
 }
 
 #[test]
@@ -108,13 +115,23 @@ fn preconditions_follow_kantos_table() {
         RollbackSuccess,
         RollbackFailure,
     ];
-    let ok = |p: Phase| -> Vec<Status> { all.iter().copied().filter(|s| admit(p, *s).is_ok()).collect() };
+    let ok = |p: Phase| -> Vec<Status> {
+        all.iter()
+            .copied()
+            .filter(|s| admit(p, *s).is_ok())
+            .collect()
+    };
     assert_eq!(ok(Phase::Download), vec![Identified]);
     assert_eq!(ok(Phase::Update), vec![DownloadSuccess]);
     assert_eq!(ok(Phase::Activate), vec![UpdateSuccess]);
     assert_eq!(
         ok(Phase::Rollback),
-        vec![DownloadSuccess, UpdateSuccess, ActivationSuccess, ActivationFailure]
+        vec![
+            DownloadSuccess,
+            UpdateSuccess,
+            ActivationSuccess,
+            ActivationFailure
+        ]
     );
     assert_eq!(ok(Phase::Cleanup), all.to_vec());
 }
@@ -157,7 +174,11 @@ fn containers_in_no_baseline_get_one_of_their_own_and_removals_share_one() {
     let titles: Vec<&str> = b.iter().map(|(t, _)| t.as_str()).collect();
     assert_eq!(
         titles,
-        ["monitoring", "containers:api", "containers:remove-components"]
+        [
+            "monitoring",
+            "containers:api",
+            "containers:remove-components"
+        ]
     );
     assert_eq!(b[2].1, vec!["old".to_string(), "older".to_string()]);
 }
