@@ -564,3 +564,82 @@ fn berth_killed_between_update_and_activate_restores_the_old_container_at_the_ne
     assert_eq!(state_of(&format!("{web}.berth-old")), None);
     assert_eq!(state_of(&format!("{web}.berth-new")), None);
 }
+
+#[test]
+fn currentstate_get_is_answered_while_the_activity_waits_for_a_command() {
+    let names = Names::new(&["um-get"]);
+    let web = names.names[0].as_str();
+    let device = Device::new(&[]);
+    let s1 = service("1");
+    let um = Um::start(&device, "um-get-1", &[(web, "1", &[("image", &s1)])]);
+    um.command("DOWNLOAD", &["DOWNLOAD_SUCCESS"]);
+    publish(
+        &device.broker,
+        "containersupdate/currentstate/get",
+        r#"{"activityId":"um-get-req","payload":null}"#,
+    );
+    device
+        .sub
+        .wait_for("the current state for um-get-req", WAIT, |msgs| {
+            msgs.iter().any(|(t, p)| {
+                t == "containersupdate/currentstate" && p.contains(r#""activityId":"um-get-req""#)
+            })
+        });
+    // The activity is untouched by it and goes on.
+    um.command("UPDATE", &["UPDATE_SUCCESS"]);
+    um.command("ACTIVATE", &["ACTIVATION_SUCCESS"]);
+    um.command("CLEANUP", &["COMPLETED"]);
+    assert_eq!(state_of(web), Some((true, s1)));
+}
+
+#[test]
+fn a_newer_document_ends_the_waiting_activity_undone_and_runs_under_its_own_commands() {
+    let names = Names::new(&["um-sup"]);
+    let web = names.names[0].as_str();
+    let device = Device::new(&[]);
+    let s1 = service("1");
+    Um::start(&device, "um-sup-1", &[(web, "1", &[("image", &s1)])]).run_to_completion();
+    let s2 = service("2");
+    let first = Um::start(&device, "um-sup-2", &[(web, "2", &[("image", &s2)])]);
+    first.command("DOWNLOAD", &["DOWNLOAD_SUCCESS"]);
+    first.command("UPDATE", &["UPDATE_SUCCESS"]);
+    let second = Um::start(
+        &device,
+        "um-sup-3",
+        &[(web, "3", &[("image", &s1), ("env", "RELEASE=3")])],
+    );
+    let end = first.wait(&["INCOMPLETE", "COMPLETED"]);
+    assert_eq!(end["payload"]["status"], "INCOMPLETE");
+    assert!(
+        end["payload"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("superseded by um-sup-3")),
+        "{end}"
+    );
+    // The plan of the newer one starts from the restored device.
+    let identified = second.wait(&["IDENTIFIED"]);
+    assert_eq!(action(&identified, web).0, "IDENTIFIED");
+    second.run_to_completion();
+    assert_eq!(state_of(web), Some((true, s1)));
+    assert!(docker(&["inspect", "--format", "{{.Config.Env}}", web]).contains("RELEASE=3"));
+}
+
+#[test]
+fn an_orchestrated_activity_that_did_not_complete_is_not_enforced_after_a_restart() {
+    let names = Names::new(&["um-keep"]);
+    let web = names.names[0].as_str();
+    let mut device = Device::new(&[]);
+    let s1 = service("1");
+    Um::start(&device, "um-keep-1", &[(web, "1", &[("image", &s1)])]).run_to_completion();
+    let s2 = service("2");
+    let um = Um::start(&device, "um-keep-2", &[(web, "2", &[("image", &s2)])]);
+    um.command("DOWNLOAD", &["DOWNLOAD_SUCCESS"]);
+    um.command("CLEANUP", &["INCOMPLETE", "COMPLETED"]);
+    drop(um);
+    device.berth.terminate();
+    let url = device.broker.url();
+    device.berth = start_berth(device.state.path(), &url, &[]);
+    device.berth.wait_for("ready", WAIT);
+    // The start-up enforcement is of the last completed document.
+    assert_eq!(state_of(web), Some((true, s1)));
+}

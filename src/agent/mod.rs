@@ -838,7 +838,7 @@ impl<R: Runtime + 'static> Loop<R> {
         for w in &accepted.warnings {
             tracing::warn!(activity = %activity_id, "{w}");
         }
-        if self.orchestrated() {
+        if self.orchestrated() && origin == Origin::Mqtt {
             self.accept_orchestrated(accepted.desired, origin, text);
             ack(acker);
             return;
@@ -1106,7 +1106,8 @@ impl<R: Runtime + 'static> Loop<R> {
         });
         let shared = self.shared.clone();
         let id = activity_id.clone();
-        let orders = (reason.is_none() && self.orchestrated()).then(|| {
+        let commanded = self.orchestrated() && document.origin == Origin::Mqtt;
+        let orders = (reason.is_none() && commanded).then(|| {
             let (tx, rx) = mpsc::channel(orchestrated::ORDERS);
             self.orders = Some((activity_id.clone(), tx));
             rx

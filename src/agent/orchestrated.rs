@@ -2,6 +2,10 @@
 //! running activity, and a document that becomes the enforced one only once
 //! its activity completes.
 //!
+//! Only documents from MQTT are orchestrated: the Update Manager sends its
+//! documents there, and state files (which it knows nothing of) are carried
+//! out autonomously as always.
+//!
 //! An Update Manager owns the order of the phases, so berth must never
 //! carry a document out on its own: drift correction and a restart enforce
 //! the last document whose orchestrated activity ended `COMPLETED`, never
