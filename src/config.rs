@@ -157,6 +157,9 @@ pub struct Config {
     /// undoes the activity (`INCOMPLETE`).
     #[serde(with = "duration_text")]
     pub phase_timeout: Duration,
+    /// `strict` (malformed entries and unknown keys refuse the document) or
+    /// `lenient` (the ones Kanto drops are dropped, with a warning each).
+    pub validation: crate::spec::validate::Validation,
     /// How long a running activity may take to end at shutdown before it
     /// is stopped and undone.
     #[serde(with = "duration_text")]
@@ -196,6 +199,7 @@ impl Default for Config {
             activity_timeout: Duration::from_secs(1800),
             mode: crate::orchestrate::Mode::Autonomous,
             phase_timeout: crate::orchestrate::DEFAULT_PHASE_TIMEOUT,
+            validation: crate::spec::validate::Validation::Strict,
             shutdown_grace: Duration::from_secs(60),
             redact_env: crate::redact::DEFAULT_PATTERNS
                 .iter()
@@ -539,6 +543,7 @@ impl Config {
         crate::spec::Options {
             domain: self.domain().to_string(),
             limits: self.limits,
+            validation: self.validation,
         }
     }
 

@@ -222,6 +222,8 @@ pub struct AgentOptions {
     pub mode: crate::orchestrate::Mode,
     /// Orchestrated: the longest wait for the next command.
     pub phase_timeout: Duration,
+    /// Strict, or lenient with the entries Kanto drops.
+    pub validation: spec::validate::Validation,
 }
 
 /// [`AgentOptions::get_interval`] by default: a flood of requests costs
@@ -234,6 +236,7 @@ impl AgentOptions {
         spec::Options {
             domain: self.domain.clone(),
             limits: self.limits,
+            validation: self.validation,
         }
     }
 }
@@ -257,6 +260,7 @@ impl Default for AgentOptions {
             get_interval: DEFAULT_GET_INTERVAL,
             mode: crate::orchestrate::Mode::Autonomous,
             phase_timeout: crate::orchestrate::DEFAULT_PHASE_TIMEOUT,
+            validation: spec::validate::Validation::Strict,
         }
     }
 }
@@ -302,6 +306,9 @@ impl Notify for Silent {
 struct Document {
     desired: Arc<DesiredState>,
     origin: Origin,
+    /// What validation warned about (fields ignored, entries dropped), for
+    /// the activity's first feedback message.
+    warnings: Arc<[String]>,
 }
 
 /// What a job did, for the loop's bookkeeping.
@@ -659,13 +666,8 @@ impl<R: Runtime + 'static> Loop<R> {
                 return;
             }
         };
-        let parsed = spec::parse(&text, &self.options().spec_options()).map_err(|rejection| {
-            rejection
-                .errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-        });
+        let parsed = spec::parse(&text, &self.options().spec_options())
+            .map_err(|rejection| rejection.lines());
         // The policy may have changed since the document was accepted: it
         // is judged again, against the policy in force now.
         let checked = parsed.and_then(|accepted| {
@@ -684,6 +686,7 @@ impl<R: Runtime + 'static> Loop<R> {
                 self.current = Some(Document {
                     desired: Arc::new(accepted.desired),
                     origin: Origin::Persisted,
+                    warnings: Arc::from([]),
                 });
                 self.queue.request_reconcile(Reason::Startup);
             }
@@ -799,10 +802,7 @@ impl<R: Runtime + 'static> Loop<R> {
         let accepted = match spec::parse(&text, &self.options().spec_options()) {
             Ok(a) => a,
             Err(rejection) => {
-                refuse(
-                    &newest,
-                    rejection.errors.iter().map(ToString::to_string).collect(),
-                );
+                refuse(&newest, rejection.lines());
                 ack(acker);
                 return;
             }
@@ -838,8 +838,9 @@ impl<R: Runtime + 'static> Loop<R> {
         for w in &accepted.warnings {
             tracing::warn!(activity = %activity_id, "{w}");
         }
+        let warnings: Arc<[String]> = accepted.warnings.iter().map(ToString::to_string).collect();
         if self.orchestrated() && origin == Origin::Mqtt {
-            self.accept_orchestrated(accepted.desired, origin, text);
+            self.accept_orchestrated(accepted.desired, origin, text, warnings);
             ack(acker);
             return;
         }
@@ -866,6 +867,7 @@ impl<R: Runtime + 'static> Loop<R> {
         let document = Document {
             desired: Arc::new(accepted.desired),
             origin,
+            warnings,
         };
         self.current = Some(document.clone());
         self.backoff.reset();
@@ -1120,6 +1122,10 @@ impl<R: Runtime + 'static> Loop<R> {
             blocked,
             generation: self.generation,
             orders,
+            warnings: match reason {
+                None => document.warnings.clone(),
+                Some(_) => Arc::from([]),
+            },
         };
         let task: JobFuture = Box::pin(job(shared, work).instrument(span));
         self.running = Some((task, activity_id));
@@ -1337,6 +1343,8 @@ async fn settle<R: Runtime>(shared: &Shared<R>) {
 struct Work {
     /// Orchestrated: where the commands for this activity come from.
     orders: Option<mpsc::Receiver<execute::Order>>,
+    /// The document's validation warnings, reported with IDENTIFYING.
+    warnings: Arc<[String]>,
     desired: Arc<DesiredState>,
     activity_id: String,
     rollback: RollbackMode,
@@ -1357,6 +1365,7 @@ async fn job<R: Runtime>(shared: Arc<Shared<R>>, work: Work) -> Result<Report, A
         blocked,
         generation,
         orders,
+        warnings,
     } = work;
     wait_for_engine(&*shared.rt).await;
     settle(&shared).await;
@@ -1373,7 +1382,8 @@ async fn job<R: Runtime>(shared: Arc<Shared<R>>, work: Work) -> Result<Report, A
     };
     if reason.is_none() {
         report.visible = true;
-        shared.feedback(tracker.message(Status::Identifying, None));
+        let words = (!warnings.is_empty()).then(|| warnings.join("; "));
+        shared.feedback(tracker.message(Status::Identifying, words));
     }
     let observed = match observe::gather_for(&*shared.rt, desired).await {
         Ok(o) => o,

@@ -38,6 +38,7 @@ impl<R: Runtime + 'static> Loop<R> {
         desired: DesiredState,
         origin: Origin,
         text: String,
+        warnings: Arc<[String]>,
     ) {
         let activity_id = desired.activity_id.clone();
         tracing::info!(origin = %origin, activity = %activity_id, "accepted a desired state; waiting for the Update Manager's commands");
@@ -50,6 +51,7 @@ impl<R: Runtime + 'static> Loop<R> {
         let document = Document {
             desired: Arc::new(desired),
             origin,
+            warnings,
         };
         self.pending = Some((document.clone(), text));
         self.backoff.reset();

@@ -404,6 +404,7 @@ async fn agent_main(
         reconcile_interval: config.reconcile_interval,
         shutdown_grace: config.shutdown_grace,
         mode: config.mode,
+        validation: config.validation,
         phase_timeout: config.phase_timeout,
         ..AgentOptions::default()
     };
