@@ -15,6 +15,7 @@ mod corpus_sources;
 mod credentials;
 mod environment;
 mod faults;
+mod lenient;
 mod policy;
 mod runtime_docker;
 mod schemas;

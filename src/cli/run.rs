@@ -103,6 +103,10 @@ pub struct RunArgs {
     #[arg(long, value_parser = duration, value_name = "DURATION")]
     phase_timeout: Option<Duration>,
 
+    /// `strict` refuses malformed port, mount and device entries; `lenient` drops them with a warning.
+    #[arg(long, value_parser = ["strict", "lenient"], value_name = "MODE")]
+    validation: Option<String>,
+
     /// Env names whose values the current state hides (comma-separated globs).
     #[arg(long, value_delimiter = ',', value_name = "PATTERNS")]
     redact_env: Option<Vec<String>>,
@@ -231,6 +235,11 @@ impl RunArgs {
             _ => {}
         }
         set(&mut c.phase_timeout, &self.phase_timeout);
+        match self.validation.as_deref() {
+            Some("lenient") => c.validation = berth::spec::validate::Validation::Lenient,
+            Some("strict") => c.validation = berth::spec::validate::Validation::Strict,
+            _ => {}
+        }
         set(&mut c.redact_env, &self.redact_env);
         set(&mut c.reconcile_interval, &self.reconcile_interval);
         let mqtt_flags = self.mqtt_url.is_some()
