@@ -160,6 +160,9 @@ pub struct Config {
     /// `strict` (malformed entries and unknown keys refuse the document) or
     /// `lenient` (the ones Kanto drops are dropped, with a warning each).
     pub validation: crate::spec::validate::Validation,
+    /// Report every parameter of every container in the current state,
+    /// defaults included, as Kanto's `verbose_inventory_report` does.
+    pub verbose_inventory_report: bool,
     /// How long a running activity may take to end at shutdown before it
     /// is stopped and undone.
     #[serde(with = "duration_text")]
@@ -200,6 +203,7 @@ impl Default for Config {
             mode: crate::orchestrate::Mode::Autonomous,
             phase_timeout: crate::orchestrate::DEFAULT_PHASE_TIMEOUT,
             validation: crate::spec::validate::Validation::Strict,
+            verbose_inventory_report: false,
             shutdown_grace: Duration::from_secs(60),
             redact_env: crate::redact::DEFAULT_PATTERNS
                 .iter()

@@ -109,6 +109,9 @@ pub struct InventoryOptions {
     pub domain: String,
     /// Env-name patterns whose values are hidden.
     pub redact: Vec<String>,
+    /// Every parameter, defaults included (Kanto's
+    /// `verbose_inventory_report`); otherwise only what differs from them.
+    pub verbose: bool,
 }
 
 impl Default for InventoryOptions {
@@ -116,6 +119,7 @@ impl Default for InventoryOptions {
         Self {
             domain: crate::spec::validate::DEFAULT_DOMAIN.to_string(),
             redact: DEFAULT_REDACT.iter().map(|s| s.to_string()).collect(),
+            verbose: false,
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod feedback;
 pub mod instance;
 pub mod inventory;
 pub mod journal;
+pub mod kanto;
 pub mod labels;
 pub mod observe;
 pub mod orchestrate;

@@ -224,6 +224,8 @@ pub struct AgentOptions {
     pub phase_timeout: Duration,
     /// Strict, or lenient with the entries Kanto drops.
     pub validation: spec::validate::Validation,
+    /// Every parameter in the current state, defaults included.
+    pub verbose_inventory: bool,
 }
 
 /// [`AgentOptions::get_interval`] by default: a flood of requests costs
@@ -261,6 +263,7 @@ impl Default for AgentOptions {
             mode: crate::orchestrate::Mode::Autonomous,
             phase_timeout: crate::orchestrate::DEFAULT_PHASE_TIMEOUT,
             validation: spec::validate::Validation::Strict,
+            verbose_inventory: false,
         }
     }
 }
@@ -1658,6 +1661,7 @@ async fn current_state<R: Runtime>(
     let options = InventoryOptions {
         domain: shared.options.domain.clone(),
         redact: shared.options.redact_env.clone(),
+        verbose: shared.options.verbose_inventory,
     };
     Ok(inventory::build(
         &observed,

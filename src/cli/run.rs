@@ -39,6 +39,11 @@ pub struct RunArgs {
     #[arg(long, env = "BERTH_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
 
+    /// Kanto's container-management config.json (e.g. /etc/container-management/config.json):
+    /// its update agent and connection sections, under berth's own configuration.
+    #[arg(long, value_name = "FILE")]
+    kanto_config: Option<PathBuf>,
+
     /// Print the effective configuration (secrets redacted) and exit.
     #[arg(long)]
     print_config: bool,
@@ -197,14 +202,32 @@ fn duration(text: &str) -> Result<Duration, String> {
 impl RunArgs {
     /// The file's configuration with the flags laid over it.
     fn effective(&self) -> anyhow::Result<Config> {
+        let mut explicit: Option<toml::Table> = None;
         let mut c = match &self.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("reading the configuration {}", path.display()))?;
-                Config::parse(&text).with_context(|| format!("configuration {}", path.display()))?
+                let c = Config::parse(&text)
+                    .with_context(|| format!("configuration {}", path.display()))?;
+                // Parsed already, so it is TOML: what it sets wins over Kanto's.
+                explicit = text.parse::<toml::Table>().ok();
+                c
             }
             None => Config::default(),
         };
+        if let Some(path) = &self.kanto_config {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading Kanto's configuration {}", path.display()))?;
+            let kanto = berth::kanto::parse(&text)
+                .with_context(|| format!("Kanto's configuration {}", path.display()))?;
+            let berth_file: &dyn berth::kanto::Explicit = match &explicit {
+                Some(table) => table,
+                None => &(),
+            };
+            for note in berth::kanto::apply(&kanto, &mut c, berth_file) {
+                tracing::info!(kanto_config = %path.display(), "{note}");
+            }
+        }
         fn set<T: Clone>(target: &mut T, flag: &Option<T>) {
             if let Some(v) = flag {
                 *target = v.clone();
@@ -414,6 +437,7 @@ async fn agent_main(
         shutdown_grace: config.shutdown_grace,
         mode: config.mode,
         validation: config.validation,
+        verbose_inventory: config.verbose_inventory_report,
         phase_timeout: config.phase_timeout,
         ..AgentOptions::default()
     };
