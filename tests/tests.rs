@@ -15,6 +15,7 @@ mod corpus_sources;
 mod credentials;
 mod environment;
 mod faults;
+mod kanto_config;
 mod lenient;
 mod policy;
 mod runtime_docker;
