@@ -155,7 +155,12 @@ pub fn build(
             id,
             version: version(c),
             name: None,
-            parameters: parameters(c, images.get(&c.details.image_id), &redactor),
+            parameters: parameters(
+                c,
+                images.get(&c.details.image_id),
+                &redactor,
+                options.verbose,
+            ),
             kind: "CONTAINER".into(),
         });
     }
@@ -183,6 +188,7 @@ fn parameters(
     c: &ObservedContainer,
     image: Option<&ImageDetails>,
     redactor: &Redactor,
+    verbose: bool,
 ) -> Vec<KeyValue> {
     let mut config = c.config.clone();
     match (&c.owner, image) {
@@ -224,26 +230,32 @@ fn parameters(
             config.health = Default::default();
         }
     }
-    let mut out: Vec<KeyValue> =
-        redacted_parameters(&params::parameters(c.name(), &config), redactor)
-            .into_iter()
-            .map(|(k, v)| KeyValue::new(k, v))
-            .collect();
+    let settings = if verbose {
+        params::verbose_parameters(c.name(), &config)
+    } else {
+        params::parameters(c.name(), &config)
+    };
+    let mut out: Vec<KeyValue> = redacted_parameters(&settings, redactor)
+        .into_iter()
+        .map(|(k, v)| KeyValue::new(k, v))
+        .collect();
     let state = &c.details.state;
     out.push(KeyValue::new("status", state.status.kanto_word()));
     if !c.details.created.is_empty() {
         out.push(KeyValue::new("created", c.details.created.clone()));
     }
-    if !matches!(
-        state.status,
-        Status::Running | Status::Restarting | Status::Paused
-    ) {
+    if verbose
+        || !matches!(
+            state.status,
+            Status::Running | Status::Restarting | Status::Paused
+        )
+    {
         out.push(KeyValue::new("exitCode", state.exit_code.to_string()));
         if let Some(f) = &state.finished_at {
             out.push(KeyValue::new("finishedAt", f.clone()));
         }
     }
-    if state.restart_count > 0 {
+    if verbose || state.restart_count > 0 {
         out.push(KeyValue::new(
             "restartCount",
             state.restart_count.to_string(),

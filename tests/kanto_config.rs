@@ -106,3 +106,78 @@ fn a_kanto_device_config_starts_berth_on_its_broker_domain_and_system_containers
     let image_now = crate::util::docker(&["inspect", "--format", "{{.Config.Image}}", &system]);
     assert_eq!(image_now.trim(), image("service", "1"));
 }
+
+/// The parameters of container `name` in a current-state message.
+fn parameters_of(current: &str, name: &str) -> Vec<(String, String)> {
+    let v: Value = serde_json::from_str(current).expect("JSON");
+    let id = format!("containers:{name}");
+    let node = v["payload"]["softwareNodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == id.as_str())
+        .unwrap_or_else(|| panic!("no node {id} in {current}"))
+        .clone();
+    node["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["key"].as_str().unwrap_or("").to_string(),
+                p["value"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn current_state_with(verbose: bool, name: &str) -> Vec<(String, String)> {
+    let broker = Broker::start();
+    let mut kanto = example();
+    kanto["update_agent"]["verbose_inventory_report"] = json!(verbose);
+    kanto["connection"]["broker_url"] = json!(format!("tcp://127.0.0.1:{}", broker.port()));
+    let dir = TempDir::new().unwrap();
+    let file = temp_file(dir.path(), "config.json", &kanto.to_string());
+    let state = TempDir::new().unwrap();
+    let mut cmd = berth();
+    cmd.args(["run", "--state-dir"])
+        .arg(state.path())
+        .arg("--kanto-config")
+        .arg(&file);
+    let mut b = Background::spawn(cmd);
+    b.wait_for("connected to the MQTT broker", WAIT);
+    let current =
+        retained(&broker, "containersupdate/currentstate", WAIT).expect("a current state");
+    parameters_of(&current, name)
+}
+
+#[test]
+fn verbose_inventory_report_reports_every_parameter_as_kanto_does() {
+    let name = unique("kanto-verbose");
+    let _c = Cleanup(name.clone());
+    crate::util::docker(&["run", "-d", "--name", &name, &image("service", "1")]);
+    let brief = current_state_with(false, &name);
+    let verbose = current_state_with(true, &name);
+    let keys =
+        |p: &[(String, String)]| -> Vec<String> { p.iter().map(|(k, _)| k.clone()).collect() };
+    for key in [
+        "privileged",
+        "network",
+        "logDriver",
+        "logMode",
+        "exitCode",
+        "restartCount",
+    ] {
+        assert!(
+            keys(&verbose).contains(&key.to_string()),
+            "{key} missing in {verbose:?}"
+        );
+        assert!(
+            !keys(&brief).contains(&key.to_string()),
+            "{key} in the brief one {brief:?}"
+        );
+    }
+    assert!(verbose.contains(&("privileged".to_string(), "false".to_string())));
+    assert!(verbose.contains(&("network".to_string(), "bridge".to_string())));
+    assert!(brief.len() < verbose.len());
+}
