@@ -469,6 +469,12 @@ fn out_of_order_unknown_baseline_foreign_and_unknown_commands_are_answered_as_ka
     um.command_for("um-ooo-1", "DOWNLOAD", Some("monitoring"));
     let unknown = um.wait_after(before, &["DOWNLOAD_FAILURE"]);
     assert_eq!(unknown["payload"]["message"], "Unknown baseline monitoring");
+    assert_eq!(unknown["payload"]["baseline"], "monitoring");
+    assert_eq!(
+        refused["payload"].get("baseline"),
+        None,
+        "no baseline named, none sent"
+    );
 
     // Another activity's command and an unknown command: a log line each,
     // no feedback, and the activity goes on.
@@ -486,7 +492,11 @@ fn out_of_order_unknown_baseline_foreign_and_unknown_commands_are_answered_as_ka
     // The implicit baseline of a container in none selects it.
     let before = um.feedback().len();
     um.command_for("um-ooo-1", "DOWNLOAD", Some(&format!("containers:{web}")));
-    um.wait_after(before, &["DOWNLOAD_SUCCESS"]);
+    let scoped = um.wait_after(before, &["DOWNLOAD_SUCCESS"]);
+    assert_eq!(
+        scoped["payload"]["baseline"],
+        format!("containers:{web}").as_str()
+    );
     um.command("UPDATE", &["UPDATE_SUCCESS"]);
     um.command("ACTIVATE", &["ACTIVATION_SUCCESS"]);
     um.command("CLEANUP", &["COMPLETED"]);

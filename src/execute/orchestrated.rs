@@ -85,6 +85,7 @@ pub async fn orchestrate<R: Runtime>(
     // A rollback's outcome, for the CLEANUP that follows it.
     let mut rolled_back: Option<Outcome> = None;
     let outcome = loop {
+        run.tracker.answering("");
         let order = match tokio::time::timeout(phase_timeout, orders.recv()).await {
             Err(_) => {
                 let cause = format!(
@@ -105,6 +106,7 @@ pub async fn orchestrate<R: Runtime>(
             }
             Ok(Some(Order::Command(c))) => c,
         };
+        run.tracker.answering(&order.baseline);
         let phase = match &order.word {
             Word::Phase(p) => *p,
             Word::Unknown(w) => {
