@@ -299,7 +299,11 @@ pub struct Settings {
 /// The largest packet to read for messages up to `max_message_size` on
 /// these topics: the payload, the longest topic, the header.
 fn incoming_limit(max_message_size: usize, topics: &Topics) -> usize {
-    let topic = topics.desired.len().max(topics.current_get.len());
+    let topic = topics
+        .desired
+        .len()
+        .max(topics.current_get.len())
+        .max(topics.command.len());
     max_message_size
         .saturating_add(topic + PUBLISH_OVERHEAD)
         .min(MQTT_MAX_PACKET)
@@ -1296,6 +1300,7 @@ mod tests {
         assert_eq!(t.current_get, "containersupdate/currentstate/get");
         assert_eq!(t.feedback, "containersupdate/desiredstatefeedback");
         assert_eq!(t.current, "containersupdate/currentstate");
+        assert_eq!(t.command, "containersupdate/desiredstate/command");
     }
 
     #[test]

@@ -46,7 +46,8 @@ fn an_unknown_key_inside_a_read_section_is_listed_by_its_path() {
             .unwrap();
     assert_eq!(
         k.ignored,
-        ["update_agent.verbose_inventory", "connection.transport"]
+        ["connection.transport", "update_agent.verbose_inventory"],
+        "in key order, as serde_json's map keeps them"
     );
 }
 
