@@ -653,3 +653,56 @@ fn an_orchestrated_activity_that_did_not_complete_is_not_enforced_after_a_restar
     // The start-up enforcement is of the last completed document.
     assert_eq!(state_of(web), Some((true, s1)));
 }
+
+#[test]
+fn a_state_file_is_carried_out_on_its_own_even_in_orchestrated_mode() {
+    let names = Names::new(&["um-file"]);
+    let web = names.names[0].as_str();
+    let files = TempDir::new().unwrap();
+    let file = files.path().join("state.json");
+    let s1 = service("1");
+    std::fs::write(
+        &file,
+        desired_state("um-file-1", &[(web, "1", &[("image", &s1)])]),
+    )
+    .unwrap();
+    let device = Device::new(&["--files", file.to_str().unwrap()]);
+    // The Update Manager knows nothing of state files: no command comes.
+    let deadline = Instant::now() + WAIT;
+    while state_of(web) != Some((true, s1.clone())) {
+        assert!(Instant::now() < deadline, "not applied:\n{}", device.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn owner_consent_refused_for_update_rolls_back_the_download_and_answers_rollback_success() {
+    let names = Names::new(&["um-own-dl"]);
+    let web = names.names[0].as_str();
+    let device = Device::new(&[]);
+    let s1 = service("1");
+    Um::start(&device, "um-own-dl-1", &[(web, "1", &[("image", &s1)])]).run_to_completion();
+    let s2 = service("2");
+    let um = Um::start(&device, "um-own-dl-2", &[(web, "2", &[("image", &s2)])]);
+    um.command("DOWNLOAD", &["DOWNLOAD_SUCCESS"]);
+    assert!(state_of(&format!("{web}.berth-new")).is_some());
+    // The Update Manager waits for ROLLBACK_SUCCESS before it sends CLEANUP.
+    let rolled = um.command("ROLLBACK", &["ROLLBACK_SUCCESS", "ROLLBACK_FAILURE"]);
+    assert_eq!(rolled["payload"]["status"], "ROLLBACK_SUCCESS");
+    assert_eq!(state_of(&format!("{web}.berth-new")), None);
+    um.command("CLEANUP", &["INCOMPLETE", "COMPLETED"]);
+    assert_eq!(
+        um.phases(),
+        words(&[
+            "IDENTIFYING",
+            "IDENTIFIED",
+            "DOWNLOADING",
+            "DOWNLOAD_SUCCESS",
+            "ROLLBACK",
+            "ROLLBACK_SUCCESS",
+            "CLEANUP_SUCCESS",
+            "INCOMPLETE"
+        ])
+    );
+    assert_eq!(state_of(web), Some((true, s1)));
+}

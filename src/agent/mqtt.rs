@@ -1603,8 +1603,8 @@ mod tests {
     #[test]
     fn the_incoming_limit_is_the_message_size_plus_the_longest_topic_and_the_header() {
         let topics = Topics::new("", "containers");
-        let longest = topics.current_get.len();
-        assert!(longest > topics.desired.len());
+        let longest = topics.command.len();
+        assert!(longest > topics.desired.len() && longest > topics.current_get.len());
         assert_eq!(incoming_limit(1 << 20, &topics), (1 << 20) + longest + 4);
         assert_eq!(incoming_limit(MQTT_MAX_PACKET, &topics), MQTT_MAX_PACKET);
         let s = Settings::new(&MqttConfig::default(), "edge").unwrap();

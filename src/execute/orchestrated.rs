@@ -163,13 +163,11 @@ pub async fn orchestrate<R: Runtime>(
                 }
             },
             Phase::Rollback => {
-                let outcome = undo(
-                    &mut run,
-                    status,
-                    None,
-                    "the Update Manager ordered a rollback".into(),
-                )
-                .await;
+                // Whatever the phase reached (DOWNLOAD_SUCCESS included),
+                // ROLLBACK answers ROLLBACK, then ROLLBACK_SUCCESS or
+                // _FAILURE: the Update Manager waits for it to send CLEANUP.
+                let cause = "the Update Manager ordered a rollback".to_string();
+                let outcome = run.roll_back(None, cause).await;
                 status = if outcome.status == Status::Incomplete {
                     Status::RollbackSuccess
                 } else {

@@ -2304,3 +2304,149 @@ fn a_leftover_one_shot_of_ours_does_not_block_the_next_hook() {
     assert_eq!(r.outcome.status, Status::Completed, "{:?}", r.outcome);
     assert_eq!(names(&fake), ["a"]);
 }
+
+// --- orchestrated: the same phases, one per command ---
+
+/// Runs `desired` orchestrated with `commands` queued (then the channel
+/// closes, as at shutdown).
+fn orchestrated(
+    fake: &FakeRuntime,
+    dir: &std::path::Path,
+    desired: &DesiredState,
+    commands: &[&str],
+) -> Applied {
+    block_on(async {
+        let state = StateDir::open(dir).unwrap();
+        let observed = observe::gather_for(fake, desired).await.unwrap();
+        let plan = plan::compute(desired, &observed, &PlanOptions::default());
+        let mut tracker = Tracker::new(&desired.activity_id, "containers");
+        let mut feedback = Vec::new();
+        let mut sink = |f: Feedback| feedback.push(f);
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        for c in commands {
+            let text = format!(
+                r#"{{"activityId":"{}","payload":{{"command":"{c}"}}}}"#,
+                desired.activity_id
+            );
+            tx.send(Order::Command(
+                crate::orchestrate::parse(text.as_bytes()).unwrap(),
+            ))
+            .await
+            .unwrap();
+        }
+        drop(tx);
+        let activity = Activity {
+            desired,
+            plan: &plan,
+            observed: &observed,
+        };
+        let outcome = orchestrate(
+            fake,
+            &state,
+            activity,
+            &options(),
+            &mut tracker,
+            &mut sink,
+            &mut rx,
+            Duration::from_secs(600),
+        )
+        .await
+        .unwrap();
+        Applied { outcome, feedback }
+    })
+}
+
+#[test]
+fn orchestrated_phases_in_order_end_completed_with_the_new_version() {
+    let fake = engine();
+    let dir = tempfile::tempdir().unwrap();
+    apply(&fake, dir.path(), &doc("o0", &[("a", &[("image", ONE)])]));
+    let r = orchestrated(
+        &fake,
+        dir.path(),
+        &doc("o1", &[("a", &[("image", TWO)])]),
+        &["DOWNLOAD", "UPDATE", "ACTIVATE", "CLEANUP"],
+    );
+    assert_eq!(r.outcome.status, Status::Completed, "{:?}", r.statuses());
+    assert_eq!(fake.container("a").unwrap().image_ref, TWO);
+    assert!(running(&fake, "a"));
+    assert_eq!(names(&fake), ["a"]);
+    assert!(StateDir::open(dir.path())
+        .unwrap()
+        .read_journal()
+        .unwrap()
+        .is_none());
+}
+
+#[test]
+fn orchestrated_rollback_after_download_removes_the_new_containers_only() {
+    let fake = engine();
+    let dir = tempfile::tempdir().unwrap();
+    apply(&fake, dir.path(), &doc("o0", &[("a", &[("image", ONE)])]));
+    let before = id_of(&fake, "a");
+    let r = orchestrated(
+        &fake,
+        dir.path(),
+        &doc("o1", &[("a", &[("image", TWO)])]),
+        &["DOWNLOAD", "ROLLBACK", "CLEANUP"],
+    );
+    let s = r.statuses();
+    assert!(s.contains(&Status::RollbackSuccess), "{s:?}");
+    assert_eq!(
+        &s[s.len() - 2..],
+        [Status::CleanupSuccess, Status::Incomplete]
+    );
+    assert_eq!(id_of(&fake, "a"), before);
+    assert!(running(&fake, "a"));
+    assert_eq!(names(&fake), ["a"]);
+}
+
+#[test]
+fn an_orchestrated_activity_ended_by_shutdown_after_update_is_undone() {
+    let fake = engine();
+    let dir = tempfile::tempdir().unwrap();
+    apply(&fake, dir.path(), &doc("o0", &[("a", &[("image", ONE)])]));
+    let before = id_of(&fake, "a");
+    let r = orchestrated(
+        &fake,
+        dir.path(),
+        &doc("o1", &[("a", &[("image", TWO)])]),
+        &["DOWNLOAD", "UPDATE"],
+    );
+    assert_eq!(r.outcome.status, Status::Incomplete);
+    assert!(
+        r.outcome
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("berth is stopping")),
+        "{:?}",
+        r.outcome
+    );
+    assert_eq!(id_of(&fake, "a"), before);
+    assert!(running(&fake, "a"));
+    assert_eq!(names(&fake), ["a"]);
+}
+
+#[test]
+fn an_orchestrated_command_out_of_order_changes_nothing() {
+    let fake = engine();
+    let dir = tempfile::tempdir().unwrap();
+    apply(&fake, dir.path(), &doc("o0", &[("a", &[("image", ONE)])]));
+    let r = orchestrated(
+        &fake,
+        dir.path(),
+        &doc("o1", &[("a", &[("image", TWO)])]),
+        &["ACTIVATE"],
+    );
+    let refused = r
+        .feedback
+        .iter()
+        .find(|f| f.payload.status == Status::ActivationFailure)
+        .expect("refused");
+    assert_eq!(
+        refused.payload.message.as_deref(),
+        Some("ACTIVATE is possible only after status UPDATE_SUCCESS is reported")
+    );
+    assert_eq!(fake.container("a").unwrap().image_ref, ONE);
+    assert!(!r.statuses().contains(&Status::Downloading));
+}
