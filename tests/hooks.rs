@@ -251,3 +251,42 @@ fn hooks_run_in_depends_on_order() {
     );
     assert!(one_shots(&device).is_empty());
 }
+
+#[test]
+fn a_pre_start_sees_the_services_host_entries_and_user() {
+    let device = Device::new("hook-hosts");
+    let name = device.name("svc");
+    let img = image("service", "1");
+    // It fails (and the apply with it) unless it runs as nobody and
+    // resolves the service's host entry.
+    let check = "test \"$(id -u)\" = 65534 && grep -q '10.1.2.3.*db.local' /etc/hosts";
+    let doc = device.doc(
+        "v1",
+        &[(
+            &name,
+            "1",
+            &[
+                ("image", &img),
+                ("user", "nobody"),
+                ("host", "db.local:10.1.2.3"),
+                ("preStart", check),
+            ],
+        )],
+    );
+    device.apply_ok(&doc, &[]);
+    let broken = device.doc(
+        "v2",
+        &[(
+            &name,
+            "2",
+            &[
+                ("image", &img),
+                ("user", "nobody"),
+                ("host", "db.local:10.9.9.9"),
+                ("preStart", check),
+            ],
+        )],
+    );
+    let applied = device.apply(&broken, &[]);
+    assert_eq!(applied.code(), Some(1), "the check cannot fail\n{applied}");
+}

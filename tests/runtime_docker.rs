@@ -719,3 +719,44 @@ fn a_network_removed_after_create_is_reported_at_start() {
         RuntimeError::not_found(Missing::Network, network.0.clone())
     );
 }
+
+/// Issue 22: `exec` runs a command to its end in a running container and
+/// gives its exit code and interleaved output; `logs` gives what the
+/// container printed.
+#[test]
+fn exec_gives_the_exit_code_and_output_and_logs_what_the_container_printed() {
+    let name = unique("exec");
+    let _cleanup = Cleanup(name.clone());
+    let img = image("service", "1");
+    let spec = desired(&name, &[("image", &img)]).containers.remove(0);
+    block_on(async {
+        let rt = connect().await;
+        let id = create(&rt, &spec).await;
+        rt.start(&id).await.unwrap();
+        let argv: Vec<String> = ["/bin/sh", "-c", "echo out; echo err >&2; exit 7"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let ran = rt.exec(&id, &argv).await.expect("exec");
+        assert_eq!(ran.exit_code, 7);
+        assert!(ran.output.contains("out"), "{:?}", ran.output);
+        assert!(ran.output.contains("err"), "{:?}", ran.output);
+        let printed = rt.logs(&id).await.expect("logs");
+        assert!(
+            printed.contains("berth test service version 1 started"),
+            "{printed:?}"
+        );
+    });
+}
+
+#[test]
+fn exec_in_a_missing_container_says_the_container_is_missing() {
+    let err = block_on(async {
+        connect()
+            .await
+            .exec("berth-no-such-container", &["true".to_string()])
+            .await
+            .unwrap_err()
+    });
+    assert!(err.is_missing(Missing::Container), "{err:?}");
+}

@@ -137,6 +137,8 @@ pub(super) struct OneShot<'a> {
     pub base: &'a ContainerConfig,
     /// The service's anonymous volumes: (volume name, container path).
     pub anonymous: Vec<(String, String)>,
+    /// The service's `/etc/hosts` entries, resolved (`name:ip`).
+    pub extra_hosts: Vec<String>,
     /// The service's extra networks.
     pub networks: Vec<(String, Vec<String>)>,
     /// The shell command.
@@ -159,7 +161,7 @@ impl<R: Runtime> Run<'_, R> {
             name: temp.clone(),
             config: one_shot_config(job.base, &job.cmd),
             labels: one_shot_labels(&self.options.instance, &job.purpose),
-            extra_hosts: Vec::new(),
+            extra_hosts: job.extra_hosts,
             inherited_volumes: job.anonymous,
             networks: job.networks,
         };
@@ -278,15 +280,26 @@ impl<R: Runtime> Run<'_, R> {
         }
     }
 
-    /// The anonymous volumes of unit `i`'s new container, so that its
-    /// one-shot containers see the very data it will.
-    pub(super) async fn new_volumes(&self, i: usize) -> Vec<(String, String)> {
+    /// The anonymous volumes and the resolved host entries of unit `i`'s
+    /// new container, so that its one-shot containers see the very data
+    /// and names it will.
+    pub(super) async fn new_settings(&self, i: usize) -> (Vec<(String, String)>, Vec<String>) {
+        let fallback = || {
+            (
+                self.units[i].entry.execution.inherited_volumes.clone(),
+                Vec::new(),
+            )
+        };
         let Some(id) = &self.units[i].new_id else {
-            return self.units[i].entry.execution.inherited_volumes.clone();
+            return fallback();
         };
         match self.rt.inspect(id).await {
-            Ok(Some(d)) => crate::observe::container(d, &Default::default()).anonymous_volumes,
-            _ => self.units[i].entry.execution.inherited_volumes.clone(),
+            Ok(Some(d)) => {
+                let hosts = d.extra_hosts.clone();
+                let anonymous = crate::observe::container(d, &Default::default()).anonymous_volumes;
+                (anonymous, hosts)
+            }
+            _ => fallback(),
         }
     }
 
@@ -303,11 +316,12 @@ impl<R: Runtime> Run<'_, R> {
         let name = u.name().to_string();
         self.set(&name, ActionStatus::Activating, "Running preStart.");
         self.emit(Status::Activating, None);
-        let anonymous = self.new_volumes(i).await;
+        let (anonymous, extra_hosts) = self.new_settings(i).await;
         let job = OneShot {
             purpose: "preStart".into(),
             base: &spec.config,
             anonymous,
+            extra_hosts,
             networks: self.units[i].entry.execution.networks.clone(),
             cmd,
             limit: spec.rollout.hooks.timeout(),
@@ -369,6 +383,7 @@ impl<R: Runtime> Run<'_, R> {
                 purpose: "onRollback".into(),
                 base: &old.config,
                 anonymous: old.anonymous_volumes.clone(),
+                extra_hosts: old.details.extra_hosts.clone(),
                 networks: Vec::new(),
                 cmd,
                 limit,

@@ -370,11 +370,12 @@ impl<R: Runtime> Run<'_, R> {
         purpose: &str,
         cmd: &str,
     ) -> Result<String, String> {
-        let anonymous = self.new_volumes(i).await;
+        let (anonymous, extra_hosts) = self.new_settings(i).await;
         let job = OneShot {
             purpose: purpose.to_string(),
             base: &spec.config,
             anonymous,
+            extra_hosts,
             networks: self.units[i].entry.execution.networks.clone(),
             cmd: cmd.to_string(),
             limit: spec.rollout.hooks.timeout(),
