@@ -442,6 +442,10 @@ fn the_event_stream_resumes_after_the_last_event_id() {
     })
     .join()
     .unwrap();
+    assert_eq!(
+        all[0].event, "reset",
+        "an id this run never gave says events were missed: {all:?}"
+    );
     let ids: Vec<u64> = all
         .iter()
         .filter_map(|e| e.id.as_ref()?.parse().ok())
@@ -682,7 +686,11 @@ fn berth_status_asks_the_running_agent_through_the_socket() {
         .arg(device.dir.path().join("reader.token"));
     let out = crate::util::run(&mut cmd);
     let stdout = crate::util::text(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", crate::util::text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        crate::util::text(&out.stderr)
+    );
     assert!(stdout.starts_with("berth: ready\n"), "{stdout}");
     assert!(stdout.contains(&device.web), "{stdout}");
     assert!(!stdout.contains("hunter2"), "{stdout}");
@@ -725,7 +733,11 @@ fn berth_events_follows_the_agent_through_the_socket() {
         if done {
             break;
         }
-        assert!(Instant::now() < deadline, "no completed event: {lines}\n{}", events.stderr());
+        assert!(
+            Instant::now() < deadline,
+            "no completed event: {lines}\n{}",
+            events.stderr()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -741,11 +753,17 @@ fn a_live_socket_is_refused_and_a_stale_one_replaced() {
         .arg(second.path().join("config.toml"))
         .arg("--state-dir")
         .arg(second.path().join("state"));
-    cmd.env("BERTH_INSTANCE", format!("{}-second", crate::util::instance()));
+    cmd.env(
+        "BERTH_INSTANCE",
+        format!("{}-second", crate::util::instance()),
+    );
     let out = crate::util::run(&mut cmd);
     assert!(!out.status.success());
     let stderr = crate::util::text(&out.stderr);
-    assert!(stderr.contains("is in use by a running process"), "{stderr}");
+    assert!(
+        stderr.contains("is in use by a running process"),
+        "{stderr}"
+    );
 
     // A socket nobody answers on (left by a killed berth) is replaced.
     let stale_dir = TempDir::new().unwrap();
@@ -762,7 +780,10 @@ fn a_live_socket_is_refused_and_a_stale_one_replaced() {
         .arg(second.path().join("config.toml"))
         .arg("--state-dir")
         .arg(second.path().join("state"));
-    cmd.env("BERTH_INSTANCE", format!("{}-second", crate::util::instance()));
+    cmd.env(
+        "BERTH_INSTANCE",
+        format!("{}-second", crate::util::instance()),
+    );
     let mut agent = Background::spawn(cmd);
     agent.wait_for("the API listens", WAIT);
     use std::os::unix::fs::PermissionsExt;
@@ -775,7 +796,11 @@ fn a_live_socket_is_refused_and_a_stale_one_replaced() {
 #[test]
 fn a_remote_listen_address_is_refused_unless_allowed() {
     let dir = TempDir::new().unwrap();
-    std::fs::write(dir.path().join("config.toml"), "[api]\nlisten = \"0.0.0.0:7070\"\n").unwrap();
+    std::fs::write(
+        dir.path().join("config.toml"),
+        "[api]\nlisten = \"0.0.0.0:7070\"\n",
+    )
+    .unwrap();
     let mut cmd = berth();
     cmd.args(["run", "--print-config", "--config"])
         .arg(dir.path().join("config.toml"));
@@ -809,7 +834,9 @@ fn the_openapi_document_describes_every_route_and_every_answer() {
         assert!(op.is_object(), "{method} {path} is not documented");
         for (code, answer) in op["responses"].as_object().unwrap() {
             assert!(
-                answer["description"].as_str().is_some_and(|d| !d.is_empty()),
+                answer["description"]
+                    .as_str()
+                    .is_some_and(|d| !d.is_empty()),
                 "{method} {path} {code} has no description"
             );
         }

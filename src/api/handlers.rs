@@ -21,7 +21,7 @@ use super::auth::{audit, authenticate, AuthError, Permission};
 use super::config::Grant;
 use super::derive::{self, DeriveError};
 use super::error::{parse_json, ApiError};
-use super::events::{status_word, Event};
+use super::events::{status_word, Event, Lookup};
 use super::types::*;
 use super::Context;
 use crate::agent::{Body, Incoming, Input, Origin};
@@ -31,6 +31,10 @@ use crate::runtime::{ContainerDetails, Runtime};
 use crate::spec::document::Envelope;
 
 type Ctx<R> = State<Arc<Context<R>>>;
+
+/// The most event streams open at once: each holds a connection and a
+/// broadcast receiver; a device has a handful of local clients.
+pub const MAX_EVENT_CLIENTS: i64 = 64;
 
 /// The caller, when its token is valid and has `permission`; the refusal,
 /// audited, when not.
@@ -149,6 +153,7 @@ async fn preflight<R: Send + Sync + 'static>(
 /// about the activity is missed.
 async fn submit<R>(
     ctx: &Context<R>,
+    activity_id: &str,
     text: String,
 ) -> Result<broadcast::Receiver<Arc<Event>>, ApiError> {
     let live = ctx.hub.subscribe(None).live;
@@ -174,7 +179,10 @@ async fn submit<R>(
             )
         })?;
     match tokio::time::timeout(ctx.accept_timeout, acked).await {
-        Ok(Ok(())) => Ok(live),
+        Ok(Ok(())) => {
+            ctx.hub.queued(activity_id);
+            Ok(live)
+        }
         Ok(Err(_)) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "not_persisted",
@@ -614,7 +622,7 @@ async fn update_image_as<R: Runtime + 'static>(
     preflight(ctx, Some(&base), &text).await?;
     tag_exists(ctx, &image).await?;
     let old = container_id(ctx, id).await;
-    let live = submit(ctx, text).await?;
+    let live = submit(ctx, &activity_id, text).await?;
     drop(_one_at_a_time);
     if q.wait == Some(false) {
         return Ok(accepted(&activity_id, ctx.note()));
@@ -746,7 +754,7 @@ async fn patch_env_as<R: Runtime + 'static>(
             .collect()
     });
     let old = container_id(ctx, id).await;
-    let live = submit(ctx, text).await?;
+    let live = submit(ctx, &activity_id, text).await?;
     drop(_one_at_a_time);
     if q.wait == Some(false) {
         return Ok(accepted(&activity_id, ctx.note()));
@@ -818,7 +826,7 @@ async fn apply_as<R: Runtime + 'static>(
     let _one_at_a_time = ctx.mutation.lock().await;
     let base = last_accepted(ctx).await.ok();
     preflight(ctx, base.as_ref(), &text).await?;
-    let live = submit(ctx, text).await?;
+    let live = submit(ctx, &activity_id, text).await?;
     drop(_one_at_a_time);
     if q.wait == Some(false) {
         return Ok(accepted(&activity_id, ctx.note()));
@@ -857,16 +865,24 @@ pub async fn activity<R>(
         "GET /api/v1/activities/{id}",
         &id,
     )?;
-    match ctx.hub.activity(&id) {
-        Some(f) => Ok(Json(ActivityView {
+    match ctx.hub.lookup(&id) {
+        Lookup::Feedback(f) => Ok(Json(ActivityView {
             activity_id: id,
             status: status_word(f.payload.status),
             done: f.payload.status.is_final(),
             feedback: serde_json::to_value(&*f).unwrap_or_default(),
         })
         .into_response()),
-        None => Err(ApiError::not_found(format!(
-            "no feedback for {id} yet (it may be waiting to start), or it is too old to be remembered"
+        Lookup::Queued => Ok(Json(ActivityView {
+            activity_id: id,
+            status: "QUEUED".into(),
+            done: false,
+            feedback: serde_json::Value::Null,
+        })
+        .into_response()),
+        Lookup::Unknown => Err(ApiError::not_found(format!(
+            "{id} is unknown, or too old to be remembered (the last {} activities are)",
+            super::events::ACTIVITIES_KEPT
         ))),
     }
 }
@@ -900,6 +916,13 @@ pub async fn events<R: Send + Sync + 'static>(
         "GET /api/v1/events",
         "-",
     )?;
+    if ctx.hub.metrics.event_clients.get() >= MAX_EVENT_CLIENTS {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_clients",
+            format!("{MAX_EVENT_CLIENTS} event streams are open already; close one"),
+        ));
+    }
     let header_id = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
