@@ -608,16 +608,9 @@ async fn update_image_as<R: Runtime + 'static>(
     }
     let _one_at_a_time = ctx.mutation.lock().await;
     let base = last_accepted(ctx).await?;
-    let activity_id = derive::activity_id(now_ms());
-    let doc = derive::update_image(
-        base.clone(),
-        &ctx.spec.domain,
-        id,
-        &image,
-        &activity_id,
-        now_ms(),
-    )
-    .map_err(derive_error)?;
+    let activity_id = derive::activity_id(now_ms(), &ctx.last_activity);
+    let doc = derive::update_image(base.clone(), &ctx.spec.domain, id, &image, &activity_id)
+        .map_err(derive_error)?;
     let text = serde_json::to_string(&doc).map_err(|e| ApiError::internal(e.to_string()))?;
     preflight(ctx, Some(&base), &text).await?;
     tag_exists(ctx, &image).await?;
@@ -722,21 +715,15 @@ async fn patch_env_as<R: Runtime + 'static>(
     let patch: serde_json::Value = parse_json(body)?;
     let _one_at_a_time = ctx.mutation.lock().await;
     let base = last_accepted(ctx).await?;
-    let activity_id = derive::activity_id(now_ms());
-    let doc = derive::patch_env(
-        base.clone(),
-        &ctx.spec.domain,
-        id,
-        &patch,
-        &activity_id,
-        now_ms(),
-    )
-    .map_err(|e| match e {
-        DeriveError::Field { field, problem } if field != "body" => {
-            ApiError::field(format!("env.{field}"), problem)
-        }
-        e => derive_error(e),
-    })?;
+    let activity_id = derive::activity_id(now_ms(), &ctx.last_activity);
+    let doc = derive::patch_env(base.clone(), &ctx.spec.domain, id, &patch, &activity_id).map_err(
+        |e| match e {
+            DeriveError::Field { field, problem } if field != "body" => {
+                ApiError::field(format!("env.{field}"), problem)
+            }
+            e => derive_error(e),
+        },
+    )?;
     let text = serde_json::to_string(&doc).map_err(|e| ApiError::internal(e.to_string()))?;
     preflight(ctx, Some(&base), &text).await?;
     let env = derive::component(&doc, &ctx.spec.domain, id).map(|c| {

@@ -84,6 +84,8 @@ pub struct Context<R> {
     pub accept_timeout: Duration,
     /// How long a waiting mutation waits for its activity.
     pub wait_timeout: Duration,
+    /// The last `api-<ms>` given, so that ids never repeat.
+    pub last_activity: std::sync::atomic::AtomicI64,
 }
 
 /// Why the API could not start.

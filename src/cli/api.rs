@@ -147,6 +147,7 @@ impl Serving {
             mutation: tokio::sync::Mutex::new(()),
             accept_timeout: ACCEPT_TIMEOUT,
             wait_timeout: wait,
+            last_activity: std::sync::atomic::AtomicI64::new(0),
         });
         let router = api::router(ctx, &self.config);
         (out, tokio::spawn(self.bound.serve(router)))
