@@ -42,6 +42,11 @@ impl Device {
     /// One component, `web`, on service:1 with a named volume, a user
     /// network and three env variables (one secret).
     fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// With more `[api]` options.
+    fn start_with(api_options: &str) -> Self {
         let dir = TempDir::new().unwrap();
         let web = unique(&format!("api-{}", rand_suffix()));
         let volume = format!("{web}-data");
@@ -73,6 +78,7 @@ impl Device {
             r#"
 [api]
 listen = "{d}/api.sock"
+{api_options}
 
 [[api.tokens]]
 name = "full"
@@ -845,4 +851,12 @@ fn the_openapi_document_describes_every_route_and_every_answer() {
         doc["components"]["securitySchemes"]["bearer"]["scheme"],
         "bearer"
     );
+}
+
+#[test]
+fn a_body_over_the_size_limit_is_refused_with_413() {
+    let device = Device::start_with("max_body_size = 1024");
+    let huge = format!("{{\"activityId\": \"{}\"}}", "x".repeat(4096));
+    let a = device.raw(Some(FULL), "POST", "/api/v1/desired-state", &huge);
+    assert_eq!(a.status, 413, "{}", a.text());
 }

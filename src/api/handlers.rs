@@ -77,7 +77,7 @@ fn caller<'a, R>(
 fn derive_error(e: DeriveError) -> ApiError {
     match e {
         DeriveError::NoDocument => {
-            ApiError::new(StatusCode::CONFLICT, "no_document", e.to_string())
+            ApiError::new(StatusCode::NOT_FOUND, "no_document", e.to_string())
         }
         DeriveError::Unreadable(_) => ApiError::internal(e.to_string()),
         DeriveError::NotDesired(_) => ApiError::not_found(e.to_string()),
@@ -570,7 +570,7 @@ pub async fn update_image<R: Runtime + 'static>(
         Err(e) => outcome(&format!(
             "refused {}: {}",
             e.status.as_u16(),
-            e.body.message
+            ctx.redactor.text(&e.body.message)
         )),
     }
     result
@@ -699,7 +699,11 @@ pub async fn patch_env<R: Runtime + 'static>(
             &grant.name,
             ENDPOINT,
             &id,
-            &format!("refused {}: {}", e.status.as_u16(), e.body.message),
+            &format!(
+                "refused {}: {}",
+                e.status.as_u16(),
+                ctx.redactor.text(&e.body.message)
+            ),
         ),
     }
     result
@@ -794,7 +798,11 @@ pub async fn desired_state<R: Runtime + 'static>(
             &grant.name,
             ENDPOINT,
             "-",
-            &format!("refused {}: {}", e.status.as_u16(), e.body.message),
+            &format!(
+                "refused {}: {}",
+                e.status.as_u16(),
+                ctx.redactor.text(&e.body.message)
+            ),
         ),
     }
     result
