@@ -47,6 +47,11 @@ impl Device {
 
     /// With more `[api]` options.
     fn start_with(api_options: &str) -> Self {
+        Self::start_full(api_options, &[])
+    }
+
+    /// With more `[api]` options and more `berth run` arguments.
+    fn start_full(api_options: &str, run_args: &[&str]) -> Self {
         let dir = TempDir::new().unwrap();
         let web = unique(&format!("api-{}", rand_suffix()));
         let volume = format!("{web}-data");
@@ -85,7 +90,7 @@ name = "full"
 token_file = "{d}/full.token"
 can_inspect = true
 can_update_image = true
-allowed_images = ["{registry}/berth-test/service:*"]
+allowed_images = ["{registry}/berth-test/service:*", "{registry}/berth-test/crash:*"]
 can_update_env = true
 can_apply = true
 
@@ -111,6 +116,7 @@ can_read_secrets = true
             .arg("--files")
             .arg(dir.path().join("state.json"))
             .args(["--min-ready", "500ms", "--reconcile-interval", "0"])
+            .args(run_args)
             .args(["--log-level", "berth=debug"]);
         let cleanup = vec![
             Cleanup(web.clone()),
@@ -203,12 +209,16 @@ can_read_secrets = true
     }
 
     fn update_image(&self, token: &str, tag: &str, wait: bool) -> Answer {
+        self.update_to(token, "service", tag, wait)
+    }
+
+    fn update_to(&self, token: &str, name: &str, tag: &str, wait: bool) -> Answer {
         let path = format!(
             "/api/v1/containers/{}/update-image{}",
             self.web,
             if wait { "" } else { "?wait=false" }
         );
-        let repo = format!("{}/berth-test/service", crate::util::registry());
+        let repo = format!("{}/berth-test/{name}", crate::util::registry());
         self.call(
             Some(token),
             "POST",
@@ -859,4 +869,44 @@ fn a_body_over_the_size_limit_is_refused_with_413() {
     let huge = format!("{{\"activityId\": \"{}\"}}", "x".repeat(4096));
     let a = device.raw(Some(FULL), "POST", "/api/v1/desired-state", &huge);
     assert_eq!(a.status, 413, "{}", a.text());
+}
+
+#[test]
+fn a_failed_update_is_rolled_back_and_reported_failed() {
+    let device = Device::start();
+    let before = inspect(&device.web)["Id"].clone();
+    let web = device.web.clone();
+    let events = follow(&device, READER, None, move |seen| {
+        seen.iter().any(|e| {
+            e.event == "version-update" && e.data.contains("\"failed\"") && e.data.contains(&web)
+        })
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let a = device.update_to(FULL, "crash", "1", true);
+    assert_eq!(a.status, 409, "{}\n{}", a.text(), device.log());
+    let body = a.json();
+    assert_eq!(body["success"], false, "{body}");
+    assert_eq!(body["status"], "INCOMPLETE", "{body}");
+    let after = inspect(&device.web);
+    assert_eq!(after["Id"], before, "the old container runs again");
+    assert_eq!(after["State"]["Running"], true);
+    let seen = events.join().unwrap();
+    assert!(
+        seen.iter()
+            .any(|e| e.event == "version-update" && e.data.contains("\"failed\"")),
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn an_api_change_is_reported_on_mqtt_too() {
+    let broker = crate::broker::Broker::start();
+    let sub = crate::broker::Subscriber::start(&broker, "#");
+    let url = broker.url();
+    let device = Device::start_full("", &["--mqtt-url", url.as_str()]);
+    let a = device.update_image(FULL, "2", true);
+    assert_eq!(a.status, 200, "{}", a.text());
+    let activity = a.json()["activityId"].as_str().unwrap().to_string();
+    let f = sub.feedback(&activity, &["COMPLETED"], WAIT, &device.log());
+    assert_eq!(f["activityId"], activity.as_str());
 }
