@@ -606,6 +606,13 @@ async fn update_image_as<R: Runtime + 'static>(
             grant.allowed_images.join(", ")
         )));
     }
+    // A component that is not desired is a 404 whatever the tag; the
+    // registry may be slow, so it is asked before other mutations are held
+    // up (the document is read again under the lock).
+    if derive::component(&last_accepted(ctx).await?, &ctx.spec.domain, id).is_none() {
+        return Err(derive_error(DeriveError::NotDesired(id.to_string())));
+    }
+    tag_exists(ctx, &image).await?;
     let _one_at_a_time = ctx.mutation.lock().await;
     let base = last_accepted(ctx).await?;
     let activity_id = derive::activity_id(now_ms(), &ctx.last_activity);
@@ -613,7 +620,6 @@ async fn update_image_as<R: Runtime + 'static>(
         .map_err(derive_error)?;
     let text = serde_json::to_string(&doc).map_err(|e| ApiError::internal(e.to_string()))?;
     preflight(ctx, Some(&base), &text).await?;
-    tag_exists(ctx, &image).await?;
     let old = container_id(ctx, id).await;
     let live = submit(ctx, &activity_id, text).await?;
     drop(_one_at_a_time);
