@@ -29,6 +29,9 @@ pub mod metrics;
 pub mod openapi;
 pub mod types;
 
+#[cfg(test)]
+mod tests;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
