@@ -52,6 +52,12 @@ impl Device {
 
     /// With more `[api]` options and more `berth run` arguments.
     fn start_full(api_options: &str, run_args: &[&str]) -> Self {
+        Self::start_config(api_options, run_args, "")
+    }
+
+    /// With more `[api]` options, `berth run` arguments, and configuration
+    /// sections after the API's (`tail`).
+    fn start_config(api_options: &str, run_args: &[&str], tail: &str) -> Self {
         let dir = TempDir::new().unwrap();
         let web = unique(&format!("api-{}", rand_suffix()));
         let volume = format!("{web}-data");
@@ -104,6 +110,8 @@ name = "secrets"
 token_file = "{d}/secrets.token"
 can_inspect = true
 can_read_secrets = true
+
+{tail}
 "#,
             registry = crate::util::registry()
         );
@@ -909,4 +917,20 @@ fn an_api_change_is_reported_on_mqtt_too() {
     let activity = a.json()["activityId"].as_str().unwrap().to_string();
     let f = sub.feedback(&activity, &["COMPLETED"], WAIT, &device.log());
     assert_eq!(f["activityId"], activity.as_str());
+}
+
+#[test]
+fn an_image_the_device_policy_refuses_is_forbidden_naming_the_rule() {
+    let policy = format!(
+        "[policy]\nallowed_images = [\"{}/berth-test/service:1\"]\n",
+        crate::util::registry()
+    );
+    let device = Device::start_config("", &[], &policy);
+    let before = inspect(&device.web)["Id"].clone();
+    let a = device.update_image(FULL, "2", true);
+    assert_eq!(a.status, 403, "{}", a.text());
+    let message = a.json()["message"].as_str().unwrap().to_string();
+    assert!(message.contains("device policy"), "{message}");
+    assert!(message.contains("allowed_images"), "{message}");
+    assert_eq!(inspect(&device.web)["Id"], before);
 }
