@@ -192,13 +192,13 @@ pub async fn bind(api: &ApiConfig) -> Result<Bound, ServeError> {
             let file = SocketFile(path.clone());
             {
                 use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).map_err(
-                    |source| ServeError::Io {
+                tokio::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                    .await
+                    .map_err(|source| ServeError::Io {
                         what: "setting the mode of",
                         path: path.display().to_string(),
                         source,
-                    },
-                )?;
+                    })?;
             }
             Ok(Bound::Unix(listener, file))
         }
