@@ -934,3 +934,23 @@ fn an_image_the_device_policy_refuses_is_forbidden_naming_the_rule() {
     assert!(message.contains("allowed_images"), "{message}");
     assert_eq!(inspect(&device.web)["Id"], before);
 }
+
+#[test]
+fn a_change_derives_from_the_one_before_it_even_before_that_one_ran() {
+    let device = Device::start();
+    let path = format!("/api/v1/containers/{}/env?wait=false", device.web);
+    let first = device.call(Some(FULL), "PATCH", &path, Some(json!({"FIRST": "1"})));
+    assert_eq!(first.status, 202, "{}", first.text());
+    let second = device.call(Some(FULL), "PATCH", &path, Some(json!({"SECOND": "2"})));
+    assert_eq!(second.status, 202, "{}", second.text());
+    assert_ne!(first.json()["activityId"], second.json()["activityId"]);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let env = env_of(&device.web);
+        if env.contains(&"FIRST=1".to_string()) && env.contains(&"SECOND=2".to_string()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{env:?}\n{}", device.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
