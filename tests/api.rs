@@ -333,6 +333,12 @@ fn an_update_to_an_allowed_image_succeeds_and_the_new_version_runs() {
         body["note"].as_str().unwrap().contains("state.json"),
         "a file-fed device says the next file change replaces the API change: {body}"
     );
+    let log = device.log();
+    assert!(
+        log.contains("berth::audit") && log.contains("caller=full"),
+        "the mutation is audited under the token's name: {log}"
+    );
+    assert!(!log.contains(FULL), "the token itself is never logged");
 }
 
 #[test]
