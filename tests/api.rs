@@ -42,6 +42,22 @@ impl Device {
     /// One component, `web`, on service:1 with a named volume, a user
     /// network and three env variables (one secret).
     fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// With more `[api]` options.
+    fn start_with(api_options: &str) -> Self {
+        Self::start_full(api_options, &[])
+    }
+
+    /// With more `[api]` options and more `berth run` arguments.
+    fn start_full(api_options: &str, run_args: &[&str]) -> Self {
+        Self::start_config(api_options, run_args, "")
+    }
+
+    /// With more `[api]` options, `berth run` arguments, and configuration
+    /// sections after the API's (`tail`).
+    fn start_config(api_options: &str, run_args: &[&str], tail: &str) -> Self {
         let dir = TempDir::new().unwrap();
         let web = unique(&format!("api-{}", rand_suffix()));
         let volume = format!("{web}-data");
@@ -73,13 +89,14 @@ impl Device {
             r#"
 [api]
 listen = "{d}/api.sock"
+{api_options}
 
 [[api.tokens]]
 name = "full"
 token_file = "{d}/full.token"
 can_inspect = true
 can_update_image = true
-allowed_images = ["{registry}/berth-test/service:*"]
+allowed_images = ["{registry}/berth-test/service:*", "{registry}/berth-test/crash:*"]
 can_update_env = true
 can_apply = true
 
@@ -93,6 +110,8 @@ name = "secrets"
 token_file = "{d}/secrets.token"
 can_inspect = true
 can_read_secrets = true
+
+{tail}
 "#,
             registry = crate::util::registry()
         );
@@ -105,6 +124,7 @@ can_read_secrets = true
             .arg("--files")
             .arg(dir.path().join("state.json"))
             .args(["--min-ready", "500ms", "--reconcile-interval", "0"])
+            .args(run_args)
             .args(["--log-level", "berth=debug"]);
         let cleanup = vec![
             Cleanup(web.clone()),
@@ -197,12 +217,16 @@ can_read_secrets = true
     }
 
     fn update_image(&self, token: &str, tag: &str, wait: bool) -> Answer {
+        self.update_to(token, "service", tag, wait)
+    }
+
+    fn update_to(&self, token: &str, name: &str, tag: &str, wait: bool) -> Answer {
         let path = format!(
             "/api/v1/containers/{}/update-image{}",
             self.web,
             if wait { "" } else { "?wait=false" }
         );
-        let repo = format!("{}/berth-test/service", crate::util::registry());
+        let repo = format!("{}/berth-test/{name}", crate::util::registry());
         self.call(
             Some(token),
             "POST",
@@ -309,6 +333,12 @@ fn an_update_to_an_allowed_image_succeeds_and_the_new_version_runs() {
         body["note"].as_str().unwrap().contains("state.json"),
         "a file-fed device says the next file change replaces the API change: {body}"
     );
+    let log = device.log();
+    assert!(
+        log.contains("berth::audit") && log.contains("caller=full"),
+        "the mutation is audited under the token's name: {log}"
+    );
+    assert!(!log.contains(FULL), "the token itself is never logged");
 }
 
 #[test]
@@ -442,6 +472,10 @@ fn the_event_stream_resumes_after_the_last_event_id() {
     })
     .join()
     .unwrap();
+    assert_eq!(
+        all[0].event, "reset",
+        "an id this run never gave says events were missed: {all:?}"
+    );
     let ids: Vec<u64> = all
         .iter()
         .filter_map(|e| e.id.as_ref()?.parse().ok())
@@ -841,4 +875,88 @@ fn the_openapi_document_describes_every_route_and_every_answer() {
         doc["components"]["securitySchemes"]["bearer"]["scheme"],
         "bearer"
     );
+}
+
+#[test]
+fn a_body_over_the_size_limit_is_refused_with_413() {
+    let device = Device::start_with("max_body_size = 1024");
+    let huge = format!("{{\"activityId\": \"{}\"}}", "x".repeat(4096));
+    let a = device.raw(Some(FULL), "POST", "/api/v1/desired-state", &huge);
+    assert_eq!(a.status, 413, "{}", a.text());
+}
+
+#[test]
+fn a_failed_update_is_rolled_back_and_reported_failed() {
+    let device = Device::start();
+    let before = inspect(&device.web)["Id"].clone();
+    let web = device.web.clone();
+    let events = follow(&device, READER, None, move |seen| {
+        seen.iter().any(|e| {
+            e.event == "version-update" && e.data.contains("\"failed\"") && e.data.contains(&web)
+        })
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let a = device.update_to(FULL, "crash", "1", true);
+    assert_eq!(a.status, 409, "{}\n{}", a.text(), device.log());
+    let body = a.json();
+    assert_eq!(body["success"], false, "{body}");
+    assert_eq!(body["status"], "INCOMPLETE", "{body}");
+    let after = inspect(&device.web);
+    assert_eq!(after["Id"], before, "the old container runs again");
+    assert_eq!(after["State"]["Running"], true);
+    let seen = events.join().unwrap();
+    assert!(
+        seen.iter()
+            .any(|e| e.event == "version-update" && e.data.contains("\"failed\"")),
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn an_api_change_is_reported_on_mqtt_too() {
+    let broker = crate::broker::Broker::start();
+    let sub = crate::broker::Subscriber::start(&broker, "#");
+    let url = broker.url();
+    let device = Device::start_full("", &["--mqtt-url", url.as_str()]);
+    let a = device.update_image(FULL, "2", true);
+    assert_eq!(a.status, 200, "{}", a.text());
+    let activity = a.json()["activityId"].as_str().unwrap().to_string();
+    let f = sub.feedback(&activity, &["COMPLETED"], WAIT, &device.log());
+    assert_eq!(f["activityId"], activity.as_str());
+}
+
+#[test]
+fn an_image_the_device_policy_refuses_is_forbidden_naming_the_rule() {
+    let policy = format!(
+        "[policy]\nallowed_images = [\"{}/berth-test/service:1\"]\n",
+        crate::util::registry()
+    );
+    let device = Device::start_config("", &[], &policy);
+    let before = inspect(&device.web)["Id"].clone();
+    let a = device.update_image(FULL, "2", true);
+    assert_eq!(a.status, 403, "{}", a.text());
+    let message = a.json()["message"].as_str().unwrap().to_string();
+    assert!(message.contains("device policy"), "{message}");
+    assert!(message.contains("allowed_images"), "{message}");
+    assert_eq!(inspect(&device.web)["Id"], before);
+}
+
+#[test]
+fn a_change_derives_from_the_one_before_it_even_before_that_one_ran() {
+    let device = Device::start();
+    let path = format!("/api/v1/containers/{}/env?wait=false", device.web);
+    let first = device.call(Some(FULL), "PATCH", &path, Some(json!({"FIRST": "1"})));
+    assert_eq!(first.status, 202, "{}", first.text());
+    let second = device.call(Some(FULL), "PATCH", &path, Some(json!({"SECOND": "2"})));
+    assert_eq!(second.status, 202, "{}", second.text());
+    assert_ne!(first.json()["activityId"], second.json()["activityId"]);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let env = env_of(&device.web);
+        if env.contains(&"FIRST=1".to_string()) && env.contains(&"SECOND=2".to_string()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{env:?}\n{}", device.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

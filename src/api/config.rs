@@ -402,6 +402,40 @@ mod tests {
     }
 
     #[test]
+    fn an_api_section_parses_in_the_agent_configuration() {
+        let c = crate::config::Config::parse(&format!(
+            "[api]\nlisten = \"127.0.0.1:7070\"\nrequest_timeout = \"5s\"\n\n[[api.tokens]]\nname = \"ui\"\nsha256 = \"{HASH}\"\ncan_inspect = true\n"
+        ))
+        .unwrap();
+        let api = c.api.unwrap();
+        assert_eq!(api.listen, "127.0.0.1:7070");
+        assert_eq!(api.request_timeout, Duration::from_secs(5));
+        assert!(api.tokens[0].can_inspect && !api.tokens[0].can_apply);
+    }
+
+    #[test]
+    fn an_unknown_api_option_is_refused_by_name() {
+        let e = crate::config::Config::parse("[api]\nlistne = \"/run/x.sock\"\n").unwrap_err();
+        assert!(e.to_string().contains("listne"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_api_option_is_refused_with_its_path() {
+        let e = crate::config::Config::parse("[api]\nlisten = \"10.0.0.1:80\"\n").unwrap_err();
+        assert!(e.to_string().starts_with("api.listen:"), "{e}");
+    }
+
+    #[test]
+    fn the_printed_configuration_keeps_the_api_section() {
+        let text = format!(
+            "[api]\nlisten = \"/run/b.sock\"\n\n[[api.tokens]]\nname = \"ui\"\nsha256 = \"{HASH}\"\n"
+        );
+        let c = crate::config::Config::parse(&text).unwrap();
+        let printed = c.redacted_toml();
+        assert_eq!(crate::config::Config::parse(&printed).unwrap(), c);
+    }
+
+    #[test]
     fn an_absolute_path_is_a_unix_socket() {
         assert_eq!(
             parse_listen("/run/berth/api.sock", false),

@@ -13,9 +13,17 @@ use crate::spec::image::ImageRef;
 /// How the activity ids of API mutations begin (`api-<epoch ms>`).
 pub const API_PREFIX: &str = "api-";
 
-/// An activity id for a mutation made now.
-pub fn activity_id(now_ms: i64) -> String {
-    format!("{API_PREFIX}{now_ms}")
+/// An activity id for a mutation made now: `api-<ms>`, and above the
+/// last one given (`last`, updated), so two mutations within one
+/// millisecond still get two activities.
+pub fn activity_id(now_ms: i64, last: &std::sync::atomic::AtomicI64) -> String {
+    use std::sync::atomic::Ordering;
+    let previous = last
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |l| {
+            Some(now_ms.max(l.saturating_add(1)))
+        })
+        .unwrap_or(now_ms);
+    format!("{API_PREFIX}{}", now_ms.max(previous.saturating_add(1)))
 }
 
 /// Why a mutation cannot be derived.
@@ -152,6 +160,11 @@ fn set_key(config: &mut Vec<KeyValue>, key: &str, value: String) {
 /// The document with `id` rolled to `image` (the component's version
 /// becomes the tag), under a new activity id.
 ///
+/// The sender's `timestamp` stays the base document's: MQTT documents
+/// are judged stale against the last accepted one's timestamp, and the
+/// device's clock must not make a newer document from the cloud (whose
+/// clock may differ) look older than an API change.
+///
 /// # Errors
 /// [`DeriveError::NotDesired`] when the component is not there.
 pub fn update_image(
@@ -160,13 +173,11 @@ pub fn update_image(
     id: &str,
     image: &ImageRef,
     activity_id: &str,
-    now_ms: i64,
 ) -> Result<Envelope, DeriveError> {
     let c = component_mut(&mut doc, domain, id)?;
     set_key(&mut c.config, "image", image.to_string());
     c.version = image.tag.clone();
     doc.activity_id = activity_id.to_string();
-    doc.timestamp = Some(now_ms);
     Ok(doc)
 }
 
@@ -194,7 +205,8 @@ pub fn desired_env(c: &Component) -> BTreeMap<String, Option<String>> {
 
 /// The document with a JSON merge patch (RFC 7386) applied to `id`'s env:
 /// a string sets the variable, `null` removes the document's entry for it.
-/// Everything else in the document stays as it was.
+/// Everything else in the document stays as it was (its timestamp too,
+/// see [`update_image`]).
 ///
 /// # Errors
 /// A patch that is not an object, a name that is not an env name, a value
@@ -205,7 +217,6 @@ pub fn patch_env(
     id: &str,
     patch: &Value,
     activity_id: &str,
-    now_ms: i64,
 ) -> Result<Envelope, DeriveError> {
     let Value::Object(patch) = patch else {
         return Err(field(
@@ -257,7 +268,6 @@ pub fn patch_env(
         }
     }
     doc.activity_id = activity_id.to_string();
-    doc.timestamp = Some(now_ms);
     Ok(doc)
 }
 
@@ -294,20 +304,20 @@ mod tests {
     #[test]
     fn an_update_sets_the_image_and_the_version_and_keeps_the_rest() {
         let image = image_reference("127.0.0.1:5000/app", "2").unwrap();
-        let d = update_image(doc(), "containers", "web", &image, "api-9", 9).unwrap();
+        let d = update_image(doc(), "containers", "web", &image, "api-9").unwrap();
         let c = component(&d, "containers", "web").unwrap();
         assert_eq!(c.version.as_deref(), Some("2"));
         assert_eq!(config(&d, "web")[0].1, "127.0.0.1:5000/app:2");
         assert_eq!(config(&d, "web")[3].1, "data:/data");
         assert_eq!(d.activity_id, "api-9");
-        assert_eq!(d.timestamp, Some(9));
+        assert_eq!(d.timestamp, Some(5), "the sender's timestamp stays");
         assert_eq!(config(&d, "db"), config(&doc(), "db"));
     }
 
     #[test]
     fn an_update_adds_an_image_to_a_component_that_had_none() {
         let image = image_reference("127.0.0.1:5000/db", "3").unwrap();
-        let d = update_image(doc(), "containers", "db", &image, "api-9", 9).unwrap();
+        let d = update_image(doc(), "containers", "db", &image, "api-9").unwrap();
         assert_eq!(
             config(&d, "db"),
             vec![("image".into(), "127.0.0.1:5000/db:3".into())]
@@ -317,7 +327,7 @@ mod tests {
     #[test]
     fn a_component_not_desired_is_named() {
         let image = image_reference("app", "2").unwrap();
-        let e = update_image(doc(), "containers", "nope", &image, "api-9", 9).unwrap_err();
+        let e = update_image(doc(), "containers", "nope", &image, "api-9").unwrap_err();
         assert_eq!(e, DeriveError::NotDesired("nope".into()));
     }
 
@@ -347,7 +357,7 @@ mod tests {
     #[test]
     fn a_merge_patch_sets_replaces_and_removes_variables() {
         let patch = serde_json::json!({"MODE": "dev", "NEW": "x=y", "DEBUG": null});
-        let d = patch_env(doc(), "containers", "web", &patch, "api-1", 1).unwrap();
+        let d = patch_env(doc(), "containers", "web", &patch, "api-1").unwrap();
         let env = desired_env(component(&d, "containers", "web").unwrap());
         assert_eq!(env.get("MODE"), Some(&Some("dev".into())));
         assert_eq!(env.get("NEW"), Some(&Some("x=y".into())));
@@ -359,14 +369,14 @@ mod tests {
     #[test]
     fn a_merge_patch_removing_an_absent_variable_changes_nothing_else() {
         let patch = serde_json::json!({"ABSENT": null});
-        let d = patch_env(doc(), "containers", "web", &patch, "api-1", 1).unwrap();
+        let d = patch_env(doc(), "containers", "web", &patch, "api-1").unwrap();
         assert_eq!(config(&d, "web"), config(&doc(), "web"));
     }
 
     #[test]
     fn a_merge_patch_value_that_is_not_a_string_names_the_variable() {
         let patch = serde_json::json!({"PORT": 80});
-        let e = patch_env(doc(), "containers", "web", &patch, "api-1", 1).unwrap_err();
+        let e = patch_env(doc(), "containers", "web", &patch, "api-1").unwrap_err();
         assert!(
             matches!(e, DeriveError::Field { ref field, .. } if field == "PORT"),
             "{e}"
@@ -376,9 +386,18 @@ mod tests {
     #[test]
     fn a_merge_patch_with_a_bad_name_is_refused() {
         let patch = serde_json::json!({"1X": "a"});
-        assert!(patch_env(doc(), "containers", "web", &patch, "api-1", 1).is_err());
+        assert!(patch_env(doc(), "containers", "web", &patch, "api-1").is_err());
         let patch = serde_json::json!(["MODE"]);
-        assert!(patch_env(doc(), "containers", "web", &patch, "api-1", 1).is_err());
+        assert!(patch_env(doc(), "containers", "web", &patch, "api-1").is_err());
+    }
+
+    #[test]
+    fn activity_ids_of_one_millisecond_differ() {
+        let last = std::sync::atomic::AtomicI64::new(0);
+        assert_eq!(activity_id(100, &last), "api-100");
+        assert_eq!(activity_id(100, &last), "api-101");
+        assert_eq!(activity_id(50, &last), "api-102");
+        assert_eq!(activity_id(200, &last), "api-200");
     }
 
     #[test]

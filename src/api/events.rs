@@ -158,6 +158,8 @@ struct Activity {
 #[derive(Debug)]
 struct State {
     next_id: u64,
+    /// Activities handed to the loop that have no feedback yet.
+    queued: VecDeque<String>,
     buffer: VecDeque<Arc<Event>>,
     capacity: usize,
     activities: BTreeMap<String, Activity>,
@@ -192,7 +194,8 @@ impl Hub {
         let (live, _) = broadcast::channel(capacity);
         Self {
             state: Mutex::new(State {
-                next_id: 1,
+                next_id: first_id(),
+                queued: VecDeque::new(),
                 buffer: VecDeque::with_capacity(capacity),
                 capacity,
                 activities: BTreeMap::new(),
@@ -257,6 +260,7 @@ impl Hub {
         let now = Instant::now();
         let mut state = self.lock();
         let fresh = !state.activities.contains_key(&f.activity_id);
+        state.queued.retain(|q| q != &f.activity_id);
         if fresh {
             state.order.push_back(f.activity_id.clone());
             while state.order.len() > ACTIVITIES_KEPT {
@@ -333,6 +337,27 @@ impl Hub {
         self.lock().activities.get(id).map(|a| a.latest.clone())
     }
 
+    /// What is known of an activity: its latest feedback, or that it was
+    /// handed to the loop and waits for its turn.
+    pub fn lookup(&self, id: &str) -> Lookup {
+        let state = self.lock();
+        match state.activities.get(id) {
+            Some(a) => Lookup::Feedback(a.latest.clone()),
+            None if state.queued.iter().any(|q| q == id) => Lookup::Queued,
+            None => Lookup::Unknown,
+        }
+    }
+
+    /// Remembers that `id` was handed to the loop, so polling it says
+    /// "queued" until its first feedback.
+    pub fn queued(&self, id: &str) {
+        let mut state = self.lock();
+        if state.queued.len() == ACTIVITIES_KEPT {
+            state.queued.pop_front();
+        }
+        state.queued.push_back(id.to_string());
+    }
+
     /// Subscribes after `last_event_id` (`None`: only what comes next).
     pub fn subscribe(&self, last_event_id: Option<u64>) -> Subscription {
         let state = self.lock();
@@ -345,6 +370,9 @@ impl Hub {
             };
         };
         let oldest = state.buffer.front().map_or(state.next_id, |e| e.id);
+        // An id below the buffer, or one this run never gave (from before
+        // a restart: ids start at the start time), cannot be resumed from.
+        let missed = last.saturating_add(1) < oldest || last >= state.next_id;
         let replay = state
             .buffer
             .iter()
@@ -353,10 +381,31 @@ impl Hub {
             .collect();
         Subscription {
             replay,
-            missed: last.saturating_add(1) < oldest && last < state.next_id,
+            missed,
             live,
         }
     }
+}
+
+/// What [`Hub::lookup`] knows.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lookup {
+    /// The latest feedback.
+    Feedback(Arc<Feedback>),
+    /// Handed to the loop, no feedback yet.
+    Queued,
+    /// Never seen, or forgotten.
+    Unknown,
+}
+
+/// The first event id of a run: the start time in milliseconds, times a
+/// thousand, so the ids of one run are all above the previous run's and a
+/// `Last-Event-ID` from before a restart is recognised as such.
+fn first_id() -> u64 {
+    u64::try_from(crate::feedback::now_ms())
+        .unwrap_or(0)
+        .saturating_mul(1000)
+        .max(1)
 }
 
 /// Kanto's word for a status (`COMPLETED`).
@@ -502,11 +551,15 @@ mod tests {
         let hub = Hub::new(100);
         hub.publish(&Outbound::Feedback(fb("a", Status::Identified, vec![])));
         hub.publish(&Outbound::Feedback(fb("a", Status::Completed, vec![])));
-        let sub = hub.subscribe(Some(1));
+        let ids: Vec<u64> = hub.subscribe(Some(0)).replay.iter().map(|e| e.id).collect();
+        assert_eq!(ids.len(), 2);
+        assert!(ids[0] < ids[1]);
+        let sub = hub.subscribe(Some(ids[0]));
         assert!(!sub.missed);
-        assert_eq!(sub.replay.iter().map(|e| e.id).collect::<Vec<_>>(), vec![2]);
-        let all = hub.subscribe(Some(0));
-        assert_eq!(all.replay.len(), 2);
+        assert_eq!(
+            sub.replay.iter().map(|e| e.id).collect::<Vec<_>>(),
+            vec![ids[1]]
+        );
     }
 
     #[test]
@@ -515,13 +568,39 @@ mod tests {
         for _ in 0..5 {
             hub.publish(&Outbound::Feedback(fb("a", Status::Running, vec![])));
         }
-        let sub = hub.subscribe(Some(1));
+        let first = hub.subscribe(Some(0)).replay[0].id - 3;
+        let sub = hub.subscribe(Some(first));
         assert!(sub.missed);
         assert_eq!(
             sub.replay.iter().map(|e| e.id).collect::<Vec<_>>(),
-            vec![4, 5]
+            vec![first + 3, first + 4]
         );
-        assert!(!hub.subscribe(Some(3)).missed);
+        assert!(!hub.subscribe(Some(first + 2)).missed);
+    }
+
+    #[test]
+    fn a_resume_from_another_run_says_events_were_missed() {
+        let hub = Hub::new(8);
+        hub.publish(&Outbound::Feedback(fb("a", Status::Running, vec![])));
+        assert!(
+            hub.subscribe(Some(17)).missed,
+            "an id from before a restart"
+        );
+        assert!(hub.subscribe(Some(u64::MAX)).missed, "an id never given");
+    }
+
+    #[test]
+    fn a_queued_activity_is_known_until_its_feedback_comes() {
+        let hub = Hub::new(8);
+        hub.queued("api-1");
+        assert_eq!(hub.lookup("api-1"), Lookup::Queued);
+        hub.publish(&Outbound::Feedback(fb(
+            "api-1",
+            Status::Identifying,
+            vec![],
+        )));
+        assert!(matches!(hub.lookup("api-1"), Lookup::Feedback(_)));
+        assert_eq!(hub.lookup("api-2"), Lookup::Unknown);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use super::auth::{audit, authenticate, AuthError, Permission};
 use super::config::Grant;
 use super::derive::{self, DeriveError};
 use super::error::{parse_json, ApiError};
-use super::events::{status_word, Event};
+use super::events::{status_word, Event, Lookup};
 use super::types::*;
 use super::Context;
 use crate::agent::{Body, Incoming, Input, Origin};
@@ -31,6 +31,10 @@ use crate::runtime::{ContainerDetails, Runtime};
 use crate::spec::document::Envelope;
 
 type Ctx<R> = State<Arc<Context<R>>>;
+
+/// The most event streams open at once: each holds a connection and a
+/// broadcast receiver; a device has a handful of local clients.
+pub const MAX_EVENT_CLIENTS: i64 = 64;
 
 /// The caller, when its token is valid and has `permission`; the refusal,
 /// audited, when not.
@@ -73,7 +77,7 @@ fn caller<'a, R>(
 fn derive_error(e: DeriveError) -> ApiError {
     match e {
         DeriveError::NoDocument => {
-            ApiError::new(StatusCode::CONFLICT, "no_document", e.to_string())
+            ApiError::new(StatusCode::NOT_FOUND, "no_document", e.to_string())
         }
         DeriveError::Unreadable(_) => ApiError::internal(e.to_string()),
         DeriveError::NotDesired(_) => ApiError::not_found(e.to_string()),
@@ -149,6 +153,7 @@ async fn preflight<R: Send + Sync + 'static>(
 /// about the activity is missed.
 async fn submit<R>(
     ctx: &Context<R>,
+    activity_id: &str,
     text: String,
 ) -> Result<broadcast::Receiver<Arc<Event>>, ApiError> {
     let live = ctx.hub.subscribe(None).live;
@@ -174,7 +179,10 @@ async fn submit<R>(
             )
         })?;
     match tokio::time::timeout(ctx.accept_timeout, acked).await {
-        Ok(Ok(())) => Ok(live),
+        Ok(Ok(())) => {
+            ctx.hub.queued(activity_id);
+            Ok(live)
+        }
         Ok(Err(_)) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "not_persisted",
@@ -562,7 +570,7 @@ pub async fn update_image<R: Runtime + 'static>(
         Err(e) => outcome(&format!(
             "refused {}: {}",
             e.status.as_u16(),
-            e.body.message
+            ctx.redactor.text(&e.body.message)
         )),
     }
     result
@@ -598,23 +606,22 @@ async fn update_image_as<R: Runtime + 'static>(
             grant.allowed_images.join(", ")
         )));
     }
+    // A component that is not desired is a 404 whatever the tag; the
+    // registry may be slow, so it is asked before other mutations are held
+    // up (the document is read again under the lock).
+    if derive::component(&last_accepted(ctx).await?, &ctx.spec.domain, id).is_none() {
+        return Err(derive_error(DeriveError::NotDesired(id.to_string())));
+    }
+    tag_exists(ctx, &image).await?;
     let _one_at_a_time = ctx.mutation.lock().await;
     let base = last_accepted(ctx).await?;
-    let activity_id = derive::activity_id(now_ms());
-    let doc = derive::update_image(
-        base.clone(),
-        &ctx.spec.domain,
-        id,
-        &image,
-        &activity_id,
-        now_ms(),
-    )
-    .map_err(derive_error)?;
+    let activity_id = derive::activity_id(now_ms(), &ctx.last_activity);
+    let doc = derive::update_image(base.clone(), &ctx.spec.domain, id, &image, &activity_id)
+        .map_err(derive_error)?;
     let text = serde_json::to_string(&doc).map_err(|e| ApiError::internal(e.to_string()))?;
     preflight(ctx, Some(&base), &text).await?;
-    tag_exists(ctx, &image).await?;
     let old = container_id(ctx, id).await;
-    let live = submit(ctx, text).await?;
+    let live = submit(ctx, &activity_id, text).await?;
     drop(_one_at_a_time);
     if q.wait == Some(false) {
         return Ok(accepted(&activity_id, ctx.note()));
@@ -698,7 +705,11 @@ pub async fn patch_env<R: Runtime + 'static>(
             &grant.name,
             ENDPOINT,
             &id,
-            &format!("refused {}: {}", e.status.as_u16(), e.body.message),
+            &format!(
+                "refused {}: {}",
+                e.status.as_u16(),
+                ctx.redactor.text(&e.body.message)
+            ),
         ),
     }
     result
@@ -714,21 +725,15 @@ async fn patch_env_as<R: Runtime + 'static>(
     let patch: serde_json::Value = parse_json(body)?;
     let _one_at_a_time = ctx.mutation.lock().await;
     let base = last_accepted(ctx).await?;
-    let activity_id = derive::activity_id(now_ms());
-    let doc = derive::patch_env(
-        base.clone(),
-        &ctx.spec.domain,
-        id,
-        &patch,
-        &activity_id,
-        now_ms(),
-    )
-    .map_err(|e| match e {
-        DeriveError::Field { field, problem } if field != "body" => {
-            ApiError::field(format!("env.{field}"), problem)
-        }
-        e => derive_error(e),
-    })?;
+    let activity_id = derive::activity_id(now_ms(), &ctx.last_activity);
+    let doc = derive::patch_env(base.clone(), &ctx.spec.domain, id, &patch, &activity_id).map_err(
+        |e| match e {
+            DeriveError::Field { field, problem } if field != "body" => {
+                ApiError::field(format!("env.{field}"), problem)
+            }
+            e => derive_error(e),
+        },
+    )?;
     let text = serde_json::to_string(&doc).map_err(|e| ApiError::internal(e.to_string()))?;
     preflight(ctx, Some(&base), &text).await?;
     let env = derive::component(&doc, &ctx.spec.domain, id).map(|c| {
@@ -746,7 +751,7 @@ async fn patch_env_as<R: Runtime + 'static>(
             .collect()
     });
     let old = container_id(ctx, id).await;
-    let live = submit(ctx, text).await?;
+    let live = submit(ctx, &activity_id, text).await?;
     drop(_one_at_a_time);
     if q.wait == Some(false) {
         return Ok(accepted(&activity_id, ctx.note()));
@@ -799,7 +804,11 @@ pub async fn desired_state<R: Runtime + 'static>(
             &grant.name,
             ENDPOINT,
             "-",
-            &format!("refused {}: {}", e.status.as_u16(), e.body.message),
+            &format!(
+                "refused {}: {}",
+                e.status.as_u16(),
+                ctx.redactor.text(&e.body.message)
+            ),
         ),
     }
     result
@@ -818,7 +827,7 @@ async fn apply_as<R: Runtime + 'static>(
     let _one_at_a_time = ctx.mutation.lock().await;
     let base = last_accepted(ctx).await.ok();
     preflight(ctx, base.as_ref(), &text).await?;
-    let live = submit(ctx, text).await?;
+    let live = submit(ctx, &activity_id, text).await?;
     drop(_one_at_a_time);
     if q.wait == Some(false) {
         return Ok(accepted(&activity_id, ctx.note()));
@@ -857,16 +866,24 @@ pub async fn activity<R>(
         "GET /api/v1/activities/{id}",
         &id,
     )?;
-    match ctx.hub.activity(&id) {
-        Some(f) => Ok(Json(ActivityView {
+    match ctx.hub.lookup(&id) {
+        Lookup::Feedback(f) => Ok(Json(ActivityView {
             activity_id: id,
             status: status_word(f.payload.status),
             done: f.payload.status.is_final(),
             feedback: serde_json::to_value(&*f).unwrap_or_default(),
         })
         .into_response()),
-        None => Err(ApiError::not_found(format!(
-            "no feedback for {id} yet (it may be waiting to start), or it is too old to be remembered"
+        Lookup::Queued => Ok(Json(ActivityView {
+            activity_id: id,
+            status: "QUEUED".into(),
+            done: false,
+            feedback: serde_json::Value::Null,
+        })
+        .into_response()),
+        Lookup::Unknown => Err(ApiError::not_found(format!(
+            "{id} is unknown, or too old to be remembered (the last {} activities are)",
+            super::events::ACTIVITIES_KEPT
         ))),
     }
 }
@@ -900,6 +917,13 @@ pub async fn events<R: Send + Sync + 'static>(
         "GET /api/v1/events",
         "-",
     )?;
+    if ctx.hub.metrics.event_clients.get() >= MAX_EVENT_CLIENTS {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_clients",
+            format!("{MAX_EVENT_CLIENTS} event streams are open already; close one"),
+        ));
+    }
     let header_id = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())

@@ -29,6 +29,9 @@ pub mod metrics;
 pub mod openapi;
 pub mod types;
 
+#[cfg(test)]
+mod tests;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,6 +87,8 @@ pub struct Context<R> {
     pub accept_timeout: Duration,
     /// How long a waiting mutation waits for its activity.
     pub wait_timeout: Duration,
+    /// The last `api-<ms>` given, so that ids never repeat.
+    pub last_activity: std::sync::atomic::AtomicI64,
 }
 
 /// Why the API could not start.
@@ -187,13 +192,13 @@ pub async fn bind(api: &ApiConfig) -> Result<Bound, ServeError> {
             let file = SocketFile(path.clone());
             {
                 use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).map_err(
-                    |source| ServeError::Io {
+                tokio::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                    .await
+                    .map_err(|source| ServeError::Io {
                         what: "setting the mode of",
                         path: path.display().to_string(),
                         source,
-                    },
-                )?;
+                    })?;
             }
             Ok(Bound::Unix(listener, file))
         }

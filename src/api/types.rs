@@ -93,7 +93,8 @@ pub struct ActivityView {
     /// Whether it is over.
     #[serde(rename = "final")]
     pub done: bool,
-    /// The latest feedback message, as published on MQTT.
+    /// The latest feedback message, as published on MQTT (`null` while
+    /// the activity is `QUEUED`: handed to the agent, waiting its turn).
     #[schema(value_type = Object)]
     pub feedback: serde_json::Value,
 }

@@ -91,7 +91,11 @@ pub struct Serving {
 impl Serving {
     /// Reads the tokens and binds.
     pub async fn bind(config: &ApiConfig) -> anyhow::Result<Self> {
-        let tokens = config.load_tokens().context("the configuration's [api]")?;
+        // Token files are read once, off the async runtime.
+        let c = config.clone();
+        let tokens = tokio::task::spawn_blocking(move || c.load_tokens())
+            .await?
+            .context("the configuration's [api]")?;
         if tokens.is_empty() {
             tracing::warn!(
                 "[api] has no [[api.tokens]]: every request but /healthz and /metrics is refused"
@@ -147,6 +151,7 @@ impl Serving {
             mutation: tokio::sync::Mutex::new(()),
             accept_timeout: ACCEPT_TIMEOUT,
             wait_timeout: wait,
+            last_activity: std::sync::atomic::AtomicI64::new(0),
         });
         let router = api::router(ctx, &self.config);
         (out, tokio::spawn(self.bound.serve(router)))

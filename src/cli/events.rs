@@ -96,3 +96,40 @@ impl EventsArgs {
         Ok(ExitCode::SUCCESS)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth::api::client::SseEvent;
+
+    fn event(name: &str, data: serde_json::Value) -> SseEvent {
+        SseEvent {
+            id: Some("7".into()),
+            event: name.into(),
+            data: data.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_version_update_reads_as_activity_component_version_phase() {
+        let e = event(
+            "version-update",
+            serde_json::json!({"activityId": "api-1", "component": "web", "version": "2", "phase": "starting"}),
+        );
+        assert_eq!(line(&e), "7 api-1 web 2 starting");
+    }
+
+    #[test]
+    fn a_feedback_reads_as_activity_status_and_words() {
+        let e = event(
+            "feedback",
+            serde_json::json!({"activityId": "a", "payload": {"status": "INCOMPLETE", "message": "rolled back"}}),
+        );
+        assert_eq!(line(&e), "7 a INCOMPLETE: rolled back");
+        let quiet = event(
+            "feedback",
+            serde_json::json!({"activityId": "a", "payload": {"status": "RUNNING"}}),
+        );
+        assert_eq!(line(&quiet), "7 a RUNNING");
+    }
+}
