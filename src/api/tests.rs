@@ -52,6 +52,7 @@ fn setup(ready: bool) -> Setup {
         spec: crate::spec::Options {
             domain: "containers".into(),
             limits: crate::spec::Limits::default(),
+            validation: Default::default(),
         },
         policy: crate::policy::Policy::default(),
         system_containers: vec![],
