@@ -27,6 +27,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::feedback::Status;
@@ -71,7 +72,7 @@ pub enum HistoryError {
 }
 
 /// Who started an activity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
     /// `berth apply`.
@@ -106,7 +107,7 @@ impl Source {
 }
 
 /// What one component ran: its image reference and its `version`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Version {
     /// The image reference, as the document named it.
     pub image: String,
@@ -117,7 +118,7 @@ pub struct Version {
 
 /// One component before and after an activity; `None` where it did not
 /// exist.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Change {
     /// The component (container name).
     pub component: String,
@@ -138,7 +139,7 @@ impl Change {
 
 /// One migration an activity applied (filled in by the executor where it
 /// runs migrations).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Migration {
     /// The component it ran for.
     pub component: String,
@@ -147,7 +148,7 @@ pub struct Migration {
 }
 
 /// One activity.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Record {
     /// The activity id (the document's `activityId`).

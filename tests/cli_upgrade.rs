@@ -257,6 +257,13 @@ fn history_lists_each_activity_with_its_source_outcome_and_versions() {
     assert_eq!(a_change["before"]["version"], "1");
     assert_eq!(a_change["after"]["version"], "2");
     assert_eq!(upgraded["migrations"], serde_json::json!([]));
+    let schema = std::fs::read_to_string(crate::util::repo_path("schemas/history.schema.json"))
+        .expect("the published schema");
+    let schema = jsonschema::draft202012::new(&serde_json::from_str(&schema).unwrap()).unwrap();
+    let listed = Value::Array(records.clone());
+    if let Err(e) = schema.validate(&listed) {
+        panic!("berth history --json does not match schemas/history.schema.json: {e}");
+    }
 
     let people = run(&mut d.berth_cmd("history", &[]));
     let words = text(&people.stdout);
