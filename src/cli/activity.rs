@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 
-use berth::execute::{self, Activity, ExecuteOptions, RollbackMode};
-use berth::feedback::{Feedback, Status, Tracker};
-use berth::history::{self, History, Record, Recorder, Source};
+use berth::execute::{self, ExecuteOptions, RollbackMode};
+use berth::feedback::Feedback;
+use berth::history::{History, Record, Recorder, Source};
 use berth::instance::{Claim, ClaimError};
 use berth::journal::{StateDir, DEFAULT_STATE_DIR};
-use berth::observe;
+use berth::observe::{self, Observed};
 use berth::spec::validate::DEFAULT_DOMAIN;
 use berth::spec::DesiredState;
 
@@ -150,18 +150,13 @@ impl Runner<'_> {
             if let Some(f) = verdict {
                 sink(&f);
             }
-            let mut tracker = Tracker::new(&desired.activity_id, DEFAULT_DOMAIN);
-            sink(&tracker.message(Status::Identifying, None));
+            // The engine as it is before, for the record (the activity
+            // reads it again to plan).
             let observed = match observe::gather_for(&rt, desired).await {
                 Ok(o) => o,
                 Err(e) => {
-                    let f = tracker.message(Status::IdentificationFailed, Some(e.to_string()));
-                    sink(&f);
-                    let mut record =
-                        Record::start(&desired.activity_id, source, Some(text.to_string()));
-                    record.finish(Status::IdentificationFailed, Some(e.to_string()));
-                    history::append_logged(state.path(), record.clone()).await;
-                    return anyhow::Ok(record);
+                    tracing::warn!(error = %e, "cannot read the engine before the activity; the history records no versions before it");
+                    Observed::default()
                 }
             };
             let recorder = Recorder::start(
@@ -174,19 +169,17 @@ impl Runner<'_> {
                 &instance,
             )
             .await;
-            let plan = berth::plan::compute(desired, &observed, &self.device.plan);
-            let activity = Activity {
-                desired,
-                plan: &plan,
-                observed: &observed,
+            let mut last = None;
+            let mut send = |f: Feedback| {
+                if f.payload.status.is_final() {
+                    last = f.payload.message.clone();
+                }
+                sink(&f);
             };
-            let mut send = |f: Feedback| sink(&f);
-            let outcome =
-                execute::carry_out(&rt, &state, activity, &options, &mut tracker, &mut send)
+            let status =
+                execute::apply(&rt, &state, desired, &self.device.plan, &options, &mut send)
                     .await?;
-            let record = recorder
-                .finish(&rt, desired, outcome.status, outcome.message.clone())
-                .await;
+            let record = recorder.finish(&rt, desired, status, last).await;
             anyhow::Ok(record)
         })?;
         Ok(Ran::Done(record))
