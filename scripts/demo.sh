@@ -51,7 +51,8 @@ wait_until() {
   exit 1
 }
 
-image_of() { docker inspect -f '{{.Config.Image}} {{.State.Running}}' "$1" 2>/dev/null; }
+# berth creates from the digest it pulled and labels the document's reference.
+image_of() { docker inspect -f '{{index .Config.Labels "berth.image"}} {{.State.Running}}' "$1" 2>/dev/null; }
 runs() { [[ $(image_of "$1") == "$2 true" ]]; }
 all_run() {
   runs demo-store 127.0.0.1:5000/berth-test/volume:1 &&

@@ -48,6 +48,8 @@ pub const MAX_SHUTDOWN_GRACE: Duration = DAY;
 /// The longest `reconcile_interval`: drift corrected less than daily is not
 /// corrected; `0` still turns it off.
 pub const MAX_RECONCILE_INTERVAL: Duration = DAY;
+/// The longest `check_interval`: a week, so a typo of units is caught.
+pub const MAX_CHECK_INTERVAL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The longest `files.poll_interval`: a state file looked at less than
 /// daily is not being watched.
 pub const MAX_POLL_INTERVAL: Duration = DAY;
@@ -159,6 +161,13 @@ pub struct Config {
     /// Drift correction period; `0` disables it.
     #[serde(with = "duration_text")]
     pub reconcile_interval: Duration,
+    /// How often the agent asks the registries for newer images and
+    /// publishes what `berth check` would say (retained, on
+    /// `containersupdate/upgrades`); `0`, the default, never.
+    #[serde(with = "duration_text")]
+    pub check_interval: Duration,
+    /// With `check_interval`: a newer major version is a candidate too.
+    pub check_any_major: bool,
     /// How large and deep a desired-state document may be, from any source.
     pub limits: Limits,
     /// The MQTT connection, when a broker is used.
@@ -193,6 +202,8 @@ impl Default for Config {
                 .map(|s| s.to_string())
                 .collect(),
             reconcile_interval: Duration::from_secs(60),
+            check_interval: Duration::ZERO,
+            check_any_major: false,
             limits: Limits::default(),
             mqtt: None,
             files: None,
@@ -402,8 +413,20 @@ impl Config {
                 self.reconcile_interval,
                 MAX_RECONCILE_INTERVAL,
             ),
+            ("check_interval", self.check_interval, MAX_CHECK_INTERVAL),
         ] {
             check_duration(option, value, max)?;
+        }
+        if !self.check_interval.is_zero() && self.check_interval < crate::check::watch::MIN_INTERVAL
+        {
+            return bad(
+                "check_interval",
+                format!(
+                    "{} is too often; at least {} (or 0 for never)",
+                    crate::spec::values::duration_text(self.check_interval),
+                    crate::spec::values::duration_text(crate::check::watch::MIN_INTERVAL)
+                ),
+            );
         }
         if let Err(e) = crate::redact::Redactor::new(&self.redact_env) {
             return bad("redact_env", e.to_string());
@@ -926,6 +949,23 @@ mod tests {
         assert_refused_with(
             "shutdown_grace = \"24h 1s\"",
             "shutdown_grace: 86401s must be at most 24h",
+        );
+    }
+
+    #[test]
+    fn check_interval_is_off_by_default_and_read_as_a_duration() {
+        assert_eq!(Config::default().check_interval, Duration::ZERO);
+        let c = Config::parse("check_interval = \"6h\"\ncheck_any_major = true").unwrap();
+        assert_eq!(c.check_interval, Duration::from_secs(6 * 3600));
+        assert!(c.check_any_major);
+    }
+
+    #[test]
+    fn check_interval_below_a_minute_is_refused_naming_the_bound() {
+        let e = Config::parse("check_interval = \"10s\"").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "check_interval: 10s is too often; at least 1m (or 0 for never)"
         );
     }
 

@@ -167,6 +167,18 @@ fn is_anonymous(name: &str) -> bool {
     name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// The reference a container was asked for. berth creates its containers
+/// from the digest it resolved at DOWNLOADING (so what was checked is what
+/// runs), and records the document's reference in a label: that one is
+/// compared with the document, or every pinned container would look changed.
+fn created_from(d: &ContainerDetails) -> ImageRef {
+    d.labels
+        .get(labels::IMAGE)
+        .filter(|_| labels::ownership(&d.labels).is_some())
+        .and_then(|r| ImageRef::parse(r).ok())
+        .unwrap_or_else(|| ImageRef::parse_lenient(&d.image_ref))
+}
+
 fn config_of(
     d: &ContainerDetails,
     id_to_name: &HashMap<String, String>,
@@ -306,7 +318,7 @@ fn config_of(
         nano_cpus: positive(d.nano_cpus),
     };
     let config = ContainerConfig {
-        image: ImageRef::parse_lenient(&d.image_ref),
+        image: created_from(d),
         env,
         cmd: d.cmd.clone(),
         entrypoint: d.entrypoint.clone(),

@@ -154,7 +154,7 @@ fn inspect(name: &str) -> Option<Value> {
 
 fn running_image(name: &str) -> Option<String> {
     let c = inspect(name)?;
-    (c["State"]["Running"] == true).then(|| c["Config"]["Image"].as_str().unwrap_or("").into())
+    (c["State"]["Running"] == true).then(|| crate::util::created_from(&c))
 }
 
 fn env_value(name: &str, key: &str) -> Option<String> {

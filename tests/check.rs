@@ -8,19 +8,31 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::cli_apply::Device;
+use crate::broker::{retained, Broker};
+use crate::cli_apply::{assert_untouched, env_of, identity, inspect, running, Device};
 use crate::credentials::{auth_password, auth_registry, docker_login, push_private, AUTH_USER};
-use crate::util::{image, json_stdout, registry, run, temp_file, text};
+use crate::util::{created_from, image, json_stdout, registry, run, temp_file, text, Background};
+
+/// Where the agent's periodic check is published.
+const UPGRADES: &str = "containersupdate/upgrades";
 
 /// Builds `reference` from service:1 with these `ENV` lines and pushes it.
 fn build_push(reference: &str, env: &[&str], config: Option<&Path>) {
+    let lines: Vec<String> = env.iter().map(|e| format!("ENV {e}")).collect();
+    build_push_lines(reference, &lines, config);
+}
+
+/// Builds `reference` from service:1 with these Dockerfile lines and pushes it.
+fn build_push_lines(reference: &str, lines: &[String], config: Option<&Path>) {
     let dir = tempfile::tempdir().expect("build dir");
     let mut dockerfile = format!("FROM {}\n", image("service", "1"));
-    for e in env {
-        dockerfile.push_str(&format!("ENV {e}\n"));
+    for l in lines {
+        dockerfile.push_str(l);
+        dockerfile.push('\n');
     }
     temp_file(dir.path(), "Dockerfile", &dockerfile);
     let out = Command::new("docker")
@@ -314,4 +326,190 @@ fn check_of_a_registry_with_basic_auth_works_with_credentials_and_is_unauthorize
     assert_eq!(code, Some(0), "{v:#}");
     assert_eq!(finding(&v, &name)["status"], "up-to-date", "{v:#}");
     let _ = Command::new("docker").args(["rmi", &reference]).output();
+}
+
+/// `berth check --apply NAME` as `device`, with no docker logins.
+fn check_apply(device: &Device, name: &str) -> Output {
+    let none = tempfile::tempdir().expect("empty docker config");
+    let mut cmd = device.berth_cmd("check", &["--apply", name]);
+    cmd.env("DOCKER_CONFIG", none.path());
+    run(&mut cmd)
+}
+
+#[test]
+fn check_apply_rolls_the_candidate_out_pinned_to_the_digest_it_checked() {
+    let device = Device::new("checkapply");
+    let repo = format!("berth-test/check-{}-apply", std::process::id());
+    let at = |tag: &str| format!("{}/{repo}:{tag}", registry());
+    build_push(&at("1.0.0"), &["MODE=one"], None);
+    let name = device.name("app");
+    let doc = device.doc("app", &[(&name, "1.0.0", &[("image", &at("1.0.0"))])]);
+    device.apply_ok(&doc, &[]);
+    build_push(&at("1.1.0"), &["MODE=two"], None);
+    let digest = manifest_digest(&registry(), &repo, "1.1.0");
+
+    let out = check_apply(&device, &name);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("COMPLETED"),
+        "{}",
+        text(&out.stdout)
+    );
+    let c = inspect(&name);
+    assert_eq!(
+        c["Config"]["Image"],
+        format!("{}/{repo}@{digest}", registry())
+    );
+    assert_eq!(created_from(&c), format!("{}@{digest}", at("1.1.0")));
+    assert!(env_of(&name).contains(&"MODE=two".to_string()));
+    let persisted =
+        std::fs::read_to_string(device.state_dir().join("desired.json")).expect("persisted");
+    assert!(
+        persisted.contains(&format!("{}@{digest}", at("1.1.0"))),
+        "{persisted}"
+    );
+    let _ = Command::new("docker")
+        .args(["rmi", &at("1.0.0"), &at("1.1.0")])
+        .output();
+}
+
+#[test]
+fn check_apply_with_nothing_newer_touches_nothing() {
+    let device = Device::new("checknoop");
+    let repo = format!("berth-test/check-{}-noop", std::process::id());
+    let reference = format!("{}/{repo}:1.0.0", registry());
+    build_push(&reference, &["MODE=one"], None);
+    let name = device.name("app");
+    let doc = device.doc("app", &[(&name, "1.0.0", &[("image", &reference)])]);
+    device.apply_ok(&doc, &[]);
+    let before = identity(&name);
+    let out = check_apply(&device, &name);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("up-to-date; nothing to apply"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_untouched(&name, &before, &text(&out.stderr));
+    let _ = Command::new("docker").args(["rmi", &reference]).output();
+}
+
+#[test]
+fn check_apply_of_a_candidate_that_does_not_start_rolls_back_to_the_running_version() {
+    let device = Device::new("checkfail");
+    let repo = format!("berth-test/check-{}-fail", std::process::id());
+    let at = |tag: &str| format!("{}/{repo}:{tag}", registry());
+    build_push(&at("1.0.0"), &["MODE=one"], None);
+    let name = device.name("app");
+    let doc = device.doc("app", &[(&name, "1.0.0", &[("image", &at("1.0.0"))])]);
+    device.apply_ok(&doc, &[]);
+    let id = identity(&name).id;
+    build_push_lines(
+        &at("1.0.1"),
+        &[r#"CMD ["/bin/sh", "-c", "echo broken >&2; exit 1"]"#.to_string()],
+        None,
+    );
+    let out = check_apply(&device, &name);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("INCOMPLETE"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(identity(&name).id, id, "{}", text(&out.stdout));
+    assert!(running(&name), "{}", text(&out.stdout));
+    assert_eq!(created_from(&inspect(&name)), at("1.0.0"));
+    assert_eq!(device.leftovers(), Vec::<String>::new());
+    let _ = Command::new("docker")
+        .args(["rmi", &at("1.0.0"), &at("1.0.1")])
+        .output();
+}
+
+#[test]
+fn check_apply_of_a_container_berth_does_not_manage_is_refused_naming_it() {
+    let device = Device::new("checkforeign");
+    let name = device.name("nosuch");
+    let doc = device.doc(
+        "app",
+        &[(&name, "1.0.0", &[("image", &image("service", "1"))])],
+    );
+    let none = tempfile::tempdir().expect("empty docker config");
+    let mut cmd = device.berth_cmd(
+        "check",
+        &["--apply", &name, "--from", doc.to_str().expect("utf-8")],
+    );
+    let out = run(cmd.env("DOCKER_CONFIG", none.path()));
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&name) && err.contains("no container or component of that name"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_agent_publishes_its_periodic_check_retained_on_the_upgrades_topic() {
+    let device = Device::new("checkagent");
+    let none = tempfile::tempdir().expect("empty docker config");
+    let repo = format!("berth-test/check-{}-agent", std::process::id());
+    let at = |tag: &str| format!("{}/{repo}:{tag}", registry());
+    build_push(&at("1.0.0"), &["MODE=one"], None);
+    let name = device.name("app");
+    let doc = device.doc("app", &[(&name, "1.0.0", &[("image", &at("1.0.0"))])]);
+    device.apply_ok(&doc, &[]);
+    build_push(
+        &at("1.1.0"),
+        &["NEW_FLAG=on", "API_TOKEN=t0p-s3cr3t-agent"],
+        None,
+    );
+    let broker = Broker::start();
+    let url = broker.url();
+    let mut cmd = device.berth_cmd(
+        "run",
+        &[
+            "--mqtt-url",
+            &url,
+            "--check-interval",
+            "1m",
+            "--min-ready",
+            "500ms",
+        ],
+    );
+    cmd.env("DOCKER_CONFIG", none.path());
+    let mut agent = Background::spawn(cmd);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let payload = loop {
+        if let Some(p) = retained(&broker, UPGRADES, Duration::from_secs(1)) {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no retained message on {UPGRADES}\n{}",
+            agent.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(!payload.contains("t0p-s3cr3t-agent"), "{payload}");
+    let v: Value = serde_json::from_str(&payload).unwrap_or_else(|e| {
+        panic!(
+            "the report is not JSON ({e}): {payload:?}\n{}",
+            agent.stderr()
+        )
+    });
+    assert!(v["timestamp"].as_u64().is_some(), "{v:#}");
+    assert_eq!(v["available"], 1, "{v:#}");
+    let f = finding(&v, &name);
+    assert_eq!(f["status"], "upgrade-available", "{v:#}");
+    assert_eq!(f["candidate"]["reference"], at("1.1.0"), "{v:#}");
+    let added = f["drift"]["env_added"].as_array().expect("env_added");
+    assert!(
+        added
+            .iter()
+            .any(|e| e["name"] == "API_TOKEN" && e["value"] == "<redacted>"),
+        "{v:#}"
+    );
+    assert!(agent.terminate().success(), "{}", agent.stderr());
+    let _ = Command::new("docker")
+        .args(["rmi", &at("1.0.0"), &at("1.1.0")])
+        .output();
 }

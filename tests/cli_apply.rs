@@ -324,11 +324,9 @@ pub(crate) fn assert_untouched(name: &str, before: &Identity, context: &dyn std:
     assert!(running(name), "{name} is not running\n{context}");
 }
 
+/// The reference a container was made from (see [`crate::util::created_from`]).
 pub(crate) fn config_image(name: &str) -> String {
-    inspect(name)["Config"]["Image"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
+    crate::util::created_from(&inspect(name))
 }
 
 pub(crate) fn env_of(name: &str) -> Vec<String> {
@@ -1054,26 +1052,27 @@ fn json_feedback_lines_conform_to_the_published_schema() {
     let device = Device::new("schema");
     let (pulled, failing) = (device.name("pulled"), device.name("failing"));
     let service_1 = image("service", "1");
-    // pullPolicy always: a pull, so messages with download progress.
+    // An image in the registry and not here: a pull, so messages with
+    // download progress.
+    let absent = format!(
+        "{}/berth-test/schema-{}:1",
+        crate::util::registry(),
+        std::process::id()
+    );
+    docker(&["tag", &service_1, &absent]);
+    docker(&["push", &absent]);
+    docker(&["rmi", &absent]);
     let create = device.doc(
         "create",
         &[
-            (
-                &pulled,
-                "1",
-                &[("image", &service_1), ("pullPolicy", "always")],
-            ),
+            (&pulled, "1", &[("image", &absent)]),
             (&failing, "1", &[("image", &service_1)]),
         ],
     );
     let rollback = device.doc(
         "rollback",
         &[
-            (
-                &pulled,
-                "1",
-                &[("image", &service_1), ("pullPolicy", "always")],
-            ),
+            (&pulled, "1", &[("image", &absent)]),
             (&failing, "2", &[("image", &image("crash", "1"))]),
         ],
     );

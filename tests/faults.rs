@@ -672,7 +672,7 @@ fn serial_dockerd_restarts_during_an_activity() {
         let out = run(std::process::Command::new("docker").args([
             "inspect",
             "-f",
-            "{{.Config.Image}}",
+            "{{index .Config.Labels \"berth.image\"}}",
             name,
         ]));
         out.status

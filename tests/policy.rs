@@ -151,7 +151,16 @@ allowed_devices = ["/dev/null"]
 allowed_mount_sources = ["@DATA@"]
 allow_env_change = ["free-*"]
 allowed_users = ["nobody", "65534"]
+allowed_volumes = ["berth-it-*"]
+allowed_host_ports = ["18000-18999"]
 "#;
+
+/// A host port in the strict policy's range that is free now.
+fn free_allowed_port() -> u16 {
+    (18000..19000)
+        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free port in 18000-18999")
+}
 
 /// A component the strict policy lets through, apart from `extra`.
 fn strict_component(image_ref: &str, extra: &[(&str, &str)]) -> Value {
@@ -165,8 +174,10 @@ fn strict_component(image_ref: &str, extra: &[(&str, &str)]) -> Value {
 
 #[test]
 fn a_document_passing_every_rule_is_applied() {
-    let s = Setup::new("pass", STRICT);
+    let mut s = Setup::new("pass", STRICT);
     let mount = format!("{}/sub:/data", s.data.display());
+    let volume = format!("{}:/state", s.device.volume("state"));
+    let port = format!("127.0.0.1:{}:8080", free_allowed_port());
     let web = s.device.name("web");
     let doc = s.doc(
         "pass",
@@ -182,6 +193,8 @@ fn a_document_passing_every_rule_is_applied() {
                         ("network", "bridge"),
                         ("device", "/dev/null:/dev/berth-null"),
                         ("mount", &mount),
+                        ("volume", &volume),
+                        ("port", &port),
                         ("env", "A=1"),
                     ],
                 ),
@@ -276,6 +289,24 @@ fn refused_strict(tag: &str, extra: &[(&str, &str)], expected: &str) {
     );
     s.refused(&doc, &[&format!("container \"{web}\": "), expected]);
     assert!(!remote.pulled(), "{} was pulled", remote.0);
+}
+
+#[test]
+fn a_named_volume_outside_allowed_volumes_is_refused() {
+    refused_strict(
+        "volume",
+        &[("volume", "someone-elses-data:/data")],
+        "key \"volume\" value \"someone-elses-data:/data\" is refused by policy allowed_volumes = [\"berth-it-*\"]: matches none of the patterns",
+    );
+}
+
+#[test]
+fn a_host_port_outside_allowed_host_ports_is_refused() {
+    refused_strict(
+        "port",
+        &[("port", "2222:8080")],
+        "key \"port\" value \"2222:8080/tcp\" is refused by policy allowed_host_ports = [\"18000-18999\"]: the host port is in none of the ranges",
+    );
 }
 
 #[test]

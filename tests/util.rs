@@ -491,3 +491,32 @@ impl Drop for Background {
         self.kill();
     }
 }
+
+/// The image reference a container runs, as `docker inspect` gives it
+/// (`c`): for a container berth made, the document's reference (label
+/// `berth.image`), after checking that the digest berth pinned it to is
+/// one the local image of that reference was pulled as; for any other,
+/// `Config.Image`.
+pub fn created_from(c: &serde_json::Value) -> String {
+    let config_image = c["Config"]["Image"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let Some(label) = c["Config"]["Labels"]["berth.image"].as_str() else {
+        return config_image;
+    };
+    if let Some((_, digest)) = config_image.split_once('@') {
+        let wanted = label.split_once('@').map_or(label, |(name, _)| name);
+        let out = Command::new("docker")
+            .args(["image", "inspect", "-f", "{{json .RepoDigests}}", wanted])
+            .output()
+            .expect("docker image inspect runs");
+        let digests: Vec<String> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        assert!(
+            digests.iter().any(|d| d.ends_with(&format!("@{digest}")))
+                || label.ends_with(&format!("@{digest}")),
+            "container made from {config_image}, which is not {label} ({digests:?})"
+        );
+    }
+    label.to_string()
+}

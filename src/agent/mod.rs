@@ -178,6 +178,9 @@ pub enum Outbound {
     Feedback(Feedback),
     /// A `currentstate` message.
     CurrentState(CurrentState),
+    /// A round of the periodic registry check (`check_interval`), for
+    /// `containersupdate/upgrades`.
+    Upgrades(crate::check::watch::Report),
 }
 
 /// How the loop behaves.

@@ -91,6 +91,8 @@ pub struct Topics {
     pub feedback: String,
     /// The inventory goes here, retained.
     pub current: String,
+    /// The periodic registry check's results go here, retained.
+    pub upgrades: String,
 }
 
 impl Topics {
@@ -108,6 +110,7 @@ impl Topics {
             current_get: format!("{base}/currentstate/get"),
             feedback: format!("{base}/desiredstatefeedback"),
             current: format!("{base}/currentstate"),
+            upgrades: format!("{base}/upgrades"),
         }
     }
 }
@@ -501,6 +504,13 @@ struct Delivery {
 }
 
 impl Delivery {
+    /// Queues each of `messages` (none, for one that could not be made).
+    fn queue_all(&mut self, messages: impl IntoIterator<Item = Message>) {
+        for m in messages {
+            self.queue(m);
+        }
+    }
+
     fn queue(&mut self, mut m: Message) {
         m.seq = self.next_seq;
         self.next_seq += 1;
@@ -1057,7 +1067,7 @@ pub async fn run(
         c.acknowledge();
         if let Some(since) = closing {
             while let Ok(m) = outbox.try_recv() {
-                c.delivery.queue(message(&topics, m));
+                c.delivery.queue_all(message(&topics, m));
             }
             if c.delivery.is_idle() || since.elapsed() > drain_limit || !c.connected {
                 if !c.delivery.is_idle() {
@@ -1076,7 +1086,7 @@ pub async fn run(
             // which is bounded, not in the channel.
             loop {
                 match outbox.try_recv() {
-                    Ok(m) => c.delivery.queue(message(&topics, m)),
+                    Ok(m) => c.delivery.queue_all(message(&topics, m)),
                     Err(mpsc::error::TryRecvError::Empty) => break,
                     Err(mpsc::error::TryRecvError::Disconnected) => {
                         closing = Some(tokio::time::Instant::now());
@@ -1162,7 +1172,7 @@ pub async fn run(
                 }
             },
             m = outbox.recv(), if closing.is_none() && c.connected => match m {
-                Some(m) => c.delivery.queue(message(&topics, m)),
+                Some(m) => c.delivery.queue_all(message(&topics, m)),
                 None => closing = Some(tokio::time::Instant::now()),
             },
             changed = stop.changed(), if closing.is_none() => {
@@ -1229,22 +1239,27 @@ fn log_connect_error(url: &str, e: &ConnectionError, delay: Duration) {
     }
 }
 
-fn message(topics: &Topics, m: Outbound) -> Message {
-    match m {
-        Outbound::Feedback(f) => Message {
-            topic: topics.feedback.clone(),
-            retain: false,
-            payload: serde_json::to_vec(&f).unwrap_or_default(),
-            current_state: false,
+/// The message for `m`; `None` (logged) when it cannot be serialised, so
+/// that nothing empty is ever sent: an empty retained message would clear
+/// the topic on the broker.
+fn message(topics: &Topics, m: Outbound) -> Option<Message> {
+    let (topic, retain, current_state, payload) = match &m {
+        Outbound::Feedback(f) => (&topics.feedback, false, false, serde_json::to_vec(f)),
+        Outbound::CurrentState(s) => (&topics.current, true, true, serde_json::to_vec(s)),
+        Outbound::Upgrades(r) => (&topics.upgrades, true, false, serde_json::to_vec(r)),
+    };
+    match payload {
+        Ok(payload) => Some(Message {
+            topic: topic.clone(),
+            retain,
+            payload,
+            current_state,
             seq: 0,
-        },
-        Outbound::CurrentState(s) => Message {
-            topic: topics.current.clone(),
-            retain: true,
-            payload: serde_json::to_vec(&s).unwrap_or_default(),
-            current_state: true,
-            seq: 0,
-        },
+        }),
+        Err(e) => {
+            tracing::error!(topic = %topic, error = %e, "cannot serialise a message; not sent");
+            None
+        }
     }
 }
 
@@ -1259,6 +1274,20 @@ mod tests {
         assert_eq!(t.current_get, "containersupdate/currentstate/get");
         assert_eq!(t.feedback, "containersupdate/desiredstatefeedback");
         assert_eq!(t.current, "containersupdate/currentstate");
+        assert_eq!(t.upgrades, "containersupdate/upgrades");
+    }
+
+    #[test]
+    fn the_periodic_check_is_published_retained_on_the_upgrades_topic() {
+        let t = Topics::new("devices/d1/", "containers");
+        let report = crate::check::watch::Report::new(Vec::new(), Some(1));
+        let m = message(&t, Outbound::Upgrades(report)).unwrap();
+        assert_eq!(m.topic, "devices/d1/containersupdate/upgrades");
+        assert!(m.retain);
+        assert_eq!(
+            String::from_utf8(m.payload).unwrap(),
+            r#"{"timestamp":1,"containers":[],"available":0}"#
+        );
     }
 
     #[test]

@@ -93,7 +93,7 @@ fn feedback(seen: &[Outbound]) -> Vec<&Feedback> {
     seen.iter()
         .filter_map(|m| match m {
             Outbound::Feedback(f) => Some(f),
-            Outbound::CurrentState(_) => None,
+            Outbound::CurrentState(_) | Outbound::Upgrades(_) => None,
         })
         .collect()
 }
@@ -153,6 +153,7 @@ fn summary(seen: &[Outbound]) -> String {
                 message(f)
             ),
             Outbound::CurrentState(s) => format!("current state {}", s.activity_id),
+            Outbound::Upgrades(r) => format!("upgrades {} available", r.available),
         })
         .collect();
     format!("\n  {}", lines.join("\n  "))

@@ -18,6 +18,8 @@ use crate::redact::Redactor;
 use crate::registry::client::{ImageConfig, Manifest, Registry, RegistryError};
 use crate::spec::image::ImageRef;
 
+pub mod watch;
+
 /// How many containers are checked at once: each is up to three registry
 /// requests; more would only queue at a device's uplink.
 pub const CONCURRENCY: usize = 8;
@@ -515,13 +517,21 @@ pub async fn targets<R: crate::runtime::Runtime>(
         let reference = owner.image.clone().unwrap_or_else(|| d.image_ref.clone());
         let image = ImageRef::parse(&reference).ok();
         let local = rt.image(&d.image_id).await?;
-        let digest = match (&image, &local) {
-            (Some(i), Some(l)) => l.repo_digests.iter().find_map(|rd| {
-                let r = ImageRef::parse(rd).ok()?;
-                (r.name() == i.name()).then_some(r.digest).flatten()
-            }),
-            _ => None,
+        // The digest berth created the container from, else one the local
+        // image was pulled as from the same repository.
+        let same_repository = |rd: &str| {
+            let r = ImageRef::parse(rd).ok()?;
+            (image.as_ref()?.name() == r.name())
+                .then_some(r.digest)
+                .flatten()
         };
+        let digest = same_repository(&d.image_ref).or_else(|| {
+            local
+                .as_ref()?
+                .repo_digests
+                .iter()
+                .find_map(|rd| same_repository(rd))
+        });
         let local_config = local
             .map(|l| ImageConfig {
                 env: l

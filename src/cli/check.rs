@@ -14,6 +14,7 @@ use berth::check::{self, Finding, Options, Status};
 use berth::journal::DEFAULT_STATE_DIR;
 use berth::registry::client::OciRegistry;
 
+use super::apply::ApplyArgs;
 use super::engine::{EngineArgs, PolicyArgs};
 
 const CHECK_EXAMPLES: &str = "\
@@ -24,6 +25,7 @@ Examples:
   berth check
   berth check --json | jq '.containers[] | select(.status == \"upgrade-available\")'
   berth check --any-major --write next.json && berth plan next.json
+  berth check --apply web             check web again now, then roll it out
   berth check --config /etc/berth/config.toml   [[registries]] credentials";
 
 /// Arguments of `berth check`.
@@ -43,9 +45,15 @@ pub struct CheckArgs {
     #[arg(long, value_name = "FILE")]
     write: Option<PathBuf>,
 
-    /// The document `--write` starts from; the last accepted one in
-    /// `--state-dir` when not given.
-    #[arg(long, value_name = "DOC", requires = "write")]
+    /// Check NAME (a container or component) again now, and roll its
+    /// candidate out through a normal activity, pinned by digest, with
+    /// the readiness gate and rollback. An earlier result is never trusted.
+    #[arg(long, value_name = "NAME", conflicts_with = "write")]
+    apply: Option<String>,
+
+    /// The document `--write` and `--apply` start from; the last accepted
+    /// one in `--state-dir` when not given.
+    #[arg(long, value_name = "DOC")]
     from: Option<PathBuf>,
 
     /// Where the last accepted document lives (read only).
@@ -69,13 +77,14 @@ impl CheckArgs {
         };
         // Read before anything is asked: a missing document is an error
         // worth knowing before the network is.
-        let source = match (&self.write, &self.from) {
-            (None, _) => None,
-            (Some(_), Some(from)) => Some(
+        let wants_document = self.write.is_some() || self.apply.is_some();
+        let source = match (wants_document, &self.from) {
+            (false, _) => None,
+            (true, Some(from)) => Some(
                 std::fs::read_to_string(from)
                     .with_context(|| format!("reading {}", from.display()))?,
             ),
-            (Some(_), None) => {
+            (true, None) => {
                 let path = self.state_dir.join("desired.json");
                 Some(std::fs::read_to_string(&path).with_context(|| {
                     format!(
@@ -88,17 +97,26 @@ impl CheckArgs {
         let runtime = tokio::runtime::Runtime::new()?;
         let findings = runtime.block_on(async {
             let rt = self.engine.connect().await?;
-            let targets = check::targets(&rt, &device.plan.instance).await?;
+            let mut targets = check::targets(&rt, &device.plan.instance).await?;
+            if let Some(name) = &self.apply {
+                targets.retain(|t| t.name == *name || t.component.as_deref() == Some(name));
+                if targets.is_empty() {
+                    anyhow::bail!("--apply {name}: no container or component of that name is managed by this berth");
+                }
+            }
             let registry = OciRegistry::new(device.credentials.clone());
             anyhow::Ok(check::run(&registry, targets, &options).await)
         })?;
         let mut out = io::stdout().lock();
         if self.json {
-            let available = findings.iter().filter(|f| f.status.is_available()).count();
-            let doc = serde_json::json!({ "containers": findings, "available": available });
-            writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+            let report = check::watch::Report::new(findings.clone(), None);
+            writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
         } else {
             print_table(&mut out, &findings)?;
+        }
+        if let (Some(name), Some(text)) = (self.apply.clone(), &source) {
+            drop(out);
+            return self.roll_out(&name, text, &findings);
         }
         if let (Some(path), Some(text)) = (&self.write, source) {
             let ms = SystemTime::now()
@@ -120,6 +138,63 @@ impl CheckArgs {
         } else {
             ExitCode::SUCCESS
         })
+    }
+}
+
+impl CheckArgs {
+    /// `--apply NAME`: the fresh finding's candidate, pinned by digest in
+    /// the document, applied as `berth apply` would. Nothing is touched
+    /// unless the check found something to roll out.
+    fn roll_out(self, name: &str, text: &str, findings: &[Finding]) -> anyhow::Result<ExitCode> {
+        let Some(f) = findings.first() else {
+            anyhow::bail!("--apply {name}: nothing was checked");
+        };
+        if !f.status.is_available() {
+            let why = f
+                .reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default();
+            if f.status == Status::UpToDate {
+                eprintln!("berth: {name} is up-to-date; nothing to apply");
+                return Ok(ExitCode::SUCCESS);
+            }
+            anyhow::bail!(
+                "--apply {name}: nothing can be applied: {}{why}; nothing was changed",
+                f.status.as_str()
+            );
+        }
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        let (doc, changed) =
+            check::write_candidates(text, std::slice::from_ref(f), &format!("check-{ms}"))
+                .map_err(anyhow::Error::msg)
+                .context("the document to apply")?;
+        if changed == 0 {
+            anyhow::bail!(
+                "--apply {name}: the document has no component {} with an image; nothing was changed",
+                f.component.as_deref().unwrap_or(&f.name)
+            );
+        }
+        if let Some(c) = &f.candidate {
+            eprintln!(
+                "berth: applying {name}: {} -> {}@{}",
+                f.current.as_ref().map_or("-", |c| c.reference.as_str()),
+                c.reference,
+                c.digest.as_deref().unwrap_or("?")
+            );
+        }
+        ApplyArgs::document(
+            &format!("check --apply {name}"),
+            doc,
+            self.json,
+            self.engine,
+            self.policy,
+            self.state_dir,
+        )?
+        .exec()
     }
 }
 

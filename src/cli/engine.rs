@@ -247,6 +247,16 @@ pub fn load(
 ) -> anyhow::Result<(String, Result<Accepted, Rejection>)> {
     let name = path.display().to_string();
     let text = read(path).with_context(|| format!("reading {name}"))?;
+    Ok(judge(&name, text, options))
+}
+
+/// [`load`] for a document already in hand (`name` says where it came
+/// from in the messages).
+pub fn judge(
+    name: &str,
+    text: String,
+    options: &spec::Options,
+) -> (String, Result<Accepted, Rejection>) {
     let verdict = spec::parse(&text, options);
     let (warnings, errors) = match &verdict {
         Ok(accepted) => (&accepted.warnings, &[][..]),
@@ -258,7 +268,7 @@ pub fn load(
     for e in errors {
         eprintln!("{name}: {e}");
     }
-    Ok((text, verdict))
+    (text, verdict)
 }
 
 /// ANSI colours, only on a terminal and only without NO_COLOR.

@@ -103,6 +103,11 @@ pub struct RunArgs {
     #[arg(long, value_parser = duration, value_name = "DURATION")]
     reconcile_interval: Option<Duration>,
 
+    /// How often to check the registries for newer images and publish the
+    /// results on containersupdate/upgrades (`0`, the default, never).
+    #[arg(long, value_parser = duration, value_name = "DURATION")]
+    check_interval: Option<Duration>,
+
     /// The broker: mqtt://host:port or mqtts://host:port (turns MQTT on).
     #[arg(long, value_name = "URL")]
     mqtt_url: Option<String>,
@@ -219,6 +224,7 @@ impl RunArgs {
         set(&mut c.shutdown_grace, &self.shutdown_grace);
         set(&mut c.redact_env, &self.redact_env);
         set(&mut c.reconcile_interval, &self.reconcile_interval);
+        set(&mut c.check_interval, &self.check_interval);
         let mqtt_flags = self.mqtt_url.is_some()
             || self.mqtt_client_id.is_some()
             || self.mqtt_username.is_some()
@@ -391,18 +397,14 @@ async fn agent_main(
         shutdown_grace: config.shutdown_grace,
         ..AgentOptions::default()
     };
+    let rt = std::sync::Arc::new(rt);
+    let check_task = upgrades_check(&config, &options, rt.clone(), out.clone());
     let notify = Systemd::new();
-    let result = agent::run(
-        std::sync::Arc::new(rt),
-        state,
-        options,
-        inputs_tx,
-        inputs,
-        out,
-        &notify,
-    )
-    .await;
+    let result = agent::run(rt, state, options, inputs_tx, inputs, out, &notify).await;
     if let Some(task) = files_task {
+        task.abort();
+    }
+    if let Some(task) = check_task {
         task.abort();
     }
     if let Some(task) = mqtt_task {
@@ -412,6 +414,44 @@ async fn agent_main(
     result?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The periodic registry check (`check_interval`), publishing each round
+/// retained on MQTT; `None` when it is off.
+fn upgrades_check<R: berth::runtime::Runtime + 'static>(
+    config: &Config,
+    options: &AgentOptions,
+    rt: std::sync::Arc<R>,
+    out: Option<mpsc::UnboundedSender<agent::Outbound>>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if config.check_interval.is_zero() {
+        return None;
+    }
+    if out.is_none() {
+        tracing::warn!("check_interval is set but no [mqtt]: the results are only logged");
+    }
+    let registry = berth::registry::client::OciRegistry::new(config.credentials());
+    let check_options = berth::check::Options {
+        any_major: config.check_any_major,
+        redactor: options.plan.redactor.clone(),
+    };
+    let instance = config.instance.clone();
+    let interval = config.check_interval;
+    Some(tokio::spawn(async move {
+        berth::check::watch::every(
+            rt.as_ref(),
+            &registry,
+            &instance,
+            &check_options,
+            interval,
+            |report| {
+                if let Some(out) = &out {
+                    let _ = out.send(agent::Outbound::Upgrades(report));
+                }
+            },
+        )
+        .await;
+    }))
 }
 
 /// Connects to the engine, waiting for it as long as it takes (dockerd may

@@ -14,6 +14,7 @@ use crate::labels;
 use crate::observe::Observed;
 use crate::plan::{Action, Pull};
 use crate::runtime::{self, CreateRequest, Runtime};
+use crate::spec::image::ImageRef;
 use crate::spec::model::{ContainerSpec, HostTarget, NetworkMode};
 
 impl<R: Runtime> Run<'_, R> {
@@ -276,24 +277,35 @@ impl<R: Runtime> Run<'_, R> {
             problem: "not in the document".into(),
         })?;
         let reference = spec.config.image.to_string();
-        let image_id = match self.image_ids.get(&reference) {
-            Some(id) => id.clone(),
+        let local = match self.image_ids.get(&reference) {
+            Some(local) => local.clone(),
             None => {
-                let id = self
+                let local = self
                     .rt
                     .image(&reference)
                     .await
                     .map_err(ExecuteError::step(&spec.name, "inspect its image"))?
-                    .map(|i| i.id);
-                self.image_ids.insert(reference, id.clone());
-                id
+                    .map(|i| Resolved {
+                        pinned: pinned(&spec.config.image, &i.repo_digests),
+                        id: i.id,
+                    });
+                self.image_ids.insert(reference, local.clone());
+                local
             }
         };
+        let mut config = spec.config.clone();
+        if let Some(pinned) = local.as_ref().and_then(|l| l.pinned.clone()) {
+            config.image = pinned;
+        }
         let x = &u.entry.execution;
         Ok(CreateRequest {
             name: x.temp_new.clone(),
-            config: spec.config.clone(),
-            labels: labels::for_spec(spec, image_id.as_deref(), &self.options.instance),
+            config,
+            labels: labels::for_spec(
+                spec,
+                local.as_ref().map(|l| l.id.as_str()),
+                &self.options.instance,
+            ),
             extra_hosts: resolve_hosts(spec, hosts).await?,
             inherited_volumes: x.inherited_volumes.clone(),
             networks: x.networks.clone(),
@@ -425,6 +437,35 @@ impl<R: Runtime> Run<'_, R> {
     }
 }
 
+/// The local image a reference names at DOWNLOADING, once pulled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Resolved {
+    /// Its id, recorded on the container.
+    pub id: String,
+    /// The reference the container is created from: the digest the image
+    /// was pulled as, so a tag moved or re-pulled between the pull and the
+    /// create cannot change what runs. `None` for an image that came from no
+    /// registry (built or loaded here): its tag is all there is.
+    pub pinned: Option<ImageRef>,
+}
+
+/// `image` pinned to the one of `repo_digests` (`name@sha256:…`, as the
+/// engine lists them) from the same repository; a reference with a digest
+/// already is that digest alone (a tag beside it means nothing to the
+/// engine); `None` when no digest is from its repository.
+pub(super) fn pinned(image: &ImageRef, repo_digests: &[String]) -> Option<ImageRef> {
+    if image.digest.is_some() {
+        return Some(ImageRef {
+            tag: None,
+            ..image.clone()
+        });
+    }
+    repo_digests.iter().find_map(|rd| {
+        let r = ImageRef::parse(rd).ok()?;
+        (r.name() == image.name() && r.digest.is_some()).then_some(ImageRef { tag: None, ..r })
+    })
+}
+
 /// `container_<hostname>` and `host_ip_<iface>` targets become addresses;
 /// `containers` are the ones that exist now.
 async fn resolve_hosts(
@@ -481,6 +522,43 @@ async fn interface_address(iface: &str) -> Result<String, String> {
 mod tests {
     use super::*;
     use crate::test_support::desired;
+
+    #[test]
+    fn an_image_is_pinned_to_the_digest_from_its_own_repository() {
+        let image = ImageRef::parse("127.0.0.1:5000/x/app:1").unwrap();
+        let d = format!("sha256:{}", "a".repeat(64));
+        let digests = [
+            format!("127.0.0.1:5000/other@sha256:{}", "b".repeat(64)),
+            format!("127.0.0.1:5000/x/app@{d}"),
+        ];
+        let pinned = pinned(&image, &digests).unwrap();
+        assert_eq!(pinned.to_string(), format!("127.0.0.1:5000/x/app@{d}"));
+    }
+
+    #[test]
+    fn an_image_from_no_registry_is_not_pinned() {
+        let other = [format!("127.0.0.1:5000/other@sha256:{}", "b".repeat(64))];
+        let image = ImageRef::parse("127.0.0.1:5000/x/app:1").unwrap();
+        assert_eq!(pinned(&image, &other), None);
+        assert_eq!(pinned(&image, &[]), None);
+    }
+
+    #[test]
+    fn an_image_with_a_tag_and_a_digest_is_made_from_the_digest_alone() {
+        let d = format!("sha256:{}", "a".repeat(64));
+        let by_digest = ImageRef::parse(&format!("127.0.0.1:5000/x/app:1@{d}")).unwrap();
+        let pinned = pinned(&by_digest, &[]).unwrap();
+        assert_eq!(pinned.to_string(), format!("127.0.0.1:5000/x/app@{d}"));
+    }
+
+    #[test]
+    fn a_docker_hub_image_is_pinned_under_its_full_name() {
+        let image = ImageRef::parse("nginx:1.27").unwrap();
+        let d = format!("sha256:{}", "c".repeat(64));
+        let pinned = pinned(&image, &[format!("nginx@{d}")]).unwrap();
+        assert_eq!(pinned.name(), image.name());
+        assert_eq!(pinned.digest.as_deref(), Some(d.as_str()));
+    }
 
     #[test]
     fn r18_a_host_entry_resolves_to_its_target_not_to_a_container_sharing_its_network() {

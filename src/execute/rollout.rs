@@ -56,7 +56,7 @@ pub(super) struct Run<'a, R> {
     pub deadline: Instant,
     pub units: Vec<Unit<'a>>,
     /// Image ids by reference, looked up once per image.
-    pub image_ids: BTreeMap<String, Option<String>>,
+    pub image_ids: BTreeMap<String, Option<super::download::Resolved>>,
     /// Problems a container rollback could not fix (container mode).
     left: Vec<String>,
     /// Rolled back only because a container linked to them failed.

@@ -287,6 +287,98 @@ fn pull_policy_never_with_a_missing_image_is_a_download_failure() {
     assert!(!fake.calls().iter().any(|c| matches!(c, Call::Pull(_))));
 }
 
+/// `image` as the registry serves it: pulled, it lists `digest` under
+/// the service repository.
+fn pulled_as(id: &str, digest: char) -> runtime::ImageDetails {
+    runtime::ImageDetails {
+        repo_digests: vec![format!(
+            "127.0.0.1:5000/berth-test/service@sha256:{}",
+            digest.to_string().repeat(64)
+        )],
+        ..image(id)
+    }
+}
+
+#[test]
+fn a_container_is_created_from_the_digest_its_image_was_pulled_as() {
+    let fake = FakeRuntime::new();
+    fake.add_registry_image(TWO, pulled_as("2", 'b'));
+    let dir = tempfile::tempdir().unwrap();
+    let d = doc("a1", &[("a", &[("image", TWO)])]);
+    assert_eq!(
+        apply(&fake, dir.path(), &d).outcome.status,
+        Status::Completed
+    );
+    let c = fake.container("a").unwrap();
+    assert_eq!(
+        c.image_ref,
+        format!(
+            "127.0.0.1:5000/berth-test/service@sha256:{}",
+            "b".repeat(64)
+        )
+    );
+    assert_eq!(c.labels[labels::IMAGE], TWO);
+}
+
+#[test]
+fn a_container_created_from_a_digest_is_in_sync_with_its_tagged_document() {
+    let fake = FakeRuntime::new();
+    fake.add_registry_image(TWO, pulled_as("2", 'b'));
+    let dir = tempfile::tempdir().unwrap();
+    let d = doc("a1", &[("a", &[("image", TWO)])]);
+    apply(&fake, dir.path(), &d);
+    let before = changing_calls(&fake);
+    let again = apply(&fake, dir.path(), &doc("a2", &[("a", &[("image", TWO)])]));
+    assert_eq!(again.outcome.status, Status::Completed);
+    assert_eq!(changing_calls(&fake), before, "{:?}", fake.calls());
+}
+
+#[test]
+fn a_local_image_from_no_registry_is_created_from_its_tag() {
+    let fake = FakeRuntime::new();
+    fake.add_image(ONE, image("1"));
+    let dir = tempfile::tempdir().unwrap();
+    apply(&fake, dir.path(), &doc("a1", &[("a", &[("image", ONE)])]));
+    assert_eq!(fake.container("a").unwrap().image_ref, ONE);
+}
+
+#[test]
+fn pull_policy_always_does_not_pull_when_the_registry_names_the_local_digest() {
+    let fake = FakeRuntime::new();
+    fake.add_image(ONE, pulled_as("1", 'a'));
+    fake.add_registry_image(ONE, pulled_as("1", 'a'));
+    let dir = tempfile::tempdir().unwrap();
+    let d = doc("a1", &[("a", &[("image", ONE), ("pullPolicy", "always")])]);
+    assert_eq!(
+        apply(&fake, dir.path(), &d).outcome.status,
+        Status::Completed
+    );
+    assert!(
+        !fake.calls().iter().any(|c| matches!(c, Call::Pull(_))),
+        "{:?}",
+        fake.calls()
+    );
+}
+
+#[test]
+fn pull_policy_always_pulls_when_the_registry_names_another_digest() {
+    let fake = FakeRuntime::new();
+    fake.add_image(ONE, pulled_as("1", 'a'));
+    fake.add_registry_image(ONE, pulled_as("9", 'c'));
+    let dir = tempfile::tempdir().unwrap();
+    let d = doc("a1", &[("a", &[("image", ONE), ("pullPolicy", "always")])]);
+    assert_eq!(
+        apply(&fake, dir.path(), &d).outcome.status,
+        Status::Completed
+    );
+    assert!(fake.calls().contains(&Call::Pull(ONE.into())));
+    assert!(fake
+        .container("a")
+        .unwrap()
+        .image_ref
+        .ends_with(&"c".repeat(64)));
+}
+
 #[test]
 fn a_recreate_replaces_the_container_and_removes_the_old_one() {
     let fake = engine();

@@ -186,13 +186,35 @@ pub fn decide(desired: &DesiredState, observed: &Observed, entries: &mut [PlanEn
 }
 
 fn pull(spec: &ContainerSpec, observed: &Observed) -> Pull {
-    let present = observed.images.contains_key(&spec.config.image.to_string());
-    match (spec.rollout.pull_policy, present) {
-        (PullPolicy::Never, false) => Pull::Unavailable,
-        (_, false) => Pull::Required,
-        (PullPolicy::Always, true) => Pull::Refresh,
-        (_, true) => Pull::No,
+    let reference = spec.config.image.to_string();
+    let Some(local) = observed.images.get(&reference) else {
+        return match spec.rollout.pull_policy {
+            PullPolicy::Never => Pull::Unavailable,
+            _ => Pull::Required,
+        };
+    };
+    match spec.rollout.pull_policy {
+        // `always` asks the registry first: the digest it names now is
+        // already here, so a pull would only fetch the manifest again.
+        PullPolicy::Always
+            if observed
+                .registry_digests
+                .get(&reference)
+                .is_some_and(|d| has_digest(local, d)) =>
+        {
+            Pull::No
+        }
+        PullPolicy::Always => Pull::Refresh,
+        _ => Pull::No,
     }
+}
+
+/// Whether a local image was pulled as `digest` (`sha256:…`).
+pub(crate) fn has_digest(image: &crate::runtime::ImageDetails, digest: &str) -> bool {
+    image
+        .repo_digests
+        .iter()
+        .any(|d| d.rsplit_once('@').is_some_and(|(_, d)| d == digest))
 }
 
 /// Start-first only when asked and when old and new share no host port.

@@ -596,7 +596,8 @@ fn image_change(from: &str, to: &crate::spec::image::ImageRef) -> String {
     let from_ref = crate::spec::image::ImageRef::parse_lenient(from);
     if from_ref.name() == to.name() && !from_ref.registry.is_empty() {
         let tail = match (&to.tag, &to.digest) {
-            (_, Some(d)) => format!("@{d}"),
+            (Some(t), Some(d)) => format!(":{t}@{d}"),
+            (None, Some(d)) => format!("@{d}"),
             (Some(t), None) => format!(":{t}"),
             (None, None) => String::new(),
         };
@@ -638,11 +639,7 @@ fn image_difference(
         None => {}
     }
     if let (Some(digest), Some(img)) = (registry_digest, image) {
-        let known = img
-            .repo_digests
-            .iter()
-            .any(|d| d.ends_with(&format!("@{digest}")));
-        if !known && out.is_empty() {
+        if !execution::has_digest(img, digest) && out.is_empty() {
             out.push(Difference::recreate(format!(
                 "image {desired} moved in the registry (now {}); pullPolicy always",
                 short_id(digest)

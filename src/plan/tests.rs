@@ -244,6 +244,16 @@ fn image_tag_change_is_recreate_with_a_short_reason() {
 }
 
 #[test]
+fn a_change_to_a_tag_pinned_by_digest_names_both_in_the_reason() {
+    let fake = engine();
+    apply(&fake, &doc(&[("web", &[("image", SERVICE_1)])]));
+    let d = format!("sha256:{}", "e".repeat(64));
+    let pinned = format!("{SERVICE_2}@{d}");
+    let p = plan(&fake, &doc(&[("web", &[("image", pinned.as_str())])]));
+    assert_eq!(reasons(&p, "web"), [format!("image {SERVICE_1} -> :2@{d}")]);
+}
+
+#[test]
 fn added_port_is_recreate_with_the_port_named() {
     let fake = engine();
     apply(&fake, &doc(&[("web", &[("image", SERVICE_1)])]));

@@ -44,6 +44,15 @@ pub struct PolicyConfig {
     /// allows every user. An unset `user` is checked as `root`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allowed_users: Option<Vec<String>>,
+    /// Globs over named volume names a document may mount (`app-*`); unset
+    /// allows every volume. Another service's volume is its data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed_volumes: Option<Vec<String>>,
+    /// Host ports a document may publish, as ports and ranges (`"8080"`,
+    /// `"8000-8999"`); unset allows every port. A host port range the
+    /// engine picks from must lie inside one entry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed_host_ports: Option<Vec<String>>,
 }
 
 impl Default for PolicyConfig {
@@ -57,6 +66,8 @@ impl Default for PolicyConfig {
             allowed_mount_sources: None,
             allow_env_change: vec!["*".into()],
             allowed_users: None,
+            allowed_volumes: None,
+            allowed_host_ports: None,
         }
     }
 }
@@ -118,6 +129,19 @@ impl PolicyConfig {
             None => None,
             Some(list) => Some(each(list, "allowed_users", user_pattern)?),
         };
+        let volumes = match &self.allowed_volumes {
+            None => None,
+            Some(list) => Some(each(list, "allowed_volumes", |p| {
+                if p.is_empty() {
+                    return Err("the pattern is empty".into());
+                }
+                glob(p, p, false).map(|m| (p.to_string(), m))
+            })?),
+        };
+        let host_ports = match &self.allowed_host_ports {
+            None => None,
+            Some(list) => Some(each(list, "allowed_host_ports", port_range)?),
+        };
         Ok(Policy {
             config: self.clone(),
             images,
@@ -126,6 +150,8 @@ impl PolicyConfig {
             env_all: env_change.iter().any(|(p, _)| p == "*" || p == "**"),
             env_change,
             users,
+            volumes,
+            host_ports,
         })
     }
 }
@@ -146,6 +172,26 @@ fn each<T>(
             })
         })
         .collect()
+}
+
+/// `"8080"` or `"8000-8999"`: an inclusive range of host ports, 1–65535.
+pub(super) fn port_range(p: &str) -> Result<(u16, u16), String> {
+    let port = |t: &str| -> Result<u16, String> {
+        match t.trim().parse::<u16>() {
+            Ok(0) | Err(_) => Err(format!(
+                "\"{p}\" is not a host port or range (1-65535, like \"8080\" or \"8000-8999\")"
+            )),
+            Ok(n) => Ok(n),
+        }
+    };
+    let (first, last) = match p.split_once('-') {
+        Some((a, b)) => (port(a)?, port(b)?),
+        None => (port(p)?, port(p)?),
+    };
+    if first > last {
+        return Err(format!("\"{p}\" is a range that ends before it starts"));
+    }
+    Ok((first, last))
 }
 
 /// One glob; `separator`: `*` does not cross `/` (`**` does). `written`

@@ -40,6 +40,8 @@ pub struct Policy {
     env_change: Vec<(String, GlobMatcher)>,
     env_all: bool,
     users: Option<Vec<UserPattern>>,
+    volumes: Option<Vec<(String, GlobMatcher)>>,
+    host_ports: Option<Vec<(u16, u16)>>,
 }
 
 impl Default for Policy {
@@ -55,6 +57,8 @@ impl Default for Policy {
                 env_change: Vec::new(),
                 env_all: true,
                 users: None,
+                volumes: None,
+                host_ports: None,
             })
     }
 }
@@ -365,6 +369,14 @@ impl Policy {
                 };
                 emit("mount", quoted(&m.to_string()), rule, verdict);
             }
+            for v in &c.config.volumes {
+                let (rule, verdict) = self.volume_decision(&v.name);
+                emit("volume", quoted(&v.to_string()), rule, verdict);
+            }
+            for p in &c.config.ports {
+                let (rule, verdict) = self.port_decision(p.host_port, p.host_port_end);
+                emit("port", quoted(&p.to_string()), rule, verdict);
+            }
             let (value, rule, verdict) = self.env_decision(c, baseline);
             emit("env", value, rule, verdict);
             let (value, rule, verdict) = self.user_decision(c.config.user.as_deref());
@@ -435,6 +447,49 @@ impl Policy {
         let verdict = match patterns.iter().find(|(_, m)| m.is_match(host_path)) {
             Some((p, _)) => Ok(format!("matches \"{p}\"")),
             None => Err("matches none of the patterns".into()),
+        };
+        (rule, verdict)
+    }
+
+    fn volume_decision(&self, name: &str) -> (String, Result<String, String>) {
+        let Some(patterns) = &self.volumes else {
+            return (
+                "allowed_volumes".into(),
+                Ok("any volume: allowed_volumes is not set".into()),
+            );
+        };
+        let written: Vec<String> = patterns.iter().map(|(p, _)| p.clone()).collect();
+        let rule = list_text("allowed_volumes", &written);
+        let verdict = match patterns.iter().find(|(_, m)| m.is_match(name)) {
+            Some((p, _)) => Ok(format!("matches \"{p}\"")),
+            None => Err("matches none of the patterns".into()),
+        };
+        (rule, verdict)
+    }
+
+    /// A binding's host ports `first..=last` (a range the engine picks
+    /// one from) must lie inside one allowed range.
+    fn port_decision(&self, first: u16, last: u16) -> (String, Result<String, String>) {
+        let Some(ranges) = &self.host_ports else {
+            return (
+                "allowed_host_ports".into(),
+                Ok("any host port: allowed_host_ports is not set".into()),
+            );
+        };
+        let written = self
+            .config
+            .allowed_host_ports
+            .as_deref()
+            .unwrap_or_default();
+        let rule = list_text("allowed_host_ports", written);
+        let verdict = match ranges
+            .iter()
+            .zip(written)
+            .find(|((a, b), _)| *a <= first && last <= *b)
+        {
+            Some((_, w)) => Ok(format!("within \"{w}\"")),
+            None if first == last => Err("the host port is in none of the ranges".into()),
+            None => Err("the host port range is not inside one of the ranges".into()),
         };
         (rule, verdict)
     }

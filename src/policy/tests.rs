@@ -804,6 +804,78 @@ fn a_blank_user_pattern_is_a_config_error() {
     assert!(config_error("allowed_users = [\"a b\"]").starts_with("policy.allowed_users[0]:"));
 }
 
+// --- named volumes and host ports --------------------------------------------
+
+#[test]
+fn a_named_volume_outside_allowed_volumes_is_refused_naming_it() {
+    let p = policy("allowed_volumes = [\"web-*\"]");
+    allowed(&p, &one(&[("volume", "web-data:/data")]));
+    let e = refused(&p, &one(&[("volume", "db-data:/data")]));
+    assert_eq!(
+        e,
+        ["container \"web\": key \"volume\" value \"db-data:/data\" is refused by policy allowed_volumes = [\"web-*\"]: matches none of the patterns"]
+    );
+}
+
+#[test]
+fn an_empty_allowed_volumes_allows_no_named_volume() {
+    assert!(check(&policy("allowed_volumes = []"), &one(&[("volume", "x:/x")])).is_err());
+    allowed(&policy("allowed_volumes = []"), &one(&[]));
+}
+
+#[test]
+fn a_host_port_outside_allowed_host_ports_is_refused_naming_it() {
+    let p = policy("allowed_host_ports = [\"8000-8999\", \"443\"]");
+    allowed(&p, &one(&[("port", "8080:80")]));
+    allowed(&p, &one(&[("port", "443:443")]));
+    let e = refused(&p, &one(&[("port", "22:22")]));
+    assert!(
+        e[0].starts_with("container \"web\": key \"port\" value \"22:22/tcp\"")
+            && e[0].ends_with("allowed_host_ports = [\"8000-8999\", \"443\"]: the host port is in none of the ranges"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn a_host_port_range_the_engine_picks_from_must_lie_inside_one_allowed_range() {
+    let p = policy("allowed_host_ports = [\"8000-8099\", \"8100-8199\"]");
+    allowed(&p, &one(&[("port", "8000-8010:80")]));
+    let e = refused(&p, &one(&[("port", "8090-8110:80")]));
+    assert!(
+        e[0].ends_with("the host port range is not inside one of the ranges"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn each_port_of_a_mapped_range_may_fall_in_another_allowed_range() {
+    let p = policy("allowed_host_ports = [\"8000-8099\", \"8100-8199\"]");
+    allowed(&p, &one(&[("port", "8090-8110:90-110")]));
+}
+
+#[test]
+fn a_bad_host_port_entry_is_a_config_error_naming_it() {
+    for (entry, problem) in [
+        ("0", "is not a host port or range"),
+        ("http", "is not a host port or range"),
+        ("9000-8000", "ends before it starts"),
+        ("70000", "is not a host port or range"),
+    ] {
+        let e = config_error(&format!("allowed_host_ports = [\"80\", \"{entry}\"]"));
+        assert!(
+            e.starts_with(&format!("policy.allowed_host_ports[1]: \"{entry}\" "))
+                && e.contains(problem),
+            "{entry}: {e}"
+        );
+    }
+}
+
+#[test]
+fn volume_and_port_rules_make_a_policy_not_permissive() {
+    assert!(!policy("allowed_volumes = [\"*\"]").is_permissive());
+    assert!(!policy("allowed_host_ports = [\"1-65535\"]").is_permissive());
+}
+
 // --- explain ----------------------------------------------------------------
 
 #[test]

@@ -282,6 +282,27 @@ fn merge_health(
     }
 }
 
+/// A local image by reference as the engine finds one: by the tag it was
+/// pulled under, by one of its registry digests (`name@sha256:…`, a tag
+/// beside the digest ignored), or by its id.
+fn local_image<'a>(
+    images: &'a BTreeMap<String, ImageDetails>,
+    reference: &str,
+) -> Option<&'a ImageDetails> {
+    if let Some(image) = images.get(reference) {
+        return Some(image);
+    }
+    if let Some((name, digest)) = reference.split_once('@') {
+        let name = name
+            .rsplit_once(':')
+            .filter(|(_, t)| !t.contains('/'))
+            .map_or(name, |(n, _)| n);
+        let wanted = format!("{name}@{digest}");
+        return images.values().find(|i| i.repo_digests.contains(&wanted));
+    }
+    images.values().find(|i| i.id == reference)
+}
+
 impl Runtime for FakeRuntime {
     async fn info(&self) -> Result<EngineInfo> {
         Ok(EngineInfo {
@@ -318,7 +339,7 @@ impl Runtime for FakeRuntime {
     }
 
     async fn image(&self, reference: &str) -> Result<Option<ImageDetails>> {
-        Ok(self.lock().images.get(reference).cloned())
+        Ok(local_image(&self.lock().images, reference).cloned())
     }
 
     async fn registry_digest(&self, reference: &str) -> Result<String> {
@@ -363,7 +384,7 @@ impl Runtime for FakeRuntime {
         let body = create_body(request);
         let mut state = self.lock();
         let reference = body.image.clone().unwrap_or_default();
-        let Some(image) = state.images.get(&reference).cloned() else {
+        let Some(image) = local_image(&state.images, &reference).cloned() else {
             return Err(RuntimeError::not_found(Missing::Image, reference));
         };
         if let Some(other) = state.containers.iter().find(|c| c.name == request.name) {
