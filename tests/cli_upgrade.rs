@@ -172,6 +172,15 @@ fn upgrade_to_a_tag_missing_from_the_registry_is_refused_before_anything_changes
     let after: Vec<_> = names.iter().map(|n| identity(n)).collect();
     assert_eq!(after, before, "no container was touched");
     assert_eq!(history(&d).len(), 1, "no activity ran");
+
+    let out = upgrade(&d, &["404", "--file", path(&doc), "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(report["outcome"], "REFUSED");
+    assert_eq!(
+        report["unavailable"][0]["reference"],
+        image("service", "404")
+    );
 }
 
 /// Services on `service:1` that are healthy only on version 1: version 2
