@@ -13,7 +13,7 @@ use berth::history::Source;
 use berth::spec::validate::DEFAULT_DOMAIN;
 
 use super::activity::{ExecArgs, Ran, Runner};
-use super::engine::{judge, load, print_refusal, EngineArgs, Paint, PolicyArgs};
+use super::engine::{load, print_refusal, EngineArgs, Paint, PolicyArgs};
 
 const APPLY_EXAMPLES: &str = "\
 Exit status: 0 when the activity COMPLETED, 1 otherwise (the device then runs
@@ -51,18 +51,6 @@ pub struct ApplyArgs {
 
     #[command(flatten)]
     policy: PolicyArgs,
-
-    /// A document made by berth itself (`check --apply`), applied instead
-    /// of reading `file`, which then only names it in messages.
-    #[arg(skip)]
-    document: Option<String>,
-}
-
-/// Only to parse [`ApplyArgs`] with its defaults for a document berth made.
-#[derive(Debug, clap::Parser)]
-struct Defaults {
-    #[command(flatten)]
-    apply: ApplyArgs,
 }
 
 /// `--rollback` values.
@@ -172,34 +160,10 @@ fn print_identification_failed(text: &str, message: String) -> anyhow::Result<()
 }
 
 impl ApplyArgs {
-    /// `berth apply` of `text`, a document berth made (`name` says which
-    /// in messages), with every other setting at its default but the
-    /// engine, the device's config and the state directory.
-    pub(super) fn document(
-        name: &str,
-        text: String,
-        json: bool,
-        engine: EngineArgs,
-        policy: PolicyArgs,
-        state_dir: PathBuf,
-    ) -> anyhow::Result<Self> {
-        use clap::Parser;
-        let mut args = Defaults::try_parse_from(["apply", name])?.apply;
-        args.document = Some(text);
-        args.json = json;
-        args.engine = engine;
-        args.policy = policy;
-        args.exec.state_dir = state_dir;
-        Ok(args)
-    }
-
     /// Validates, checks the policy, recovers, plans and executes.
-    pub fn exec(mut self) -> anyhow::Result<ExitCode> {
+    pub fn exec(self) -> anyhow::Result<ExitCode> {
         let device = self.policy.device()?;
-        let (text, verdict) = match self.document.take() {
-            Some(text) => judge(&self.file.display().to_string(), text, &device.spec),
-            None => load(&self.file, &device.spec)?,
-        };
+        let (text, verdict) = load(&self.file, &device.spec)?;
         let accepted = match verdict {
             Ok(a) => a,
             Err(rejection) => {

@@ -11,11 +11,12 @@ use anyhow::Context;
 use clap::Args;
 
 use berth::check::{self, Finding, Options, Status};
-use berth::journal::DEFAULT_STATE_DIR;
+use berth::history::Source;
 use berth::registry::client::OciRegistry;
 
-use super::apply::ApplyArgs;
-use super::engine::{EngineArgs, PolicyArgs};
+use super::activity::{ExecArgs, Ran, Runner};
+use super::apply::Printer;
+use super::engine::{judge, print_refusal, Device, EngineArgs, PolicyArgs};
 
 const CHECK_EXAMPLES: &str = "\
 Exit status: 0 no upgrade available, 2 some (upgrade-available or tag-moved),
@@ -56,9 +57,10 @@ pub struct CheckArgs {
     #[arg(long, value_name = "DOC")]
     from: Option<PathBuf>,
 
-    /// Where the last accepted document lives (read only).
-    #[arg(long, default_value = DEFAULT_STATE_DIR, value_name = "DIR")]
-    state_dir: PathBuf,
+    /// How `--apply` runs its activity, and where the last accepted
+    /// document lives (read only without `--apply`).
+    #[command(flatten)]
+    exec: ExecArgs,
 
     #[command(flatten)]
     engine: EngineArgs,
@@ -85,7 +87,7 @@ impl CheckArgs {
                     .with_context(|| format!("reading {}", from.display()))?,
             ),
             (true, None) => {
-                let path = self.state_dir.join("desired.json");
+                let path = self.exec.state_dir.join("desired.json");
                 Some(std::fs::read_to_string(&path).with_context(|| {
                     format!(
                         "reading the last accepted document {} (give --from DOC)",
@@ -116,7 +118,7 @@ impl CheckArgs {
         }
         if let (Some(name), Some(text)) = (self.apply.clone(), &source) {
             drop(out);
-            return self.roll_out(&name, text, &findings);
+            return self.roll_out(&device, &name, text, &findings);
         }
         if let (Some(path), Some(text)) = (&self.write, source) {
             let ms = SystemTime::now()
@@ -145,7 +147,13 @@ impl CheckArgs {
     /// `--apply NAME`: the fresh finding's candidate, pinned by digest in
     /// the document, applied as `berth apply` would. Nothing is touched
     /// unless the check found something to roll out.
-    fn roll_out(self, name: &str, text: &str, findings: &[Finding]) -> anyhow::Result<ExitCode> {
+    fn roll_out(
+        &self,
+        device: &Device,
+        name: &str,
+        text: &str,
+        findings: &[Finding],
+    ) -> anyhow::Result<ExitCode> {
         let Some(f) = findings.first() else {
             anyhow::bail!("--apply {name}: nothing was checked");
         };
@@ -186,15 +194,33 @@ impl CheckArgs {
                 c.digest.as_deref().unwrap_or("?")
             );
         }
-        ApplyArgs::document(
-            &format!("check --apply {name}"),
-            doc,
-            self.json,
-            self.engine,
-            self.policy,
-            self.state_dir,
-        )?
-        .exec()
+        let what = format!("check --apply {name}");
+        let (doc, verdict) = judge(&what, doc, &device.spec);
+        let Ok(accepted) = verdict else {
+            anyhow::bail!(
+                "--apply {name}: the document with the candidate is not valid; nothing was changed"
+            );
+        };
+        let runner = Runner {
+            exec: &self.exec,
+            engine: &self.engine,
+            policy: &self.policy,
+            device,
+        };
+        let mut printer = Printer::stdout(self.json);
+        let ran = runner.run(&doc, &accepted.desired, Source::Upgrade, false, &mut |f| {
+            printer.print(f)
+        })?;
+        Ok(match ran {
+            Ran::Refused(refusal) => {
+                print_refusal(std::path::Path::new(&what), &refusal);
+                ExitCode::FAILURE
+            }
+            Ran::Done(record) if record.outcome == Some(berth::feedback::Status::Completed) => {
+                ExitCode::SUCCESS
+            }
+            Ran::Done(_) => ExitCode::FAILURE,
+        })
     }
 }
 
