@@ -682,3 +682,77 @@ fn rollback_beside_the_agent_that_reads_the_file_hands_it_the_previous_document(
         "the file holds the document rolled back to"
     );
 }
+
+#[test]
+fn an_upgrade_handed_to_an_agent_that_never_takes_it_restores_the_file_and_exits_1() {
+    let d = Device::new("up-not-taken");
+    let (doc, names) = three_on_one(&d);
+    // The configuration says the agent reads `doc`; this agent reads another file.
+    let config = files_config(&doc);
+    let elsewhere = doc.with_file_name("elsewhere.json");
+    std::fs::copy(&doc, &elsewhere).unwrap();
+    let mut cmd = d.berth_cmd(
+        "run",
+        &[
+            "--files",
+            path(&elsewhere),
+            "--min-ready",
+            "1s",
+            "--reconcile-interval",
+            "0",
+        ],
+    );
+    cmd.args(["--log-level", "berth=info"]);
+    let agent = Background::spawn(cmd);
+    eventually("the agent applies its file", &agent, || {
+        history(&d).iter().any(|r| r["outcome"] == "COMPLETED")
+    });
+    let bytes = std::fs::read(&doc).unwrap();
+    let before: Vec<_> = names.iter().map(|n| identity(n)).collect();
+
+    let out = upgrade(&d, &["2", "--file", path(&doc), "--config", path(&config)]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        text(&out.stderr).contains("the agent did not take the document"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(
+        std::fs::read(&doc).unwrap(),
+        bytes,
+        "the file is byte-identical"
+    );
+    let after: Vec<_> = names.iter().map(|n| identity(n)).collect();
+    assert_eq!(after, before);
+}
+
+#[test]
+fn an_upgrade_larger_than_the_agents_file_limit_is_refused_before_the_file_is_written() {
+    let d = Device::new("up-too-big");
+    let (doc, _) = three_on_one(&d);
+    let bytes = std::fs::read(&doc).unwrap();
+    // The agent would refuse the upgraded file unread.
+    let config = doc.with_file_name("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[files]\npath = {:?}\nmax_file_size = {}\n",
+            path(&doc),
+            bytes.len() / 2
+        ),
+    )
+    .unwrap();
+    let out = upgrade(&d, &["2", "--file", path(&doc), "--config", path(&config)]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        text(&out.stderr).contains("above the file source's max_file_size"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(
+        std::fs::read(&doc).unwrap(),
+        bytes,
+        "the file is byte-identical"
+    );
+    assert!(d.containers().is_empty(), "nothing was created");
+}
