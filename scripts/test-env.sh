@@ -354,6 +354,34 @@ build_images() {
   done
 }
 
+# berth-test/migrating:<tag> (issue 22's migration tests): its own Dockerfile
+# and fingerprint, so that changing it rebuilds only these images.
+MIGRATING_TAGS=(1.0.0 1.1.0 1.2.0 broken-1.2.0)
+build_migrating_images() {
+  local dir=$ROOT/tests/images/migrating repo=$REPO_PREFIX/migrating tag ref ctx
+  local saved=$FINGERPRINT
+  FINGERPRINT=$(cat "$dir/Dockerfile" "$dir/make-migrations.sh" "$ROOT/tests/images/service.sh" \
+    /bin/busybox | sha256sum | cut -c1-16)
+  for tag in "${MIGRATING_TAGS[@]}"; do
+    ref=$REGISTRY/$repo:$tag
+    if image_current "$ref" "$repo" "$tag"; then
+      log "image $ref up to date"
+    else
+      ctx=$(mktemp -d /tmp/berth-test-migrating.XXXXXX)
+      cp "$dir/Dockerfile" "$dir/make-migrations.sh" "$ROOT/tests/images/service.sh" "$ctx/"
+      cp /bin/busybox "$ctx/busybox"
+      log "building $ref"
+      DOCKER_BUILDKIT=0 quiet docker build --build-arg "VERSION=$tag" \
+        --build-arg "FINGERPRINT=$FINGERPRINT" -t "$ref" "$ctx"
+      rm -rf "$ctx"
+      log "pushing $ref"
+      quiet docker push "$ref"
+    fi
+    PUSHED+=("$ref")
+  done
+  FINGERPRINT=$saved
+}
+
 # --- main ---------------------------------------------------------------------
 start_engine
 start_registry
@@ -361,6 +389,7 @@ start_auth_registry
 start_mqtt
 ensure_tls_tools
 build_images
+build_migrating_images
 
 log "summary:"
 log "  engine:   $(docker version --format 'server {{.Server.Version}} (API {{.Server.APIVersion}}), client {{.Client.Version}}') via $DOCKER${DOCKER_API_VERSION:+ (DOCKER_API_VERSION=$DOCKER_API_VERSION)}"

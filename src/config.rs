@@ -179,6 +179,8 @@ pub struct Config {
     /// Credentials and transport per registry (`[[registries]]`), for
     /// pulls and `berth check`; they win over docker's stored logins.
     pub registries: Vec<crate::registry::RegistryConfig>,
+    /// The local HTTP API (`[api]`), served by `berth run` when present.
+    pub api: Option<crate::api::ApiConfig>,
 }
 
 impl Default for Config {
@@ -209,6 +211,7 @@ impl Default for Config {
             files: None,
             policy: crate::policy::PolicyConfig::default(),
             registries: Vec::new(),
+            api: None,
         }
     }
 }
@@ -519,6 +522,9 @@ impl Config {
         self.policy
             .compile()
             .map_err(|e| ConfigError(e.to_string()))?;
+        if let Some(api) = &self.api {
+            api.check().map_err(|e| ConfigError(e.to_string()))?;
+        }
         for (i, r) in self.registries.iter().enumerate() {
             r.check(&format!("registries[{i}]")).map_err(ConfigError)?;
             let host = r.host.trim();
@@ -598,7 +604,7 @@ impl std::fmt::Debug for MqttConfig {
     }
 }
 
-mod duration_text {
+pub(crate) mod duration_text {
     use super::*;
 
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

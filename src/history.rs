@@ -546,9 +546,19 @@ impl Recorder {
         mut self,
         rt: &R,
         desired: &DesiredState,
-        outcome: Status,
-        message: Option<String>,
+        outcome: &crate::execute::Outcome,
     ) -> Record {
+        self.record.migrations = outcome
+            .migrations
+            .iter()
+            .flat_map(|(component, names)| {
+                names.iter().map(move |name| Migration {
+                    component: component.clone(),
+                    name: name.clone(),
+                })
+            })
+            .collect();
+        let (outcome, message) = (outcome.status, outcome.message.clone());
         let after = match crate::observe::gather_for(rt, desired).await {
             Ok(o) => versions(&o, desired, &self.instance),
             Err(e) => {

@@ -235,6 +235,9 @@ fn parameters(
         Status::Running | Status::Restarting | Status::Paused
     ) {
         out.push(KeyValue::new("exitCode", state.exit_code.to_string()));
+        if c.details.is_completed_job() {
+            out.push(KeyValue::new("completed", "true"));
+        }
         if let Some(f) = &state.finished_at {
             out.push(KeyValue::new("finishedAt", f.clone()));
         }
@@ -345,6 +348,44 @@ mod tests {
         }
         assert!(text.contains("LOG_LEVEL=debug"), "{text}");
         assert_eq!(shown.len(), params.len());
+    }
+
+    fn job(exit_code: i64) -> ObservedContainer {
+        let details = crate::runtime::ContainerDetails {
+            id: "c1".into(),
+            name: "init".into(),
+            image_ref: "127.0.0.1:5000/app:1".into(),
+            restart_policy: "no".into(),
+            state: crate::runtime::ContainerState {
+                status: Status::Exited,
+                exit_code,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        crate::observe::container(details, &Default::default())
+    }
+
+    fn value<'a>(params: &'a [KeyValue], key: &str) -> Option<&'a str> {
+        params
+            .iter()
+            .find(|p| p.key == key)
+            .map(|p| p.value.as_str())
+    }
+
+    #[test]
+    fn a_completed_job_is_reported_completed_with_its_exit_code() {
+        let params = parameters(&job(0), None, &Redactor::default());
+        assert_eq!(value(&params, "completed"), Some("true"));
+        assert_eq!(value(&params, "exitCode"), Some("0"));
+        assert_eq!(value(&params, "status"), Some("Exited"));
+    }
+
+    #[test]
+    fn a_failed_job_is_not_reported_completed() {
+        let params = parameters(&job(3), None, &Redactor::default());
+        assert_eq!(value(&params, "completed"), None);
+        assert_eq!(value(&params, "exitCode"), Some("3"));
     }
 
     #[test]

@@ -161,6 +161,22 @@ pub enum Effect {
         /// Container id.
         id: String,
     },
+    /// A one-shot container for a hook or a migration of the component,
+    /// created under `temp`; `id` once the engine answered. It is removed
+    /// as soon as it ended, and undoing it removes it too, so a kill of
+    /// berth while a hook runs leaves nothing behind after recovery.
+    OneShot {
+        /// Component.
+        name: String,
+        /// What it runs (`preStart`, `onRollback`, `migration v1.2.0`).
+        purpose: String,
+        /// The name it is created under.
+        temp: String,
+        /// Its id, once known.
+        id: Option<String>,
+        /// The image it is created from (see [`Effect::Create`]).
+        image: String,
+    },
 }
 
 impl Effect {
@@ -172,7 +188,8 @@ impl Effect {
             | Effect::Rename { name, .. }
             | Effect::Update { name, .. }
             | Effect::Start { name, .. }
-            | Effect::Remove { name, .. } => name,
+            | Effect::Remove { name, .. }
+            | Effect::OneShot { name, .. } => name,
         }
     }
 }
@@ -276,6 +293,22 @@ impl Journal {
 pub struct StateDir {
     path: PathBuf,
     _lock: File,
+}
+
+/// The last accepted document in state directory `dir`, if any, without
+/// taking the lock: for readers beside the agent that holds it (the API
+/// derives its changes from it). The file is replaced atomically, so a
+/// reader sees one whole document or the next.
+///
+/// # Errors
+/// When the file exists but cannot be read.
+pub fn read_desired(dir: &Path) -> Result<Option<String>, StateError> {
+    let path = dir.join(DESIRED);
+    match fs::read_to_string(&path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(StateError::Io { path, source }),
+    }
 }
 
 impl StateDir {
@@ -413,12 +446,7 @@ impl StateDir {
 
     /// The last accepted document, if any.
     pub fn load_desired(&self) -> Result<Option<String>, StateError> {
-        let path = self.path.join(DESIRED);
-        match fs::read_to_string(&path) {
-            Ok(text) => Ok(Some(text)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(StateError::Io { path, source }),
-        }
+        read_desired(&self.path)
     }
 
     fn write_atomic(&self, name: &str, bytes: &[u8]) -> Result<(), StateError> {

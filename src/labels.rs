@@ -26,6 +26,9 @@ pub const SPEC_HASH: &str = "berth.spec-hash";
 pub const IMAGE: &str = "berth.image";
 /// On a container recovery creates only to hold a name for a moment.
 pub const PLACEHOLDER: &str = "berth.placeholder";
+/// On a one-shot container of a hook or migration: what it runs
+/// (`preStart`, `migration v1.2.0`). It is removed as soon as it ended.
+pub const ONE_SHOT: &str = "berth.one-shot";
 /// The image id the container was created from.
 pub const IMAGE_ID: &str = "berth.image-id";
 /// Comma-separated env names the document set; the rest came from the image.

@@ -6,6 +6,7 @@
 //! [`schema`] module generates the published JSON schemas from the same types.
 
 pub mod agent;
+pub mod api;
 pub mod check;
 pub mod config;
 pub mod execute;

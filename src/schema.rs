@@ -33,5 +33,7 @@ pub fn all() -> Vec<(&'static str, String)> {
         ("plan.schema.json", generate::<Plan>()),
         ("feedback.schema.json", generate::<Feedback>()),
         ("history.schema.json", generate::<Vec<Record>>()),
+        // OpenAPI, from the API's handlers and types (utoipa).
+        ("openapi.json", crate::api::openapi::document()),
     ]
 }

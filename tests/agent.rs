@@ -1437,3 +1437,55 @@ fn an_mqtt_document_that_cannot_be_persisted_is_delivered_again_and_applied_once
     assert_eq!(running_image(names.get(0)), Some(img));
     assert!(agent.terminate().success());
 }
+
+/// Issue 22: hooks never run on a drift repair that puts a container back
+/// as it was; the agent's first apply of the document runs them.
+#[test]
+fn a_container_removed_by_hand_is_put_back_without_running_its_pre_start() {
+    let names = Names::new(&["drift-hook"]);
+    let img = service("1");
+    let volume = format!("{}-vol", names.get(0));
+    let _volume = VolumeCleanup(volume.clone());
+    let mount = format!("{volume}:/named");
+    let device = Device::new(&doc(
+        "drift-hook-1",
+        &[(
+            names.get(0),
+            "1",
+            &[
+                ("image", &img),
+                ("volume", &mount),
+                ("preStart", "echo pre >> /named/log"),
+            ],
+        )],
+    ));
+    let mut agent = Agent::start(
+        device.state(),
+        &["--files", device.file(), "--reconcile-interval", "3s"],
+    );
+    eventually("the container runs", &agent, || {
+        running_image(names.get(0)).is_some()
+    });
+    let log = || docker(&["exec", names.get(0), "cat", "/named/log"]);
+    assert_eq!(log(), "pre");
+    docker(&["rm", "-f", names.get(0)]);
+    agent.wait_log("correcting drift");
+    eventually("the removed container is back", &agent, || {
+        running_image(names.get(0)).is_some()
+    });
+    assert_eq!(log(), "pre", "the drift repair ran preStart");
+    assert!(agent.terminate().success());
+    // The container goes before its volume can.
+    drop(names);
+}
+
+/// Removes a named volume when dropped.
+struct VolumeCleanup(String);
+
+impl Drop for VolumeCleanup {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["volume", "rm", "-f", &self.0])
+            .output();
+    }
+}

@@ -5,6 +5,7 @@ mod broker;
 mod util;
 
 mod agent;
+mod api;
 mod check;
 mod cli_apply;
 mod cli_plan;
@@ -16,6 +17,9 @@ mod corpus_sources;
 mod credentials;
 mod environment;
 mod faults;
+mod hooks;
+mod jobs;
+mod migrations;
 mod policy;
 mod runtime_docker;
 mod schemas;

@@ -301,9 +301,18 @@ fn forward(
     let method = request.next().unwrap_or("");
     let path = request.next().unwrap_or("").split('?').next().unwrap_or("");
     let is_list = method == "GET" && path.ends_with("/containers/json");
+    // An exec's start upgrades the connection to a raw stream: its
+    // `Connection: Upgrade` must reach the engine, and the answer the client
+    // (both sides are then copied until either closes).
+    let upgrade = lines.iter().skip(1).any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("upgrade:")
+    });
+    let keep: &[&str] = if upgrade { &[] } else { &["Connection"] };
+    let add: &[String] = if upgrade { &[] } else { &close };
 
     let mut server = UnixStream::connect(upstream)?;
-    server.write_all(&rebuild_head(&lines, &["Connection"], &close))?;
+    server.write_all(&rebuild_head(&lines, keep, add))?;
     server.write_all(&rest)?;
     let mut to_server = server.try_clone()?;
     let body = std::thread::spawn(move || {
@@ -346,7 +355,7 @@ fn forward(
         ))?;
         to_client.write_all(&payload)?;
     } else {
-        to_client.write_all(&rebuild_head(&lines, &["Connection"], &close))?;
+        to_client.write_all(&rebuild_head(&lines, keep, add))?;
         to_client.write_all(&rest)?;
         std::io::copy(&mut server, &mut to_client)?;
     }

@@ -67,6 +67,9 @@ pub enum Origin {
     Files(PathBuf),
     /// The last accepted document, kept in the state directory.
     Persisted,
+    /// The local HTTP API ([`crate::api`]): a document derived from the
+    /// last accepted one, or posted whole.
+    Api,
 }
 
 impl std::fmt::Display for Origin {
@@ -75,6 +78,7 @@ impl std::fmt::Display for Origin {
             Origin::Mqtt => f.write_str("mqtt"),
             Origin::Files(p) => write!(f, "file {}", p.display()),
             Origin::Persisted => f.write_str("the state directory"),
+            Origin::Api => f.write_str("the API"),
         }
     }
 }
@@ -1109,6 +1113,7 @@ impl<R: Runtime + 'static> Loop<R> {
                 Origin::Mqtt => crate::history::Source::Mqtt,
                 Origin::Files(_) => crate::history::Source::File,
                 Origin::Persisted => crate::history::Source::State,
+                Origin::Api => crate::history::Source::Api,
             },
         };
         let task: JobFuture = Box::pin(job(shared, work).instrument(span));
@@ -1394,6 +1399,7 @@ async fn job<R: Runtime + 'static>(
     }
     let execute_options = ExecuteOptions {
         rollback,
+        drift_repair: reason.is_some(),
         ..options.execute.clone()
     };
     let mut last = Some(Status::Identifying);
@@ -1436,17 +1442,14 @@ async fn job<R: Runtime + 'static>(
         // In the background: the activity is over once its final feedback
         // is out, and the loop must hear so at once (a redelivery that
         // comes now is answered with that final status).
-        let (for_task, desired) = (shared.clone(), desired.clone());
-        let (status, message) = (outcome.status, outcome.message.clone());
+        let (for_task, desired, ended) = (shared.clone(), desired.clone(), outcome.clone());
         let mut recording = shared
             .recording
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         while recording.try_join_next().is_some() {}
         recording.spawn(async move {
-            recorder
-                .finish(&*for_task.rt, &desired, status, message)
-                .await;
+            recorder.finish(&*for_task.rt, &desired, &ended).await;
         });
     }
     if reason.is_none() {

@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 
-use berth::execute::{self, ExecuteOptions, RollbackMode};
-use berth::feedback::Feedback;
-use berth::history::{History, Record, Recorder, Source};
+use berth::execute::{self, Activity, ExecuteOptions, RollbackMode};
+use berth::feedback::{Feedback, Status, Tracker};
+use berth::history::{self, History, Record, Recorder, Source};
 use berth::instance::{Claim, ClaimError};
 use berth::journal::{StateDir, DEFAULT_STATE_DIR};
-use berth::observe::{self, Observed};
+use berth::observe;
 use berth::spec::validate::DEFAULT_DOMAIN;
 use berth::spec::DesiredState;
 
@@ -62,8 +62,9 @@ pub struct ExecArgs {
 }
 
 impl ExecArgs {
-    /// The executor's options for this berth instance.
-    pub fn options(&self, instance: &str) -> ExecuteOptions {
+    /// The executor's options for this berth instance, hiding secrets in
+    /// hook and job output with `redactor`.
+    pub fn options(&self, instance: &str, redactor: &berth::redact::Redactor) -> ExecuteOptions {
         ExecuteOptions {
             parallel: usize::from(self.parallel),
             pull_timeout: self.pull_timeout,
@@ -74,6 +75,8 @@ impl ExecArgs {
             rollback: RollbackMode::from(self.rollback),
             instance: instance.to_string(),
             pause_at: super::hooks::pause_at(),
+            redactor: redactor.clone(),
+            drift_repair: false,
         }
     }
 }
@@ -135,7 +138,9 @@ impl Runner<'_> {
             false => Some(Claim::take(&self.policy.instance, &self.exec.state_dir)?),
         };
         state.save_desired(text)?;
-        let options = self.exec.options(&self.policy.instance);
+        let options = self
+            .exec
+            .options(&self.policy.instance, &self.device.plan.redactor);
         let instance = self.policy.instance.clone();
         let record = runtime.block_on(async {
             let (lines, verdict) =
@@ -150,13 +155,18 @@ impl Runner<'_> {
             if let Some(f) = verdict {
                 sink(&f);
             }
-            // The engine as it is before, for the record (the activity
-            // reads it again to plan).
+            let mut tracker = Tracker::new(&desired.activity_id, DEFAULT_DOMAIN);
+            sink(&tracker.message(Status::Identifying, None));
             let observed = match observe::gather_for(&rt, desired).await {
                 Ok(o) => o,
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the engine before the activity; the history records no versions before it");
-                    Observed::default()
+                    let f = tracker.message(Status::IdentificationFailed, Some(e.to_string()));
+                    sink(&f);
+                    let mut record =
+                        Record::start(&desired.activity_id, source, Some(text.to_string()));
+                    record.finish(Status::IdentificationFailed, Some(e.to_string()));
+                    history::append_logged(state.path(), record.clone()).await;
+                    return anyhow::Ok(record);
                 }
             };
             let recorder = Recorder::start(
@@ -169,17 +179,17 @@ impl Runner<'_> {
                 &instance,
             )
             .await;
-            let mut last = None;
-            let mut send = |f: Feedback| {
-                if f.payload.status.is_final() {
-                    last = f.payload.message.clone();
-                }
-                sink(&f);
+            let plan = berth::plan::compute(desired, &observed, &self.device.plan);
+            let activity = Activity {
+                desired,
+                plan: &plan,
+                observed: &observed,
             };
-            let status =
-                execute::apply(&rt, &state, desired, &self.device.plan, &options, &mut send)
+            let mut send = |f: Feedback| sink(&f);
+            let outcome =
+                execute::carry_out(&rt, &state, activity, &options, &mut tracker, &mut send)
                     .await?;
-            let record = recorder.finish(&rt, desired, status, last).await;
+            let record = recorder.finish(&rt, desired, &outcome).await;
             anyhow::Ok(record)
         })?;
         Ok(Ran::Done(record))

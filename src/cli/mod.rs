@@ -1,9 +1,11 @@
 //! Command-line arguments and dispatch, one file per subcommand.
 
 mod activity;
+mod api;
 mod apply;
 mod check;
 mod engine;
+mod events;
 mod history;
 mod hooks;
 mod plan;
@@ -12,6 +14,7 @@ mod recover;
 mod rollback;
 mod run;
 mod state;
+mod status;
 mod upgrade;
 mod validate;
 
@@ -32,7 +35,9 @@ Examples:
   berth upgrade 2.4.1 --file state.json move the services on the shared tag to 2.4.1
   berth history                         the last activities and what they changed
   berth rollback                        back to the document applied before
-  berth run --config /etc/berth/config.toml   the agent (MQTT, state files, drift)";
+  berth run --config /etc/berth/config.toml   the agent (MQTT, state files, drift)
+  berth status --token-file ui.token    ask the running agent (its API socket)
+  berth events --token-file ui.token    follow its feedback and version updates";
 
 /// berth: drives Docker containers toward a desired-state document
 /// (Eclipse Kanto container-update-agent format).
@@ -78,6 +83,10 @@ pub enum Command {
     Rollback(rollback::RollbackArgs),
     /// The agent: enforce desired states from MQTT and state files, correct drift.
     Run(Box<run::RunArgs>),
+    /// Ask the running agent (its API socket) whether it is ready and what it runs.
+    Status(status::StatusArgs),
+    /// Follow the running agent's events: feedback and per-container updates.
+    Events(events::EventsArgs),
 }
 
 /// `--log-format` values.
@@ -167,6 +176,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::History(cmd) => cmd.exec(),
         Command::Rollback(cmd) => cmd.exec(),
         Command::Run(cmd) => cmd.exec(),
+        Command::Status(cmd) => cmd.exec(),
+        Command::Events(cmd) => cmd.exec(),
     }
 }
 

@@ -335,11 +335,21 @@ async fn agent_main(
     let (inputs_tx, inputs) = mpsc::unbounded_channel();
     let (stop_tx, mut stop) = watch::channel(false);
     tokio::spawn(signals(inputs_tx.clone(), stop_tx));
+    // The API binds first, so a socket in use fails the start at once.
+    let api = match &config.api {
+        Some(a) => Some(super::api::Serving::bind(a).await?),
+        None => None,
+    };
+    let sources_tx = api
+        .as_ref()
+        .map_or_else(|| inputs_tx.clone(), |a| a.count_inputs(inputs_tx.clone()));
 
     let Some(rt) = connect(config.docker_host.as_deref(), &mut stop).await else {
         return Ok(());
     };
-    let rt = super::hooks::engine(rt.with_credentials(config.credentials()))?;
+    let rt = std::sync::Arc::new(super::hooks::engine(
+        rt.with_credentials(config.credentials()),
+    )?);
     let domain = config.mqtt.as_ref().map_or_else(
         || berth::spec::validate::DEFAULT_DOMAIN.to_string(),
         |m| m.domain.clone(),
@@ -349,7 +359,7 @@ async fn agent_main(
             let (out_tx, out_rx) = mpsc::unbounded_channel();
             let task = tokio::spawn(mqtt::run(
                 settings,
-                inputs_tx.clone(),
+                sources_tx.clone(),
                 out_rx,
                 stop.clone(),
                 Duration::from_secs(5),
@@ -368,7 +378,7 @@ async fn agent_main(
                     max_file_size: f.max_file_size,
                 },
             },
-            inputs_tx.clone(),
+            sources_tx.clone(),
         ))
     });
     let options = AgentOptions {
@@ -388,6 +398,8 @@ async fn agent_main(
             rollback: config.rollback,
             instance: config.instance.clone(),
             pause_at: super::hooks::pause_at(),
+            redactor: berth::redact::Redactor::new(&config.redact_env)?,
+            drift_repair: false,
         },
         domain,
         limits: config.limits,
@@ -397,10 +409,20 @@ async fn agent_main(
         shutdown_grace: config.shutdown_grace,
         ..AgentOptions::default()
     };
-    let rt = std::sync::Arc::new(rt);
     let check_task = upgrades_check(&config, &options, rt.clone(), out.clone());
-    let notify = Systemd::new();
+    let (ready_tx, ready) = watch::channel(false);
+    let notify = berth::api::ReadyNotify::new(Systemd::new(), ready_tx);
+    let (out, api_task) = match api {
+        Some(api) => {
+            let (out, task) = api.start(&config, &options, rt.clone(), &inputs_tx, ready, out);
+            (Some(out), Some(task))
+        }
+        None => (out, None),
+    };
     let result = agent::run(rt, state, options, inputs_tx, inputs, out, &notify).await;
+    if let Some(task) = api_task {
+        task.abort();
+    }
     if let Some(task) = files_task {
         task.abort();
     }

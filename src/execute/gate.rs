@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::ExecuteOptions;
+use super::{output, ExecuteOptions};
 use crate::runtime::{self, ContainerDetails, Health, RawHealthcheck, Runtime};
-use crate::spec::model::{ContainerSpec, HealthTest};
+use crate::spec::model::{ContainerSpec, HealthTest, RestartPolicy};
 
 /// How often the gate looks at a container.
 const POLL: Duration = Duration::from_millis(200);
@@ -53,6 +53,76 @@ async fn look<R: Runtime>(rt: &R, id: &str) -> Result<ContainerDetails, String> 
         .ok_or_else(|| "the container disappeared".to_string())
 }
 
+/// What the gate waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Expect {
+    /// A service: ready (healthy, or up for `min_ready`) and staying up.
+    Service,
+    /// A one-shot job (`restartPolicy=no`): exit 0 means it completed,
+    /// which passes; another exit fails. Still running after `min_ready`,
+    /// it passes as a service, unless `until_done`.
+    Job {
+        /// Something depends on it: pass only once it has completed
+        /// (compose's `service_completed_successfully`).
+        until_done: bool,
+    },
+}
+
+impl Expect {
+    /// What a component's gate waits for: `awaited` says another component
+    /// of the document depends on it.
+    pub(super) fn of(spec: Option<&ContainerSpec>, awaited: bool) -> Self {
+        match spec {
+            Some(s) if s.config.restart == RestartPolicy::No => Expect::Job {
+                until_done: awaited,
+            },
+            _ => Expect::Service,
+        }
+    }
+}
+
+/// A stopped container's verdict: `Ok` when it is a job that completed,
+/// else the reason words (without its output).
+pub(super) fn stopped_verdict(
+    expect: Expect,
+    exit_code: i64,
+    service_words: impl FnOnce() -> String,
+) -> Result<(), String> {
+    match expect {
+        Expect::Job { .. } if exit_code == 0 => Ok(()),
+        Expect::Job { .. } => Err(format!("the job exited with code {exit_code}")),
+        Expect::Service => Err(service_words()),
+    }
+}
+
+/// The verdict on a container that stopped: a completed job passes, any
+/// other stop fails with the words and what the container printed last.
+async fn stopped<R: Runtime>(
+    rt: &R,
+    options: &ExecuteOptions,
+    id: &str,
+    spec: Option<&ContainerSpec>,
+    expect: Expect,
+    exit_code: i64,
+    service_words: impl FnOnce() -> String,
+) -> Result<(), String> {
+    let reason = match stopped_verdict(expect, exit_code, service_words) {
+        Ok(()) => return Ok(()),
+        Err(reason) => reason,
+    };
+    let said = match rt.logs(id).await {
+        Ok(raw) => output::last_words(&raw, spec, &options.redactor),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read the output of {id}");
+            String::new()
+        }
+    };
+    if !said.is_empty() {
+        tracing::warn!(container = %id, "{reason}; its last output:\n{said}");
+    }
+    Err(output::with_output(reason, &said))
+}
+
 /// Waits until the container `id` is ready, or says why it is not.
 /// `deadline` is the activity's.
 pub(super) async fn wait_ready<R: Runtime>(
@@ -60,6 +130,7 @@ pub(super) async fn wait_ready<R: Runtime>(
     options: &ExecuteOptions,
     id: &str,
     spec: Option<&ContainerSpec>,
+    expect: Expect,
     deadline: Instant,
 ) -> Result<(), String> {
     let first_at = Instant::now();
@@ -94,10 +165,11 @@ pub(super) async fn wait_ready<R: Runtime>(
                 if d.state.status != runtime::Status::Running
                     && d.state.status != runtime::Status::Restarting
                 {
-                    return Err(format!(
-                        "exited with code {} before becoming healthy",
-                        d.state.exit_code
-                    ));
+                    let code = d.state.exit_code;
+                    return stopped(rt, options, id, spec, expect, code, || {
+                        format!("exited with code {code} before becoming healthy")
+                    })
+                    .await;
                 }
                 if !same_run(&d) {
                     return Err("restarted before becoming healthy".into());
@@ -124,14 +196,30 @@ pub(super) async fn wait_ready<R: Runtime>(
             let (mut at, mut d) = (first_at, details);
             loop {
                 if d.state.status != runtime::Status::Running {
-                    return Err(format!(
-                        "exited with code {} within {} of starting",
-                        d.state.exit_code,
-                        humantime::format_duration(options.min_ready)
-                    ));
+                    let code = d.state.exit_code;
+                    return stopped(rt, options, id, spec, expect, code, || {
+                        format!(
+                            "exited with code {code} within {} of starting",
+                            humantime::format_duration(options.min_ready)
+                        )
+                    })
+                    .await;
                 }
                 if !same_run(&d) {
                     return Err("restarted while it had to prove it stays up".into());
+                }
+                let waits_for_exit = expect == Expect::Job { until_done: true };
+                if waits_for_exit && at >= until {
+                    if at >= deadline {
+                        return Err(format!(
+                            "the job did not complete before the activity's time ran out (activity_timeout {}); what depends on it cannot start",
+                            humantime::format_duration(options.activity_timeout)
+                        ));
+                    }
+                    tokio::time::sleep(POLL).await;
+                    at = Instant::now();
+                    d = look(rt, id).await?;
+                    continue;
                 }
                 if at >= until {
                     return if until >= deadline && options.min_ready > Duration::ZERO {
@@ -222,7 +310,7 @@ mod tests {
         rt.add_container(up("2026-12-01T12:00:00.1Z", 0));
         let far = Instant::now() + Duration::from_secs(60);
         let options = quick();
-        let gate = wait_ready(&rt, &options, "c1", None, far);
+        let gate = wait_ready(&rt, &options, "c1", None, Expect::Service, far);
         let restart = async {
             tokio::time::sleep(Duration::from_millis(500)).await;
             rt.tamper("web", |d| {
@@ -241,7 +329,119 @@ mod tests {
         let rt = FakeRuntime::new();
         rt.add_container(up("2026-12-01T12:00:00.1Z", 0));
         let far = Instant::now() + Duration::from_secs(60);
-        assert_eq!(wait_ready(&rt, &quick(), "c1", None, far).await, Ok(()));
+        assert_eq!(
+            wait_ready(&rt, &quick(), "c1", None, Expect::Service, far).await,
+            Ok(())
+        );
+    }
+
+    fn exited(code: i64) -> ContainerDetails {
+        let mut d = up("2026-12-01T12:00:00.1Z", 0);
+        d.state.status = Status::Exited;
+        d.state.exit_code = code;
+        d
+    }
+
+    const JOB: Expect = Expect::Job { until_done: false };
+    const AWAITED_JOB: Expect = Expect::Job { until_done: true };
+
+    #[test]
+    fn a_job_that_exits_0_has_completed_and_a_service_that_exits_0_has_failed() {
+        let words = || "service words".to_string();
+        assert_eq!(stopped_verdict(JOB, 0, words), Ok(()));
+        assert_eq!(stopped_verdict(AWAITED_JOB, 0, words), Ok(()));
+        assert_eq!(
+            stopped_verdict(Expect::Service, 0, words),
+            Err("service words".to_string())
+        );
+    }
+
+    #[test]
+    fn a_job_that_exits_non_zero_fails_naming_its_code() {
+        assert_eq!(
+            stopped_verdict(JOB, 3, String::new),
+            Err("the job exited with code 3".to_string())
+        );
+    }
+
+    #[test]
+    fn only_restart_policy_no_makes_a_job_and_only_a_dependency_is_awaited() {
+        let mut spec = super::super::output::spec_with_env(&[]);
+        spec.config.restart = crate::spec::model::RestartPolicy::No;
+        assert_eq!(Expect::of(Some(&spec), false), JOB);
+        assert_eq!(Expect::of(Some(&spec), true), AWAITED_JOB);
+        spec.config.restart = crate::spec::model::RestartPolicy::Always;
+        assert_eq!(Expect::of(Some(&spec), true), Expect::Service);
+        assert_eq!(Expect::of(None, true), Expect::Service);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_completed_job_passes_its_gate() {
+        let rt = FakeRuntime::new();
+        rt.add_container(exited(0));
+        let far = Instant::now() + Duration::from_secs(60);
+        assert_eq!(
+            wait_ready(&rt, &quick(), "c1", None, JOB, far).await,
+            Ok(())
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_job_fails_its_gate_with_its_code_and_last_output() {
+        let rt = FakeRuntime::new();
+        rt.add_container(exited(3));
+        rt.set_output("c1", "reading input\nbad input: line 7\n");
+        let far = Instant::now() + Duration::from_secs(60);
+        let verdict = wait_ready(&rt, &quick(), "c1", None, JOB, far).await;
+        assert_eq!(
+            verdict,
+            Err("the job exited with code 3; output: reading input\nbad input: line 7".to_string())
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_awaited_job_passes_only_once_it_has_completed() {
+        let rt = FakeRuntime::new();
+        rt.add_container(up("2026-12-01T12:00:00.1Z", 0));
+        let far = Instant::now() + Duration::from_secs(60);
+        let options = quick();
+        let started = Instant::now();
+        let gate = wait_ready(&rt, &options, "c1", None, AWAITED_JOB, far);
+        let finish = async {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            rt.tamper("web", |d| {
+                d.state.status = Status::Exited;
+                d.state.exit_code = 0;
+            });
+        };
+        let (verdict, ()) = tokio::join!(gate, finish);
+        assert_eq!(verdict, Ok(()));
+        assert!(started.elapsed() >= Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_running_job_nothing_waits_for_passes_like_a_service() {
+        let rt = FakeRuntime::new();
+        rt.add_container(up("2026-12-01T12:00:00.1Z", 0));
+        let far = Instant::now() + Duration::from_secs(60);
+        assert_eq!(
+            wait_ready(&rt, &quick(), "c1", None, JOB, far).await,
+            Ok(())
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_awaited_job_that_never_ends_fails_at_the_activity_deadline() {
+        let rt = FakeRuntime::new();
+        rt.add_container(up("2026-12-01T12:00:00.1Z", 0));
+        let far = Instant::now() + Duration::from_secs(30);
+        let verdict = wait_ready(&rt, &quick(), "c1", None, AWAITED_JOB, far).await;
+        assert!(
+            verdict
+                .as_ref()
+                .is_err_and(|e| e.contains("the job did not complete")),
+            "{verdict:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

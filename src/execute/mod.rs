@@ -26,6 +26,9 @@
 
 mod download;
 mod gate;
+mod hooks;
+pub mod migrations;
+mod output;
 mod recover;
 mod rollout;
 mod undo;
@@ -92,6 +95,13 @@ pub struct ExecuteOptions {
     pub pause_at: Option<PausePoint>,
     /// This berth's instance name, recorded on every container it creates.
     pub instance: String,
+    /// Hides secrets in what jobs and hooks printed before it goes into
+    /// feedback and the log.
+    pub redactor: crate::redact::Redactor,
+    /// This activity repairs drift against the last accepted document:
+    /// hooks and migrations run only for a container replaced by one of
+    /// another spec, never for one put back as it was.
+    pub drift_repair: bool,
 }
 
 impl Default for ExecuteOptions {
@@ -106,6 +116,8 @@ impl Default for ExecuteOptions {
             rollback: RollbackMode::Activity,
             pause_at: None,
             instance: labels::DEFAULT_INSTANCE.to_string(),
+            redactor: crate::redact::Redactor::default(),
+            drift_repair: false,
         }
     }
 }
@@ -121,6 +133,9 @@ pub struct Outcome {
     /// The containers whose own step failed (not the ones a rollback of
     /// the whole activity took back with them): the ones to blame.
     pub failed: BTreeSet<String>,
+    /// The migrations this activity applied and kept, per component, in
+    /// the order they ran (issue 22; `berth history` shows them).
+    pub migrations: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// Why a step of an activity failed. Each variant names the container and
@@ -177,6 +192,15 @@ pub enum ExecuteError {
         /// Component.
         name: String,
         /// Why (exited, unhealthy, not healthy in time).
+        reason: String,
+    },
+    /// A hook (`preStart`, `postStart`) or a migration failed: it exited
+    /// non-zero, ran past `hookTimeout`, or could not be run.
+    #[error("{name}: {reason}")]
+    Hook {
+        /// Component.
+        name: String,
+        /// Which hook, how it ended, and the end of its output.
         reason: String,
     },
     /// The activity ran past `activity_timeout`.
@@ -310,6 +334,7 @@ pub async fn carry_out<R: Runtime>(
             status: Status::Completed,
             message,
             failed: BTreeSet::new(),
+            migrations: Default::default(),
         });
     }
     execute(rt, state, activity, options, tracker, sink).await

@@ -10,7 +10,8 @@ use futures_util::StreamExt;
 use tokio::time::Instant;
 
 use super::{
-    gate, undo, Activity, ExecuteError, ExecuteOptions, Outcome, PausePoint, RollbackMode, Sink,
+    gate, hooks, undo, Activity, ExecuteError, ExecuteOptions, Outcome, PausePoint, RollbackMode,
+    Sink,
 };
 use crate::feedback::{ActionStatus, Status, Tracker};
 use crate::journal::{Effect, InPlace, Intent, Journal, StateDir};
@@ -35,10 +36,20 @@ pub(super) struct Unit<'a> {
     /// The units of this activity it links to (a `container:` network, a
     /// `container_<hostname>` host entry): its old version needs theirs.
     pub links_to: Vec<usize>,
+    /// Another component of the document depends on it (`dependsOn`): as
+    /// a job, its gate waits for it to complete.
+    pub awaited: bool,
+    /// Its `preStart` or a migration ran (or began): a rollback runs its
+    /// down migrations and `onRollback`.
+    pub hooks_ran: bool,
+    /// What its migrations did in this activity.
+    pub migrations: super::migrations::Applied,
+    /// Its hooks and migrations run ([`hooks::hooks_run`]).
+    pub hooks: bool,
 }
 
 impl Unit<'_> {
-    fn name(&self) -> &str {
+    pub(super) fn name(&self) -> &str {
         &self.entry.id
     }
 }
@@ -117,9 +128,23 @@ pub(super) async fn run<R: Runtime>(
             new_id: None,
             failed: false,
             links_to: Vec::new(),
+            awaited: desired
+                .containers
+                .iter()
+                .any(|c| c.rollout.depends_on.contains(&entry.id)),
+            hooks_ran: false,
+            migrations: Default::default(),
+            hooks: false,
         })
         .collect();
     let mut units = units;
+    for u in &mut units {
+        let old_hash = u
+            .old
+            .and_then(|o| o.owner.as_ref())
+            .and_then(|o| o.spec_hash.as_deref());
+        u.hooks = hooks::hooks_run(u.entry.action, u.spec, old_hash, options.drift_repair);
+    }
     for i in 0..units.len() {
         let Some(spec) = units[i].spec else { continue };
         let targets = crate::plan::execution::links(spec, desired);
@@ -212,7 +237,7 @@ impl<R: Runtime> Run<'_, R> {
         }
     }
 
-    fn stop_timeout(&self, spec: Option<&ContainerSpec>) -> Duration {
+    pub(super) fn stop_timeout(&self, spec: Option<&ContainerSpec>) -> Duration {
         spec.and_then(|s| s.config.stop_timeout)
             .unwrap_or(self.options.stop_timeout)
     }
@@ -350,6 +375,7 @@ impl<R: Runtime> Run<'_, R> {
             status,
             message: (!message.is_empty()).then(|| message.join("; ")),
             failed: self.blamed(),
+            migrations: self.applied_migrations(),
         }
     }
 
@@ -537,7 +563,12 @@ impl<R: Runtime> Run<'_, R> {
                     Err(e) => Err(e),
                 };
                 match prepared {
-                    Ok(Some(launch)) => gating.push((i, launch, self.units[i].spec)),
+                    Ok(Some(launch)) => {
+                        let u = &self.units[i];
+                        let expect = gate::Expect::of(u.spec, u.awaited);
+                        let post = hooks::post_start_of(u.hooks, u.spec);
+                        gating.push((i, launch, u.spec, expect, post));
+                    }
                     Ok(None) => {}
                     Err(e) => failed_now.push((i, e)),
                 }
@@ -545,7 +576,7 @@ impl<R: Runtime> Run<'_, R> {
             let (rt, options, deadline) = (self.rt, self.options, self.deadline);
             let names: Vec<String> = self.units.iter().map(|u| u.name().to_string()).collect();
             let gated: Vec<(usize, Result<(), ExecuteError>)> = futures_util::stream::iter(gating)
-                .map(|(i, launch, spec)| {
+                .map(|(i, launch, spec, expect, post)| {
                     let name = names[i].clone();
                     async move {
                         let started = match &launch {
@@ -554,12 +585,35 @@ impl<R: Runtime> Run<'_, R> {
                             Launch::AlreadyRunning(_) => Ok(()),
                         };
                         let result = match started {
-                            Ok(()) => gate::wait_ready(rt, options, launch.id(), spec, deadline)
-                                .await
-                                .map_err(|reason| ExecuteError::NotReady {
-                                    name: name.clone(),
-                                    reason,
-                                }),
+                            Ok(()) => {
+                                // postStart (issue 22): in the started
+                                // container, before its gate can pass.
+                                let post = match &post {
+                                    Some(cmd) => {
+                                        hooks::post_start(rt, options, launch.id(), spec, cmd).await
+                                    }
+                                    None => Ok(()),
+                                };
+                                match post {
+                                    Ok(()) => gate::wait_ready(
+                                        rt,
+                                        options,
+                                        launch.id(),
+                                        spec,
+                                        expect,
+                                        deadline,
+                                    )
+                                    .await
+                                    .map_err(|reason| ExecuteError::NotReady {
+                                        name: name.clone(),
+                                        reason,
+                                    }),
+                                    Err(reason) => Err(ExecuteError::NotReady {
+                                        name: name.clone(),
+                                        reason,
+                                    }),
+                                }
+                            }
                             Err(e) => Err(ExecuteError::step(&name, "start")(e)),
                         };
                         (i, result)
@@ -615,6 +669,13 @@ impl<R: Runtime> Run<'_, R> {
                             .iter()
                             .map(|j| self.units[*j].name().to_string())
                             .collect();
+                        // Hooks (issue 22): onRollback first.
+                        let notes = self.before_undo(Some(&only)).await;
+                        let message = if notes.is_empty() {
+                            message
+                        } else {
+                            format!("{message}; {}", notes.join("; "))
+                        };
                         let settled = undo::undo(self.rt, &mut self.journal, Some(&only)).await;
                         for &j in &group[1..] {
                             self.units[j].failed = true;
@@ -676,6 +737,10 @@ impl<R: Runtime> Run<'_, R> {
                 let Some(id) = self.units[i].new_id.clone() else {
                     return Ok(None);
                 };
+                // Hooks (issue 22): preStart, then the migrations, before
+                // the new one starts.
+                self.pre_start(i).await?;
+                self.migrate(i).await?;
                 self.set(
                     &name,
                     ActionStatus::Activating,
@@ -782,6 +847,7 @@ impl<R: Runtime> Run<'_, R> {
                 status: Status::Incomplete,
                 message: Some(message),
                 failed: self.blamed(),
+                migrations: self.applied_migrations(),
             };
         }
         let _ = self.write().await;
@@ -791,6 +857,7 @@ impl<R: Runtime> Run<'_, R> {
             status: Status::Incomplete,
             message: Some(format!("{message}; left for recovery: {left}")),
             failed: self.blamed(),
+            migrations: self.applied_migrations(),
         }
     }
 
@@ -798,6 +865,13 @@ impl<R: Runtime> Run<'_, R> {
     /// whether that held.
     async fn roll_back(&mut self, only: Option<&BTreeSet<String>>, cause: String) -> Outcome {
         self.emit(Status::Rollback, Some(cause.clone()));
+        // Hooks (issue 22): onRollback before the old containers return.
+        let notes = self.before_undo(only).await;
+        let cause = if notes.is_empty() {
+            cause
+        } else {
+            format!("{cause}; {}", notes.join("; "))
+        };
         let settled = undo::undo(self.rt, &mut self.journal, only).await;
         for line in &settled.done {
             tracing::info!("rolled back: {line}");
@@ -833,6 +907,7 @@ impl<R: Runtime> Run<'_, R> {
                 status: Status::Incomplete,
                 message: Some(format!("{cause}; {words}")),
                 failed,
+                migrations: self.applied_migrations(),
             };
         }
         self.journal.phase = super::ROLLBACK_FAILED.into();
@@ -847,6 +922,7 @@ impl<R: Runtime> Run<'_, R> {
                 "{cause}; rollback failed: {left}; berth finishes it before the next activity"
             )),
             failed,
+            migrations: self.applied_migrations(),
         }
     }
 

@@ -83,6 +83,7 @@ fn apply_as_is(
                     status: Status::Completed,
                     message: None,
                     failed: Default::default(),
+                    migrations: Default::default(),
                 },
                 feedback,
             };
@@ -2043,4 +2044,263 @@ fn feedback_for_a_changed_secret_never_carries_its_value() {
     );
     assert!(text.contains("env DB_PASSWORD changed"), "{text}");
     assert!(text.contains("command changed (sensitive value)"), "{text}");
+}
+
+// ---------------------------------------------------------------------------
+// Hooks (issue 22).
+// ---------------------------------------------------------------------------
+
+fn one_shot_creates(fake: &FakeRuntime) -> usize {
+    fake.calls()
+        .iter()
+        .filter(|c| matches!(c, Call::Create(n) if n.ends_with(".berth-hook")))
+        .count()
+}
+
+#[test]
+fn a_pre_start_runs_in_a_one_shot_container_that_is_removed_after() {
+    let fake = engine();
+    fake.script("echo prepared", 0, "prepared\n");
+    let dir = tempfile::tempdir().unwrap();
+    let d = doc(
+        "a1",
+        &[("a", &[("image", ONE), ("preStart", "echo prepared")])],
+    );
+    let r = apply(&fake, dir.path(), &d);
+    assert_eq!(r.outcome.status, Status::Completed, "{:?}", r.outcome);
+    assert_eq!(one_shot_creates(&fake), 1);
+    assert_eq!(names(&fake), ["a"], "the one-shot was left");
+}
+
+#[test]
+fn a_failing_pre_start_rolls_back_naming_its_code_and_output() {
+    let fake = engine();
+    let dir = tempfile::tempdir().unwrap();
+    apply(&fake, dir.path(), &doc("a1", &[("a", &[("image", ONE)])]));
+    let old = id_of(&fake, "a");
+    fake.script("migrate-now", 3, "schema locked\n");
+    let d = doc(
+        "a2",
+        &[("a", &[("image", TWO), ("preStart", "migrate-now")])],
+    );
+    let r = apply(&fake, dir.path(), &d);
+    assert_eq!(r.outcome.status, Status::Incomplete, "{:?}", r.outcome);
+    let message = r.outcome.message.clone().unwrap_or_default();
+    assert!(
+        message.contains("preStart exited with code 3; output: schema locked"),
+        "{message}"
+    );
+    assert_eq!(id_of(&fake, "a"), old);
+    assert!(running(&fake, "a"));
+    assert_eq!(names(&fake), ["a"]);
+}
+
+#[test]
+fn on_rollback_runs_after_a_failed_pre_start_and_its_outcome_is_reported() {
+    let fake = engine();
+    let dir = tempfile::tempdir().unwrap();
+    apply(&fake, dir.path(), &doc("a1", &[("a", &[("image", ONE)])]));
+    fake.script("migrate-now", 3, "");
+    fake.script("restore-backup", 0, "");
+    let d = doc(
+        "a2",
+        &[(
+            "a",
+            &[
+                ("image", TWO),
+                ("preStart", "migrate-now"),
+                ("onRollback", "restore-backup"),
+            ],
+        )],
+    );
+    let r = apply(&fake, dir.path(), &d);
+    assert_eq!(one_shot_creates(&fake), 2, "preStart and onRollback");
+    let message = r.outcome.message.clone().unwrap_or_default();
+    assert!(message.contains("a: onRollback ran (exit 0)"), "{message}");
+}
+
+#[test]
+fn on_rollback_does_not_run_when_no_hook_ran() {
+    let fake = engine();
+    let dir = tempfile::tempdir().unwrap();
+    apply(&fake, dir.path(), &doc("a1", &[("a", &[("image", ONE)])]));
+    let d = doc(
+        "a2",
+        &[(
+            "a",
+            &[
+                ("image", TWO),
+                ("onRollback", "restore-backup"),
+                ("label", &format!("{EXIT_LABEL}=1")),
+            ],
+        )],
+    );
+    let r = apply(&fake, dir.path(), &d);
+    assert_eq!(r.outcome.status, Status::Incomplete, "{:?}", r.outcome);
+    assert_eq!(one_shot_creates(&fake), 0);
+}
+
+#[test]
+fn a_failing_post_start_rolls_back_naming_its_output() {
+    let fake = engine();
+    let dir = tempfile::tempdir().unwrap();
+    apply(&fake, dir.path(), &doc("a1", &[("a", &[("image", ONE)])]));
+    let old = id_of(&fake, "a");
+    fake.script("self-check", 4, "port closed\n");
+    let d = doc(
+        "a2",
+        &[("a", &[("image", TWO), ("postStart", "self-check")])],
+    );
+    let r = apply(&fake, dir.path(), &d);
+    assert_eq!(r.outcome.status, Status::Incomplete, "{:?}", r.outcome);
+    let message = r.outcome.message.clone().unwrap_or_default();
+    assert!(
+        message.contains("postStart exited with code 4; output: port closed"),
+        "{message}"
+    );
+    assert!(fake.calls().iter().any(
+        |c| matches!(c, Call::Exec(_, argv) if argv.last().is_some_and(|a| a == "self-check"))
+    ));
+    assert_eq!(id_of(&fake, "a"), old);
+}
+
+#[test]
+fn a_reapply_runs_no_hook() {
+    let fake = engine();
+    fake.script("true", 0, "");
+    let dir = tempfile::tempdir().unwrap();
+    let d = doc(
+        "a1",
+        &[(
+            "a",
+            &[("image", ONE), ("preStart", "true"), ("postStart", "true")],
+        )],
+    );
+    apply(&fake, dir.path(), &d);
+    let before = fake.calls().len();
+    apply(&fake, dir.path(), &d);
+    assert_eq!(fake.calls().len(), before);
+}
+
+#[test]
+fn a_drift_repair_puts_a_removed_container_back_without_its_hooks() {
+    let fake = engine();
+    fake.script("true", 0, "");
+    let dir = tempfile::tempdir().unwrap();
+    let d = doc("a1", &[("a", &[("image", ONE), ("preStart", "true")])]);
+    apply(&fake, dir.path(), &d);
+    assert_eq!(one_shot_creates(&fake), 1);
+    block_on(fake.remove("a")).unwrap();
+    let drift = ExecuteOptions {
+        drift_repair: true,
+        ..options()
+    };
+    let r = apply_with(&fake, dir.path(), &d, &drift);
+    assert_eq!(r.outcome.status, Status::Completed, "{:?}", r.outcome);
+    assert!(running(&fake, "a"));
+    assert_eq!(one_shot_creates(&fake), 1, "the drift repair ran preStart");
+}
+
+#[test]
+fn a_drift_repair_that_replaces_a_changed_spec_runs_the_hooks() {
+    let fake = engine();
+    fake.script("true", 0, "");
+    let dir = tempfile::tempdir().unwrap();
+    apply(&fake, dir.path(), &doc("a1", &[("a", &[("image", ONE)])]));
+    let d = doc("a2", &[("a", &[("image", TWO), ("preStart", "true")])]);
+    let drift = ExecuteOptions {
+        drift_repair: true,
+        ..options()
+    };
+    apply_with(&fake, dir.path(), &d, &drift);
+    assert_eq!(one_shot_creates(&fake), 1);
+}
+
+/// A one-shot container of `a` that its hook could not remove, recorded
+/// (not undone) in the journal `interrupted` left.
+fn stranded_one_shot(fake: &FakeRuntime, dir: &std::path::Path) -> String {
+    let d = doc("a2", &[("a", &[("image", ONE)])]);
+    block_on(async {
+        let request = runtime::CreateRequest {
+            name: "a.berth-hook".into(),
+            config: d.containers[0].config.clone(),
+            labels: Default::default(),
+            extra_hosts: vec![],
+            inherited_volumes: vec![],
+            networks: vec![],
+        };
+        let id = fake.create(&request).await.unwrap();
+        let state = StateDir::open(dir).unwrap();
+        let mut journal = state.read_journal().unwrap().expect("a journal");
+        journal.push(Effect::OneShot {
+            name: "a".into(),
+            purpose: "preStart".into(),
+            temp: "a.berth-hook".into(),
+            id: Some(id.clone()),
+            image: ONE.into(),
+        });
+        state.write_journal(&journal).unwrap();
+        id
+    })
+}
+
+#[test]
+fn recovery_of_an_uncommitted_activity_removes_its_one_shot_container() {
+    let fake = engine();
+    let dir = tempfile::tempdir().unwrap();
+    let (old, _) = interrupted(&fake, dir.path(), false);
+    stranded_one_shot(&fake, dir.path());
+    block_on(recover(
+        &fake,
+        &StateDir::open(dir.path()).unwrap(),
+        labels::DEFAULT_INSTANCE,
+    ))
+    .unwrap();
+    assert_eq!(names(&fake), ["a"]);
+    assert_eq!(id_of(&fake, "a"), old);
+}
+
+#[test]
+fn recovery_of_a_committed_activity_removes_its_one_shot_container_too() {
+    let fake = engine();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, new) = interrupted(&fake, dir.path(), true);
+    stranded_one_shot(&fake, dir.path());
+    block_on(recover(
+        &fake,
+        &StateDir::open(dir.path()).unwrap(),
+        labels::DEFAULT_INSTANCE,
+    ))
+    .unwrap();
+    assert_eq!(names(&fake), ["a"]);
+    assert_eq!(id_of(&fake, "a"), new);
+}
+
+#[test]
+fn a_leftover_one_shot_of_ours_does_not_block_the_next_hook() {
+    let fake = engine();
+    fake.script("true", 0, "");
+    let dir = tempfile::tempdir().unwrap();
+    let d = doc("a1", &[("a", &[("image", ONE), ("preStart", "true")])]);
+    block_on(async {
+        let mut labels = std::collections::BTreeMap::new();
+        labels.insert(labels::MANAGED.to_string(), "true".to_string());
+        labels.insert(
+            labels::INSTANCE.to_string(),
+            labels::DEFAULT_INSTANCE.to_string(),
+        );
+        labels.insert(labels::ONE_SHOT.to_string(), "preStart".to_string());
+        let request = runtime::CreateRequest {
+            name: "a.berth-hook".into(),
+            config: d.containers[0].config.clone(),
+            labels,
+            extra_hosts: vec![],
+            inherited_volumes: vec![],
+            networks: vec![],
+        };
+        fake.create(&request).await.unwrap();
+    });
+    let r = apply_as_is(&fake, dir.path(), &d, &options());
+    assert_eq!(r.outcome.status, Status::Completed, "{:?}", r.outcome);
+    assert_eq!(names(&fake), ["a"]);
 }

@@ -148,6 +148,19 @@ async fn undo_one<R: Runtime>(
                 (None, _, _) => Ok(false),
             }
         }
+        Effect::OneShot {
+            temp, id, image, ..
+        } => {
+            let target = match id {
+                Some(id) => inspect(rt, id).await?,
+                None => inspect(rt, temp).await?.filter(|c| ours(c, temp, instance)),
+            };
+            match (target, id) {
+                (Some(c), _) => remove_new(rt, &c.id).await,
+                (None, None) => settle_create(rt, temp, image, instance).await,
+                (None, Some(_)) => Ok(false),
+            }
+        }
         Effect::Start { id, .. } | Effect::Rename { id, .. } if created.contains(id) => {
             remove_new(rt, id).await
         }
@@ -380,6 +393,20 @@ pub(super) async fn finish<R: Runtime>(
     journal: &Journal,
     name: &str,
 ) -> Result<bool, String> {
+    // A hook's one-shot container that could not be removed when it ended
+    // goes now (issue 22): committed or not, nothing of it may stay.
+    for record in journal.records.iter().filter(|r| !r.undone) {
+        if let Effect::OneShot {
+            name: n,
+            id: Some(id),
+            ..
+        } = &record.effect
+        {
+            if n == name {
+                remove_new(rt, id).await?;
+            }
+        }
+    }
     let Some(intent) = journal.intent(name) else {
         return Ok(false);
     };

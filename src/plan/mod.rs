@@ -569,10 +569,14 @@ fn state_action(spec: &ContainerSpec, current: &ObservedContainer) -> (Action, O
             Action::Start,
             Some("container is paused; it will be resumed".into()),
         ),
-        Status::Exited if state.exit_code == 0 && spec.config.restart == RestartPolicy::No => (
-            Action::Keep,
-            Some("exited 0 with restart policy no: it finished its job and stays stopped".into()),
-        ),
+        Status::Exited
+            if spec.config.restart == RestartPolicy::No && current.details.is_completed_job() =>
+        {
+            (
+                Action::Keep,
+                Some("completed: a job (restart policy no) that exited 0 stays as it is".into()),
+            )
+        }
         Status::Exited => (
             Action::Start,
             Some(format!(

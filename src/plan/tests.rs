@@ -400,6 +400,52 @@ fn one_shot_that_exited_zero_with_restart_no_is_not_started() {
 }
 
 #[test]
+fn a_completed_job_is_kept_and_says_it_completed() {
+    let fake = engine();
+    let d = doc(&[("job", &[("image", SERVICE_1), ("restartPolicy", "no")])]);
+    apply(&fake, &d);
+    fake.tamper("job", |c| {
+        c.state.status = Status::Exited;
+        c.state.exit_code = 0;
+    });
+    let p = plan(&fake, &d);
+    assert_eq!(action(&p, "job"), Action::Keep);
+    assert!(reasons(&p, "job")[0].starts_with("completed"), "{p:?}");
+}
+
+#[test]
+fn a_completed_job_whose_spec_changed_is_recreated() {
+    let fake = engine();
+    let d = doc(&[("job", &[("image", SERVICE_1), ("restartPolicy", "no")])]);
+    apply(&fake, &d);
+    fake.tamper("job", |c| {
+        c.state.status = Status::Exited;
+        c.state.exit_code = 0;
+    });
+    let changed = doc(&[(
+        "job",
+        &[
+            ("image", SERVICE_1),
+            ("restartPolicy", "no"),
+            ("env", "RUN=2"),
+        ],
+    )]);
+    assert_eq!(action(&plan(&fake, &changed), "job"), Action::Recreate);
+}
+
+#[test]
+fn a_service_that_exited_0_is_started_again() {
+    let fake = engine();
+    let d = doc(&[("web", &[("image", SERVICE_1)])]);
+    apply(&fake, &d);
+    fake.tamper("web", |c| {
+        c.state.status = Status::Exited;
+        c.state.exit_code = 0;
+    });
+    assert_eq!(action(&plan(&fake, &d), "web"), Action::Start);
+}
+
+#[test]
 fn one_shot_that_failed_is_started() {
     let fake = engine();
     let d = doc(&[("job", &[("image", SERVICE_1), ("restartPolicy", "no")])]);

@@ -17,15 +17,15 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
-    KillContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
-    RenameContainerOptionsBuilder, StopContainerOptionsBuilder,
+    KillContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::{StreamExt, TryStreamExt};
 
 use super::{
     describe_missing, ContainerDetails, ContainerState, CreateRequest, EngineInfo, Event,
-    EventStream, Health, ImageDetails, Missing, PullProgress, RawHealthcheck, RawMount,
+    EventStream, ExecOutput, Health, ImageDetails, Missing, PullProgress, RawHealthcheck, RawMount,
     RawPortBinding, Result, Runtime, RuntimeError, Status,
 };
 use crate::spec::model::{ContainerConfig, HealthTest, NetworkMode, RestartPolicy, Swap};
@@ -56,6 +56,14 @@ pub enum Endpoint {
         /// `DOCKER_CERT_PATH`, else `DOCKER_CONFIG`, else `~/.docker`.
         cert_dir: PathBuf,
     },
+}
+
+/// Drops all but the last [`super::OUTPUT_LIMIT`] bytes of `out`.
+fn keep_tail(out: &mut String) {
+    if out.len() > super::OUTPUT_LIMIT {
+        let start = out.len() - super::tail(out, super::OUTPUT_LIMIT).len();
+        out.drain(..start);
+    }
 }
 
 /// The engine's default socket.
@@ -725,6 +733,74 @@ impl Runtime for DockerRuntime {
             .update_container(id, body)
             .await
             .map_err(self.map_err(Missing::Container, id))
+    }
+
+    async fn logs(&self, id: &str) -> Result<String> {
+        // The engine counts lines; a line is rarely longer than a few
+        // hundred bytes, and the tail is cut to the byte limit anyway.
+        let options = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .tail("400")
+            .build();
+        let mut out = String::new();
+        let mut stream = self.docker.logs(id, Some(options));
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(self.map_err(Missing::Container, id))?;
+            out.push_str(&chunk.to_string());
+            keep_tail(&mut out);
+        }
+        Ok(out)
+    }
+
+    async fn exec(&self, id: &str, cmd: &[String]) -> Result<ExecOutput> {
+        use bollard::exec::{CreateExecOptions, StartExecResults};
+        let options = CreateExecOptions {
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            cmd: Some(cmd.to_vec()),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_exec(id, options)
+            .await
+            .map_err(self.map_err(Missing::Container, id))?;
+        // The command may run long: the caller bounds it, not the client.
+        let docker = self.docker.clone().with_timeout(NO_TIMEOUT);
+        let started = docker
+            .start_exec(&created.id, None)
+            .await
+            .map_err(self.map_err(Missing::Container, id))?;
+        let mut out = String::new();
+        if let StartExecResults::Attached { mut output, .. } = started {
+            while let Some(chunk) = output.next().await {
+                let chunk = chunk.map_err(self.map_err(Missing::Container, id))?;
+                out.push_str(&chunk.to_string());
+                keep_tail(&mut out);
+            }
+        }
+        // The stream ends when the process does; the engine may take a
+        // moment more to record its exit code.
+        for _ in 0..50 {
+            let inspected = self
+                .docker
+                .inspect_exec(&created.id)
+                .await
+                .map_err(self.map_err(Missing::Container, id))?;
+            if inspected.running != Some(true) {
+                if let Some(code) = inspected.exit_code {
+                    return Ok(ExecOutput {
+                        exit_code: code,
+                        output: out,
+                    });
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(RuntimeError::Other(format!(
+            "the engine did not report how the command in {id} ended"
+        )))
     }
 
     async fn host_path_exists(&self, path: &str) -> Option<bool> {

@@ -30,9 +30,9 @@ use tokio::sync::broadcast;
 
 use super::docker::{create_body, raw_devices, raw_health};
 use super::{
-    ContainerDetails, ContainerState, CreateRequest, EngineInfo, Event, EventStream, ImageDetails,
-    Missing, PullProgress, RawHealthcheck, RawMount, RawPortBinding, Result, Runtime, RuntimeError,
-    Status,
+    ContainerDetails, ContainerState, CreateRequest, EngineInfo, Event, EventStream, ExecOutput,
+    ImageDetails, Missing, PullProgress, RawHealthcheck, RawMount, RawPortBinding, Result, Runtime,
+    RuntimeError, Status,
 };
 use crate::spec::model::ContainerConfig;
 
@@ -61,6 +61,8 @@ pub enum Call {
     Remove(String),
     /// `update(id or name)`.
     Update(String),
+    /// `exec(id or name, argv)`.
+    Exec(String, Vec<String>),
 }
 
 #[derive(Default)]
@@ -73,6 +75,10 @@ struct State {
     failures: HashMap<Call, RuntimeError>,
     missing_paths: std::collections::BTreeSet<String>,
     next_id: u64,
+    /// Scripted commands: argv text to look for, exit code, output.
+    scripts: Vec<(String, i64, String)>,
+    /// What each container (by id) wrote.
+    output: HashMap<String, String>,
 }
 
 /// How many emitted events a slow watcher may fall behind before it misses
@@ -95,6 +101,27 @@ impl Default for FakeRuntime {
 }
 
 impl FakeRuntime {
+    /// Scripts a command: a container started whose command line contains
+    /// `needle`, or an exec whose argv does, exits at once with
+    /// `exit_code` having written `output`. The first matching script wins;
+    /// an exec that matches none exits 0 without output.
+    pub fn script(&self, needle: &str, exit_code: i64, output: &str) {
+        self.lock()
+            .scripts
+            .push((needle.to_string(), exit_code, output.to_string()));
+    }
+
+    /// Sets what the container `id` (or name) wrote, for [`Runtime::logs`].
+    pub fn set_output(&self, id: &str, text: &str) {
+        let mut state = self.lock();
+        let key = state
+            .containers
+            .iter()
+            .find(|c| c.id == id || c.name == id)
+            .map_or_else(|| id.to_string(), |c| c.id.clone());
+        state.output.insert(key, text.to_string());
+    }
+
     /// An empty engine with the default networks.
     pub fn new() -> Self {
         let fake = Self::default();
@@ -570,9 +597,28 @@ impl Runtime for FakeRuntime {
             state.containers[index].state.error = Some(engine_words(&e));
             return Err(e);
         }
+        let line = state.containers[index]
+            .cmd
+            .clone()
+            .unwrap_or_default()
+            .join(" ");
+        let scripted = state
+            .scripts
+            .iter()
+            .find(|(needle, _, _)| line.contains(needle.as_str()))
+            .map(|(_, code, out)| (*code, out.clone()));
+        if let Some((_, out)) = &scripted {
+            let id = state.containers[index].id.clone();
+            state.output.insert(id, out.clone());
+        }
         let c = &mut state.containers[index];
         // A label lets a test build an image-less "crashing" container.
-        match c.labels.get(EXIT_LABEL).and_then(|v| v.parse().ok()) {
+        let exit = c
+            .labels
+            .get(EXIT_LABEL)
+            .and_then(|v| v.parse().ok())
+            .or(scripted.map(|(code, _)| code));
+        match exit {
             Some(code) => {
                 c.state.status = Status::Exited;
                 c.state.exit_code = code;
@@ -682,6 +728,41 @@ impl Runtime for FakeRuntime {
             c.restart_max_retries = restart.maximum_retry_count.unwrap_or(0);
             Ok(())
         })
+    }
+
+    async fn logs(&self, id: &str) -> Result<String> {
+        let state = self.lock();
+        let c = state
+            .containers
+            .iter()
+            .find(|c| c.id == id || c.name == id)
+            .ok_or_else(|| RuntimeError::not_found(Missing::Container, id))?;
+        Ok(state.output.get(&c.id).cloned().unwrap_or_default())
+    }
+
+    async fn exec(&self, id: &str, cmd: &[String]) -> Result<ExecOutput> {
+        self.record(Call::Exec(id.to_string(), cmd.to_vec()))?;
+        let state = self.lock();
+        let c = state
+            .containers
+            .iter()
+            .find(|c| c.id == id || c.name == id)
+            .ok_or_else(|| RuntimeError::not_found(Missing::Container, id))?;
+        if c.state.status != Status::Running {
+            return Err(RuntimeError::Conflict {
+                message: format!("container {} is not running", c.id),
+            });
+        }
+        let line = cmd.join(" ");
+        Ok(state
+            .scripts
+            .iter()
+            .find(|(needle, _, _)| line.contains(needle.as_str()))
+            .map(|(_, code, out)| ExecOutput {
+                exit_code: *code,
+                output: out.clone(),
+            })
+            .unwrap_or_default())
     }
 
     async fn host_path_exists(&self, path: &str) -> Option<bool> {

@@ -16,8 +16,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::{
-    ContainerDetails, CreateRequest, EngineInfo, EventStream, ImageDetails, PullProgress, Result,
-    Runtime, RuntimeError,
+    ContainerDetails, CreateRequest, EngineInfo, EventStream, ExecOutput, ImageDetails,
+    PullProgress, Result, Runtime, RuntimeError,
 };
 use crate::spec::model::ContainerConfig;
 
@@ -55,11 +55,15 @@ pub enum CallKind {
     List,
     /// [`Runtime::image`].
     Image,
+    /// [`Runtime::exec`].
+    Exec,
+    /// [`Runtime::logs`].
+    Logs,
 }
 
 impl CallKind {
     /// Every kind, in declaration order.
-    pub const ALL: [CallKind; 12] = [
+    pub const ALL: [CallKind; 14] = [
         CallKind::Pull,
         CallKind::Create,
         CallKind::Start,
@@ -72,6 +76,8 @@ impl CallKind {
         CallKind::Inspect,
         CallKind::List,
         CallKind::Image,
+        CallKind::Exec,
+        CallKind::Logs,
     ];
 
     /// The word a spec uses: `pull`, `create`, `start`, …
@@ -89,6 +95,8 @@ impl CallKind {
             CallKind::Inspect => "inspect",
             CallKind::List => "list",
             CallKind::Image => "image",
+            CallKind::Exec => "exec",
+            CallKind::Logs => "logs",
         }
     }
 
@@ -471,6 +479,16 @@ impl<R: Runtime> Runtime for Faulty<R> {
     async fn update(&self, id: &str, config: &ContainerConfig) -> Result<()> {
         self.enter(CallKind::Update).await?;
         self.inner.update(id, config).await
+    }
+
+    async fn logs(&self, id: &str) -> Result<String> {
+        self.enter(CallKind::Logs).await?;
+        self.inner.logs(id).await
+    }
+
+    async fn exec(&self, id: &str, cmd: &[String]) -> Result<ExecOutput> {
+        self.enter(CallKind::Exec).await?;
+        self.inner.exec(id, cmd).await
     }
 
     async fn host_path_exists(&self, path: &str) -> Option<bool> {

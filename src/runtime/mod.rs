@@ -357,6 +357,17 @@ pub struct ContainerDetails {
     pub healthcheck: Option<RawHealthcheck>,
 }
 
+impl ContainerDetails {
+    /// A one-shot job that finished its work: restart policy `no` and
+    /// exited with code 0 (compose's `service_completed_successfully`).
+    /// It stays as it is: neither restarted nor reported as failed.
+    pub fn is_completed_job(&self) -> bool {
+        matches!(self.restart_policy.as_str(), "" | "no")
+            && self.state.status == Status::Exited
+            && self.state.exit_code == 0
+    }
+}
+
 /// What berth reads about an image.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ImageDetails {
@@ -437,6 +448,32 @@ pub struct Event {
     pub name: String,
 }
 
+/// How a command run with [`Runtime::exec`] ended.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExecOutput {
+    /// Its exit code.
+    pub exit_code: i64,
+    /// The end of what it wrote (standard output and error, interleaved),
+    /// at most [`OUTPUT_LIMIT`] bytes: a hook's output is for a person
+    /// to read, and must not grow berth's memory with a chatty command.
+    pub output: String,
+}
+
+/// The most output berth keeps of a command or a one-shot container.
+pub const OUTPUT_LIMIT: usize = 64 * 1024;
+
+/// The last `limit` bytes of `text`, cut at a character boundary.
+pub fn tail(text: &str, limit: usize) -> &str {
+    if text.len() <= limit {
+        return text;
+    }
+    let mut start = text.len() - limit;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
+}
+
 /// A boxed future, for trait methods that must be `Send`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// A boxed stream of engine events.
@@ -481,6 +518,12 @@ pub trait Runtime: Send + Sync {
     /// Changes restart policy and resources in place, without a restart.
     fn update(&self, id: &str, config: &ContainerConfig)
         -> impl Future<Output = Result<()>> + Send;
+    /// The end of a container's output (standard output and error),
+    /// at most [`OUTPUT_LIMIT`] bytes: what a failing job or hook said.
+    fn logs(&self, id: &str) -> impl Future<Output = Result<String>> + Send;
+    /// Runs `cmd` in the running container `id` (as its user) to the end
+    /// and says how it ended. The caller bounds how long it may take.
+    fn exec(&self, id: &str, cmd: &[String]) -> impl Future<Output = Result<ExecOutput>> + Send;
     /// Whether a path (a bind-mount source, a device) exists on the
     /// engine's host; `None` when berth cannot tell (a remote engine).
     fn host_path_exists(&self, path: &str) -> impl Future<Output = Option<bool>> + Send {
@@ -494,6 +537,44 @@ pub trait Runtime: Send + Sync {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn exited(policy: &str, code: i64) -> ContainerDetails {
+        ContainerDetails {
+            restart_policy: policy.into(),
+            state: ContainerState {
+                status: Status::Exited,
+                exit_code: code,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_job_that_exited_0_with_restart_policy_no_has_completed() {
+        assert!(exited("no", 0).is_completed_job());
+        // The engine reports an unset policy as empty: that is `no` too.
+        assert!(exited("", 0).is_completed_job());
+    }
+
+    #[test]
+    fn a_job_that_failed_or_a_service_that_stopped_has_not_completed() {
+        assert!(!exited("no", 3).is_completed_job());
+        assert!(!exited("unless-stopped", 0).is_completed_job());
+        assert!(!exited("always", 0).is_completed_job());
+        assert!(!exited("on-failure", 0).is_completed_job());
+        let mut running = exited("no", 0);
+        running.state.status = Status::Running;
+        assert!(!running.is_completed_job());
+    }
+
+    #[test]
+    fn tail_keeps_the_last_bytes_at_a_character_boundary() {
+        assert_eq!(tail("abcdef", 3), "def");
+        assert_eq!(tail("ab", 3), "ab");
+        // "é" is two bytes: a cut inside it moves past it.
+        assert_eq!(tail("aéb", 2), "b");
+    }
 
     #[test]
     fn not_found_says_what_kind_of_thing_is_missing() {

@@ -156,9 +156,20 @@ pub const CONTAINER_KEYS: &[KeyInfo] = &[
         "When the image is pulled: only when missing locally, on every apply, or never. Default: missing."),
     key!("dependsOn", MANY, Berth, Shape::Pattern("^[a-zA-Z0-9][a-zA-Z0-9_.-]*$"), "the id of another component in the same document",
         "Starts this container after the named one has proven ready; repeat the key for more. A container: network and a container_<hostname> host entry imply it."),
+    key!("preStart", ONCE, Berth, Shape::Text, "a shell command",
+        "Run with /bin/sh -c to completion in a one-shot container of the new image, with the service's env, mounts, named and anonymous volumes, network and user, after the old container stopped and before the new one starts. Runs only when the container is created or recreated, never on a no-op re-apply or a drift repair. A non-zero exit, or running past hookTimeout, fails the activity and rolls it back. The one-shot container is always removed."),
+    key!("postStart", ONCE, Berth, Shape::Text, "a shell command",
+        "Run with /bin/sh -c by exec in the started new container, before its readiness gate can pass; a non-zero exit or running past hookTimeout fails the activity and rolls it back. Only when the container is created or recreated."),
+    key!("onRollback", ONCE, Berth, Shape::Text, "a shell command",
+        "Run with /bin/sh -c in a one-shot container of the old image (with the old container's settings) when the activity rolls back after preStart ran, to undo what preStart did. Its outcome is reported in the feedback; a failure is reported, the rollback goes on."),
+    key!("hookTimeout", ONCE, Berth, Shape::Pattern(DURATION_PATTERN), "a duration from 1s to 24h, such as 5m",
+        "How long each hook (preStart, postStart, onRollback, each migration) may run before it is stopped and counts as failed. Default: 5m."),
+    key!("migrations", ONCE, Berth, Shape::Text, "an absolute directory inside the new image, such as /migrations",
+        "A directory of migration scripts in the new image, one per version (v1.2.0.sh, 0003_add_index.sh), with optional down counterparts (v1.2.0.down.sh). On a create or recreate, berth runs with /bin/sh, in version order, each script newer than the last one applied and not newer than the component's version, each in a one-shot container of the new image, and records the last applied in the state directory. A failure stops, runs the down scripts of those applied in reverse, and rolls the activity back."),
     key!("status", MANY, Reported, Shape::Text, "reported by the agent", "Current-state only; ignored in desired state."),
     key!("created", MANY, Reported, Shape::Text, "reported by the agent", "Current-state only; ignored in desired state."),
     key!("finishedAt", MANY, Reported, Shape::Text, "reported by the agent", "Current-state only; ignored in desired state."),
+    key!("completed", MANY, Reported, Shape::Text, "reported by the agent", "Current-state only (a job with restart policy no that exited 0); ignored in desired state."),
     key!("exitCode", MANY, Reported, Shape::Text, "reported by the agent", "Current-state only; ignored in desired state."),
     key!("restartCount", MANY, Reported, Shape::Text, "reported by the agent", "Current-state only; ignored in desired state."),
     key!("manuallyStopped", MANY, Reported, Shape::Text, "reported by the agent", "Current-state only; ignored in desired state."),
@@ -330,6 +341,14 @@ mod tests {
             (
                 "healthRetries",
                 format!("to {}", values::MAX_HEALTH_RETRIES),
+            ),
+            (
+                "hookTimeout",
+                format!(
+                    "from {} to {}",
+                    duration_text(values::MIN_HOOK_TIMEOUT),
+                    duration_text(values::MAX_HOOK_TIMEOUT)
+                ),
             ),
         ];
         for (key, bound) in bounds {

@@ -65,7 +65,7 @@ pub struct ContainerSpec {
 
 /// Rollout rules: they change how berth acts, never the container, so they
 /// are kept out of the spec hash (changing them recreates nothing).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct Rollout {
     /// Stop the old container first, or start the new one first.
     pub update_strategy: UpdateStrategy,
@@ -79,6 +79,49 @@ pub struct Rollout {
     pub restart_timeout: Option<Duration>,
     /// Kanto's log directory; Docker has no equivalent, kept for reporting.
     pub log_path: Option<String>,
+    /// Commands run around a create or recreate.
+    pub hooks: Hooks,
+}
+
+/// The default of `hookTimeout`.
+pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Commands berth runs when it creates or recreates the container (never
+/// on a no-op or a drift repair of an unchanged spec), so that an upgrade
+/// can prepare data, check the new version and undo its preparation. They
+/// are rollout rules: changing one recreates nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct Hooks {
+    /// `/bin/sh -c` command run to completion in a one-shot container of
+    /// the new image, after the old container stopped and before the new
+    /// one starts.
+    pub pre_start: Option<String>,
+    /// `/bin/sh -c` command run with exec in the started new container,
+    /// before its readiness gate can pass.
+    pub post_start: Option<String>,
+    /// `/bin/sh -c` command run in a one-shot container of the old image
+    /// when the activity rolls back after `pre_start` ran.
+    pub on_rollback: Option<String>,
+    /// The directory of migration scripts inside the new image.
+    pub migrations: Option<String>,
+    /// How long each hook may run; `None` means [`DEFAULT_HOOK_TIMEOUT`].
+    #[serde(with = "opt_duration")]
+    pub timeout: Option<Duration>,
+}
+
+impl Hooks {
+    /// How long each hook may run.
+    pub fn timeout(&self) -> Duration {
+        self.timeout.unwrap_or(DEFAULT_HOOK_TIMEOUT)
+    }
+
+    /// Whether any hook runs around a replacement.
+    pub fn any(&self) -> bool {
+        self.pre_start.is_some()
+            || self.post_start.is_some()
+            || self.on_rollback.is_some()
+            || self.migrations.is_some()
+    }
 }
 
 /// The container's definition. Two containers with equal configs are

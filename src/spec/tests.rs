@@ -210,9 +210,15 @@ const KEYS_WITH_TESTS: &[&str] = &[
     "updateStrategy",
     "pullPolicy",
     "dependsOn",
+    "preStart",
+    "postStart",
+    "onRollback",
+    "hookTimeout",
+    "migrations",
     "status",
     "created",
     "finishedAt",
+    "completed",
     "exitCode",
     "restartCount",
     "manuallyStopped",
@@ -2104,7 +2110,7 @@ fn reported_keys_are_accepted_with_a_warning_naming_the_key() {
         .filter(|k| k.origin == Origin::Reported)
         .map(|k| k.name)
         .collect();
-    assert_eq!(reported.len(), 7, "{reported:?}");
+    assert_eq!(reported.len(), 8, "{reported:?}");
     for key in reported {
         let config = [(key, "anything")];
         let (with, without) = (web(&config), web(&[]));
@@ -3675,4 +3681,91 @@ mod robustness {
             assert_well_formed_answer(&parse_bytes(&bytes, &Options::default()));
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// Hooks (issue 22).
+// ---------------------------------------------------------------------------
+
+const HOOK_IMAGE: (&str, &str) = ("image", "127.0.0.1:5000/app:1");
+
+#[test]
+fn hook_keys_are_read_into_the_rollout() {
+    let spec = web(&[
+        HOOK_IMAGE,
+        ("preStart", "echo pre >> /data/log"),
+        ("postStart", "wget -q localhost:8080/health"),
+        ("onRollback", "restore /data"),
+        ("migrations", "/migrations/"),
+        ("hookTimeout", "90s"),
+    ]);
+    let h = &spec.rollout.hooks;
+    assert_eq!(h.pre_start.as_deref(), Some("echo pre >> /data/log"));
+    assert_eq!(
+        h.post_start.as_deref(),
+        Some("wget -q localhost:8080/health")
+    );
+    assert_eq!(h.on_rollback.as_deref(), Some("restore /data"));
+    assert_eq!(h.migrations.as_deref(), Some("/migrations"));
+    assert_eq!(h.timeout(), Duration::from_secs(90));
+}
+
+#[test]
+fn hook_timeout_defaults_to_five_minutes() {
+    let spec = web(&[HOOK_IMAGE, ("preStart", "true")]);
+    assert_eq!(spec.rollout.hooks.timeout(), Duration::from_secs(300));
+}
+
+#[test]
+fn hooks_are_not_part_of_the_spec_hash() {
+    assert_eq!(
+        hash(&[HOOK_IMAGE]),
+        hash(&[HOOK_IMAGE, ("preStart", "true"), ("migrations", "/m")])
+    );
+}
+
+#[test]
+fn an_empty_hook_command_is_refused() {
+    assert_web_refuses(&[HOOK_IMAGE, ("preStart", "  ")], "preStart", &["is empty"]);
+}
+
+#[test]
+fn a_relative_migrations_directory_is_refused() {
+    assert_web_refuses(
+        &[HOOK_IMAGE, ("migrations", "migrations")],
+        "migrations",
+        &["absolute"],
+    );
+}
+
+#[test]
+fn a_hook_timeout_out_of_bounds_is_refused_naming_the_bound() {
+    assert_web_refuses(
+        &[HOOK_IMAGE, ("hookTimeout", "25h")],
+        "hookTimeout",
+        &["24h"],
+    );
+    assert_web_refuses(
+        &[HOOK_IMAGE, ("hookTimeout", "500ms")],
+        "hookTimeout",
+        &["at least 1s"],
+    );
+}
+
+#[test]
+fn on_rollback_without_anything_to_undo_is_accepted_with_a_warning() {
+    assert_warned(
+        &web_warnings(&[HOOK_IMAGE, ("onRollback", "restore")]),
+        &web_at("onRollback"),
+        "never runs",
+    );
+}
+
+#[test]
+fn hook_timeout_without_a_hook_is_accepted_with_a_warning() {
+    assert_warned(
+        &web_warnings(&[HOOK_IMAGE, ("hookTimeout", "1m")]),
+        &web_at("hookTimeout"),
+        "has no effect",
+    );
 }

@@ -1237,6 +1237,25 @@ impl Reader<'_, '_, '_> {
                 "has no effect: the Docker engine keeps container logs under its own data root",
             );
         }
+        let hooks = Hooks {
+            pre_start: self.one("preStart", values::parse_command),
+            post_start: self.one("postStart", values::parse_command),
+            on_rollback: self.one("onRollback", values::parse_command),
+            migrations: self.one("migrations", values::parse_absolute),
+            timeout: self.one("hookTimeout", values::parse_hook_timeout),
+        };
+        if hooks.on_rollback.is_some() && hooks.pre_start.is_none() && hooks.migrations.is_none() {
+            self.warn(
+                "onRollback",
+                "never runs: it undoes preStart or migrations, and neither is set",
+            );
+        }
+        if hooks.timeout.is_some() && !hooks.any() {
+            self.warn(
+                "hookTimeout",
+                "has no effect: no hook or migrations are set",
+            );
+        }
         Rollout {
             update_strategy: self
                 .one("updateStrategy", |v| values::parse_word(v, &strategies))
@@ -1255,6 +1274,7 @@ impl Reader<'_, '_, '_> {
                 .collect(),
             restart_timeout,
             log_path,
+            hooks,
         }
     }
 }

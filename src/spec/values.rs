@@ -53,6 +53,12 @@ pub const MAX_STOP_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 /// only kept and reported, but reported values must stay printable and
 /// comparable like every other duration.
 pub const MAX_RESTART_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+/// The longest `hookTimeout`: a hook holds the whole activity (and the
+/// device's old version down) while it runs, and a migration that needs
+/// longer than a day is not one an unattended upgrade should start.
+pub const MAX_HOOK_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+/// The shortest `hookTimeout`: a one-shot container needs a moment to start.
+pub const MIN_HOOK_TIMEOUT: Duration = Duration::from_secs(1);
 /// The most `restartMaxRetries`: the engine takes it as a signed 64-bit
 /// number; a million restarts is "without limit" in all but name (0 says
 /// that outright).
@@ -270,6 +276,30 @@ pub fn parse_health_start_period(v: &str) -> Result<Duration, Problem> {
 /// `restartTimeout`: a duration up to [`MAX_RESTART_TIMEOUT`].
 pub fn parse_restart_timeout(v: &str) -> Result<Duration, Problem> {
     parse_duration_at_most(v, MAX_RESTART_TIMEOUT)
+}
+
+/// `hookTimeout`: from [`MIN_HOOK_TIMEOUT`] to [`MAX_HOOK_TIMEOUT`].
+pub fn parse_hook_timeout(v: &str) -> Result<Duration, Problem> {
+    let d = parse_duration_at_most(v, MAX_HOOK_TIMEOUT)?;
+    if d < MIN_HOOK_TIMEOUT {
+        return Err(format!(
+            "is too short (at least {}: a one-shot container needs a moment to start)",
+            duration_text(MIN_HOOK_TIMEOUT)
+        ));
+    }
+    Ok(d)
+}
+
+/// A hook's shell command (`preStart`, `postStart`, `onRollback`): any
+/// text but blank, passed to `/bin/sh -c` as one argument.
+pub fn parse_command(v: &str) -> Result<String, Problem> {
+    if v.trim().is_empty() {
+        return Err("is empty; give a shell command, or leave the key out".into());
+    }
+    if v.contains('\0') {
+        return Err("contains a NUL byte, which no command line can carry".into());
+    }
+    Ok(v.to_string())
 }
 
 /// `memory`: a size up to [`MAX_MEMORY`] (0 means none; the caller checks
