@@ -152,6 +152,19 @@ pub struct Config {
     /// Longest time one activity may take before it rolls back.
     #[serde(with = "duration_text")]
     pub activity_timeout: Duration,
+    /// `autonomous` (berth runs every phase) or `orchestrated` (a Kanto
+    /// Update Manager commands each phase).
+    pub mode: crate::orchestrate::Mode,
+    /// Orchestrated: how long berth waits for the next command before it
+    /// undoes the activity (`INCOMPLETE`).
+    #[serde(with = "duration_text")]
+    pub phase_timeout: Duration,
+    /// `strict` (malformed entries and unknown keys refuse the document) or
+    /// `lenient` (the ones Kanto drops are dropped, with a warning each).
+    pub validation: crate::spec::validate::Validation,
+    /// Report every parameter of every container in the current state,
+    /// defaults included, as Kanto's `verbose_inventory_report` does.
+    pub verbose_inventory_report: bool,
     /// How long a running activity may take to end at shutdown before it
     /// is stopped and undone.
     #[serde(with = "duration_text")]
@@ -198,6 +211,10 @@ impl Default for Config {
             stop_timeout: Duration::from_secs(10),
             pull_timeout: Duration::from_secs(600),
             activity_timeout: Duration::from_secs(1800),
+            mode: crate::orchestrate::Mode::Autonomous,
+            phase_timeout: crate::orchestrate::DEFAULT_PHASE_TIMEOUT,
+            validation: crate::spec::validate::Validation::Strict,
+            verbose_inventory_report: false,
             shutdown_grace: Duration::from_secs(60),
             redact_env: crate::redact::DEFAULT_PATTERNS
                 .iter()
@@ -411,6 +428,7 @@ impl Config {
                 MAX_ACTIVITY_TIMEOUT,
             ),
             ("shutdown_grace", self.shutdown_grace, MAX_SHUTDOWN_GRACE),
+            ("phase_timeout", self.phase_timeout, MAX_ACTIVITY_TIMEOUT),
             (
                 "reconcile_interval",
                 self.reconcile_interval,
@@ -440,6 +458,7 @@ impl Config {
         for (option, d) in [
             ("activity_timeout", self.activity_timeout),
             ("pull_timeout", self.pull_timeout),
+            ("phase_timeout", self.phase_timeout),
         ] {
             if d.is_zero() {
                 return bad(option, "must be more than 0".into());
@@ -557,6 +576,7 @@ impl Config {
         crate::spec::Options {
             domain: self.domain().to_string(),
             limits: self.limits,
+            validation: self.validation,
         }
     }
 
@@ -680,6 +700,28 @@ mod tests {
         let config = Config::parse(include_str!("../examples/config.toml")).unwrap();
         assert_eq!(config.reconcile_interval, Duration::from_secs(60));
         assert!(config.mqtt.is_some() && config.files.is_some());
+    }
+
+    #[test]
+    fn the_mode_is_autonomous_unless_orchestrated_is_asked() {
+        assert_eq!(Config::default().mode, crate::orchestrate::Mode::Autonomous);
+        let c = Config::parse("mode = \"orchestrated\"\nphase_timeout = \"30m\"").unwrap();
+        assert_eq!(c.mode, crate::orchestrate::Mode::Orchestrated);
+        assert_eq!(c.phase_timeout, Duration::from_secs(1800));
+    }
+
+    #[test]
+    fn an_unknown_mode_is_refused_naming_the_field() {
+        let e = Config::parse("mode = \"manual\"").unwrap_err().to_string();
+        assert!(e.contains("mode") && e.contains("manual"), "{e}");
+    }
+
+    #[test]
+    fn a_zero_phase_timeout_is_refused() {
+        let e = Config::parse("phase_timeout = \"0s\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("phase_timeout: must be more than 0"), "{e}");
     }
 
     #[test]

@@ -99,6 +99,10 @@ pub struct ActionFeedback {
 /// The payload of a feedback message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct FeedbackPayload {
+    /// The baseline the command being answered named (orchestrated mode);
+    /// absent when it named none, as Kanto sends it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<String>,
     /// The activity's status.
     pub status: Status,
     /// What happened, in words (failures and rejections).
@@ -135,6 +139,7 @@ pub fn now_ms() -> i64 {
 pub struct Tracker {
     activity_id: String,
     domain: String,
+    baseline: Option<String>,
     actions: Vec<(String, ActionFeedback)>,
 }
 
@@ -144,6 +149,7 @@ impl Tracker {
         Self {
             activity_id: activity_id.to_string(),
             domain: domain.to_string(),
+            baseline: None,
             actions: Vec::new(),
         }
     }
@@ -209,6 +215,17 @@ impl Tracker {
         }
     }
 
+    /// Names `baseline` in every message from now on (the baseline of the
+    /// command being answered); empty names none.
+    pub fn answering(&mut self, baseline: &str) {
+        self.baseline = (!baseline.is_empty()).then(|| baseline.to_string());
+    }
+
+    /// The domain components are named in (`containers:<name>`).
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+
     /// An action's current status.
     pub fn status_of(&self, name: &str) -> Option<ActionStatus> {
         self.actions
@@ -223,6 +240,7 @@ impl Tracker {
             activity_id: self.activity_id.clone(),
             timestamp: now_ms(),
             payload: FeedbackPayload {
+                baseline: self.baseline.clone(),
                 status,
                 message,
                 actions: self.actions.iter().map(|(_, a)| a.clone()).collect(),

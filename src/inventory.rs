@@ -109,6 +109,9 @@ pub struct InventoryOptions {
     pub domain: String,
     /// Env-name patterns whose values are hidden.
     pub redact: Vec<String>,
+    /// Every parameter, defaults included (Kanto's
+    /// `verbose_inventory_report`); otherwise only what differs from them.
+    pub verbose: bool,
 }
 
 impl Default for InventoryOptions {
@@ -116,6 +119,7 @@ impl Default for InventoryOptions {
         Self {
             domain: crate::spec::validate::DEFAULT_DOMAIN.to_string(),
             redact: DEFAULT_REDACT.iter().map(|s| s.to_string()).collect(),
+            verbose: false,
         }
     }
 }
@@ -151,7 +155,12 @@ pub fn build(
             id,
             version: version(c),
             name: None,
-            parameters: parameters(c, images.get(&c.details.image_id), &redactor),
+            parameters: parameters(
+                c,
+                images.get(&c.details.image_id),
+                &redactor,
+                options.verbose,
+            ),
             kind: "CONTAINER".into(),
         });
     }
@@ -179,6 +188,7 @@ fn parameters(
     c: &ObservedContainer,
     image: Option<&ImageDetails>,
     redactor: &Redactor,
+    verbose: bool,
 ) -> Vec<KeyValue> {
     let mut config = c.config.clone();
     match (&c.owner, image) {
@@ -220,20 +230,26 @@ fn parameters(
             config.health = Default::default();
         }
     }
-    let mut out: Vec<KeyValue> =
-        redacted_parameters(&params::parameters(c.name(), &config), redactor)
-            .into_iter()
-            .map(|(k, v)| KeyValue::new(k, v))
-            .collect();
+    let settings = if verbose {
+        params::verbose_parameters(c.name(), &config)
+    } else {
+        params::parameters(c.name(), &config)
+    };
+    let mut out: Vec<KeyValue> = redacted_parameters(&settings, redactor)
+        .into_iter()
+        .map(|(k, v)| KeyValue::new(k, v))
+        .collect();
     let state = &c.details.state;
     out.push(KeyValue::new("status", state.status.kanto_word()));
     if !c.details.created.is_empty() {
         out.push(KeyValue::new("created", c.details.created.clone()));
     }
-    if !matches!(
-        state.status,
-        Status::Running | Status::Restarting | Status::Paused
-    ) {
+    if verbose
+        || !matches!(
+            state.status,
+            Status::Running | Status::Restarting | Status::Paused
+        )
+    {
         out.push(KeyValue::new("exitCode", state.exit_code.to_string()));
         if c.details.is_completed_job() {
             out.push(KeyValue::new("completed", "true"));
@@ -242,7 +258,7 @@ fn parameters(
             out.push(KeyValue::new("finishedAt", f.clone()));
         }
     }
-    if state.restart_count > 0 {
+    if verbose || state.restart_count > 0 {
         out.push(KeyValue::new(
             "restartCount",
             state.restart_count.to_string(),
@@ -375,7 +391,7 @@ mod tests {
 
     #[test]
     fn a_completed_job_is_reported_completed_with_its_exit_code() {
-        let params = parameters(&job(0), None, &Redactor::default());
+        let params = parameters(&job(0), None, &Redactor::default(), false);
         assert_eq!(value(&params, "completed"), Some("true"));
         assert_eq!(value(&params, "exitCode"), Some("0"));
         assert_eq!(value(&params, "status"), Some("Exited"));
@@ -383,7 +399,7 @@ mod tests {
 
     #[test]
     fn a_failed_job_is_not_reported_completed() {
-        let params = parameters(&job(3), None, &Redactor::default());
+        let params = parameters(&job(3), None, &Redactor::default(), false);
         assert_eq!(value(&params, "completed"), None);
         assert_eq!(value(&params, "exitCode"), Some("3"));
     }

@@ -55,7 +55,7 @@ fn ten_mistakes_give_ten_lines_each_naming_component_and_key() {
 fn each_line_quotes_the_offending_value() {
     let stderr = text(&run(berth().args(["validate", TEN_MISTAKES])).stderr);
     for value in [
-        "\"localhost:55555:30555-30555/tcp\"",
+        "\"loopback:55555:30555-30555/tcp\"",
         "\"YES\"",
         "\"512\"",
         "\"sometimes\"",
@@ -120,7 +120,7 @@ fn json_prints_one_verdict_per_file() {
         errors[0]["path"],
         "domains[0].components[0] (influxdb) config \"port\""
     );
-    assert!(errors[0]["message"].as_str().unwrap().contains("localhost"));
+    assert!(errors[0]["message"].as_str().unwrap().contains("loopback"));
 }
 
 #[test]

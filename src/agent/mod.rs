@@ -21,6 +21,7 @@
 pub mod backoff;
 pub mod files;
 pub mod mqtt;
+mod orchestrated;
 pub mod queue;
 
 use std::collections::{BTreeSet, VecDeque};
@@ -167,6 +168,13 @@ pub enum Input {
         /// Given back once the loop has taken the request.
         credit: Credit,
     },
+    /// An Update Manager's `desiredstate/command` (orchestrated mode).
+    Command {
+        /// The command.
+        command: crate::orchestrate::Command,
+        /// Given back once the loop has taken it.
+        credit: Credit,
+    },
     /// The broker connection is (re)established.
     Connected,
     /// From the engine watcher.
@@ -216,6 +224,15 @@ pub struct AgentOptions {
     /// first is answered at once, the ones that come within this time are
     /// coalesced into the latest, answered when it is over.
     pub get_interval: Duration,
+    /// Whether berth runs the phases itself or an Update Manager commands
+    /// them ([`crate::orchestrate`]).
+    pub mode: crate::orchestrate::Mode,
+    /// Orchestrated: the longest wait for the next command.
+    pub phase_timeout: Duration,
+    /// Strict, or lenient with the entries Kanto drops.
+    pub validation: spec::validate::Validation,
+    /// Every parameter in the current state, defaults included.
+    pub verbose_inventory: bool,
 }
 
 /// [`AgentOptions::get_interval`] by default: a flood of requests costs
@@ -228,6 +245,7 @@ impl AgentOptions {
         spec::Options {
             domain: self.domain.clone(),
             limits: self.limits,
+            validation: self.validation,
         }
     }
 }
@@ -249,6 +267,10 @@ impl Default for AgentOptions {
             backoff: backoff::Policy::default(),
             shutdown_grace: Duration::from_secs(60),
             get_interval: DEFAULT_GET_INTERVAL,
+            mode: crate::orchestrate::Mode::Autonomous,
+            phase_timeout: crate::orchestrate::DEFAULT_PHASE_TIMEOUT,
+            validation: spec::validate::Validation::Strict,
+            verbose_inventory: false,
         }
     }
 }
@@ -294,6 +316,9 @@ impl Notify for Silent {
 struct Document {
     desired: Arc<DesiredState>,
     origin: Origin,
+    /// What validation warned about (fields ignored, entries dropped), for
+    /// the activity's first feedback message.
+    warnings: Arc<[String]>,
 }
 
 /// What a job did, for the loop's bookkeeping.
@@ -422,6 +447,8 @@ pub async fn run<R: Runtime + 'static>(
                 report_since: None,
                 reporter: spawn_reporter(shared.clone()),
                 history,
+                orders: None,
+                pending: None,
             };
             lp.load_persisted();
             for input in early.inputs {
@@ -635,6 +662,11 @@ struct Loop<R> {
     reporter: Reporter,
     /// What was answered before, owned here and stored by its writer.
     history: watch::Sender<History>,
+    /// Orchestrated: the way to the running activity waiting for commands.
+    orders: Option<(String, mpsc::Sender<execute::Order>)>,
+    /// Orchestrated: the accepted document not persisted yet, with its
+    /// text; it becomes the one enforced only once its activity completes.
+    pending: Option<(Document, String)>,
 }
 
 /// A job in progress. Polled by the loop itself rather than spawned: the
@@ -661,13 +693,8 @@ impl<R: Runtime + 'static> Loop<R> {
                 return;
             }
         };
-        let parsed = spec::parse(&text, &self.options().spec_options()).map_err(|rejection| {
-            rejection
-                .errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-        });
+        let parsed = spec::parse(&text, &self.options().spec_options())
+            .map_err(|rejection| rejection.lines());
         // The policy may have changed since the document was accepted: it
         // is judged again, against the policy in force now.
         let checked = parsed.and_then(|accepted| {
@@ -686,6 +713,7 @@ impl<R: Runtime + 'static> Loop<R> {
                 self.current = Some(Document {
                     desired: Arc::new(accepted.desired),
                     origin: Origin::Persisted,
+                    warnings: Arc::from([]),
                 });
                 self.queue.request_reconcile(Reason::Startup);
             }
@@ -749,6 +777,7 @@ impl<R: Runtime + 'static> Loop<R> {
             Input::CurrentStateGet { activity_id, .. } => {
                 self.reporter.request(Request::Get(activity_id));
             }
+            Input::Command { command, .. } => self.command(command),
             Input::Connected => {
                 self.reporter
                     .request(Request::Own(format!("initial-current-state-{}", now_ms())));
@@ -800,10 +829,7 @@ impl<R: Runtime + 'static> Loop<R> {
         let accepted = match spec::parse(&text, &self.options().spec_options()) {
             Ok(a) => a,
             Err(rejection) => {
-                refuse(
-                    &newest,
-                    rejection.errors.iter().map(ToString::to_string).collect(),
-                );
+                refuse(&newest, rejection.lines());
                 ack(acker);
                 return;
             }
@@ -839,6 +865,12 @@ impl<R: Runtime + 'static> Loop<R> {
         for w in &accepted.warnings {
             tracing::warn!(activity = %activity_id, "{w}");
         }
+        let warnings: Arc<[String]> = accepted.warnings.iter().map(ToString::to_string).collect();
+        if self.orchestrated() && origin == Origin::Mqtt {
+            self.accept_orchestrated(accepted.desired, origin, text, warnings);
+            ack(acker);
+            return;
+        }
         if let Err(e) = self.shared.state.save_desired(&text) {
             // Not acknowledged: a document berth could not keep must come
             // again (the MQTT connection asks the broker for it later), or
@@ -862,6 +894,7 @@ impl<R: Runtime + 'static> Loop<R> {
         let document = Document {
             desired: Arc::new(accepted.desired),
             origin,
+            warnings,
         };
         self.current = Some(document.clone());
         self.backoff.reset();
@@ -1102,6 +1135,12 @@ impl<R: Runtime + 'static> Loop<R> {
         });
         let shared = self.shared.clone();
         let id = activity_id.clone();
+        let commanded = self.orchestrated() && document.origin == Origin::Mqtt;
+        let orders = (reason.is_none() && commanded).then(|| {
+            let (tx, rx) = mpsc::channel(orchestrated::ORDERS);
+            self.orders = Some((activity_id.clone(), tx));
+            rx
+        });
         let work = Work {
             desired: document.desired,
             activity_id: id,
@@ -1115,12 +1154,25 @@ impl<R: Runtime + 'static> Loop<R> {
                 Origin::Persisted => crate::history::Source::State,
                 Origin::Api => crate::history::Source::Api,
             },
+            orders,
+            warnings: match reason {
+                None => document.warnings.clone(),
+                Some(_) => Arc::from([]),
+            },
         };
         let task: JobFuture = Box::pin(job(shared, work).instrument(span));
         self.running = Some((task, activity_id));
     }
 
     fn finished(&mut self, report: Report) {
+        if self
+            .orders
+            .as_ref()
+            .is_some_and(|(id, _)| *id == report.activity_id)
+        {
+            self.orders = None;
+            self.orchestrated_finished(&report);
+        }
         let now = Instant::now();
         let current = report.generation == self.generation;
         for (name, ok) in report.attempted.iter().filter(|_| current) {
@@ -1185,6 +1237,8 @@ impl<R: Runtime + 'static> Loop<R> {
     ) -> Result<(), AgentError> {
         tracing::info!("stopping");
         inputs.close();
+        // An orchestrated activity waiting for a command ends (undone) now.
+        self.orders = None;
         if let Some((mut task, activity_id)) = self.running.take() {
             let grace = self.options().shutdown_grace;
             tracing::info!(activity = %activity_id, grace = %humantime::format_duration(grace), "waiting for the running activity to end");
@@ -1320,6 +1374,10 @@ async fn settle<R: Runtime>(shared: &Shared<R>) {
 
 /// What one job is to do.
 struct Work {
+    /// Orchestrated: where the commands for this activity come from.
+    orders: Option<mpsc::Receiver<execute::Order>>,
+    /// The document's validation warnings, reported with IDENTIFYING.
+    warnings: Arc<[String]>,
     desired: Arc<DesiredState>,
     activity_id: String,
     rollback: RollbackMode,
@@ -1345,6 +1403,8 @@ async fn job<R: Runtime + 'static>(
         blocked,
         generation,
         source,
+        orders,
+        warnings,
     } = work;
     wait_for_engine(&*shared.rt).await;
     settle(&shared).await;
@@ -1361,7 +1421,8 @@ async fn job<R: Runtime + 'static>(
     };
     if reason.is_none() {
         report.visible = true;
-        shared.feedback(tracker.message(Status::Identifying, None));
+        let words = (!warnings.is_empty()).then(|| warnings.join("; "));
+        shared.feedback(tracker.message(Status::Identifying, words));
     }
     let observed = match observe::gather_for(&*shared.rt, desired).await {
         Ok(o) => o,
@@ -1429,15 +1490,32 @@ async fn job<R: Runtime + 'static>(
         ),
         Some(_) => None,
     };
-    let outcome = execute::carry_out(
-        &*shared.rt,
-        &shared.state,
-        activity,
-        &execute_options,
-        &mut tracker,
-        &mut sink,
-    )
-    .await?;
+    let outcome = match orders {
+        Some(mut orders) => {
+            execute::orchestrate(
+                &*shared.rt,
+                &shared.state,
+                activity,
+                &execute_options,
+                &mut tracker,
+                &mut sink,
+                &mut orders,
+                options.phase_timeout,
+            )
+            .await?
+        }
+        None => {
+            execute::carry_out(
+                &*shared.rt,
+                &shared.state,
+                activity,
+                &execute_options,
+                &mut tracker,
+                &mut sink,
+            )
+            .await?
+        }
+    };
     if let Some(recorder) = recorder {
         // In the background: the activity is over once its final feedback
         // is out, and the loop must hear so at once (a redelivery that
@@ -1651,6 +1729,7 @@ async fn current_state<R: Runtime>(
     let options = InventoryOptions {
         domain: shared.options.domain.clone(),
         redact: shared.options.redact_env.clone(),
+        verbose: shared.options.verbose_inventory,
     };
     Ok(inventory::build(
         &observed,

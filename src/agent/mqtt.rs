@@ -80,6 +80,10 @@ const MIN_REDELIVERY_DELAY: Duration = Duration::from_secs(1);
 /// Where Debian keeps the system's CA bundle, for `mqtts://` without `ca_file`.
 const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
+/// Update Manager commands in the loop's channel at once: it sends one
+/// per phase and waits for the answer, so more means a flood.
+const MAX_COMMANDS_IN_FLIGHT: usize = 16;
+
 /// The agent's topics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topics {
@@ -87,6 +91,8 @@ pub struct Topics {
     pub desired: String,
     /// Requests for the current state arrive here.
     pub current_get: String,
+    /// An Update Manager's phase commands arrive here (orchestrated mode).
+    pub command: String,
     /// Progress feedback goes here.
     pub feedback: String,
     /// The inventory goes here, retained.
@@ -108,6 +114,7 @@ impl Topics {
         Self {
             desired: format!("{base}/desiredstate"),
             current_get: format!("{base}/currentstate/get"),
+            command: format!("{base}/desiredstate/command"),
             feedback: format!("{base}/desiredstatefeedback"),
             current: format!("{base}/currentstate"),
             upgrades: format!("{base}/upgrades"),
@@ -295,7 +302,11 @@ pub struct Settings {
 /// The largest packet to read for messages up to `max_message_size` on
 /// these topics: the payload, the longest topic, the header.
 fn incoming_limit(max_message_size: usize, topics: &Topics) -> usize {
-    let topic = topics.desired.len().max(topics.current_get.len());
+    let topic = topics
+        .desired
+        .len()
+        .max(topics.current_get.len())
+        .max(topics.command.len());
     max_message_size
         .saturating_add(topic + PUBLISH_OVERHEAD)
         .min(MQTT_MAX_PACKET)
@@ -796,6 +807,8 @@ struct Connection {
     too_large_in_a_row: u32,
     /// What the broker holds of berth's subscriptions.
     subscriptions: Subscriptions,
+    /// Commands in the loop's channel at most; more are dropped.
+    commands: Arc<Semaphore>,
 }
 
 /// What the connection needs done to the event loop.
@@ -865,6 +878,7 @@ impl Connection {
         let topics = [
             self.topics().desired.clone(),
             self.topics().current_get.clone(),
+            self.topics().command.clone(),
         ];
         for topic in self.subscriptions.missing(&topics) {
             match self.client.try_subscribe(topic.clone(), QoS::AtLeastOnce) {
@@ -883,6 +897,11 @@ impl Connection {
         let pkid = fresh.then_some(p.pkid);
         if p.topic == self.topics().current_get {
             self.inbox.get(p.qos, pkid, activity_id_in(&p.payload));
+            return;
+        }
+        if p.topic == self.topics().command {
+            self.inbox.other(p.qos, pkid);
+            self.command(&p.payload);
             return;
         }
         if p.topic != self.topics().desired {
@@ -913,6 +932,27 @@ impl Connection {
             }
         };
         self.inbox.document(p.qos, pkid, body, activity_id);
+    }
+
+    /// An Update Manager's command, read and handed to the loop. One that
+    /// cannot be read is logged and dropped, as Kanto does; so is one that
+    /// finds the loop's share of commands full (a flood).
+    fn command(&mut self, payload: &[u8]) {
+        let command = match crate::orchestrate::parse(payload) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "ignoring a command");
+                return;
+            }
+        };
+        let Ok(permit) = self.commands.clone().try_acquire_owned() else {
+            tracing::warn!(activity = %command.activity_id, "too many commands waiting; dropping one");
+            return;
+        };
+        let _ = self.inputs.send(Input::Command {
+            command,
+            credit: Credit::new(permit),
+        });
     }
 
     /// rumqttc refused a packet of `size` bytes from its header and broke
@@ -1052,6 +1092,7 @@ pub async fn run(
         dropping_session: false,
         too_large_in_a_row: 0,
         subscriptions: Subscriptions::default(),
+        commands: Arc::new(Semaphore::new(MAX_COMMANDS_IN_FLIGHT)),
     };
     // One `currentstate/get` in the loop's channel at a time.
     let gets = Arc::new(Semaphore::new(1));
@@ -1274,6 +1315,7 @@ mod tests {
         assert_eq!(t.current_get, "containersupdate/currentstate/get");
         assert_eq!(t.feedback, "containersupdate/desiredstatefeedback");
         assert_eq!(t.current, "containersupdate/currentstate");
+        assert_eq!(t.command, "containersupdate/desiredstate/command");
         assert_eq!(t.upgrades, "containersupdate/upgrades");
     }
 

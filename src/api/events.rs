@@ -396,6 +396,7 @@ mod tests {
                 status,
                 message: None,
                 actions,
+                baseline: None,
             },
         }
     }

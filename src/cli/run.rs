@@ -39,6 +39,11 @@ pub struct RunArgs {
     #[arg(long, env = "BERTH_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
 
+    /// Kanto's container-management config.json (e.g. /etc/container-management/config.json):
+    /// its update agent and connection sections, under berth's own configuration.
+    #[arg(long, value_name = "FILE")]
+    kanto_config: Option<PathBuf>,
+
     /// Print the effective configuration (secrets redacted) and exit.
     #[arg(long)]
     print_config: bool,
@@ -94,6 +99,18 @@ pub struct RunArgs {
     /// How long a running activity may take to end at shutdown.
     #[arg(long, value_parser = duration, value_name = "DURATION")]
     shutdown_grace: Option<Duration>,
+
+    /// `autonomous` (berth runs every phase) or `orchestrated` (a Kanto Update Manager commands each).
+    #[arg(long, value_parser = ["autonomous", "orchestrated"], value_name = "MODE")]
+    mode: Option<String>,
+
+    /// Orchestrated: the longest wait for the next command before the activity is undone.
+    #[arg(long, value_parser = duration, value_name = "DURATION")]
+    phase_timeout: Option<Duration>,
+
+    /// `strict` refuses malformed port, mount and device entries; `lenient` drops them with a warning.
+    #[arg(long, value_parser = ["strict", "lenient"], value_name = "MODE")]
+    validation: Option<String>,
 
     /// Env names whose values the current state hides (comma-separated globs).
     #[arg(long, value_delimiter = ',', value_name = "PATTERNS")]
@@ -190,14 +207,32 @@ fn duration(text: &str) -> Result<Duration, String> {
 impl RunArgs {
     /// The file's configuration with the flags laid over it.
     fn effective(&self) -> anyhow::Result<Config> {
+        let mut explicit: Option<toml::Table> = None;
         let mut c = match &self.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("reading the configuration {}", path.display()))?;
-                Config::parse(&text).with_context(|| format!("configuration {}", path.display()))?
+                let c = Config::parse(&text)
+                    .with_context(|| format!("configuration {}", path.display()))?;
+                // Parsed already, so it is TOML: what it sets wins over Kanto's.
+                explicit = text.parse::<toml::Table>().ok();
+                c
             }
             None => Config::default(),
         };
+        if let Some(path) = &self.kanto_config {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading Kanto's configuration {}", path.display()))?;
+            let kanto = berth::kanto::parse(&text)
+                .with_context(|| format!("Kanto's configuration {}", path.display()))?;
+            let berth_file: &dyn berth::kanto::Explicit = match &explicit {
+                Some(table) => table,
+                None => &(),
+            };
+            for note in berth::kanto::apply(&kanto, &mut c, berth_file) {
+                tracing::info!(kanto_config = %path.display(), "{note}");
+            }
+        }
         fn set<T: Clone>(target: &mut T, flag: &Option<T>) {
             if let Some(v) = flag {
                 *target = v.clone();
@@ -222,6 +257,17 @@ impl RunArgs {
         set(&mut c.pull_timeout, &self.pull_timeout);
         set(&mut c.activity_timeout, &self.activity_timeout);
         set(&mut c.shutdown_grace, &self.shutdown_grace);
+        match self.mode.as_deref() {
+            Some("orchestrated") => c.mode = berth::orchestrate::Mode::Orchestrated,
+            Some("autonomous") => c.mode = berth::orchestrate::Mode::Autonomous,
+            _ => {}
+        }
+        set(&mut c.phase_timeout, &self.phase_timeout);
+        match self.validation.as_deref() {
+            Some("lenient") => c.validation = berth::spec::validate::Validation::Lenient,
+            Some("strict") => c.validation = berth::spec::validate::Validation::Strict,
+            _ => {}
+        }
         set(&mut c.redact_env, &self.redact_env);
         set(&mut c.reconcile_interval, &self.reconcile_interval);
         set(&mut c.check_interval, &self.check_interval);
@@ -407,6 +453,10 @@ async fn agent_main(
         redact_env: config.redact_env.clone(),
         reconcile_interval: config.reconcile_interval,
         shutdown_grace: config.shutdown_grace,
+        mode: config.mode,
+        validation: config.validation,
+        verbose_inventory: config.verbose_inventory_report,
+        phase_timeout: config.phase_timeout,
         ..AgentOptions::default()
     };
     let check_task = upgrades_check(&config, &options, rt.clone(), out.clone());

@@ -44,6 +44,11 @@ pub struct ValidateArgs {
     /// `limits.max_depth` (8 to 127).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_DEPTH)]
     max_depth: usize,
+
+    /// As the agent's `validation`: `lenient` drops malformed port, mount and
+    /// device entries and unknown config keys with a warning each.
+    #[arg(long, value_parser = ["strict", "lenient"], default_value = "strict")]
+    validation: String,
 }
 
 /// One file's verdict, as `--json` prints it. `errors` lists the first
@@ -75,6 +80,11 @@ impl ValidateArgs {
                     MIN_LIMITS_MAX_DEPTH,
                     MAX_LIMITS_MAX_DEPTH,
                 )?,
+            },
+            validation: if self.validation == "lenient" {
+                spec::validate::Validation::Lenient
+            } else {
+                spec::validate::Validation::Strict
             },
             ..spec::Options::default()
         };

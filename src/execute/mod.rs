@@ -28,6 +28,7 @@ mod download;
 mod gate;
 mod hooks;
 pub mod migrations;
+mod orchestrated;
 mod output;
 mod recover;
 mod rollout;
@@ -45,6 +46,7 @@ use crate::runtime::{Missing, Runtime, RuntimeError};
 use crate::spec::model::DesiredState;
 
 pub use crate::plan::{NEW_SUFFIX, OLD_SUFFIX};
+pub use orchestrated::{orchestrate, Order};
 pub use recover::{final_word, recover, recover_with_verdict, verdict, Recovered, ROLLBACK_FAILED};
 
 /// The engine's default grace period between stop signal and kill.

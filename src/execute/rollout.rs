@@ -99,8 +99,8 @@ fn joined(errors: &[ExecuteError]) -> String {
         .join("; ")
 }
 
-/// Carries out the activity to its outcome; the caller sends the final
-/// status.
+/// Carries out the activity to its outcome, its phases back to back; the
+/// caller sends the final status.
 pub(super) async fn run<R: Runtime>(
     rt: &R,
     state: &StateDir,
@@ -109,82 +109,99 @@ pub(super) async fn run<R: Runtime>(
     tracker: &mut Tracker,
     sink: &mut dyn Sink,
 ) -> Outcome {
-    let Activity {
-        desired,
-        plan,
-        observed,
-    } = activity;
-    let units: Vec<Unit> = plan
-        .actions
-        .iter()
-        .filter(|e| e.action.changes())
-        .map(|entry| Unit {
-            entry,
-            spec: desired.container(&entry.id),
-            old: match &entry.execution.restore_from {
-                Some(temp) => observed.container(temp),
-                None => observed.container(&entry.id),
-            },
-            new_id: None,
-            failed: false,
-            links_to: Vec::new(),
-            awaited: desired
-                .containers
-                .iter()
-                .any(|c| c.rollout.depends_on.contains(&entry.id)),
-            hooks_ran: false,
-            migrations: Default::default(),
-            hooks: false,
-        })
-        .collect();
-    let mut units = units;
-    for u in &mut units {
-        let old_hash = u
-            .old
-            .and_then(|o| o.owner.as_ref())
-            .and_then(|o| o.spec_hash.as_deref());
-        u.hooks = hooks::hooks_run(u.entry.action, u.spec, old_hash, options.drift_repair);
-    }
-    for i in 0..units.len() {
-        let Some(spec) = units[i].spec else { continue };
-        let targets = crate::plan::execution::links(spec, desired);
-        units[i].links_to = (0..units.len())
-            .filter(|j| *j != i && targets.contains(units[*j].name()))
+    let mut run = Run::begin(rt, state, activity, options, tracker, sink);
+    run.go(activity.observed).await
+}
+
+impl<'a, R: Runtime> Run<'a, R> {
+    /// The activity's state before its first phase: its units (what each
+    /// container is to become), the intents of its journal (not written
+    /// yet), its deadline. Kept, between the phases an Update Manager
+    /// orders one at a time, by whoever drives them.
+    pub(super) fn begin(
+        rt: &'a R,
+        state: &'a StateDir,
+        activity: Activity<'a>,
+        options: &'a ExecuteOptions,
+        tracker: &'a mut Tracker,
+        sink: &'a mut dyn Sink,
+    ) -> Self {
+        let Activity {
+            desired,
+            plan,
+            observed,
+        } = activity;
+        let units: Vec<Unit> = plan
+            .actions
+            .iter()
+            .filter(|e| e.action.changes())
+            .map(|entry| Unit {
+                entry,
+                spec: desired.container(&entry.id),
+                old: match &entry.execution.restore_from {
+                    Some(temp) => observed.container(temp),
+                    None => observed.container(&entry.id),
+                },
+                new_id: None,
+                failed: false,
+                links_to: Vec::new(),
+                awaited: desired
+                    .containers
+                    .iter()
+                    .any(|c| c.rollout.depends_on.contains(&entry.id)),
+                hooks_ran: false,
+                migrations: Default::default(),
+                hooks: false,
+            })
             .collect();
-    }
-    let mut journal = Journal::new(&desired.activity_id, &options.instance);
-    journal.phase = "downloading".into();
-    journal.intents = units
-        .iter()
-        .map(|u| Intent {
-            name: u.name().to_string(),
-            action: u.entry.action.as_str().to_string(),
-            old_id: u.old.map(|o| o.details.id.clone()),
-            old_name: u
+        let mut units = units;
+        for u in &mut units {
+            let old_hash = u
                 .old
-                .map(|o| o.details.name.clone())
-                .filter(|n| n != u.name()),
-            old_running: u.entry.execution.old_running,
-        })
-        .collect();
-    let now = Instant::now();
-    let mut run = Run {
-        rt,
-        state,
-        options,
-        tracker,
-        sink,
-        journal,
-        deadline: now
-            .checked_add(options.activity_timeout)
-            .unwrap_or(now + Duration::from_secs(86_400 * 365)),
-        units,
-        image_ids: BTreeMap::new(),
-        left: Vec::new(),
-        dragged: BTreeSet::new(),
-        writes: 0,
-    };
-    run.go(observed).await
+                .and_then(|o| o.owner.as_ref())
+                .and_then(|o| o.spec_hash.as_deref());
+            u.hooks = hooks::hooks_run(u.entry.action, u.spec, old_hash, options.drift_repair);
+        }
+        for i in 0..units.len() {
+            let Some(spec) = units[i].spec else { continue };
+            let targets = crate::plan::execution::links(spec, desired);
+            units[i].links_to = (0..units.len())
+                .filter(|j| *j != i && targets.contains(units[*j].name()))
+                .collect();
+        }
+        let mut journal = Journal::new(&desired.activity_id, &options.instance);
+        journal.phase = "downloading".into();
+        journal.intents = units
+            .iter()
+            .map(|u| Intent {
+                name: u.name().to_string(),
+                action: u.entry.action.as_str().to_string(),
+                old_id: u.old.map(|o| o.details.id.clone()),
+                old_name: u
+                    .old
+                    .map(|o| o.details.name.clone())
+                    .filter(|n| n != u.name()),
+                old_running: u.entry.execution.old_running,
+            })
+            .collect();
+        let now = Instant::now();
+        Run {
+            rt,
+            state,
+            options,
+            tracker,
+            sink,
+            journal,
+            deadline: now
+                .checked_add(options.activity_timeout)
+                .unwrap_or(now + Duration::from_secs(86_400 * 365)),
+            units,
+            image_ids: BTreeMap::new(),
+            left: Vec::new(),
+            dragged: BTreeSet::new(),
+            writes: 0,
+        }
+    }
 }
 
 impl<R: Runtime> Run<'_, R> {
@@ -242,8 +259,43 @@ impl<R: Runtime> Run<'_, R> {
             .unwrap_or(self.options.stop_timeout)
     }
 
+    /// The autonomous activity: every phase, back to back, and on a
+    /// failure the way back at once.
     async fn go(&mut self, observed: &Observed) -> Outcome {
-        // DOWNLOADING: nothing that runs is touched.
+        if let Err(message) = self.download(observed).await {
+            return self.discard(message).await;
+        }
+        if let Err(message) = self.update().await {
+            return self.roll_back(None, message).await;
+        }
+        let failures = match self.activate().await {
+            Ok(f) => f,
+            Err(message) => return self.roll_back(None, message).await,
+        };
+        if let Err(outcome) = self.commit().await {
+            return outcome;
+        }
+        if failures.is_empty() {
+            self.emit(Status::ActivationSuccess, None);
+        }
+        self.cleanup(failures).await
+    }
+
+    /// Gives the next phase the whole `activity_timeout` (an orchestrated
+    /// activity waits for each command in between).
+    pub(super) fn restart_clock(&mut self) {
+        let now = Instant::now();
+        self.deadline = now
+            .checked_add(self.options.activity_timeout)
+            .unwrap_or(now + Duration::from_secs(86_400 * 365));
+    }
+
+    /// DOWNLOAD: preflight, pulls, the new containers under temporary
+    /// names; nothing that runs is touched. Ends with `DOWNLOAD_SUCCESS`,
+    /// or `DOWNLOAD_FAILURE` and the words of the failure (what was made is
+    /// left for [`Run::discard`]).
+    pub(super) async fn download(&mut self, observed: &Observed) -> Result<(), String> {
+        self.journal.phase = "downloading".into();
         self.emit(Status::Downloading, None);
         let downloaded = match self.write().await {
             Err(e) => Err(vec![e]),
@@ -258,11 +310,16 @@ impl<R: Runtime> Run<'_, R> {
         if let Err(errors) = downloaded {
             let message = format!("{}; nothing was changed", joined(&errors));
             self.emit(Status::DownloadFailure, Some(message.clone()));
-            return self.discard(message).await;
+            return Err(message);
         }
         self.emit(Status::DownloadSuccess, None);
+        Ok(())
+    }
 
-        // UPDATING: old containers out of the way, in-place changes.
+    /// UPDATE: old containers out of the way, in-place changes. Ends with
+    /// `UPDATE_SUCCESS`, or `UPDATE_FAILURE` and the words of the failure
+    /// (left for [`Run::roll_back`]).
+    pub(super) async fn update(&mut self) -> Result<(), String> {
         self.journal.phase = "updating".into();
         self.emit(Status::Updating, None);
         let updated = match self.check_deadline() {
@@ -272,23 +329,30 @@ impl<R: Runtime> Run<'_, R> {
         if let Err(errors) = updated {
             let message = joined(&errors);
             self.emit(Status::UpdateFailure, Some(message.clone()));
-            return self.roll_back(None, message).await;
+            return Err(message);
         }
         if self.options.pause_at == Some(PausePoint::Updating) {
             pause("updating").await;
         }
         self.emit(Status::UpdateSuccess, None);
+        Ok(())
+    }
 
-        // ACTIVATING: new containers take their names and prove ready.
+    /// ACTIVATE: new containers take their names and prove ready, in
+    /// waves. `Ok` lists the containers rolled back on their own
+    /// (container mode); `Err` is an activity-wide failure, reported
+    /// `ACTIVATION_FAILURE` and left for [`Run::roll_back`]. The success
+    /// status is the caller's to send (after the commit, autonomously).
+    pub(super) async fn activate(&mut self) -> Result<Vec<String>, String> {
         self.journal.phase = "activating".into();
         self.emit(Status::Activating, None);
-        let failures = match self.activating().await {
-            Ok(f) => f,
-            Err(outcome) => return outcome,
-        };
+        self.activating().await
+    }
 
-        // The commit: from here on the new versions stay, and recovery
-        // finishes the cleanup instead of undoing.
+    /// The commit: from here on the new versions stay, and recovery
+    /// finishes the cleanup instead of undoing. `Err` is the outcome of
+    /// going back when the commit cannot be written.
+    pub(super) async fn commit(&mut self) -> Result<(), Outcome> {
         let keep: Vec<String> = self
             .units
             .iter()
@@ -311,13 +375,14 @@ impl<R: Runtime> Run<'_, R> {
                     self.left.push(problem);
                 }
             }
-            return self.roll_back(None, e.to_string()).await;
+            return Err(self.roll_back(None, e.to_string()).await);
         }
-        if failures.is_empty() {
-            self.emit(Status::ActivationSuccess, None);
-        }
+        Ok(())
+    }
 
-        // CLEANUP: old containers and removals go; volumes stay.
+    /// CLEANUP after the commit: old containers and removals go; volumes
+    /// stay. `failures` are the containers rolled back on their own.
+    pub(super) async fn cleanup(&mut self, failures: Vec<String>) -> Outcome {
         self.emit(Status::Cleanup, None);
         let mut cleanup_errors = Vec::new();
         let names: Vec<(String, Action)> = self
@@ -543,9 +608,9 @@ impl<R: Runtime> Run<'_, R> {
     }
 
     /// The waves: each container is put in place, started and gated with
-    /// the others of its wave. `Err` is the outcome of an activity-wide
-    /// rollback; `Ok` lists the containers rolled back on their own.
-    async fn activating(&mut self) -> Result<Vec<String>, Outcome> {
+    /// the others of its wave. `Err` is an activity-wide failure, for the
+    /// caller to roll back; `Ok` lists the containers rolled back on their own.
+    async fn activating(&mut self) -> Result<Vec<String>, String> {
         let mut waves: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
         for (i, u) in self.units.iter().enumerate() {
             if u.entry.action != Action::Remove {
@@ -647,7 +712,7 @@ impl<R: Runtime> Run<'_, R> {
                 self.set(&name, ActionStatus::ActivationFailure, reason);
                 self.emit(Status::ActivationFailure, Some(message.clone()));
                 match self.options.rollback {
-                    RollbackMode::Activity => return Err(self.roll_back(None, message).await),
+                    RollbackMode::Activity => return Err(message),
                     RollbackMode::Container => {
                         self.emit(Status::Rollback, Some(format!("rolling back {name}")));
                         // Its old version runs in, or points at, the old
@@ -837,7 +902,7 @@ impl<R: Runtime> Run<'_, R> {
     }
 
     /// DOWNLOADING failed: the temporaries made so far go.
-    async fn discard(&mut self, message: String) -> Outcome {
+    pub(super) async fn discard(&mut self, message: String) -> Outcome {
         let settled = undo::undo(self.rt, &mut self.journal, None).await;
         if settled.left.is_empty() {
             if let Err(e) = self.state.discard_journal().await {
@@ -863,7 +928,11 @@ impl<R: Runtime> Run<'_, R> {
 
     /// Undoes the whole activity (every container not committed) and says
     /// whether that held.
-    async fn roll_back(&mut self, only: Option<&BTreeSet<String>>, cause: String) -> Outcome {
+    pub(super) async fn roll_back(
+        &mut self,
+        only: Option<&BTreeSet<String>>,
+        cause: String,
+    ) -> Outcome {
         self.emit(Status::Rollback, Some(cause.clone()));
         // Hooks (issue 22): onRollback before the old containers return.
         let notes = self.before_undo(only).await;

@@ -41,17 +41,27 @@ pub fn merge(parts: &[Part], options: &Options) -> Result<Merged, Vec<String>> {
     let mut envelopes = Vec::new();
     for part in parts {
         match parse(&part.text, options) {
-            Ok(accepted) => match serde_json::from_str::<Envelope>(&part.text) {
+            Ok(accepted) => match super::decoder::envelope(&part.text) {
                 Ok(envelope) => envelopes.push((part, envelope, accepted)),
                 Err(e) => errors.push(format!("{}: {e}", part.name)),
             },
-            Err(rejection) => errors.extend_counted(
-                rejection
-                    .listed()
-                    .iter()
-                    .map(|e| format!("{}: {e}", part.name)),
-                rejection.count,
-            ),
+            Err(rejection) => {
+                let ignored: Vec<String> = rejection
+                    .lines()
+                    .into_iter()
+                    .skip(rejection.errors.len())
+                    .map(|w| format!("{}: {w}", part.name))
+                    .collect();
+                let n = rejection.count + ignored.len();
+                errors.extend_counted(
+                    rejection
+                        .listed()
+                        .iter()
+                        .map(|e| format!("{}: {e}", part.name))
+                        .chain(ignored),
+                    n,
+                );
+            }
         }
     }
     if !errors.is_empty() {

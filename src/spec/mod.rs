@@ -5,6 +5,7 @@
 //! `[`DesiredState`]; everything downstream works on the normalised model.
 
 mod cycles;
+pub mod decoder;
 pub mod document;
 pub mod hash;
 mod host_ports;

@@ -145,6 +145,94 @@ pub fn parameters(name: &str, config: &ContainerConfig) -> Vec<Parameter> {
     out
 }
 
+/// Kanto's own inventory keys, in its order; the rest are berth's.
+const KANTO_KEYS: &[&str] = &[
+    "image",
+    "domainName",
+    "hostName",
+    "terminal",
+    "interactive",
+    "privileged",
+    "restartPolicy",
+    "restartMaxRetries",
+    "device",
+    "port",
+    "network",
+    "host",
+    "logDriver",
+    "logMaxFiles",
+    "logMaxSize",
+    "logMode",
+    "logMaxBufferSize",
+    "memory",
+    "memoryReservation",
+    "memorySwap",
+    "mount",
+    "env",
+    "cmd",
+];
+
+/// Every setting of `config`, defaults included, as Kanto's
+/// `verbose_inventory_report` reports them: Kanto's keys in its order with
+/// their default values written out, then berth's own keys as
+/// [`parameters`] gives them. It parses back to the same configuration.
+pub fn verbose_parameters(name: &str, config: &ContainerConfig) -> Vec<Parameter> {
+    let brief = parameters(name, config);
+    let all = |key: &str| -> Vec<Parameter> {
+        brief.iter().filter(|(k, _)| *k == key).cloned().collect()
+    };
+    let mut out: Vec<Parameter> = all("image");
+    if let Some(d) = &config.domainname {
+        out.push(("domainName", d.clone()));
+    }
+    if let Some(h) = &config.hostname {
+        out.push(("hostName", h.clone()));
+    }
+    out.push(("terminal", config.terminal.to_string()));
+    out.push(("interactive", config.interactive.to_string()));
+    out.push(("privileged", config.privileged.to_string()));
+    let (policy, retries) = match config.restart {
+        RestartPolicy::OnFailure { max_retries } => ("on-failure".to_string(), max_retries),
+        other => (other.to_string(), 0),
+    };
+    out.push(("restartPolicy", policy));
+    out.push(("restartMaxRetries", retries.to_string()));
+    out.extend(all("device"));
+    out.extend(all("port"));
+    out.push(("network", config.network.to_string()));
+    out.extend(all("host"));
+    let log = &config.log;
+    out.push(("logDriver", log.driver.as_str().into()));
+    if matches!(log.driver, LogDriver::JsonFile | LogDriver::Local) {
+        out.push(("logMaxFiles", log.max_files.unwrap_or(2).to_string()));
+        out.push(("logMaxSize", size_text(log.max_size.unwrap_or(100 << 20))));
+    }
+    let mode = if log.non_blocking {
+        "non-blocking"
+    } else {
+        "blocking"
+    };
+    out.push(("logMode", mode.into()));
+    if log.non_blocking {
+        out.push((
+            "logMaxBufferSize",
+            size_text(log.max_buffer_size.unwrap_or(1 << 20)),
+        ));
+    }
+    for key in [
+        "memory",
+        "memoryReservation",
+        "memorySwap",
+        "mount",
+        "env",
+        "cmd",
+    ] {
+        out.extend(all(key));
+    }
+    out.extend(brief.into_iter().filter(|(k, _)| !KANTO_KEYS.contains(k)));
+    out
+}
+
 /// A size in Kanto's syntax, exact where a whole unit fits.
 pub fn size_text(bytes: u64) -> String {
     const K: u64 = 1 << 10;
@@ -232,6 +320,53 @@ mod tests {
                 lines(&params)
             );
         }
+    }
+
+    #[test]
+    fn full_example_round_trips_through_verbose_parameters() {
+        let text = include_str!("../../examples/full.json");
+        let accepted = crate::spec::parse(text, &Options::default()).unwrap();
+        for spec in &accepted.desired.containers {
+            let params = verbose_parameters(&spec.name, &spec.config);
+            assert_eq!(
+                config_of(&spec.name, &params),
+                spec.config,
+                "{}",
+                lines(&params)
+            );
+        }
+    }
+
+    #[test]
+    fn verbose_writes_every_kanto_default_out() {
+        let config = config_of("web", &[("image", "nginx".into())]);
+        let keys: Vec<&str> = verbose_parameters("web", &config)
+            .iter()
+            .map(|(k, _)| *k)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "image",
+                "domainName",
+                "hostName",
+                "terminal",
+                "interactive",
+                "privileged",
+                "restartPolicy",
+                "restartMaxRetries",
+                "network",
+                "logDriver",
+                "logMaxFiles",
+                "logMaxSize",
+                "logMode"
+            ]
+        );
+        let p = verbose_parameters("web", &config);
+        assert!(p.contains(&("restartPolicy", "unless-stopped".to_string())));
+        assert!(p.contains(&("logMaxSize", "100M".to_string())));
+        assert!(p.contains(&("hostName", "web-host".to_string())));
+        assert_eq!(config_of("web", &p), config);
     }
 
     #[test]

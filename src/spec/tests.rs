@@ -464,9 +464,19 @@ fn port_without_host_port_is_refused() {
     assert_web_refuses(&[("port", "80")], "port", &["\"80\"", "no host port"]);
 }
 
+// Issue 23 changed this rule: Kanto's own inventories report `localhost`.
 #[test]
-fn port_with_localhost_is_refused_with_a_hint() {
-    assert_web_refuses(&[("port", "localhost:8080:80")], "port", &["use 127.0.0.1"]);
+fn port_with_localhost_means_127_0_0_1_with_a_warning() {
+    let config = [("port", "localhost:8080:80")];
+    let ports = web(&config).config.ports;
+    let p = ports.iter().next().expect("one binding");
+    assert_eq!(p.host_ip, "127.0.0.1".parse::<IpAddr>().unwrap());
+    assert_eq!(p.host_port, 8080);
+    assert_warned(
+        &web_warnings(&config),
+        &web_at("port"),
+        "host IP \"localhost\" is read as 127.0.0.1",
+    );
 }
 
 #[test]
@@ -2627,14 +2637,176 @@ fn bare_desired_state_is_refused_with_a_hint() {
     );
 }
 
+// Issue 23 changed this rule: unknown fields are ignored as Kanto's Go
+// decoder ignores them, named in one warning.
 #[test]
-fn parameters_instead_of_config_is_refused_naming_the_field() {
+fn parameters_instead_of_config_is_ignored_with_a_warning_naming_the_field() {
     let text = doc(r#"{"id": "web", "version": "1", "parameters": []}"#);
-    assert_only_error(
-        &reject(&text),
+    let a = accept(&text);
+    assert_warned(
+        &a.warnings,
+        "document",
         "payload.domains[0].components[0].parameters",
-        &["unknown field `parameters`", "`config`", "line 1"],
     );
+}
+
+#[test]
+fn unknown_fields_get_one_warning_naming_every_one() {
+    let text = json!({
+        "activityId": "a",
+        "payload": {
+            "blueprintMetadata": {"name": "leda"},
+            "baselines": [{"title": "b", "precondition": "x", "components": ["containers:web"]}],
+            "domains": [{"id": "containers", "components": [
+                {"id": "web", "version": "1", "config": []}
+            ]}]
+        }
+    })
+    .to_string();
+    let a = accept(&text);
+    let named: Vec<&Diagnostic> = a
+        .warnings
+        .iter()
+        .filter(|w| w.message.contains("ignored as Kanto"))
+        .collect();
+    assert_eq!(named.len(), 1, "{:#?}", a.warnings);
+    assert!(
+        named[0].message.contains("payload.blueprintMetadata"),
+        "{}",
+        named[0].message
+    );
+    assert!(
+        named[0]
+            .message
+            .contains("payload.baselines[0].precondition"),
+        "{}",
+        named[0].message
+    );
+}
+
+#[test]
+fn an_unknown_field_does_not_hide_the_documents_real_problems() {
+    let text =
+        doc(r#"{"id": "web", "extra": 1, "config": [{"key": "privileged", "value": "YES"}]}"#);
+    let r = reject(&text);
+    assert_eq!(r.errors.len(), 2, "{:#?}", r.errors);
+    assert!(r.errors.iter().any(|e| e.path == web_at("image")));
+    assert!(r.errors.iter().any(|e| e.path == web_at("privileged")));
+    assert_warned(
+        &r.warnings,
+        "document",
+        "payload.domains[0].components[0].extra",
+    );
+}
+
+#[test]
+fn a_config_entry_without_value_has_the_empty_value() {
+    let text = doc(
+        r#"{"id": "web", "version": "1", "config": [{"key": "cmd"}, {"key": "env", "value": "A=1"}]}"#,
+    );
+    let a = accept(&text);
+    assert_eq!(
+        a.desired.containers[0].config.cmd,
+        Some(vec![String::new()])
+    );
+    assert!(
+        !a.warnings.iter().any(|w| w.message.contains("ignored")),
+        "{:#?}",
+        a.warnings
+    );
+}
+
+#[test]
+fn the_ignored_fields_named_are_bounded() {
+    let mut payload = serde_json::Map::new();
+    payload.insert(
+        "domains".into(),
+        json!([{"id": "containers", "components": []}]),
+    );
+    for i in 0..50 {
+        payload.insert(format!("x{i:02}"), json!(1));
+    }
+    let a = accept(&envelope(Value::Object(payload)));
+    let w = a
+        .warnings
+        .iter()
+        .find(|w| w.path == "document")
+        .expect("the warning");
+    assert!(w.message.ends_with("and 40 more"), "{}", w.message);
+}
+
+fn lenient() -> Options {
+    Options {
+        validation: super::validate::Validation::Lenient,
+        ..Options::default()
+    }
+}
+
+#[test]
+fn lenient_drops_malformed_ports_mounts_and_devices_naming_each_and_applies_the_rest() {
+    let text = doc(&component(
+        "web",
+        &[
+            ("port", "8080:80"),
+            ("port", "80:80/quic"),
+            ("mount", "relative:/data"),
+            ("mount", "/srv:/srv"),
+            ("device", "/dev/ttyACM0"),
+            ("env", "A=1"),
+        ],
+    ));
+    let a = parse(&text, &lenient()).expect("accepted");
+    let c = &a.desired.containers[0].config;
+    assert_eq!(c.ports.len(), 1);
+    assert_eq!(c.mounts.len(), 1);
+    assert!(c.devices.is_empty());
+    for (key, value) in [
+        ("port", "80:80/quic"),
+        ("mount", "relative:/data"),
+        ("device", "/dev/ttyACM0"),
+    ] {
+        assert_warned(&a.warnings, &web_at(key), value);
+        assert_warned(&a.warnings, &web_at(key), "dropped (validation = lenient)");
+    }
+}
+
+#[test]
+fn strict_refuses_the_same_malformed_entries() {
+    let r = reject(&doc(&component(
+        "web",
+        &[
+            ("port", "80:80/quic"),
+            ("mount", "relative:/data"),
+            ("device", "/dev/ttyACM0"),
+        ],
+    )));
+    assert_eq!(r.errors.len(), 3, "{:#?}", r.errors);
+}
+
+#[test]
+fn lenient_warns_about_an_unknown_config_key_and_strict_refuses_it() {
+    let text = doc(&component("web", &[("imgae", "x")]));
+    let a = parse(&text, &lenient()).expect("accepted");
+    assert_warned(
+        &a.warnings,
+        "domains[0].components[0] (web) config[0] \"imgae\"",
+        "is not a known key; ignored",
+    );
+    let r = reject(&text);
+    assert!(
+        r.errors[0].message.contains("did you mean \"image\""),
+        "{r}"
+    );
+}
+
+#[test]
+fn lenient_still_refuses_what_kanto_does_not_drop() {
+    let r = parse(
+        &doc(&component("web", &[("privileged", "YES")])),
+        &lenient(),
+    )
+    .unwrap_err();
+    assert_only_error(&r, &web_at("privileged"), &["is not a boolean"]);
 }
 
 // ---------------------------------------------------------------------------
@@ -3232,7 +3404,8 @@ fn nesting_deeper_than_the_limit_is_refused_naming_the_limit_and_position() {
 fn nesting_as_deep_as_the_limit_is_left_to_the_other_checks() {
     let at_limit = format!(r#"{{"activityId":"a","payload":{{"x":{}}}}}"#, nested(18));
     let r = parse(&at_limit, &with_limits(10, 20)).unwrap_err();
-    assert_only_error(&r, "payload.x", &["unknown field `x`"]);
+    assert_only_error(&r, "domains", &["has no \"containers\" domain"]);
+    assert_warned(&r.warnings, "document", "payload.x");
 }
 
 #[test]

@@ -3,6 +3,11 @@
 //! Kanto's agent drops malformed ports, mounts and devices silently, turns a
 //! bad boolean into `false` and accepts duplicate ids; berth refuses all of
 //! those, and names the path, the value and what was expected for each.
+//! `validation = "lenient"` ([`Validation::Lenient`]) is for fleets whose
+//! documents rely on Kanto's leniency: the ports, mounts and devices Kanto
+//! drops (and unknown config keys) are dropped, each named in a warning.
+//! In both modes the envelope is read as Kanto's Go decoder reads it
+//! ([`super::decoder`]).
 //!
 //! Every check is linear (or n log n) in the document: ids and names go
 //! through sets, host ports through [`HostPorts`], `dependsOn` cycles through
@@ -104,6 +109,20 @@ pub struct Accepted {
     pub warnings: Vec<Diagnostic>,
 }
 
+/// How forgiving validation is of the entries Kanto drops silently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Validation {
+    /// Every malformed entry and unknown config key refuses the document
+    /// (the default): a typo is found before it reaches a device.
+    #[default]
+    Strict,
+    /// For fleets whose documents rely on Kanto's leniency: malformed
+    /// `port`, `mount` and `device` entries and unknown config keys are
+    /// dropped, each with a warning naming it, and the rest is applied.
+    Lenient,
+}
+
 /// What a validation depends on besides the document.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
@@ -111,6 +130,8 @@ pub struct Options {
     pub domain: String,
     /// How large and deep a document may be.
     pub limits: Limits,
+    /// Strict or lenient.
+    pub validation: Validation,
 }
 
 impl Default for Options {
@@ -118,6 +139,7 @@ impl Default for Options {
         Self {
             domain: DEFAULT_DOMAIN.to_string(),
             limits: Limits::default(),
+            validation: Validation::Strict,
         }
     }
 }
@@ -195,21 +217,58 @@ pub fn parse(text: &str, options: &Options) -> Result<Accepted, Rejection> {
             "is a JSON array where an object belongs; write it as {...} with named fields",
         ));
     }
-    // The untyped tree costs more memory than the document itself; it is
-    // not kept while the typed one is built and validated.
-    drop(raw);
-    let mut de = serde_json::Deserializer::from_str(text);
-    let envelope: Envelope = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = match e.path().to_string() {
-            p if p == "." => "document".to_string(),
-            p => p,
-        };
-        Rejection::one(path, strip_position(e.inner())).with_position(e.inner())
-    })?;
-    validate(&envelope, options)
+    let mut raw = raw;
+    let lenience = super::decoder::read_as_go(&mut raw);
+    let path_of = |e: &serde_path_to_error::Error<serde_json::Error>| match e.path().to_string() {
+        p if p == "." => "document".to_string(),
+        p => p,
+    };
+    let envelope: Envelope = if lenience.changed() {
+        serde_path_to_error::deserialize(raw)
+            .map_err(|e| Rejection::one(path_of(&e), strip_position(e.inner())))?
+    } else {
+        // The untyped tree costs more memory than the document itself; it
+        // is not kept while the typed one is built and validated.
+        drop(raw);
+        let mut de = serde_json::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            Rejection::one(path_of(&e), strip_position(e.inner())).with_position(e.inner())
+        })?
+    };
+    let result = validate(&envelope, options);
+    let Some(warning) = lenience.warning() else {
+        return result;
+    };
+    let warning = Diagnostic::new("document", warning);
+    match result {
+        Ok(mut accepted) => {
+            accepted.warnings.insert(0, warning);
+            Ok(accepted)
+        }
+        Err(mut rejection) => {
+            rejection.warnings.insert(0, warning);
+            Err(rejection)
+        }
+    }
 }
 
 impl Rejection {
+    /// The lines a source answers with: every error (as in
+    /// [`Rejection::errors`]), then the warning naming the fields that were
+    /// ignored, if any (a misspelt field name may be the real mistake).
+    pub fn lines(&self) -> Vec<String> {
+        self.errors
+            .iter()
+            .map(ToString::to_string)
+            .chain(
+                self.warnings
+                    .iter()
+                    .filter(|w| w.path == "document")
+                    .map(|w| format!("warning: {w}")),
+            )
+            .collect()
+    }
+
     /// The problems listed in full, without the last line that counts the
     /// rest (when the list was cut).
     pub fn listed(&self) -> &[Diagnostic] {
@@ -322,7 +381,10 @@ fn array_for_object(raw: &serde_json::Value) -> Option<String> {
 /// served domain with more than `options.limits.max_components` components
 /// is refused with that one problem, before any component is read.
 pub fn validate(envelope: &Envelope, options: &Options) -> Result<Accepted, Rejection> {
-    let mut v = Validator::default();
+    let mut v = Validator {
+        lenient: options.validation == Validation::Lenient,
+        ..Validator::default()
+    };
     if envelope.activity_id.trim().is_empty() {
         v.error(
             "activityId",
@@ -459,6 +521,8 @@ struct Validator {
     warnings: Bounded<Diagnostic>,
     /// Host port bindings read so far, against [`values::MAX_PORT_BINDINGS`].
     port_bindings: usize,
+    /// `validation = "lenient"`: what Kanto drops is dropped with a warning.
+    lenient: bool,
 }
 
 impl Validator {
@@ -489,6 +553,13 @@ impl Validator {
         let mut grouped: BTreeMap<&'static str, Vec<&'a str>> = BTreeMap::new();
         for (i, kv) in config.iter().enumerate() {
             let Some(info) = keys::find(table, &kv.key) else {
+                if self.lenient {
+                    self.warn(
+                        format!("{path} config[{i}] \"{}\"", excerpt(&kv.key)),
+                        "is not a known key; ignored (validation = lenient)",
+                    );
+                    continue;
+                }
                 // A suggestion costs an edit distance per known key; one
                 // for a problem past the listed ones would never be read.
                 let listed = self.errors.count() < limits::MAX_LISTED;
@@ -744,6 +815,29 @@ impl Reader<'_, '_, '_> {
         }
     }
 
+    /// A malformed entry of a key Kanto drops silently (`port`, `mount`,
+    /// `device`): refused in strict mode, dropped with a warning in lenient.
+    fn bad_entry(&mut self, key: &str, message: String) {
+        if self.v.lenient {
+            self.warn(key, format!("{message}; dropped (validation = lenient)"));
+        } else {
+            self.error(key, message);
+        }
+    }
+
+    /// As [`Reader::many`], a bad value going to [`Reader::bad_entry`].
+    fn entries<T>(&mut self, key: &str, parse: impl Fn(&str) -> Result<T, Problem>) -> Vec<T> {
+        let values = self.grouped.get(key).cloned().unwrap_or_default();
+        let mut out = Vec::new();
+        for value in values {
+            match parse(value) {
+                Ok(t) => out.push(t),
+                Err(p) => self.bad_entry(key, describe(value, &p)),
+            }
+        }
+        out
+    }
+
     /// Parses every value of a repeatable key, recording each bad one.
     fn many<T>(&mut self, key: &str, parse: impl Fn(&str) -> Result<T, Problem>) -> Vec<T> {
         let values = self.grouped.get(key).cloned().unwrap_or_default();
@@ -895,6 +989,15 @@ impl Reader<'_, '_, '_> {
             if self.v.port_bindings > values::MAX_PORT_BINDINGS {
                 break;
             }
+            // Kanto's own inventories report `localhost`; the engine needs an IP.
+            let local = values::localhost_as_loopback(value);
+            if local.is_some() {
+                self.warn(
+                    "port",
+                    format!("\"{value}\": host IP \"localhost\" is read as 127.0.0.1"),
+                );
+            }
+            let value = local.as_deref().unwrap_or(value);
             match values::parse_port(value) {
                 Ok(bindings) => {
                     self.v.port_bindings += bindings.len();
@@ -924,7 +1027,7 @@ impl Reader<'_, '_, '_> {
                         ports.insert(b);
                     }
                 }
-                Err(p) => self.error("port", describe(value, &p)),
+                Err(p) => self.bad_entry("port", describe(value, &p)),
             }
         }
         ports
@@ -962,7 +1065,7 @@ impl Reader<'_, '_, '_> {
 
     fn mounts(&mut self) -> (BTreeSet<BindMount>, BTreeSet<VolumeMount>) {
         let mounts: BTreeSet<BindMount> = self
-            .many("mount", values::parse_mount)
+            .entries("mount", values::parse_mount)
             .into_iter()
             .collect();
         let volumes: BTreeSet<VolumeMount> = self
@@ -997,7 +1100,7 @@ impl Reader<'_, '_, '_> {
     }
 
     fn devices(&mut self, privileged: bool) -> BTreeSet<DeviceMapping> {
-        let devices: Vec<DeviceMapping> = self.many("device", values::parse_device);
+        let devices: Vec<DeviceMapping> = self.entries("device", values::parse_device);
         if privileged && self.has("device") {
             self.error("device", "cannot be combined with privileged=true (a privileged container already sees every device); choose one");
         }

@@ -438,6 +438,15 @@ fn parse_port_range(s: &str, what: &str) -> Result<(u16, u16), Problem> {
     Ok((a, b))
 }
 
+/// A `port` value whose host IP is `localhost`, rewritten to 127.0.0.1
+/// (`localhost:8080:80` -> `127.0.0.1:8080:80`); `None` for any other.
+/// Kanto's inventories report `localhost`, so documents copied from them
+/// carry it.
+pub fn localhost_as_loopback(v: &str) -> Option<String> {
+    let rest = v.trim().strip_prefix("localhost:")?;
+    Some(format!("127.0.0.1:{rest}"))
+}
+
 /// `port`: `[hostIP:]hostPort[-hostPortEnd]:containerPort[-end][/proto]`.
 ///
 /// Container ranges expand into one binding per port; a host range with a

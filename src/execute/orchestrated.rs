@@ -1,0 +1,226 @@
+//! An activity the Kanto Update Manager drives: after IDENTIFIED, each
+//! phase runs when its command comes (`mode = "orchestrated"`), with the
+//! activity's state (its units, its undo log) kept in between.
+//!
+//! The phases are the autonomous activity's own ([`Run::download`],
+//! [`Run::update`], [`Run::activate`], [`Run::commit`], [`Run::cleanup`]),
+//! and the undo log is written as they go, so a crash between two
+//! commands is recovered at the next start like any other. What differs is
+//! only who decides the next step and what happens after a failure:
+//! berth reports the phase's `*_FAILURE` and waits, as Kanto's agent does,
+//! for the Update Manager's CLEANUP, which then restores the old containers
+//! (Kanto leaves the device half-applied).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::rollout::Run;
+use super::{Activity, ExecuteOptions, Outcome, RollbackMode, Sink};
+use crate::feedback::{Status, Tracker};
+use crate::journal::{StateDir, StateError};
+use crate::orchestrate::{self, Command, Phase, Scope, Word};
+use crate::runtime::Runtime;
+
+/// What the agent hands an orchestrated activity while it waits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Order {
+    /// A command for this activity.
+    Command(Command),
+    /// A newer document was accepted: this activity ends, undone.
+    Supersede(String),
+}
+
+/// Runs an activity one commanded phase at a time, until CLEANUP ends it,
+/// `phase_timeout` passes without a command, a newer document supersedes
+/// it, or `orders` closes (berth is stopping). The final status is sent.
+///
+/// # Errors
+/// None today, as [`super::execute`].
+#[allow(clippy::too_many_arguments)]
+pub async fn orchestrate<R: Runtime>(
+    rt: &R,
+    state: &StateDir,
+    activity: Activity<'_>,
+    options: &ExecuteOptions,
+    tracker: &mut Tracker,
+    sink: &mut dyn Sink,
+    orders: &mut mpsc::Receiver<Order>,
+    phase_timeout: Duration,
+) -> Result<Outcome, StateError> {
+    let plan = activity.plan;
+    tracker.identified(plan);
+    for w in &plan.warnings {
+        tracing::warn!(activity = %plan.activity_id, "{w}");
+    }
+    sink.send(tracker.message(Status::Identified, Some(plan.summary())));
+    if !plan.has_changes() {
+        // The Update Manager marks such a domain done and sends it nothing.
+        let message = Some("nothing to change".to_string());
+        sink.send(tracker.message(Status::Completed, message.clone()));
+        return Ok(Outcome {
+            status: Status::Completed,
+            message,
+            failed: BTreeSet::new(),
+            migrations: Default::default(),
+        });
+    }
+    let baselines = orchestrate::baselines(activity.desired, plan, tracker.domain());
+    let changed: Vec<String> = plan
+        .actions
+        .iter()
+        .filter(|e| e.action.changes())
+        .map(|e| e.id.clone())
+        .collect();
+    // Every failure waits for the Update Manager's CLEANUP: nothing here
+    // rolls back on its own, and one container never goes back alone.
+    let options = ExecuteOptions {
+        rollback: RollbackMode::Activity,
+        ..options.clone()
+    };
+    let mut run = Run::begin(rt, state, activity, &options, tracker, sink);
+    let mut status = Status::Identified;
+    // The words of the failed phase, for the outcome.
+    let mut failure: Option<String> = None;
+    // A rollback's outcome, for the CLEANUP that follows it.
+    let mut rolled_back: Option<Outcome> = None;
+    let outcome = loop {
+        run.tracker.answering("");
+        let order = match tokio::time::timeout(phase_timeout, orders.recv()).await {
+            Err(_) => {
+                let cause = format!(
+                    "no command came within phase_timeout ({}) after {}",
+                    humantime::format_duration(phase_timeout),
+                    orchestrate::status_word(status)
+                );
+                tracing::warn!("{cause}; undoing the activity");
+                break undo(&mut run, status, rolled_back.take(), cause).await;
+            }
+            Ok(None) => {
+                let cause = "berth is stopping".to_string();
+                break undo(&mut run, status, rolled_back.take(), cause).await;
+            }
+            Ok(Some(Order::Supersede(by))) => {
+                let cause = format!("superseded by {by}");
+                break undo(&mut run, status, rolled_back.take(), cause).await;
+            }
+            Ok(Some(Order::Command(c))) => c,
+        };
+        run.tracker.answering(&order.baseline);
+        let phase = match &order.word {
+            Word::Phase(p) => *p,
+            Word::Unknown(w) => {
+                tracing::warn!(command = %w, "ignoring an unknown command");
+                continue;
+            }
+        };
+        match orchestrate::scope(&order.baseline, &baselines, &changed) {
+            Scope::All => {}
+            Scope::Unknown(b) => {
+                run.emit(phase.failure(), Some(format!("Unknown baseline {b}")));
+                continue;
+            }
+            Scope::Part(b) => {
+                run.emit(
+                    phase.failure(),
+                    Some(format!(
+                        "berth runs each phase for every baseline at once, and baseline {b} holds only some of the changes; send the command without a baseline"
+                    )),
+                );
+                continue;
+            }
+        }
+        if let Err(words) = orchestrate::admit(phase, status) {
+            run.emit(phase.failure(), Some(words));
+            continue;
+        }
+        tracing::info!(command = phase.as_str(), "running the commanded phase");
+        run.restart_clock();
+        match phase {
+            Phase::Download => match run.download(activity.observed).await {
+                Ok(()) => status = Status::DownloadSuccess,
+                Err(m) => {
+                    status = Status::DownloadFailure;
+                    failure = Some(m);
+                }
+            },
+            Phase::Update => match run.update().await {
+                Ok(()) => status = Status::UpdateSuccess,
+                Err(m) => {
+                    status = Status::UpdateFailure;
+                    failure = Some(m);
+                }
+            },
+            Phase::Activate => match run.activate().await {
+                Ok(_) => {
+                    run.emit(Status::ActivationSuccess, None);
+                    status = Status::ActivationSuccess;
+                }
+                Err(m) => {
+                    status = Status::ActivationFailure;
+                    failure = Some(m);
+                }
+            },
+            Phase::Rollback => {
+                let outcome = undo(
+                    &mut run,
+                    status,
+                    None,
+                    "the Update Manager ordered a rollback".into(),
+                )
+                .await;
+                status = if outcome.status == Status::Incomplete {
+                    Status::RollbackSuccess
+                } else {
+                    Status::RollbackFailure
+                };
+                rolled_back = Some(outcome);
+            }
+            Phase::Cleanup => {
+                if status == Status::ActivationSuccess {
+                    break match run.commit().await {
+                        Ok(()) => run.cleanup(Vec::new()).await,
+                        Err(outcome) => outcome,
+                    };
+                }
+                let cause = failure.clone().unwrap_or_else(|| {
+                    format!("cleanup after {}", orchestrate::status_word(status))
+                });
+                let outcome = undo(&mut run, status, rolled_back.take(), cause).await;
+                if outcome.status == Status::Incomplete {
+                    run.emit(Status::CleanupSuccess, None);
+                } else {
+                    run.emit(Status::CleanupFailure, outcome.message.clone());
+                }
+                break outcome;
+            }
+        }
+    };
+    run.emit(outcome.status, outcome.message.clone());
+    Ok(outcome)
+}
+
+/// Undoes what the phases so far did, whatever they were: nothing after
+/// IDENTIFIED, the temporaries after DOWNLOAD, the whole log after UPDATE
+/// or ACTIVATE (the stopped containers run again, the new ones go).
+async fn undo<R: Runtime>(
+    run: &mut Run<'_, R>,
+    status: Status,
+    rolled_back: Option<Outcome>,
+    cause: String,
+) -> Outcome {
+    if let Some(done) = rolled_back {
+        return done;
+    }
+    match status {
+        Status::Identified => Outcome {
+            status: Status::Incomplete,
+            message: Some(format!("{cause}; nothing was changed")),
+            failed: BTreeSet::new(),
+            migrations: Default::default(),
+        },
+        Status::DownloadSuccess | Status::DownloadFailure => run.discard(cause).await,
+        _ => run.roll_back(None, cause).await,
+    }
+}
