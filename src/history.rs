@@ -27,6 +27,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::feedback::Status;
@@ -71,7 +72,7 @@ pub enum HistoryError {
 }
 
 /// Who started an activity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
     /// `berth apply`.
@@ -106,7 +107,7 @@ impl Source {
 }
 
 /// What one component ran: its image reference and its `version`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Version {
     /// The image reference, as the document named it.
     pub image: String,
@@ -117,7 +118,7 @@ pub struct Version {
 
 /// One component before and after an activity; `None` where it did not
 /// exist.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Change {
     /// The component (container name).
     pub component: String,
@@ -138,7 +139,7 @@ impl Change {
 
 /// One migration an activity applied (filled in by the executor where it
 /// runs migrations).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Migration {
     /// The component it ran for.
     pub component: String,
@@ -147,7 +148,7 @@ pub struct Migration {
 }
 
 /// One activity.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Record {
     /// The activity id (the document's `activityId`).
@@ -464,6 +465,16 @@ pub fn status_word(s: Status) -> String {
         .unwrap_or_default()
 }
 
+/// One read-modify-write of the history at a time in this process (the
+/// agent records an activity's end in the background while the next one
+/// starts); other processes are kept out by the state directory's lock.
+fn turn() -> std::sync::MutexGuard<'static, ()> {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Loads the history in `dir`, adds `record` and stores it. An unreadable
 /// history is set aside (`history.json.unreadable`) and a new one begun, so
 /// that one bad file never stops activities from being recorded.
@@ -471,13 +482,7 @@ pub fn status_word(s: Status) -> String {
 /// # Errors
 /// When the history cannot be written.
 pub fn append(dir: &Path, record: Record) -> Result<(), HistoryError> {
-    // One read-modify-write at a time in this process (the agent records
-    // an activity's end in the background while the next one starts);
-    // other processes are kept out by the state directory's lock.
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _turn = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _turn = turn();
     let mut history = match History::load(dir) {
         Ok(h) => h,
         Err(e @ HistoryError::Corrupt { .. }) => {
@@ -575,6 +580,38 @@ pub async fn persisted_document(dir: &Path) -> Option<String> {
     tokio::fs::read_to_string(dir.join(crate::journal::DESIRED))
         .await
         .ok()
+}
+
+/// Ends the newest record of `activity` that has no end (berth stopped
+/// while it ran, and recovery has just given it its final status), logging
+/// instead of failing. A record that has ended is left as it is.
+pub async fn close_logged(dir: &Path, activity: &str, outcome: Status, message: Option<String>) {
+    let dir = dir.to_path_buf();
+    let activity = activity.to_string();
+    let closed = tokio::task::spawn_blocking(move || {
+        let _turn = turn();
+        let mut history = History::load(&dir)?;
+        let Some(open) = history
+            .records
+            .iter_mut()
+            .rev()
+            .find(|r| r.id == activity && r.ended.is_none())
+        else {
+            return Ok(());
+        };
+        open.finish(outcome, message);
+        history.store(&dir)
+    })
+    .await;
+    match closed {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot record the recovered activity's end in the history")
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot record the recovered activity's end in the history")
+        }
+    }
 }
 
 /// What each component runs on the engine: the desired state's components

@@ -4,6 +4,7 @@
 use schemars::JsonSchema;
 
 use crate::feedback::Feedback;
+use crate::history::Record;
 use crate::inventory::CurrentState;
 use crate::plan::Plan;
 use crate::spec::Envelope;
@@ -31,6 +32,7 @@ pub fn all() -> Vec<(&'static str, String)> {
         ("current-state.schema.json", generate::<CurrentState>()),
         ("plan.schema.json", generate::<Plan>()),
         ("feedback.schema.json", generate::<Feedback>()),
+        ("history.schema.json", generate::<Vec<Record>>()),
         // OpenAPI, from the API's handlers and types (utoipa).
         ("openapi.json", crate::api::openapi::document()),
     ]

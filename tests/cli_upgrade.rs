@@ -172,6 +172,15 @@ fn upgrade_to_a_tag_missing_from_the_registry_is_refused_before_anything_changes
     let after: Vec<_> = names.iter().map(|n| identity(n)).collect();
     assert_eq!(after, before, "no container was touched");
     assert_eq!(history(&d).len(), 1, "no activity ran");
+
+    let out = upgrade(&d, &["404", "--file", path(&doc), "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(report["outcome"], "REFUSED");
+    assert_eq!(
+        report["unavailable"][0]["reference"],
+        image("service", "404")
+    );
 }
 
 /// Services on `service:1` that are healthy only on version 1: version 2
@@ -257,6 +266,13 @@ fn history_lists_each_activity_with_its_source_outcome_and_versions() {
     assert_eq!(a_change["before"]["version"], "1");
     assert_eq!(a_change["after"]["version"], "2");
     assert_eq!(upgraded["migrations"], serde_json::json!([]));
+    let schema = std::fs::read_to_string(crate::util::repo_path("schemas/history.schema.json"))
+        .expect("the published schema");
+    let schema = jsonschema::draft202012::new(&serde_json::from_str(&schema).unwrap()).unwrap();
+    let listed = Value::Array(records.clone());
+    if let Err(e) = schema.validate(&listed) {
+        panic!("berth history --json does not match schemas/history.schema.json: {e}");
+    }
 
     let people = run(&mut d.berth_cmd("history", &[]));
     let words = text(&people.stdout);
@@ -665,4 +681,78 @@ fn rollback_beside_the_agent_that_reads_the_file_hands_it_the_previous_document(
         rewritten, original,
         "the file holds the document rolled back to"
     );
+}
+
+#[test]
+fn an_upgrade_handed_to_an_agent_that_never_takes_it_restores_the_file_and_exits_1() {
+    let d = Device::new("up-not-taken");
+    let (doc, names) = three_on_one(&d);
+    // The configuration says the agent reads `doc`; this agent reads another file.
+    let config = files_config(&doc);
+    let elsewhere = doc.with_file_name("elsewhere.json");
+    std::fs::copy(&doc, &elsewhere).unwrap();
+    let mut cmd = d.berth_cmd(
+        "run",
+        &[
+            "--files",
+            path(&elsewhere),
+            "--min-ready",
+            "1s",
+            "--reconcile-interval",
+            "0",
+        ],
+    );
+    cmd.args(["--log-level", "berth=info"]);
+    let agent = Background::spawn(cmd);
+    eventually("the agent applies its file", &agent, || {
+        history(&d).iter().any(|r| r["outcome"] == "COMPLETED")
+    });
+    let bytes = std::fs::read(&doc).unwrap();
+    let before: Vec<_> = names.iter().map(|n| identity(n)).collect();
+
+    let out = upgrade(&d, &["2", "--file", path(&doc), "--config", path(&config)]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        text(&out.stderr).contains("the agent did not take the document"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(
+        std::fs::read(&doc).unwrap(),
+        bytes,
+        "the file is byte-identical"
+    );
+    let after: Vec<_> = names.iter().map(|n| identity(n)).collect();
+    assert_eq!(after, before);
+}
+
+#[test]
+fn an_upgrade_larger_than_the_agents_file_limit_is_refused_before_the_file_is_written() {
+    let d = Device::new("up-too-big");
+    let (doc, _) = three_on_one(&d);
+    let bytes = std::fs::read(&doc).unwrap();
+    // The agent would refuse the upgraded file unread.
+    let config = doc.with_file_name("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[files]\npath = {:?}\nmax_file_size = {}\n",
+            path(&doc),
+            bytes.len() / 2
+        ),
+    )
+    .unwrap();
+    let out = upgrade(&d, &["2", "--file", path(&doc), "--config", path(&config)]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        text(&out.stderr).contains("above the file source's max_file_size"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(
+        std::fs::read(&doc).unwrap(),
+        bytes,
+        "the file is byte-identical"
+    );
+    assert!(d.containers().is_empty(), "nothing was created");
 }

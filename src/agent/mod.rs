@@ -345,6 +345,8 @@ struct Shared<R> {
     state: StateDir,
     options: AgentOptions,
     out: Option<mpsc::UnboundedSender<Outbound>>,
+    /// Activities' ends being written to the history, awaited at shutdown.
+    recording: std::sync::Mutex<tokio::task::JoinSet<()>>,
 }
 
 impl<R> Shared<R> {
@@ -420,6 +422,7 @@ pub async fn run<R: Runtime + 'static>(
         state,
         options,
         out,
+        recording: Default::default(),
     });
     let (history, history_rx) = watch::channel(load_history(shared.state.path()).await);
     let writer = tokio::spawn(write_history(shared.state.path().to_path_buf(), history_rx));
@@ -461,6 +464,13 @@ pub async fn run<R: Runtime + 'static>(
     if let Err(e) = writer.await {
         tracing::error!(error = %e, "the history writer failed");
     }
+    let mut recording = std::mem::take(
+        &mut *shared
+            .recording
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    while recording.join_next().await.is_some() {}
     result
 }
 
@@ -603,6 +613,13 @@ async fn recover<R: Runtime>(
                 if let Some(word) = word {
                     let status = word.payload.status;
                     history.send_modify(|h| h.finished(&word.activity_id, status));
+                    crate::history::close_logged(
+                        shared.state.path(),
+                        &word.activity_id,
+                        status,
+                        word.payload.message.clone(),
+                    )
+                    .await;
                     shared.feedback(word);
                 }
                 return Some(kept);
@@ -1503,9 +1520,14 @@ async fn job<R: Runtime + 'static>(
         // In the background: the activity is over once its final feedback
         // is out, and the loop must hear so at once (a redelivery that
         // comes now is answered with that final status).
-        let (shared, desired, ended) = (shared.clone(), desired.clone(), outcome.clone());
-        tokio::spawn(async move {
-            recorder.finish(&*shared.rt, &desired, &ended).await;
+        let (for_task, desired, ended) = (shared.clone(), desired.clone(), outcome.clone());
+        let mut recording = shared
+            .recording
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while recording.try_join_next().is_some() {}
+        recording.spawn(async move {
+            recorder.finish(&*for_task.rt, &desired, &ended).await;
         });
     }
     if reason.is_none() {

@@ -217,6 +217,15 @@ impl Runner<'_> {
         source: Source,
         sink: &mut dyn FnMut(&Feedback),
     ) -> anyhow::Result<Delivered> {
+        if let (Some(f), Some(files)) = (file, &self.device.files) {
+            if self.agent_reads(f) && new.len() as u64 > files.max_file_size {
+                anyhow::bail!(
+                    "the new document is {} bytes, above the file source's max_file_size of {}: the agent would refuse it; nothing was changed",
+                    new.len(),
+                    files.max_file_size
+                );
+            }
+        }
         match Claim::take(&self.policy.instance, &self.exec.state_dir) {
             Ok(_claim) => {
                 if let Some(f) = file {
@@ -255,10 +264,14 @@ impl Runner<'_> {
                     f.display()
                 );
                 rewrite(f, new.as_bytes()).with_context(|| format!("writing {}", f.display()))?;
-                let limit =
-                    self.exec.activity_timeout + self.poll_interval() * 2 + Duration::from_secs(30);
-                match follow(&dir, &desired.activity_id, limit)? {
-                    Some(record) => {
+                let waits = Waits {
+                    take: self.poll_interval() * 3 + Duration::from_secs(15),
+                    finish: self.exec.activity_timeout
+                        + self.poll_interval() * 2
+                        + Duration::from_secs(30),
+                };
+                match follow(&dir, &desired.activity_id, new, &waits) {
+                    Followed::Ended(record) => {
                         if !record.completed() {
                             rewrite(f, old).with_context(|| {
                                 format!("restoring {} after the failed activity", f.display())
@@ -266,10 +279,20 @@ impl Runner<'_> {
                         }
                         Ok(Delivered::Agent(record))
                     }
-                    None => anyhow::bail!(
+                    Followed::NotTaken => {
+                        rewrite(f, old).with_context(|| {
+                            format!("restoring {} after the agent did not take it", f.display())
+                        })?;
+                        anyhow::bail!(
+                            "the agent did not take the document within {} (a document it refuses is answered IDENTIFICATION_FAILED: see its log); {} has its previous content",
+                            humantime::format_duration(waits.take),
+                            f.display()
+                        )
+                    }
+                    Followed::NotEnded => anyhow::bail!(
                         "the agent did not finish activity {} within {}; {} is left as written (berth history shows the activity when it ends)",
                         desired.activity_id,
-                        humantime::format_duration(limit),
+                        humantime::format_duration(waits.finish),
                         f.display()
                     ),
                 }
@@ -310,29 +333,61 @@ fn holder_state_dir(holder: &str) -> Option<PathBuf> {
         .map(|(_, d)| PathBuf::from(d.trim()))
 }
 
-/// Waits until the history in `dir` records the end of `activity` (the
-/// agent takes a state file's `activityId` as its activity's), reading it
-/// every quarter second.
-fn follow(dir: &Path, activity: &str, limit: Duration) -> anyhow::Result<Option<Record>> {
-    let deadline = Instant::now() + limit;
+/// How long a hand-over waits: for the agent to take the document (it
+/// polls the file), then for its activity to end.
+struct Waits {
+    take: Duration,
+    finish: Duration,
+}
+
+/// What following the agent found.
+enum Followed {
+    /// The activity ended, as its record says.
+    Ended(Record),
+    /// The agent never accepted the document (it refused it, or does not
+    /// read the file after all).
+    NotTaken,
+    /// Accepted, but not ended in time.
+    NotEnded,
+}
+
+/// Follows the agent whose state directory is `dir`: it has taken the
+/// document once it persisted `text` as its last accepted document (or its
+/// history names `activity`), and the activity has ended once the history
+/// records its end (the agent takes a state file's `activityId` as its
+/// activity's). Both are read every quarter second.
+fn follow(dir: &Path, activity: &str, text: &str, waits: &Waits) -> Followed {
+    let started = Instant::now();
+    let mut taken = false;
     let mut said = false;
     loop {
-        match History::load(dir) {
-            Ok(h) => {
-                if let Some(r) = h.find(activity).cloned() {
-                    if r.ended.is_some() {
-                        return Ok(Some(r));
-                    }
-                    if !said {
-                        eprintln!("berth: the agent is applying activity {}", r.id);
-                        said = true;
-                    }
-                }
+        let record = match History::load(dir) {
+            Ok(h) => h.find(activity).cloned(),
+            Err(e) => {
+                tracing::debug!(error = %e, "the agent's history cannot be read yet");
+                None
             }
-            Err(e) => tracing::debug!(error = %e, "the agent's history cannot be read yet"),
+        };
+        if let Some(r) = record {
+            if r.ended.is_some() {
+                return Followed::Ended(r);
+            }
+            taken = true;
+            if !said {
+                eprintln!("berth: the agent is applying activity {}", r.id);
+                said = true;
+            }
         }
-        if Instant::now() >= deadline {
-            return Ok(None);
+        if !taken {
+            taken = std::fs::read_to_string(dir.join(berth::journal::DESIRED))
+                .is_ok_and(|persisted| persisted == text);
+        }
+        let waited = started.elapsed();
+        if !taken && waited >= waits.take {
+            return Followed::NotTaken;
+        }
+        if waited >= waits.take + waits.finish {
+            return Followed::NotEnded;
         }
         std::thread::sleep(Duration::from_millis(250));
     }
@@ -380,4 +435,61 @@ pub fn rewrite(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&temp);
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn a_rewritten_file_keeps_its_mode_and_leaves_no_temporary_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("state.json");
+        std::fs::write(&file, "old").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+        rewrite(&file, b"new").unwrap();
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "new");
+        assert_eq!(mode(&file), 0o640);
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["state.json"]);
+    }
+
+    #[test]
+    fn a_rewritten_symlink_stays_a_link_and_its_target_gets_the_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("real.json");
+        let link = dir.path().join("state.json");
+        std::fs::write(&target, "old").unwrap();
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        rewrite(&link, b"new").unwrap();
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "new");
+    }
+
+    #[test]
+    fn a_missing_file_is_not_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("state.json");
+        assert!(rewrite(&file, b"new").is_err());
+        assert!(!file.exists());
+    }
+
+    #[test]
+    fn the_claim_holder_names_its_state_directory() {
+        assert_eq!(
+            holder_state_dir("pid 42, state directory /var/lib/berth"),
+            Some(PathBuf::from("/var/lib/berth"))
+        );
+        assert_eq!(holder_state_dir("a process that does not answer"), None);
+    }
 }

@@ -101,6 +101,14 @@ struct Report<'a> {
     duration_ms: Option<u128>,
 }
 
+/// A new reference the registry does not have (or could not be asked about).
+#[derive(Debug, Serialize)]
+struct Unavailable {
+    component: String,
+    reference: String,
+    error: String,
+}
+
 #[derive(Debug, Serialize)]
 struct Moved {
     component: String,
@@ -158,6 +166,26 @@ impl UpgradeArgs {
                 self.version,
                 self.file.display()
             );
+            if self.json {
+                let refused: Vec<Unavailable> = missing
+                    .iter()
+                    .map(|(m, e)| Unavailable {
+                        component: m.component.clone(),
+                        reference: m.to.to_string(),
+                        error: e.to_string(),
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "file": self.file,
+                        "version": self.version,
+                        "outcome": "REFUSED",
+                        "components": moved(&selection.moves),
+                        "unavailable": refused,
+                    })
+                );
+            }
             return Ok(ExitCode::FAILURE);
         }
         let activity_id = format!("upgrade-{}-{}", self.version, history::now_ms());

@@ -203,3 +203,18 @@ fn changes_pair_every_component_before_and_after() {
     assert_eq!(c[1].after, None);
     assert_eq!(c[2].before, None);
 }
+
+#[tokio::test]
+async fn recovery_ends_the_open_record_of_its_activity_and_no_other() {
+    let dir = tempfile::tempdir().unwrap();
+    append(dir.path(), record("done", Status::Completed, None)).unwrap();
+    append(dir.path(), Record::start("cut", Source::Mqtt, None)).unwrap();
+    close_logged(dir.path(), "cut", Status::Incomplete, Some("undone".into())).await;
+    close_logged(dir.path(), "done", Status::Incomplete, None).await;
+    let h = History::load(dir.path()).unwrap();
+    let cut = h.find("cut").unwrap();
+    assert_eq!(cut.outcome, Some(Status::Incomplete));
+    assert!(cut.ended.is_some());
+    assert_eq!(cut.message.as_deref(), Some("undone"));
+    assert_eq!(h.find("done").unwrap().outcome, Some(Status::Completed));
+}
