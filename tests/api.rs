@@ -960,3 +960,42 @@ fn a_change_derives_from_the_one_before_it_even_before_that_one_ran() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn the_last_periodic_registry_check_is_served_to_a_reader() {
+    let device = Device::start_full("", &["--check-interval", "1m"]);
+    // The first round may come before the state file's container exists;
+    // the next one, a minute later, has it.
+    let deadline = Instant::now() + WAIT;
+    let (report, web) = loop {
+        let a = device.call(Some(READER), "GET", "/api/v1/upgrades", None);
+        assert_eq!(a.status, 200, "{}", a.text());
+        let report = a.json()["report"].clone();
+        let web = report["containers"]
+            .as_array()
+            .and_then(|c| c.iter().find(|f| f["name"] == device.web.as_str()))
+            .cloned();
+        if let Some(web) = web {
+            break (report, web);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never checked: {report:#}\n{}",
+            device.web,
+            device.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(report["timestamp"].as_u64().is_some(), "{report:#}");
+    // service:1's tags are not semver versions: the check says so.
+    assert_eq!(web["status"], "unknown", "{report:#}");
+    assert!(
+        web["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("semver"),
+        "{report:#}"
+    );
+    let anonymous = device.call(None, "GET", "/api/v1/upgrades", None);
+    assert_eq!(anonymous.status, 401);
+}

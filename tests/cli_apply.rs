@@ -160,7 +160,19 @@ impl Device {
 
 impl Drop for Device {
     fn drop(&mut self) {
-        let names = self.containers();
+        // Never a panic here: one while a failed test unwinds aborts the
+        // whole test binary (seen when dockerd stalled under load).
+        let names: Vec<String> = Command::new("docker")
+            .args(["ps", "-a", "--format", "{{.Names}}"])
+            .output()
+            .map(|o| {
+                text(&o.stdout)
+                    .lines()
+                    .filter(|n| n.starts_with(&self.prefix))
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
         // A recreated container mounts the anonymous volume it inherited by
         // name, so `rm -v` leaves it: remove every anonymous volume the
         // device's containers use, after the containers.

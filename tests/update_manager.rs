@@ -208,25 +208,19 @@ impl Names {
     }
 }
 
-/// `(running, image)` of a container, if it exists.
+/// `(running, image)` of a container, if it exists; the image as the
+/// document named it (see [`crate::util::created_from`]).
 fn state_of(name: &str) -> Option<(bool, String)> {
     let out = std::process::Command::new("docker")
-        .args([
-            "inspect",
-            "--type",
-            "container",
-            "--format",
-            "{{.State.Running}} {{.Config.Image}}",
-            name,
-        ])
+        .args(["inspect", "--type", "container", name])
         .output()
         .expect("docker runs");
     if !out.status.success() {
         return None;
     }
-    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let (running, image) = text.split_once(' ')?;
-    Some((running == "true", image.to_string()))
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let c = v.get(0)?;
+    Some((c["State"]["Running"] == true, crate::util::created_from(c)))
 }
 
 fn service(tag: &str) -> String {

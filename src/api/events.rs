@@ -164,6 +164,9 @@ struct State {
     capacity: usize,
     activities: BTreeMap<String, Activity>,
     order: VecDeque<String>,
+    /// The last round of the periodic registry check (`check_interval`),
+    /// as JSON.
+    upgrades: Option<Arc<serde_json::Value>>,
 }
 
 /// The hub. Cheap to share (`Arc`).
@@ -200,6 +203,7 @@ impl Hub {
                 capacity,
                 activities: BTreeMap::new(),
                 order: VecDeque::new(),
+                upgrades: None,
             }),
             live,
             metrics: Metrics::new(),
@@ -222,13 +226,18 @@ impl Hub {
                     })
                     .inc();
             }
-            Outbound::Upgrades(_) => {
+            Outbound::Upgrades(report) => {
                 self.metrics
                     .messages_sent
                     .get_or_create(&Kind {
                         kind: "upgrades".into(),
                     })
                     .inc();
+                let value = serde_json::to_value(report).unwrap_or_default();
+                let data = value.to_string();
+                let mut state = self.lock();
+                state.upgrades = Some(Arc::new(value));
+                self.push(&mut state, "upgrades", data, None);
             }
         }
     }
@@ -339,6 +348,11 @@ impl Hub {
 
     /// What is known of an activity: its latest feedback, or that it was
     /// handed to the loop and waits for its turn.
+    /// The last round of the periodic registry check, once one ended.
+    pub fn upgrades(&self) -> Option<Arc<serde_json::Value>> {
+        self.lock().upgrades.clone()
+    }
+
     pub fn lookup(&self, id: &str) -> Lookup {
         let state = self.lock();
         match state.activities.get(id) {

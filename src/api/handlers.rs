@@ -849,6 +849,22 @@ async fn apply_as<R: Runtime + 'static>(
     ))
 }
 
+/// What the agent's periodic registry check found last (`check_interval`),
+/// the same report it publishes on `containersupdate/upgrades`.
+#[utoipa::path(tag = "berth", get, path = "/api/v1/upgrades", security(("bearer" = [])),
+    responses((status = 200, description = "The last check's report, or null", body = UpgradesView)))]
+pub async fn upgrades<R>(State(ctx): Ctx<R>, headers: HeaderMap) -> Result<Response, ApiError> {
+    caller(
+        &ctx,
+        &headers,
+        Permission::Inspect,
+        "GET /api/v1/upgrades",
+        "",
+    )?;
+    let report = ctx.hub.upgrades().map(|r| (*r).clone());
+    Ok(Json(UpgradesView { report }).into_response())
+}
+
 /// An activity's latest feedback, to poll after `?wait=false`.
 #[utoipa::path(tag = "berth", get, path = "/api/v1/activities/{id}", security(("bearer" = [])),
     params(("id" = String, Path, description = "The activity id")),

@@ -287,6 +287,7 @@ pub fn router<R: Runtime + 'static>(ctx: Arc<Context<R>>, api: &ApiConfig) -> Ro
             post(desired_state::<R>).layer(slow),
         )
         .route("/api/v1/activities/{id}", get(activity::<R>).layer(quick))
+        .route("/api/v1/upgrades", get(upgrades::<R>).layer(quick))
         .route("/api/v1/events", get(events::<R>))
         .layer(axum::middleware::from_fn_with_state(
             ctx.clone(),

@@ -36,11 +36,12 @@ impl Modify for Bearer {
         handlers::patch_env,
         handlers::desired_state,
         handlers::activity,
+        handlers::upgrades,
         handlers::events,
     ),
     components(schemas(
         UpdateImageRequest, MutationResult, Accepted, ActivityView, EnvView, ContainerView,
-        ObservedView, Setting, Health, ErrorBody, VersionUpdate, Phase
+        ObservedView, Setting, Health, ErrorBody, VersionUpdate, Phase, UpgradesView
     )),
     modifiers(&Bearer)
 )]

@@ -99,6 +99,17 @@ pub struct ActivityView {
     pub feedback: serde_json::Value,
 }
 
+/// `GET /api/v1/upgrades`: what the agent's periodic registry check
+/// (`check_interval`) found last.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct UpgradesView {
+    /// The last round's report, as `berth check --json` prints it
+    /// (`timestamp`, `containers`, `available`); `null` before the first
+    /// round ended, or when `check_interval` is 0.
+    #[schema(value_type = Object)]
+    pub report: Option<serde_json::Value>,
+}
+
 /// `GET /api/v1/containers/{id}/env`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

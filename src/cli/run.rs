@@ -459,7 +459,6 @@ async fn agent_main(
         phase_timeout: config.phase_timeout,
         ..AgentOptions::default()
     };
-    let check_task = upgrades_check(&config, &options, rt.clone(), out.clone());
     let (ready_tx, ready) = watch::channel(false);
     let notify = berth::api::ReadyNotify::new(Systemd::new(), ready_tx);
     let (out, api_task) = match api {
@@ -469,6 +468,8 @@ async fn agent_main(
         }
         None => (out, None),
     };
+    // After the API: its hub sees the reports as MQTT does.
+    let check_task = upgrades_check(&config, &options, rt.clone(), out.clone());
     let result = agent::run(rt, state, options, inputs_tx, inputs, out, &notify).await;
     if let Some(task) = api_task {
         task.abort();
@@ -500,7 +501,9 @@ fn upgrades_check<R: berth::runtime::Runtime + 'static>(
         return None;
     }
     if out.is_none() {
-        tracing::warn!("check_interval is set but no [mqtt]: the results are only logged");
+        tracing::warn!(
+            "check_interval is set but neither [mqtt] nor [api] is: the results are only logged"
+        );
     }
     let registry = berth::registry::client::OciRegistry::new(config.credentials());
     let check_options = berth::check::Options {
