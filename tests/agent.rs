@@ -110,13 +110,13 @@ impl Device {
 }
 
 /// Containers this test owns: named uniquely, removed at the end.
-struct Names {
-    names: Vec<String>,
+pub(crate) struct Names {
+    pub(crate) names: Vec<String>,
     _cleanup: Vec<Cleanup>,
 }
 
 impl Names {
-    fn new(short: &[&str]) -> Self {
+    pub(crate) fn new(short: &[&str]) -> Self {
         let names: Vec<String> = short.iter().map(|s| unique(s)).collect();
         let cleanup = names
             .iter()
@@ -134,7 +134,7 @@ impl Names {
         }
     }
 
-    fn get(&self, i: usize) -> &str {
+    pub(crate) fn get(&self, i: usize) -> &str {
         &self.names[i]
     }
 }

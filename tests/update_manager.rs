@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
+use crate::agent::Names;
 use crate::broker::{publish, Broker, Subscriber};
-use crate::util::{berth, desired_state, docker, image, unique, Background, Cleanup, Component};
+use crate::util::{berth, desired_state, docker, image, Background, Component};
 
 const WAIT: Duration = Duration::from_secs(90);
 const FEEDBACK: &str = "containersupdate/desiredstatefeedback";
@@ -181,31 +182,6 @@ fn action(f: &Value, name: &str) -> (String, String) {
 
 fn words(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
-}
-
-struct Names {
-    names: Vec<String>,
-    _cleanup: Vec<Cleanup>,
-}
-
-impl Names {
-    fn new(short: &[&str]) -> Self {
-        let names: Vec<String> = short.iter().map(|s| unique(s)).collect();
-        let cleanup = names
-            .iter()
-            .flat_map(|n| {
-                [
-                    Cleanup(n.clone()),
-                    Cleanup(format!("{n}.berth-new")),
-                    Cleanup(format!("{n}.berth-old")),
-                ]
-            })
-            .collect();
-        Self {
-            names,
-            _cleanup: cleanup,
-        }
-    }
 }
 
 /// `(running, image)` of a container, if it exists; the image as the

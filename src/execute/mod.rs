@@ -323,23 +323,37 @@ pub async fn carry_out<R: Runtime>(
     tracker: &mut Tracker,
     sink: &mut dyn Sink,
 ) -> Result<Outcome, StateError> {
-    let plan = activity.plan;
+    if let Some(done) = identified(activity.plan, tracker, sink) {
+        return Ok(done);
+    }
+    execute(rt, state, activity, options, tracker, sink).await
+}
+
+/// IDENTIFIED, with the plan's warnings logged; when the plan changes
+/// nothing the activity ends right there, COMPLETED (the outcome is
+/// returned), in both modes: the Update Manager too sends no command to a
+/// domain with nothing to do.
+pub(crate) fn identified(
+    plan: &Plan,
+    tracker: &mut Tracker,
+    sink: &mut dyn Sink,
+) -> Option<Outcome> {
     tracker.identified(plan);
     for w in &plan.warnings {
         tracing::warn!(activity = %plan.activity_id, "{w}");
     }
     sink.send(tracker.message(Status::Identified, Some(plan.summary())));
-    if !plan.has_changes() {
-        let message = Some("nothing to change".to_string());
-        sink.send(tracker.message(Status::Completed, message.clone()));
-        return Ok(Outcome {
-            status: Status::Completed,
-            message,
-            failed: BTreeSet::new(),
-            migrations: Default::default(),
-        });
+    if plan.has_changes() {
+        return None;
     }
-    execute(rt, state, activity, options, tracker, sink).await
+    let message = Some("nothing to change".to_string());
+    sink.send(tracker.message(Status::Completed, message.clone()));
+    Some(Outcome {
+        status: Status::Completed,
+        message,
+        failed: BTreeSet::new(),
+        migrations: Default::default(),
+    })
 }
 
 #[cfg(test)]

@@ -50,21 +50,8 @@ pub async fn orchestrate<R: Runtime>(
     phase_timeout: Duration,
 ) -> Result<Outcome, StateError> {
     let plan = activity.plan;
-    tracker.identified(plan);
-    for w in &plan.warnings {
-        tracing::warn!(activity = %plan.activity_id, "{w}");
-    }
-    sink.send(tracker.message(Status::Identified, Some(plan.summary())));
-    if !plan.has_changes() {
-        // The Update Manager marks such a domain done and sends it nothing.
-        let message = Some("nothing to change".to_string());
-        sink.send(tracker.message(Status::Completed, message.clone()));
-        return Ok(Outcome {
-            status: Status::Completed,
-            message,
-            failed: BTreeSet::new(),
-            migrations: Default::default(),
-        });
+    if let Some(done) = super::identified(plan, tracker, sink) {
+        return Ok(done);
     }
     let baselines = orchestrate::baselines(activity.desired, plan, tracker.domain());
     let changed: Vec<String> = plan
