@@ -999,3 +999,41 @@ fn the_last_periodic_registry_check_is_served_to_a_reader() {
     let anonymous = device.call(None, "GET", "/api/v1/upgrades", None);
     assert_eq!(anonymous.status, 401);
 }
+
+/// One gauge's value in a `/metrics` scrape.
+fn gauge(device: &Device, name: &str) -> Option<f64> {
+    let m = device.call(None, "GET", "/metrics", None);
+    let lines = m
+        .text()
+        .lines()
+        .map(|l| Ok(l.to_string()))
+        .collect::<Vec<_>>();
+    let scrape = prometheus_parse::Scrape::parse(lines.into_iter()).expect("parses");
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name)
+        .and_then(|s| match s.value {
+            prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => Some(v),
+            _ => None,
+        })
+}
+
+#[test]
+fn the_mqtt_connected_gauge_follows_the_broker_going_and_coming_back() {
+    let mut broker = crate::broker::Broker::start();
+    let url = broker.url();
+    let device = Device::start_full("", &["--mqtt-url", url.as_str()]);
+    let until = |wanted: f64, what: &str| {
+        let deadline = Instant::now() + WAIT;
+        while gauge(&device, "berth_mqtt_connected") != Some(wanted) {
+            assert!(Instant::now() < deadline, "{what}\n{}", device.log());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    until(1.0, "never connected");
+    broker.stop();
+    until(0.0, "the lost connection was not seen");
+    broker.restart();
+    until(1.0, "never connected again");
+}

@@ -177,6 +177,9 @@ pub enum Input {
     },
     /// The broker connection is (re)established.
     Connected,
+    /// The broker connection was lost (berth reconnects by itself): for
+    /// whoever watches the sources, such as the API's metrics.
+    Disconnected,
     /// From the engine watcher.
     Engine(EngineSignal),
     /// SIGTERM or SIGINT.
@@ -559,6 +562,7 @@ impl Backlog {
         let same = |kept: &Input| match (kept, &input) {
             (Input::CurrentStateGet { .. }, Input::CurrentStateGet { .. })
             | (Input::Connected, Input::Connected)
+            | (Input::Disconnected, Input::Disconnected)
             | (Input::Engine(EngineSignal::Event(_)), Input::Engine(EngineSignal::Event(_))) => {
                 true
             }
@@ -782,6 +786,8 @@ impl<R: Runtime + 'static> Loop<R> {
                 self.reporter
                     .request(Request::Own(format!("initial-current-state-{}", now_ms())));
             }
+            // The MQTT source logs it and reconnects; nothing to do here.
+            Input::Disconnected => {}
             Input::Engine(EngineSignal::Event(event)) => self.engine_event(&event),
             Input::Engine(EngineSignal::Lost(why)) => {
                 tracing::warn!(error = %why, "lost the Docker engine; waiting for it")

@@ -1178,6 +1178,7 @@ pub async fn run(
                         continue;
                     }
                     if was_connected {
+                        let _ = c.inputs.send(Input::Disconnected);
                         tracing::warn!(broker = %c.settings.url, error = %e, "lost the MQTT connection; reconnecting");
                     } else {
                         log_connect_error(&c.settings.url, &e, delay);

@@ -328,6 +328,9 @@ pub fn counted_inputs(
                     hub.metrics.mqtt_connects.inc();
                     hub.metrics.mqtt_connected.set(1);
                 }
+                Input::Disconnected => {
+                    hub.metrics.mqtt_connected.set(0);
+                }
                 Input::Document(d) => {
                     let origin = match d.origin {
                         Origin::Mqtt => "mqtt",
