@@ -52,6 +52,18 @@ impl Status {
     }
 }
 
+/// The executor's words for the steps that Kanto's action statuses do not
+/// tell apart, shared with whoever reads them back (the API's
+/// `version-update` events), so a rewording cannot mislabel a phase.
+pub mod words {
+    /// DOWNLOAD_SUCCESS once the new container exists (not only its image).
+    pub const NEW_CONTAINER_CREATED: &str = "New container created.";
+    /// UPDATING while the old container of a recreate stops.
+    pub const STOPPING_OLD: &str = "Stopping the old container.";
+    /// UPDATE_SUCCESS once it has stopped.
+    pub const OLD_STOPPED: &str = "Old container instance is stopped.";
+}
+
 /// Status of one action (Kanto's `ActionStatusType`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]

@@ -17,7 +17,7 @@ use tokio::sync::broadcast;
 
 use super::metrics::{Kind, Metrics, Outcome, Phase as PhaseLabel};
 use crate::agent::Outbound;
-use crate::feedback::{ActionFeedback, ActionStatus, Feedback, Status};
+use crate::feedback::{self, ActionFeedback, ActionStatus, Feedback, Status};
 
 /// How many activities are remembered for `GET /api/v1/activities/{id}`.
 pub const ACTIVITIES_KEPT: usize = 256;
@@ -91,12 +91,14 @@ pub fn phase_of(a: &ActionFeedback) -> Option<Phase> {
     let words = a.message.as_deref().unwrap_or("");
     match a.status {
         ActionStatus::Downloading => Some(Phase::Pulling),
-        ActionStatus::DownloadSuccess if words.starts_with("New container created") => {
+        ActionStatus::DownloadSuccess if words == feedback::words::NEW_CONTAINER_CREATED => {
             Some(Phase::Creating)
         }
         ActionStatus::DownloadSuccess => Some(Phase::Pulling),
-        ActionStatus::Updating if words.starts_with("Stopping") => Some(Phase::Stopping),
-        ActionStatus::UpdateSuccess if words.contains("stopped") => Some(Phase::Stopping),
+        ActionStatus::Updating if words == feedback::words::STOPPING_OLD => Some(Phase::Stopping),
+        ActionStatus::UpdateSuccess if words == feedback::words::OLD_STOPPED => {
+            Some(Phase::Stopping)
+        }
         ActionStatus::Updating | ActionStatus::UpdateSuccess => Some(Phase::Creating),
         ActionStatus::Removing | ActionStatus::RemovalSuccess => Some(Phase::Removing),
         ActionStatus::Activating => Some(Phase::Starting),
@@ -484,12 +486,12 @@ mod tests {
             a(ActionStatus::Downloading, ""),
             a(ActionStatus::Downloading, ""),
             a(ActionStatus::DownloadSuccess, "image x downloaded"),
-            a(ActionStatus::DownloadSuccess, "New container created."),
-            a(ActionStatus::Updating, "Stopping the old container."),
             a(
-                ActionStatus::UpdateSuccess,
-                "Old container instance is stopped.",
+                ActionStatus::DownloadSuccess,
+                feedback::words::NEW_CONTAINER_CREATED,
             ),
+            a(ActionStatus::Updating, feedback::words::STOPPING_OLD),
+            a(ActionStatus::UpdateSuccess, feedback::words::OLD_STOPPED),
             a(ActionStatus::Activating, "Starting the new container."),
             a(
                 ActionStatus::ActivationSuccess,

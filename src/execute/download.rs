@@ -372,7 +372,7 @@ impl<R: Runtime> Run<'_, R> {
                     self.set(
                         &name,
                         ActionStatus::DownloadSuccess,
-                        "New container created.",
+                        crate::feedback::words::NEW_CONTAINER_CREATED,
                     );
                 }
                 Err(source) => {

@@ -13,7 +13,7 @@ use super::{
     gate, hooks, undo, Activity, ExecuteError, ExecuteOptions, Outcome, PausePoint, RollbackMode,
     Sink,
 };
-use crate::feedback::{ActionStatus, Status, Tracker};
+use crate::feedback::{words, ActionStatus, Status, Tracker};
 use crate::journal::{Effect, InPlace, Intent, Journal, StateDir};
 use crate::observe::{Observed, ObservedContainer};
 use crate::plan::{Action, PlanEntry};
@@ -500,7 +500,7 @@ impl<R: Runtime> Run<'_, R> {
             let words = if self.units[*i].entry.action == Action::Remove {
                 (ActionStatus::Removing, "Stopping the container.")
             } else {
-                (ActionStatus::Updating, "Stopping the old container.")
+                (ActionStatus::Updating, words::STOPPING_OLD)
             };
             self.set(&name, words.0, words.1);
         }
@@ -543,11 +543,7 @@ impl<R: Runtime> Run<'_, R> {
                     errors.push(e);
                     continue;
                 }
-                self.set(
-                    &name,
-                    ActionStatus::UpdateSuccess,
-                    "Old container instance is stopped.",
-                );
+                self.set(&name, ActionStatus::UpdateSuccess, words::OLD_STOPPED);
             }
         }
         if errors.is_empty() {
