@@ -669,25 +669,8 @@ fn metrics_are_prometheus_text() {
     let device = Device::start();
     let a = device.update_image(FULL, "2", true);
     assert_eq!(a.status, 200, "{}", a.text());
-    let m = device.call(None, "GET", "/metrics", None);
-    assert_eq!(m.status, 200);
-    let lines = m
-        .text()
-        .lines()
-        .map(|l| Ok(l.to_string()))
-        .collect::<Vec<_>>();
-    let scrape = prometheus_parse::Scrape::parse(lines.into_iter()).expect("parses");
-    let value = |name: &str, label: Option<(&str, &str)>| {
-        scrape
-            .samples
-            .iter()
-            .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
-            .map(|s| match s.value {
-                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => v,
-                prometheus_parse::Value::Untyped(v) => v,
-                _ => f64::NAN,
-            })
-    };
+    let (m, scrape) = scrape(&device);
+    let value = |name: &str, label: Option<(&str, &str)>| sample(&scrape, name, label);
     assert!(
         value("berth_activities_total", Some(("outcome", "COMPLETED"))).unwrap_or(0.0) >= 2.0,
         "the file's activity and the update: {}",
@@ -1000,22 +983,33 @@ fn the_last_periodic_registry_check_is_served_to_a_reader() {
     assert_eq!(anonymous.status, 401);
 }
 
-/// One gauge's value in a `/metrics` scrape.
-fn gauge(device: &Device, name: &str) -> Option<f64> {
+/// `/metrics`, answered 200 and parsed as the Prometheus text format.
+fn scrape(device: &Device) -> (Answer, prometheus_parse::Scrape) {
     let m = device.call(None, "GET", "/metrics", None);
+    assert_eq!(m.status, 200);
     let lines = m
         .text()
         .lines()
         .map(|l| Ok(l.to_string()))
         .collect::<Vec<_>>();
     let scrape = prometheus_parse::Scrape::parse(lines.into_iter()).expect("parses");
+    (m, scrape)
+}
+
+/// The value of the first sample of `name` (with the `label`, if given).
+fn sample(
+    scrape: &prometheus_parse::Scrape,
+    name: &str,
+    label: Option<(&str, &str)>,
+) -> Option<f64> {
     scrape
         .samples
         .iter()
-        .find(|s| s.metric == name)
-        .and_then(|s| match s.value {
-            prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => Some(v),
-            _ => None,
+        .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => v,
+            prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
         })
 }
 
@@ -1026,7 +1020,7 @@ fn the_mqtt_connected_gauge_follows_the_broker_going_and_coming_back() {
     let device = Device::start_full("", &["--mqtt-url", url.as_str()]);
     let until = |wanted: f64, what: &str| {
         let deadline = Instant::now() + WAIT;
-        while gauge(&device, "berth_mqtt_connected") != Some(wanted) {
+        while sample(&scrape(&device).1, "berth_mqtt_connected", None) != Some(wanted) {
             assert!(Instant::now() < deadline, "{what}\n{}", device.log());
             std::thread::sleep(Duration::from_millis(200));
         }

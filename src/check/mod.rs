@@ -519,18 +519,9 @@ pub async fn targets<R: crate::runtime::Runtime>(
         let local = rt.image(&d.image_id).await?;
         // The digest berth created the container from, else one the local
         // image was pulled as from the same repository.
-        let same_repository = |rd: &str| {
-            let r = ImageRef::parse(rd).ok()?;
-            (image.as_ref()?.name() == r.name())
-                .then_some(r.digest)
-                .flatten()
-        };
-        let digest = same_repository(&d.image_ref).or_else(|| {
-            local
-                .as_ref()?
-                .repo_digests
-                .iter()
-                .find_map(|rd| same_repository(rd))
+        let digest = image.as_ref().and_then(|i| {
+            i.digest_from([d.image_ref.as_str()])
+                .or_else(|| i.digest_from(local.as_ref()?.repo_digests.iter().map(String::as_str)))
         });
         let local_config = local
             .map(|l| ImageConfig {

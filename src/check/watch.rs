@@ -4,7 +4,7 @@
 //! registries; it never changes a container and never waits for, or holds
 //! up, the reconcile loop.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -70,7 +70,7 @@ pub async fn every<R, G>(
         match targets(rt, instance).await {
             Ok(t) => {
                 let findings = run(registry, t, options).await;
-                let report = Report::new(findings, Some(now_ms()));
+                let report = Report::new(findings, Some(crate::history::now_ms()));
                 tracing::info!(
                     containers = report.containers.len(),
                     available = report.available,
@@ -83,12 +83,4 @@ pub async fn every<R, G>(
             }
         }
     }
-}
-
-fn now_ms() -> u64 {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis();
-    u64::try_from(ms).unwrap_or(u64::MAX)
 }

@@ -5,7 +5,6 @@
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::Args;
@@ -121,10 +120,7 @@ impl CheckArgs {
             return self.roll_out(&device, &name, text, &findings);
         }
         if let (Some(path), Some(text)) = (&self.write, source) {
-            let ms = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_millis();
+            let ms = berth::history::now_ms();
             let (doc, changed) = check::write_candidates(&text, &findings, &format!("check-{ms}"))
                 .map_err(anyhow::Error::msg)
                 .context("the document for --write")?;
@@ -172,10 +168,7 @@ impl CheckArgs {
                 f.status.as_str()
             );
         }
-        let ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis();
+        let ms = berth::history::now_ms();
         let (doc, changed) =
             check::write_candidates(text, std::slice::from_ref(f), &format!("check-{ms}"))
                 .map_err(anyhow::Error::msg)

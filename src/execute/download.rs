@@ -460,9 +460,11 @@ pub(super) fn pinned(image: &ImageRef, repo_digests: &[String]) -> Option<ImageR
             ..image.clone()
         });
     }
-    repo_digests.iter().find_map(|rd| {
-        let r = ImageRef::parse(rd).ok()?;
-        (r.name() == image.name() && r.digest.is_some()).then_some(ImageRef { tag: None, ..r })
+    let digest = image.digest_from(repo_digests.iter().map(String::as_str))?;
+    Some(ImageRef {
+        tag: None,
+        digest: Some(digest),
+        ..image.clone()
     })
 }
 

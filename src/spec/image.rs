@@ -102,6 +102,17 @@ impl ImageRef {
         format!("{}/{}", self.registry, self.repository)
     }
 
+    /// The first digest among `references` (as the engine lists an image's
+    /// registry digests, `name@sha256:…`) that comes from this reference's
+    /// repository: what the local image was pulled as from it.
+    pub fn digest_from<'a>(&self, references: impl IntoIterator<Item = &'a str>) -> Option<String> {
+        let name = self.name();
+        references.into_iter().find_map(|rd| {
+            let r = ImageRef::parse(rd).ok()?;
+            (r.name() == name).then_some(r.digest).flatten()
+        })
+    }
+
     /// The text after the last `/`'s tag or digest, as Kanto reports a
     /// container's version when the document gives none.
     pub fn version_hint(&self) -> &str {
