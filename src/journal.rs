@@ -176,7 +176,60 @@ pub enum Effect {
         id: Option<String>,
         /// The image it is created from (see [`Effect::Create`]).
         image: String,
+        /// The migration it runs, when it runs one: what undoing the
+        /// migration needs, and how far it got.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        migration: Option<Migration>,
     },
+}
+
+/// A migration script run by a one-shot container, as the undo log keeps
+/// it: a rollback and a recovery undo it alike, by its down script, so an
+/// old version never runs on data a newer one migrated (issue 22).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Migration {
+    /// The script's name without `.sh` (`v1.1.0`): what the record says.
+    pub script: String,
+    /// Its down script's file name, when the image ships one.
+    #[serde(default)]
+    pub down: Option<String>,
+    /// The component's last applied migration before it ran, which the
+    /// record goes back to when its down script ran.
+    #[serde(default)]
+    pub before: Option<String>,
+    /// It exited 0: written before its container is removed, so that a
+    /// migration not marked applied whose container is gone never ran to
+    /// its end.
+    #[serde(default)]
+    pub applied: bool,
+    /// Undone: its down script ran, or it stays applied for good (no down
+    /// script, or a later one's down failed).
+    #[serde(default)]
+    pub reverted: bool,
+}
+
+/// A component's hooks as the undo log needs them: recovery has no
+/// document, and still runs the down migrations and `onRollback` of an
+/// activity it undoes.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Hooks {
+    /// The migrations' directory inside the new image.
+    #[serde(default)]
+    pub migrations: Option<String>,
+    /// The `onRollback` command.
+    #[serde(default)]
+    pub on_rollback: Option<String>,
+    /// `hookTimeout`, in milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl Hooks {
+    /// `hookTimeout`.
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.timeout_ms)
+    }
 }
 
 impl Effect {
@@ -208,7 +261,7 @@ pub struct Record {
 
 /// What the activity is to do to one container, written before anything is
 /// touched: enough for recovery to finish a committed container's cleanup.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Intent {
     /// Component.
@@ -223,6 +276,10 @@ pub struct Intent {
     pub old_name: Option<String>,
     /// Whether it was running.
     pub old_running: bool,
+    /// Its hooks, when they run in this activity and have something to
+    /// undo (migrations, `onRollback`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<Hooks>,
 }
 
 /// The undo log of an activity in progress.
@@ -244,6 +301,10 @@ pub struct Journal {
     pub committed: BTreeSet<String>,
     /// Every destructive effect, in the order it was issued.
     pub records: Vec<Record>,
+    /// Containers whose hooks were undone (down migrations, `onRollback`):
+    /// a replay after a crash does not run them again.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub compensated: BTreeSet<String>,
 }
 
 impl Journal {
@@ -565,6 +626,46 @@ mod tests {
 
     fn mode(path: &Path) -> u32 {
         fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    // Issue 22: a journal written before migrations were undo effects
+    // (no `migration`, `hooks`, `compensated`) is still recovered.
+    #[test]
+    fn a_journal_from_before_migrations_were_journaled_still_reads() {
+        let text = r#"{"version":2,"activityId":"a","instance":"i","phase":"activating",
+            "intents":[{"name":"db","action":"recreate","oldId":"o","oldRunning":true}],
+            "committed":[],
+            "records":[{"effect":"oneShot","name":"db","purpose":"preStart",
+                        "temp":"db.berth-hook","id":"x","image":"r/db:2","undone":true}]}"#;
+        let j: Journal = serde_json::from_str(text).unwrap();
+        assert_eq!(j.intents[0].hooks, None);
+        assert!(j.compensated.is_empty());
+        let Effect::OneShot { migration, .. } = &j.records[0].effect else {
+            panic!("a one-shot: {:?}", j.records[0]);
+        };
+        assert_eq!(*migration, None);
+    }
+
+    #[test]
+    fn a_migration_and_its_progress_survive_the_journal() {
+        let mut j = Journal::new("a", "i");
+        j.push(Effect::OneShot {
+            name: "db".into(),
+            purpose: "migration v1.1.0".into(),
+            temp: "db.berth-hook".into(),
+            id: Some("x".into()),
+            image: "r/db:2".into(),
+            migration: Some(Migration {
+                script: "v1.1.0".into(),
+                down: Some("v1.1.0.down.sh".into()),
+                before: Some("v1.0.0".into()),
+                applied: true,
+                reverted: false,
+            }),
+        });
+        j.compensated.insert("db".into());
+        let back: Journal = serde_json::from_str(&serde_json::to_string(&j).unwrap()).unwrap();
+        assert_eq!(back, j);
     }
 
     // Issue 20: the persisted document holds secret env values.

@@ -114,3 +114,94 @@ fn a_failing_migration_rolls_back_running_the_down_scripts_and_keeps_the_record(
     assert!(device.leftovers().is_empty(), "{:?}", device.leftovers());
     assert_eq!(device.containers(), [name.as_str()], "{applied}");
 }
+
+/// What the data has after the log's lines: each `up X` applies X, each
+/// `down X` undoes the last applied, which must be X.
+fn net(log: &str) -> Vec<String> {
+    let mut applied: Vec<String> = Vec::new();
+    for line in log.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        match line.split_once(' ') {
+            Some(("up", v)) => applied.push(v.to_string()),
+            Some(("down", v)) => {
+                let top = applied.pop();
+                assert_eq!(top.as_deref(), Some(v), "a down out of order in:\n{log}");
+            }
+            _ => panic!("an unexpected line {line:?} in:\n{log}"),
+        }
+    }
+    applied
+}
+
+/// Regression (issue 22): a kill of berth after a migration ran left the
+/// old version running on migrated data, since recovery put the old
+/// container back without the down scripts. Killed before each journal
+/// write of an upgrade from 1.0.0 to 1.2.0 in turn, then recovered, the
+/// device is always whole: the old container on data with only v1.0.0
+/// applied, or the new one with all three, and the record says which.
+#[test]
+fn killed_before_every_journal_write_of_a_migrating_upgrade_recovery_leaves_data_and_version_matching(
+) {
+    use crate::util::{run, text, Background};
+    use std::time::Duration;
+    let mut n = 1;
+    let mut saw_down = false;
+    loop {
+        let mut device = Device::new(&format!("mig-kill{n}"));
+        let name = device.name("db");
+        let volume = device.volume("data");
+        let v1 = doc(&device, "v1", &name, &volume, "1.0.0", "1.0.0");
+        device.apply_ok(&v1, &[]);
+        let before = identity(&name);
+        let v3 = doc(&device, "v3", &name, &volume, "1.2.0", "1.2.0");
+        let mut cmd = device.apply_cmd(&v3, &[]);
+        cmd.env("BERTH_TEST_PAUSE_AT", format!("journal#{n}"));
+        let mut bg = Background::spawn(cmd);
+        let needle = format!("pausing during journal write #{n}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        let paused = loop {
+            if bg.stderr().contains(&needle) {
+                break true;
+            }
+            if !bg.is_running() {
+                break false;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "neither paused nor done:\n{}",
+                bg.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        if !paused {
+            // The upgrade has fewer writes: every one was covered. The
+            // listing and two migrations alone make ten.
+            assert!(n > 10, "only {} journal writes:\n{}", n - 1, bg.stderr());
+            break;
+        }
+        bg.kill();
+        let out = run(&mut device.berth_cmd("recover", &["--json"]));
+        let said = format!("{}\n{}", text(&out.stdout), text(&out.stderr));
+        assert!(out.status.success(), "kill before write #{n}: {said}");
+        assert!(running(&name), "kill before write #{n}: {said}");
+        let applied = net(&log(&name));
+        let record = recorded(device.state_dir(), &name);
+        if identity(&name).id == before.id {
+            assert_eq!(config_image(&name), image("migrating", "1.0.0"));
+            assert_eq!(applied, ["v1.0.0"], "kill before write #{n}: {said}");
+            assert_eq!(record.as_deref(), Some("v1.0.0"), "write #{n}: {said}");
+            saw_down |= log(&name).contains("down v1.1.0");
+        } else {
+            assert_eq!(config_image(&name), image("migrating", "1.2.0"));
+            assert_eq!(applied, ["v1.0.0", "v1.1.0", "v1.2.0"], "write #{n}");
+            assert_eq!(record.as_deref(), Some("v1.2.0"), "write #{n}: {said}");
+        }
+        assert!(
+            device.leftovers().is_empty(),
+            "write #{n}: {:?}",
+            device.leftovers()
+        );
+        assert_eq!(device.containers(), [name.as_str()], "write #{n}: {said}");
+        n += 1;
+    }
+    assert!(saw_down, "no kill fell after a migration had run");
+}

@@ -1114,6 +1114,7 @@ async fn an_activity_interrupted_by_a_crash_is_reported_incomplete_at_start_up()
         old_id: Some(web.clone()),
         old_name: None,
         old_running: true,
+        hooks: None,
     }];
     journal.push(Effect::Stop {
         name: "web".into(),
@@ -1383,6 +1384,7 @@ async fn an_activity_interrupted_during_cleanup_is_reported_completed_at_start_u
         old_id: Some(old.clone()),
         old_name: None,
         old_running: true,
+        hooks: None,
     }];
     journal.committed.insert("web".into());
     f.state().write_journal(&journal).unwrap();

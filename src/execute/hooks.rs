@@ -21,9 +21,10 @@ use tokio::time::Instant;
 use super::rollout::Run;
 use super::{output, ExecuteError, ExecuteOptions};
 use crate::feedback::{ActionStatus, Status};
-use crate::journal::Effect;
+use crate::journal::{Effect, Journal, Migration, StateDir};
 use crate::labels;
 use crate::plan::Action;
+use crate::redact::Redactor;
 use crate::runtime::{self, CreateRequest, Runtime};
 use crate::spec::model::{ContainerConfig, ContainerSpec, HealthTest, RestartPolicy};
 
@@ -67,6 +68,21 @@ pub(super) fn hooks_run(
         (Some(spec), Some(old)) => crate::spec::hash::spec_hash(&spec.config) != old,
         _ => false,
     }
+}
+
+/// What the undo log keeps of a unit's hooks: its migrations' directory
+/// and `onRollback`, when its hooks run and it has either (a `preStart`
+/// or `postStart` alone leaves nothing to undo).
+pub(super) fn undoable(hooks: bool, spec: Option<&ContainerSpec>) -> Option<crate::journal::Hooks> {
+    let h = &spec.filter(|_| hooks)?.rollout.hooks;
+    if h.migrations.is_none() && h.on_rollback.is_none() {
+        return None;
+    }
+    Some(crate::journal::Hooks {
+        migrations: h.migrations.clone(),
+        on_rollback: h.on_rollback.clone(),
+        timeout_ms: u64::try_from(h.timeout().as_millis()).unwrap_or(u64::MAX),
+    })
 }
 
 /// The argv a hook's command runs as.
@@ -139,145 +155,223 @@ pub(super) struct OneShot<'a> {
     pub anonymous: Vec<(String, String)>,
     /// The service's `/etc/hosts` entries, resolved (`name:ip`).
     pub extra_hosts: Vec<String>,
-    /// The service's extra networks.
+    /// The service's extra networks (joined without the service's aliases,
+    /// so that nothing sent to the service reaches the one-shot).
     pub networks: Vec<(String, Vec<String>)>,
     /// The shell command.
     pub cmd: String,
     /// How long it may run.
     pub limit: Duration,
+    /// The migration it runs, journaled with it.
+    pub migration: Option<Migration>,
+}
+
+/// Where one-shot containers are journaled: an activity's run (with its
+/// test pause points) or a recovery's journal. One-shots run during an
+/// activity and during a recovery's undo alike, so both go through
+/// [`one_shot`].
+pub(super) trait Ledger {
+    /// The undo log.
+    fn journal(&mut self) -> &mut Journal;
+    /// The state directory (for the migration record).
+    fn state(&self) -> &StateDir;
+    /// Writes the undo log (fsynced).
+    async fn write(&mut self) -> Result<(), String>;
+}
+
+/// What a one-shot needs besides its container: whose berth runs it, how
+/// to redact its output, when it must have ended.
+pub(super) struct Context<'a> {
+    /// This berth's instance (for the labels).
+    pub instance: &'a str,
+    /// How its output is redacted.
+    pub redactor: &'a Redactor,
+    /// The activity's deadline; none in recovery.
+    pub deadline: Option<Instant>,
+}
+
+/// Runs one one-shot container of component `name` to its end and removes
+/// it. `Err` says why it failed (non-zero exit, timeout, engine error),
+/// with the end of its output, redacted. On success, what it printed (the
+/// end of it, unredacted: for berth to read, like a migration listing,
+/// never to show). A migration is marked applied in the journal before its
+/// container is removed.
+pub(super) async fn one_shot<R: Runtime, L: Ledger>(
+    rt: &R,
+    ledger: &mut L,
+    ctx: &Context<'_>,
+    name: &str,
+    job: OneShot<'_>,
+) -> Result<String, String> {
+    let temp = format!("{name}{ONE_SHOT_SUFFIX}");
+    let request = CreateRequest {
+        name: temp.clone(),
+        config: one_shot_config(job.base, &job.cmd),
+        labels: one_shot_labels(ctx.instance, &job.purpose),
+        extra_hosts: job.extra_hosts,
+        inherited_volumes: job.anonymous,
+        networks: job
+            .networks
+            .into_iter()
+            .map(|(n, _)| (n, Vec::new()))
+            .collect(),
+    };
+    // A one-shot of ours left on the name (its removal failed and no
+    // recovery ran since) would block this one: it goes first.
+    if let Ok(Some(left)) = rt.inspect(&temp).await {
+        let ours = left.name == temp
+            && left.labels.contains_key(labels::ONE_SHOT)
+            && labels::ownership(&left.labels).is_some_and(|o| o.instance == ctx.instance);
+        if ours {
+            if let Err(e) = rt.remove(&left.id).await {
+                tracing::warn!(error = %e, "cannot remove the leftover {temp}");
+            }
+        }
+    }
+    let is_migration = job.migration.is_some();
+    let at = ledger.journal().push(Effect::OneShot {
+        name: name.to_string(),
+        purpose: job.purpose.clone(),
+        temp: temp.clone(),
+        id: None,
+        image: job.base.image.to_string(),
+        migration: job.migration,
+    });
+    ledger.write().await?;
+    let id = rt
+        .create(&request)
+        .await
+        .map_err(|e| format!("cannot create the container for {}: {e}", job.purpose))?;
+    if let Effect::OneShot { id: known, .. } = &mut ledger.journal().records[at].effect {
+        *known = Some(id.clone());
+    }
+    let env = &job.base.env;
+    let mut ran = match ledger.write().await {
+        Ok(()) => watch(rt, ctx, &id, &job.purpose, job.limit, env).await,
+        Err(e) => Err(e),
+    };
+    if ran.is_ok() && is_migration {
+        if let Effect::OneShot {
+            migration: Some(m), ..
+        } = &mut ledger.journal().records[at].effect
+        {
+            m.applied = true;
+        }
+        if let Err(e) = ledger.write().await {
+            // Applied all the same: the journal in memory says so, and a
+            // rollback of this activity undoes it.
+            ran = Err(format!("cannot record {}: {e}", job.purpose));
+        }
+    }
+    // Always removed, whatever happened; a failure to remove is left to
+    // recovery (the journal still has it).
+    match rt.remove(&id).await {
+        Ok(()) | Err(runtime::RuntimeError::NotFound { .. }) => {
+            ledger.journal().records[at].undone = true;
+            if let Err(e) = ledger.write().await {
+                tracing::warn!(error = %e, "cannot record the removal of {temp}");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot remove {temp}; recovery removes it"),
+    }
+    ran
+}
+
+/// Starts the one-shot container `id` and waits for its end, at most
+/// `limit` (and never past the activity's deadline).
+async fn watch<R: Runtime>(
+    rt: &R,
+    ctx: &Context<'_>,
+    id: &str,
+    purpose: &str,
+    limit: Duration,
+    env: &Env,
+) -> Result<String, String> {
+    rt.start(id)
+        .await
+        .map_err(|e| format!("cannot start {purpose}: {e}"))?;
+    let by_limit = Instant::now().checked_add(limit);
+    let until = match (by_limit, ctx.deadline) {
+        (Some(t), Some(d)) => Some(t.min(d)),
+        (t, d) => t.or(d),
+    };
+    let code = loop {
+        let d = rt
+            .inspect(id)
+            .await
+            .map_err(|e| format!("cannot follow {purpose}: {e}"))?
+            .ok_or_else(|| format!("the container of {purpose} disappeared"))?;
+        if !matches!(
+            d.state.status,
+            runtime::Status::Running | runtime::Status::Created | runtime::Status::Restarting
+        ) {
+            break d.state.exit_code;
+        }
+        if until.is_some_and(|u| Instant::now() >= u) {
+            let why = if ctx.deadline.is_some() && until == ctx.deadline {
+                "the activity's time ran out".to_string()
+            } else {
+                format!("hookTimeout {}", humantime::format_duration(limit))
+            };
+            let said = said(rt, ctx, id, env).await;
+            let reason = format!("{purpose} did not finish within {why}; it was stopped");
+            tracing::warn!("{reason}; its last output:\n{said}");
+            return Err(output::with_output(reason, &said));
+        }
+        tokio::time::sleep(POLL).await;
+    };
+    if code == 0 {
+        return rt
+            .logs(id)
+            .await
+            .map_err(|e| format!("cannot read the output of {purpose}: {e}"));
+    }
+    let said = said(rt, ctx, id, env).await;
+    let reason = format!("{purpose} exited with code {code}");
+    tracing::warn!("{reason}; its last output:\n{said}");
+    Err(output::with_output(reason, &said))
+}
+
+/// The end of what container `id` printed, redacted.
+async fn said<R: Runtime>(rt: &R, ctx: &Context<'_>, id: &str, env: &Env) -> String {
+    match rt.logs(id).await {
+        Ok(raw) => output::last_words_env(&raw, Some(env), ctx.redactor),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read the output of {id}");
+            String::new()
+        }
+    }
+}
+
+/// A component's env as the model keeps it.
+type Env = BTreeMap<String, Option<String>>;
+
+impl<R: Runtime> Ledger for Run<'_, R> {
+    fn journal(&mut self) -> &mut Journal {
+        &mut self.journal
+    }
+
+    fn state(&self) -> &StateDir {
+        self.state
+    }
+
+    async fn write(&mut self) -> Result<(), String> {
+        Run::write(self).await.map_err(|e| e.to_string())
+    }
 }
 
 impl<R: Runtime> Run<'_, R> {
-    /// Runs one one-shot container for unit `i` to its end and removes it.
-    /// `Err` says why it failed (non-zero exit, timeout, engine error),
-    /// with the end of its output, redacted.
-    /// On success, what it printed (the end of it, unredacted: for berth
-    /// to read, like a migration listing, never to show).
+    /// Runs one one-shot container for unit `i` (see [`one_shot`]).
     pub(super) async fn one_shot(&mut self, i: usize, job: OneShot<'_>) -> Result<String, String> {
         let name = self.units[i].entry.id.clone();
-        let spec = self.units[i].spec;
-        let temp = format!("{name}{ONE_SHOT_SUFFIX}");
-        let request = CreateRequest {
-            name: temp.clone(),
-            config: one_shot_config(job.base, &job.cmd),
-            labels: one_shot_labels(&self.options.instance, &job.purpose),
-            extra_hosts: job.extra_hosts,
-            inherited_volumes: job.anonymous,
-            networks: job.networks,
+        let rt = self.rt;
+        let options = self.options;
+        let ctx = Context {
+            instance: &options.instance,
+            redactor: &options.redactor,
+            deadline: Some(self.deadline),
         };
-        // A one-shot of ours left on the name (its removal failed and no
-        // recovery ran since) would block this one: it goes first.
-        if let Ok(Some(left)) = self.rt.inspect(&temp).await {
-            let ours = left.name == temp
-                && left.labels.contains_key(labels::ONE_SHOT)
-                && labels::ownership(&left.labels)
-                    .is_some_and(|o| o.instance == self.options.instance);
-            if ours {
-                if let Err(e) = self.rt.remove(&left.id).await {
-                    tracing::warn!(error = %e, "cannot remove the leftover {temp}");
-                }
-            }
-        }
-        let at = self
-            .record(Effect::OneShot {
-                name: name.clone(),
-                purpose: job.purpose.clone(),
-                temp: temp.clone(),
-                id: None,
-                image: job.base.image.to_string(),
-            })
-            .await
-            .map_err(|e| e.to_string())?;
-        let id = self
-            .rt
-            .create(&request)
-            .await
-            .map_err(|e| format!("cannot create the container for {}: {e}", job.purpose))?;
-        if let Effect::OneShot { id: known, .. } = &mut self.journal.records[at].effect {
-            *known = Some(id.clone());
-        }
-        let ran = match self.write().await {
-            Ok(()) => self.watch(&id, &job.purpose, job.limit, spec).await,
-            Err(e) => Err(e.to_string()),
-        };
-        // Always removed, whatever happened; a failure to remove is left to
-        // recovery (the journal still has it).
-        match self.rt.remove(&id).await {
-            Ok(()) | Err(runtime::RuntimeError::NotFound { .. }) => {
-                self.journal.records[at].undone = true;
-                if let Err(e) = self.write().await {
-                    tracing::warn!(error = %e, "cannot record the removal of {temp}");
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot remove {temp}; recovery removes it"),
-        }
-        ran
-    }
-
-    /// Starts the one-shot container `id` and waits for its end, at most
-    /// `limit` (and never past the activity's deadline).
-    async fn watch(
-        &self,
-        id: &str,
-        purpose: &str,
-        limit: Duration,
-        spec: Option<&ContainerSpec>,
-    ) -> Result<String, String> {
-        self.rt
-            .start(id)
-            .await
-            .map_err(|e| format!("cannot start {purpose}: {e}"))?;
-        let until = Instant::now()
-            .checked_add(limit)
-            .map_or(self.deadline, |t| t.min(self.deadline));
-        let code = loop {
-            let d = self
-                .rt
-                .inspect(id)
-                .await
-                .map_err(|e| format!("cannot follow {purpose}: {e}"))?
-                .ok_or_else(|| format!("the container of {purpose} disappeared"))?;
-            if !matches!(
-                d.state.status,
-                runtime::Status::Running | runtime::Status::Created | runtime::Status::Restarting
-            ) {
-                break d.state.exit_code;
-            }
-            if Instant::now() >= until {
-                let why = if until >= self.deadline {
-                    "the activity's time ran out".to_string()
-                } else {
-                    format!("hookTimeout {}", humantime::format_duration(limit))
-                };
-                let said = self.said(id, spec).await;
-                let reason = format!("{purpose} did not finish within {why}; it was stopped");
-                tracing::warn!("{reason}; its last output:\n{said}");
-                return Err(output::with_output(reason, &said));
-            }
-            tokio::time::sleep(POLL).await;
-        };
-        if code == 0 {
-            return self
-                .rt
-                .logs(id)
-                .await
-                .map_err(|e| format!("cannot read the output of {purpose}: {e}"));
-        }
-        let said = self.said(id, spec).await;
-        let reason = format!("{purpose} exited with code {code}");
-        tracing::warn!("{reason}; its last output:\n{said}");
-        Err(output::with_output(reason, &said))
-    }
-
-    /// The end of what container `id` printed, redacted.
-    async fn said(&self, id: &str, spec: Option<&ContainerSpec>) -> String {
-        match self.rt.logs(id).await {
-            Ok(raw) => output::last_words(&raw, spec, &self.options.redactor),
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot read the output of {id}");
-                String::new()
-            }
-        }
+        one_shot(rt, self, &ctx, &name, job).await
     }
 
     /// The anonymous volumes and the resolved host entries of unit `i`'s
@@ -325,76 +419,29 @@ impl<R: Runtime> Run<'_, R> {
             networks: self.units[i].entry.execution.networks.clone(),
             cmd,
             limit: spec.rollout.hooks.timeout(),
+            migration: None,
         };
-        // Set before it runs: a preStart that failed half-way may have
-        // changed data as much as one that finished.
-        self.units[i].hooks_ran = true;
         self.one_shot(i, job)
             .await
             .map(|_| ())
             .map_err(|reason| ExecuteError::Hook { name, reason })
     }
 
-    /// Before the activity's containers go back: for each unit to roll
-    /// back whose hooks or migrations ran, its new container is stopped (so
-    /// nothing works on the data meanwhile), the down scripts of its
-    /// migrations run newest first, then its `onRollback` in a one-shot
-    /// container of the old image. Returns one line per step, for the
-    /// outcome.
+    /// Before the activity's containers go back: the hooks of the units to
+    /// roll back are undone ([`super::compensate`]: down migrations, then
+    /// `onRollback`), each step reported. Returns one line per step, for
+    /// the outcome.
     pub(super) async fn before_undo(&mut self, only: Option<&BTreeSet<String>>) -> Vec<String> {
-        let mut notes = Vec::new();
-        for i in 0..self.units.len() {
-            let u = &self.units[i];
-            let in_scope = only.is_none_or(|o| o.contains(u.name()))
-                && !self.journal.committed.contains(u.name());
-            if !in_scope || !u.hooks_ran {
-                continue;
-            }
-            let name = u.name().to_string();
-            if let Some(id) = u.new_id.clone() {
-                if let Err(e) = self
-                    .rt
-                    .stop(&id, self.stop_timeout(self.units[i].spec))
-                    .await
-                {
-                    tracing::warn!(error = %e, "cannot stop the new {name} before undoing its hooks");
-                }
-            }
-            for note in self.migrate_down(i).await {
-                self.emit(Status::Rollback, Some(note.clone()));
-                notes.push(note);
-            }
-            let u = &self.units[i];
-            let Some(cmd) = u.spec.and_then(|s| s.rollout.hooks.on_rollback.clone()) else {
-                continue;
-            };
-            let Some(old) = u.old else {
-                notes.push(format!(
-                    "{name}: onRollback not run: there is no previous version to run it in"
-                ));
-                continue;
-            };
-            let limit = u
-                .spec
-                .map_or(crate::spec::model::DEFAULT_HOOK_TIMEOUT, |s| {
-                    s.rollout.hooks.timeout()
-                });
-            let job = OneShot {
-                purpose: "onRollback".into(),
-                base: &old.config,
-                anonymous: old.anonymous_volumes.clone(),
-                extra_hosts: old.details.extra_hosts.clone(),
-                networks: Vec::new(),
-                cmd,
-                limit,
-            };
-            let note = match self.one_shot(i, job).await {
-                Ok(_) => format!("{name}: onRollback ran (exit 0)"),
-                Err(reason) => format!("{name}: {reason}"),
-            };
-            tracing::info!("{note}");
+        let rt = self.rt;
+        let options = self.options;
+        let ctx = Context {
+            instance: &options.instance,
+            redactor: &options.redactor,
+            deadline: Some(self.deadline),
+        };
+        let notes = super::compensate::compensate(rt, self, &ctx, only).await;
+        for note in &notes {
             self.emit(Status::Rollback, Some(note.clone()));
-            notes.push(note);
         }
         notes
     }

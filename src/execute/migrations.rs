@@ -14,9 +14,14 @@
 //!   ships them: at the first one without a down script it stops (running
 //!   an older down over a newer schema would do harm), and the record then
 //!   names that migration as the last applied, which is the truth.
-//! - A migration killed with berth is not undone by recovery (the one-shot
-//!   container is removed; the data keeps what the script did, and the
-//!   record says up to which script that was).
+//! - Each migration is an effect in the undo log (its one-shot, marked
+//!   applied before the container goes), so a rollback and a recovery
+//!   after a kill undo it the same way ([`super::compensate`]). A script
+//!   still running when berth was killed is waited for (at most
+//!   `hookTimeout`) and counts as applied only if it exited 0.
+//! - A down script may run twice when berth is killed while it runs and
+//!   recovery runs it again: down scripts must be idempotent, as the up
+//!   scripts of any migration tool are expected to be.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -28,7 +33,7 @@ use super::hooks::OneShot;
 use super::rollout::Run;
 use super::ExecuteError;
 use crate::feedback::{ActionStatus, Status};
-use crate::journal::StateDir;
+use crate::journal::{Effect, Journal, Migration, StateDir};
 use crate::runtime::Runtime;
 use crate::spec::model::ContainerSpec;
 
@@ -282,15 +287,6 @@ fn quoted(text: &str) -> String {
     format!("'{}'", text.replace('\'', "'\\''"))
 }
 
-/// What a unit's migrations did in this activity.
-#[derive(Debug, Clone, Default)]
-pub(super) struct Applied {
-    /// The record before the activity.
-    pub before: Option<String>,
-    /// The scripts applied, in order (not yet undone).
-    pub scripts: Vec<Script>,
-}
-
 /// The component's target version: its `version`, else its image's tag.
 fn target(spec: &ContainerSpec) -> Option<String> {
     spec.version
@@ -321,7 +317,7 @@ impl<R: Runtime> Run<'_, R> {
             q = quoted(&dir)
         );
         let files = self
-            .one_shot_output(i, spec, "the migration listing", &listing)
+            .run_for(i, spec, "the migration listing", &listing, None)
             .await
             .map_err(&fail)?;
         let files: Vec<String> = files.lines().map(|l| l.trim().to_string()).collect();
@@ -333,10 +329,7 @@ impl<R: Runtime> Run<'_, R> {
             .into_iter()
             .cloned()
             .collect();
-        self.units[i].migrations = Applied {
-            before,
-            scripts: Vec::new(),
-        };
+        let mut last = before;
         for script in todo {
             let purpose = format!("migration {}", script.name);
             self.set(
@@ -345,19 +338,25 @@ impl<R: Runtime> Run<'_, R> {
                 format!("Running {purpose}."),
             );
             self.emit(Status::Activating, None);
-            // Set before it runs: a script that failed half-way may have
-            // changed data, and onRollback is the way to undo that.
-            self.units[i].hooks_ran = true;
-            let cmd = format!(
-                "exec /bin/sh {}",
-                quoted(&format!("{dir}/{}", script.file()))
-            );
-            self.run_for(i, spec, &purpose, &cmd).await.map_err(&fail)?;
+            let cmd = script_command(&dir, &script.file());
+            // Journaled with its one-shot, and marked applied there before
+            // the container goes: a rollback or a recovery runs its down
+            // script from the journal.
+            let step = Migration {
+                script: script.name.clone(),
+                down: script.down.clone(),
+                before: last.clone(),
+                applied: false,
+                reverted: false,
+            };
+            self.run_for(i, spec, &purpose, &cmd, Some(step))
+                .await
+                .map_err(&fail)?;
             tracing::info!(component = %name, "applied {purpose}");
             store(self.state, &name, Some(&script.name))
                 .await
                 .map_err(|e| fail(format!("cannot record {purpose}: {e}")))?;
-            self.units[i].migrations.scripts.push(script);
+            last = Some(script.name.clone());
         }
         Ok(())
     }
@@ -369,6 +368,7 @@ impl<R: Runtime> Run<'_, R> {
         spec: &ContainerSpec,
         purpose: &str,
         cmd: &str,
+        migration: Option<Migration>,
     ) -> Result<String, String> {
         let (anonymous, extra_hosts) = self.new_settings(i).await;
         let job = OneShot {
@@ -379,84 +379,40 @@ impl<R: Runtime> Run<'_, R> {
             networks: self.units[i].entry.execution.networks.clone(),
             cmd: cmd.to_string(),
             limit: spec.rollout.hooks.timeout(),
+            migration,
         };
         self.one_shot(i, job).await
     }
 
-    async fn one_shot_output(
-        &mut self,
-        i: usize,
-        spec: &ContainerSpec,
-        purpose: &str,
-        cmd: &str,
-    ) -> Result<String, String> {
-        self.run_for(i, spec, purpose, cmd).await
+    /// The migrations applied and kept, per component, for the outcome:
+    /// the journal's, so that what a rollback undid is not among them.
+    pub(super) fn applied_migrations(&self) -> BTreeMap<String, Vec<String>> {
+        kept(&self.journal)
     }
+}
 
-    /// Undoes unit `i`'s migrations of this activity, newest first, as far
-    /// as down scripts exist, and puts the record back to match. One line
-    /// per step for the outcome.
-    pub(super) async fn migrate_down(&mut self, i: usize) -> Vec<String> {
-        let Some(spec) = self.units[i].spec else {
-            return Vec::new();
-        };
-        let Some(dir) = spec.rollout.hooks.migrations.clone() else {
-            return Vec::new();
-        };
-        let name = self.units[i].name().to_string();
-        let mut notes = Vec::new();
-        while let Some(script) = self.units[i].migrations.scripts.last().cloned() {
-            let Some(down) = &script.down else {
-                notes.push(format!(
-                    "{name}: migration {} has no down script; it and the ones before it stay applied",
-                    script.name
-                ));
-                break;
-            };
-            let purpose = format!("down migration {}", script.name);
-            let cmd = format!("exec /bin/sh {}", quoted(&format!("{dir}/{down}")));
-            match self.run_for(i, spec, &purpose, &cmd).await {
-                Ok(_) => {
-                    self.units[i].migrations.scripts.pop();
-                    notes.push(format!("{name}: {purpose} ran"));
-                }
-                Err(reason) => {
-                    notes.push(format!("{name}: {reason}"));
-                    break;
-                }
+/// The migrations a journal says are applied and not undone, per
+/// component, in the order they ran.
+pub(super) fn kept(journal: &Journal) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for record in &journal.records {
+        if let Effect::OneShot {
+            name,
+            migration: Some(m),
+            ..
+        } = &record.effect
+        {
+            if m.applied && !m.reverted {
+                out.entry(name.clone()).or_default().push(m.script.clone());
             }
         }
-        let last = self.units[i]
-            .migrations
-            .scripts
-            .last()
-            .map(|s| s.name.clone())
-            .or_else(|| self.units[i].migrations.before.clone());
-        if let Err(e) = store(self.state, &name, last.as_deref()).await {
-            notes.push(format!("{name}: cannot record the migrations left: {e}"));
-        }
-        for n in &notes {
-            tracing::info!("{n}");
-        }
-        notes
     }
+    out
+}
 
-    /// The migrations applied and kept, per component, for the outcome.
-    pub(super) fn applied_migrations(&self) -> BTreeMap<String, Vec<String>> {
-        self.units
-            .iter()
-            .filter(|u| !u.migrations.scripts.is_empty())
-            .map(|u| {
-                let names = u
-                    .migrations
-                    .scripts
-                    .iter()
-                    .map(|s| s.name.clone())
-                    .collect();
-                (u.name().to_string(), names)
-            })
-            .collect()
-    }
+/// The command that runs a migration's script file `file` in `dir`.
+pub(super) fn script_command(dir: &str, file: &str) -> String {
+    format!("exec /bin/sh {}", quoted(&format!("{dir}/{file}")))
 }
 
 #[cfg(test)]

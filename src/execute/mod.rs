@@ -24,6 +24,7 @@
 //!   before every activity) finishes the job.
 //! - Volumes are never removed.
 
+mod compensate;
 mod download;
 mod gate;
 mod hooks;

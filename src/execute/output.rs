@@ -5,6 +5,9 @@ use crate::redact::{Redactor, REDACTED};
 use crate::runtime;
 use crate::spec::model::ContainerSpec;
 
+/// A component's env as the model keeps it.
+type Env = std::collections::BTreeMap<String, Option<String>>;
+
 /// How much of a failing job's or hook's output goes into the feedback
 /// and the log: enough for the error a script printed last, not a flood.
 pub const FAILURE_OUTPUT: usize = 4096;
@@ -18,11 +21,15 @@ const MIN_SECRET: usize = 4;
 /// and whatever [`Redactor::text`] recognises hidden. Redaction happens
 /// before the cut, so a secret cannot be half-shown at the edge.
 pub fn last_words(raw: &str, spec: Option<&ContainerSpec>, redactor: &Redactor) -> String {
+    last_words_env(raw, spec.map(|s| &s.config.env), redactor)
+}
+
+/// [`last_words`] with the component's env alone: what recovery has (from
+/// the container), where no document is.
+pub fn last_words_env(raw: &str, env: Option<&Env>, redactor: &Redactor) -> String {
     let mut text = redactor.text(raw).into_owned();
-    if let Some(spec) = spec {
-        let mut secrets: Vec<&str> = spec
-            .config
-            .env
+    if let Some(env) = env {
+        let mut secrets: Vec<&str> = env
             .iter()
             .filter(|(name, _)| redactor.is_secret(name))
             .filter_map(|(_, value)| value.as_deref())

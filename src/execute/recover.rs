@@ -3,12 +3,37 @@
 //! else is undone through the same log replay a rollback uses. Then the
 //! temporary names are swept, for what no journal describes.
 
-use crate::execute::undo;
+use crate::execute::hooks::{Context, Ledger};
+use crate::execute::{compensate, undo};
 use crate::feedback::{Feedback, Status, Tracker};
 use crate::journal::{Journal, StateDir, StateError};
 use crate::labels;
 use crate::plan::{temporary, Temporary};
 use crate::runtime::{self, Runtime};
+
+/// The journal recovery replays, as the one-shots of its compensations
+/// record themselves in it.
+struct Recovery<'a> {
+    state: &'a StateDir,
+    journal: &'a mut Journal,
+}
+
+impl Ledger for Recovery<'_> {
+    fn journal(&mut self) -> &mut Journal {
+        self.journal
+    }
+
+    fn state(&self) -> &StateDir {
+        self.state
+    }
+
+    async fn write(&mut self) -> Result<(), String> {
+        self.state
+            .store_journal(self.journal)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
 
 /// What recovery did, one line each.
 pub type Recovered = Vec<String>;
@@ -48,6 +73,18 @@ pub async fn recover<R: Runtime>(
                 Err(e) => left.push(e),
             }
         }
+        // Data before containers, as a rollback does: the down migrations
+        // and onRollback run while the new container is still there.
+        let ctx = Context {
+            instance,
+            redactor: crate::redact::default_rule(),
+            deadline: None,
+        };
+        let mut ledger = Recovery {
+            state,
+            journal: &mut journal,
+        };
+        done.extend(compensate::compensate(rt, &mut ledger, &ctx, None).await);
         let settled = undo::undo(rt, &mut journal, None).await;
         done.extend(settled.done);
         left.extend(settled.left);

@@ -39,11 +39,6 @@ pub(super) struct Unit<'a> {
     /// Another component of the document depends on it (`dependsOn`): as
     /// a job, its gate waits for it to complete.
     pub awaited: bool,
-    /// Its `preStart` or a migration ran (or began): a rollback runs its
-    /// down migrations and `onRollback`.
-    pub hooks_ran: bool,
-    /// What its migrations did in this activity.
-    pub migrations: super::migrations::Applied,
     /// Its hooks and migrations run ([`hooks::hooks_run`]).
     pub hooks: bool,
 }
@@ -149,8 +144,6 @@ impl<'a, R: Runtime> Run<'a, R> {
                     .containers
                     .iter()
                     .any(|c| c.rollout.depends_on.contains(&entry.id)),
-                hooks_ran: false,
-                migrations: Default::default(),
                 hooks: false,
             })
             .collect();
@@ -182,6 +175,7 @@ impl<'a, R: Runtime> Run<'a, R> {
                     .map(|o| o.details.name.clone())
                     .filter(|n| n != u.name()),
                 old_running: u.entry.execution.old_running,
+                hooks: hooks::undoable(u.hooks, u.spec),
             })
             .collect();
         let now = Instant::now();

@@ -673,6 +673,7 @@ fn interrupted(fake: &FakeRuntime, dir: &std::path::Path, committed: bool) -> (S
             old_id: Some(old.clone()),
             old_name: None,
             old_running: true,
+            hooks: None,
         }];
         let a = || "a".to_string();
         journal.push(Effect::Create {
@@ -788,6 +789,7 @@ fn create_without_id(dir: &std::path::Path) {
         old_id: None,
         old_name: None,
         old_running: false,
+        hooks: None,
     }];
     journal.push(Effect::Create {
         name: "a".into(),
@@ -875,6 +877,7 @@ fn recovery_starts_a_container_stopped_before_it_was_renamed() {
             old_id: Some(old.clone()),
             old_name: None,
             old_running: true,
+            hooks: None,
         }];
         journal.push(Effect::Stop {
             name: "a".into(),
@@ -2238,6 +2241,7 @@ fn stranded_one_shot(fake: &FakeRuntime, dir: &std::path::Path) -> String {
             temp: "a.berth-hook".into(),
             id: Some(id.clone()),
             image: ONE.into(),
+            migration: None,
         });
         state.write_journal(&journal).unwrap();
         id

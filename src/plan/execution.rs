@@ -268,7 +268,7 @@ fn inherited_volumes(
 
 /// The old container's user networks with the aliases someone gave it (not
 /// the ones the engine adds: its id and name).
-fn inherited_networks(old: Option<&ObservedContainer>) -> Vec<(String, Vec<String>)> {
+pub(crate) fn inherited_networks(old: Option<&ObservedContainer>) -> Vec<(String, Vec<String>)> {
     let Some(old) = old else { return Vec::new() };
     let short_id = &old.details.id[..old.details.id.len().min(12)];
     let base = temporary(&old.details.name).map_or(old.details.name.as_str(), |(b, _)| b);
