@@ -3902,6 +3902,31 @@ fn an_empty_hook_command_is_refused() {
     assert_web_refuses(&[HOOK_IMAGE, ("preStart", "  ")], "preStart", &["is empty"]);
 }
 
+// Regression (issue 22): a postStart on a job failed whenever the job had
+// already exited, since exec needs a running container.
+#[test]
+fn post_start_on_a_job_is_refused_naming_the_way_out() {
+    assert_web_refuses(
+        &[
+            HOOK_IMAGE,
+            ("restartPolicy", "no"),
+            ("postStart", "echo done"),
+        ],
+        "postStart",
+        &["job", "preStart"],
+    );
+}
+
+#[test]
+fn post_start_on_a_service_that_restarts_is_accepted() {
+    assert!(web_warnings(&[
+        HOOK_IMAGE,
+        ("restartPolicy", "always"),
+        ("postStart", "echo up")
+    ])
+    .is_empty());
+}
+
 #[test]
 fn a_relative_migrations_directory_is_refused() {
     assert_web_refuses(

@@ -1347,6 +1347,14 @@ impl Reader<'_, '_, '_> {
             migrations: self.one("migrations", values::parse_absolute),
             timeout: self.one("hookTimeout", values::parse_hook_timeout),
         };
+        if hooks.post_start.is_some() && matches!(restart, RestartPolicy::No) {
+            // exec needs a running container, and a job may have ended
+            // before exec reaches it: whether it ran would be luck.
+            self.error(
+                "postStart",
+                "cannot run in a job (restartPolicy no), which may have exited before it could be run; put it in the job's command or use preStart",
+            );
+        }
         if hooks.on_rollback.is_some() && hooks.pre_start.is_none() && hooks.migrations.is_none() {
             self.warn(
                 "onRollback",
