@@ -313,6 +313,10 @@ pub fn compute(desired: &DesiredState, observed: &Observed, options: &PlanOption
                 ));
             }
         }
+        let mut entry = entry;
+        if let Some(words) = hooks_reason(spec, entry.action) {
+            entry.reasons.push(words);
+        }
         entries.insert(&spec.name, entry);
     }
     propagate_shared_network(desired, &mut entries);
@@ -420,6 +424,34 @@ pub fn compute(desired: &DesiredState, observed: &Observed, options: &PlanOption
         actions: ordered,
         warnings,
     }
+}
+
+/// The hooks a create or recreate runs, in the order they run, so that a
+/// plan (and `berth upgrade`'s) says what will touch data; none for any
+/// other action, which never runs hooks.
+fn hooks_reason(spec: &ContainerSpec, action: Action) -> Option<String> {
+    if !matches!(action, Action::Create | Action::Recreate) {
+        return None;
+    }
+    let h = &spec.rollout.hooks;
+    let mut steps = Vec::new();
+    if h.pre_start.is_some() {
+        steps.push("preStart".to_string());
+    }
+    if let Some(dir) = &h.migrations {
+        steps.push(format!("the pending migrations in {dir}"));
+    }
+    if h.post_start.is_some() {
+        steps.push("postStart".to_string());
+    }
+    if steps.is_empty() {
+        return None;
+    }
+    let mut words = format!("runs {}", steps.join(", then "));
+    if h.on_rollback.is_some() {
+        words.push_str("; onRollback if it rolls back");
+    }
+    Some(words)
 }
 
 /// The action for one desired, non-system container.

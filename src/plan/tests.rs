@@ -979,3 +979,41 @@ fn configured_redact_patterns_reach_the_plan() {
     let diff = p.entry("web").unwrap().diff.clone().unwrap();
     assert!(!diff.contains("1234") && !diff.contains("9876"), "{diff}");
 }
+
+// Issue 22: `berth plan` (and `berth upgrade`'s plan) says which hooks
+// will touch data.
+#[test]
+fn a_create_names_the_hooks_it_runs_in_their_order() {
+    let fake = engine();
+    let d = doc(&[(
+        "db",
+        &[
+            ("image", SERVICE_1),
+            ("preStart", "true"),
+            ("migrations", "/migrations"),
+            ("postStart", "true"),
+            ("onRollback", "true"),
+        ],
+    )]);
+    let p = plan(&fake, &d);
+    assert!(
+        p.actions[0].reasons.iter().any(|r| r
+            == "runs preStart, then the pending migrations in /migrations, then postStart; onRollback if it rolls back"),
+        "{:?}",
+        p.actions[0].reasons
+    );
+}
+
+#[test]
+fn a_kept_container_names_no_hooks() {
+    let fake = engine();
+    let d = doc(&[("db", &[("image", SERVICE_1), ("preStart", "true")])]);
+    apply(&fake, &d);
+    let p = plan(&fake, &d);
+    assert_eq!(p.actions[0].action, Action::Keep);
+    assert!(
+        !p.actions[0].reasons.iter().any(|r| r.contains("preStart")),
+        "{:?}",
+        p.actions[0].reasons
+    );
+}
