@@ -186,10 +186,16 @@ impl Broker {
     /// The config: one anonymous listener, persistence saved on every change,
     /// the log on stderr (unbuffered, unlike stdout).
     fn config(&self) -> String {
+        // A test that brings its own authentication says so in `extra`.
+        let anonymous = if self.extra.contains("allow_anonymous") {
+            ""
+        } else {
+            "allow_anonymous true\n"
+        };
         format!(
             "# A private broker of one test (tests/broker.rs).\n\
              listener {port} 127.0.0.1\n\
-             allow_anonymous true\n\
+             {anonymous}\
              # As root, mosquitto would switch to the mosquitto user, who cannot\n\
              # write here. Anyone else's broker ignores this.\n\
              user root\n\
@@ -300,6 +306,16 @@ impl Subscriber {
     ///
     /// Panics if that takes more than 10 s.
     pub fn start(broker: &Broker, filter: &str) -> Subscriber {
+        Self::start_with(broker, filter, &[])
+    }
+
+    /// [`Subscriber::start`] logged in as `user` with `password`, for a
+    /// broker that lets no one in anonymously.
+    pub fn start_as(broker: &Broker, filter: &str, user: &str, password: &str) -> Subscriber {
+        Self::start_with(broker, filter, &["-u", user, "-P", password])
+    }
+
+    fn start_with(broker: &Broker, filter: &str, login: &[&str]) -> Subscriber {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         // Unique among the subscribers of this run; at most 23 characters,
         // MQTT 3.1's limit.
@@ -327,6 +343,7 @@ impl Subscriber {
             MESSAGE_FORMAT,
         ]
         .iter()
+        .chain(login)
         .map(|s| s.to_string())
         .collect();
         let shared = Arc::new(Shared {
