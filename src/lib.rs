@@ -11,6 +11,7 @@ pub mod check;
 pub mod config;
 pub mod execute;
 pub mod feedback;
+pub mod fleet;
 pub mod history;
 pub mod instance;
 pub mod inventory;

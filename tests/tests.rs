@@ -17,6 +17,7 @@ mod corpus_sources;
 mod credentials;
 mod environment;
 mod faults;
+mod fleet;
 mod fleet_isolation;
 mod hooks;
 mod jobs;

@@ -139,6 +139,28 @@ fn wait(policy: Policy, failures: u32) -> Duration {
         .min(policy.cap)
 }
 
+/// The first reconnect wait, before jitter.
+pub const RECONNECT_BASE: Duration = Duration::from_millis(250);
+/// The longest reconnect wait.
+pub const RECONNECT_CAP: Duration = Duration::from_secs(30);
+
+/// The wait before reconnect attempt `attempt` (1-based) to a broker:
+/// doubling from [`RECONNECT_BASE`] up to [`RECONNECT_CAP`], then drawn
+/// uniformly between half of that and all of it ("equal jitter"), so that
+/// a thousand devices that lost one broker do not all come back in the
+/// same instant, and none waits less than half its step.
+pub fn jittered(attempt: u32) -> Duration {
+    jittered_with(attempt, fastrand::f64())
+}
+
+/// [`jittered`] with the draw (0 to 1) given: pure, for tests.
+pub fn jittered_with(attempt: u32, draw: f64) -> Duration {
+    let step = RECONNECT_BASE
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+        .min(RECONNECT_CAP);
+    step.mul_f64(0.5 + 0.5 * draw.clamp(0.0, 1.0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,5 +267,24 @@ mod tests {
         assert_eq!(b.next_retry(t), Some(t + 2 * S));
         assert_eq!(b.next_retry(t + 3 * S), Some(t + 4 * S));
         assert_eq!(b.next_retry(t + 5 * S), None);
+    }
+
+    #[test]
+    fn reconnect_waits_double_from_250ms_to_a_30s_cap() {
+        assert_eq!(jittered_with(1, 1.0), Duration::from_millis(250));
+        assert_eq!(jittered_with(2, 1.0), Duration::from_millis(500));
+        assert_eq!(jittered_with(20, 1.0), RECONNECT_CAP);
+    }
+
+    #[test]
+    fn reconnect_jitter_stays_between_half_and_all_of_the_step() {
+        assert_eq!(jittered_with(3, 0.0), Duration::from_millis(500));
+        for _ in 0..100 {
+            let w = jittered(3);
+            assert!(
+                w >= Duration::from_millis(500) && w <= Duration::from_millis(1000),
+                "{w:?}"
+            );
+        }
     }
 }

@@ -313,6 +313,12 @@ fn incoming_limit(max_message_size: usize, topics: &Topics) -> usize {
 }
 
 impl Settings {
+    /// rumqttc's options, for a client of berth's own beside the agent's
+    /// (the fleet controller).
+    pub fn options(&self) -> &MqttOptions {
+        &self.options
+    }
+
     /// Reads the TLS and password files and builds rumqttc's options, for
     /// this machine ([`Host::current`]).
     ///

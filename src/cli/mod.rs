@@ -6,6 +6,7 @@ mod apply;
 mod check;
 mod engine;
 mod events;
+mod fleet;
 mod history;
 mod hooks;
 mod plan;
@@ -37,7 +38,9 @@ Examples:
   berth rollback                        back to the document applied before
   berth run --config /etc/berth/config.toml   the agent (MQTT, state files, drift)
   berth status --token-file ui.token    ask the running agent (its API socket)
-  berth events --token-file ui.token    follow its feedback and version updates";
+  berth events --token-file ui.token    follow its feedback and version updates
+  berth fleet rollout release.json --broker mqtt://b:1883 --discover   roll out to a fleet
+  berth fleet-sim --agents 1000 --broker mqtt://127.0.0.1:1883        hollow agents for load tests";
 
 /// berth: drives Docker containers toward a desired-state document
 /// (Eclipse Kanto container-update-agent format).
@@ -87,6 +90,12 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Follow the running agent's events: feedback and per-container updates.
     Events(events::EventsArgs),
+    /// Fleets: `berth fleet rollout` publishes a release to devices in waves.
+    #[command(subcommand)]
+    Fleet(fleet::FleetCmd),
+    /// Load tests: N complete agents on hollow (in-memory) engines, one MQTT
+    /// connection each. Never touches a Docker engine.
+    FleetSim(Box<fleet::FleetSimArgs>),
 }
 
 /// `--log-format` values.
@@ -178,6 +187,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Run(cmd) => cmd.exec(),
         Command::Status(cmd) => cmd.exec(),
         Command::Events(cmd) => cmd.exec(),
+        Command::Fleet(cmd) => cmd.exec(),
+        Command::FleetSim(cmd) => cmd.exec(),
     }
 }
 

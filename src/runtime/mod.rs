@@ -3,14 +3,16 @@
 //! Everything berth needs from an engine goes through [`Runtime`]; the types
 //! here are berth's own plain data, so the pure code (observe, plan) never sees
 //! bollard, and an in-memory `fake::FakeRuntime` can stand in for tests
-//! (with `faults::Faulty` around either to inject failures). Both are compiled
-//! only for unit tests and with the `test-hooks` feature.
+//! (with `faults::Faulty` around either to inject failures, compiled only
+//! for unit tests and with the `test-hooks` feature). The in-memory engine
+//! is also the core of [`hollow::Hollow`], which only `berth fleet-sim`
+//! selects.
 
 pub mod docker;
-#[cfg(any(test, feature = "test-hooks"))]
 pub mod fake;
 #[cfg(any(test, feature = "test-hooks"))]
 pub mod faults;
+pub mod hollow;
 
 use std::collections::BTreeMap;
 use std::future::Future;
