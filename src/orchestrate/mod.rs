@@ -11,6 +11,10 @@
 
 use serde::Deserialize;
 
+pub mod progress;
+
+pub use progress::{Progress, Selection};
+
 use crate::feedback::Status;
 use crate::plan::{Action, Plan};
 use crate::spec::model::DesiredState;
