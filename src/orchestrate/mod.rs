@@ -227,29 +227,5 @@ pub fn baselines(desired: &DesiredState, plan: &Plan, domain: &str) -> Vec<(Stri
     out
 }
 
-/// What a command's baseline selects.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Scope {
-    /// Every action (`""`, `"*"`, or a baseline holding every change).
-    All,
-    /// No such baseline: `Unknown baseline <x>`.
-    Unknown(String),
-    /// A baseline that holds only some of the changes.
-    Part(String),
-}
-
-/// Which actions `baseline` selects, given the activity's baselines and
-/// the containers it changes.
-pub fn scope(baseline: &str, baselines: &[(String, Vec<String>)], changed: &[String]) -> Scope {
-    if baseline.is_empty() || baseline == "*" {
-        return Scope::All;
-    }
-    match baselines.iter().find(|(title, _)| title == baseline) {
-        None => Scope::Unknown(baseline.to_string()),
-        Some((_, members)) if changed.iter().all(|c| members.contains(c)) => Scope::All,
-        Some(_) => Scope::Part(baseline.to_string()),
-    }
-}
-
 #[cfg(test)]
 mod tests;

@@ -189,15 +189,20 @@ impl Progress {
         match self.status() {
             Some(s) => admit(phase, s).map(|()| Selection::All),
             // Nothing is live: every baseline was cleaned up.
-            None if self.live().next().is_none() => admit(phase, Status::Identified).map(|()| Selection::All),
+            None if self.live().next().is_none() => {
+                admit(phase, Status::Identified).map(|()| Selection::All)
+            }
             None if phase == Phase::Cleanup => Ok(Selection::All),
             None => {
                 let at: Vec<String> = self
                     .live()
                     .map(|b| format!("{} {}", b.title, status_word(b.status)))
                     .collect();
-                let allowed: Vec<String> =
-                    phase.allowed_after().iter().map(|s| status_word(*s)).collect();
+                let allowed: Vec<String> = phase
+                    .allowed_after()
+                    .iter()
+                    .map(|s| status_word(*s))
+                    .collect();
                 Err(format!(
                     "{} is possible only after status {} is reported, and the baselines are at different statuses ({}); name a baseline",
                     phase.as_str(),

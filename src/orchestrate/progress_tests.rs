@@ -46,7 +46,10 @@ fn star_and_absent_select_every_baseline() {
 #[test]
 fn a_baseline_holding_every_change_selects_all() {
     let p = Progress::new(
-        &[("all".into(), names(&["x", "y"])), ("z".into(), names(&["same"]))],
+        &[
+            ("all".into(), names(&["x", "y"])),
+            ("z".into(), names(&["same"])),
+        ],
         &names(&["x", "y"]),
     );
     assert_eq!(p.admit(Phase::Download, "all"), Ok(Selection::All));
@@ -80,8 +83,13 @@ fn star_is_refused_while_baselines_are_at_different_statuses() {
     let mut p = two();
     ran(&mut p, Phase::Download, "a", Status::DownloadSuccess);
     let refused = p.admit(Phase::Update, "*").expect_err("refused");
-    assert!(refused.starts_with("UPDATE is possible only after status DOWNLOAD_SUCCESS is reported"));
-    assert!(refused.contains("a DOWNLOAD_SUCCESS, b IDENTIFIED"), "{refused}");
+    assert!(
+        refused.starts_with("UPDATE is possible only after status DOWNLOAD_SUCCESS is reported")
+    );
+    assert!(
+        refused.contains("a DOWNLOAD_SUCCESS, b IDENTIFIED"),
+        "{refused}"
+    );
 }
 
 #[test]

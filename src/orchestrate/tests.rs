@@ -46,7 +46,8 @@ fn the_update_managers_command_has_no_baseline_and_means_every_baseline() {
     assert_eq!(c.activity_id, "x");
     assert_eq!(c.word, Word::Phase(Phase::Download));
     assert_eq!(c.baseline, "");
-    assert_eq!(scope(&c.baseline, &[], &["web".into()]), Scope::All);
+    let p = Progress::new(&[], &["web".into()]);
+    assert_eq!(p.admit(Phase::Download, &c.baseline), Ok(Selection::All));
 }
 
 #[test]
@@ -181,30 +182,4 @@ fn containers_in_no_baseline_get_one_of_their_own_and_removals_share_one() {
         ]
     );
     assert_eq!(b[2].1, vec!["old".to_string(), "older".to_string()]);
-}
-
-#[test]
-fn an_unknown_baseline_is_named() {
-    assert_eq!(
-        scope("monitoring", &[], &["web".into()]),
-        Scope::Unknown("monitoring".into())
-    );
-}
-
-#[test]
-fn a_baseline_holding_every_change_selects_everything() {
-    let b = vec![("containers:web".to_string(), vec!["web".to_string()])];
-    assert_eq!(scope("containers:web", &b, &["web".into()]), Scope::All);
-}
-
-#[test]
-fn a_baseline_holding_some_changes_is_a_part() {
-    let b = vec![
-        ("containers:web".to_string(), vec!["web".to_string()]),
-        ("containers:db".to_string(), vec!["db".to_string()]),
-    ];
-    assert_eq!(
-        scope("containers:web", &b, &["web".into(), "db".into()]),
-        Scope::Part("containers:web".into())
-    );
 }
