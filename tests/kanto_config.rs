@@ -33,6 +33,7 @@ fn the_example_kanto_config_gives_its_broker_domain_and_system_containers() {
     assert_eq!(mqtt["url"].as_str(), Some("tcp://localhost:1883"));
     assert_eq!(mqtt["domain"].as_str(), Some("containers"));
     assert_eq!(mqtt["keep_alive"].as_str(), Some("20s"));
+    assert_eq!(mqtt["connect_timeout"].as_str(), Some("30s"));
     let log = text(&out.stderr);
     assert_eq!(
         log.matches("ignored Kanto settings: containers, deployment, grpc_server, log, manager, network, things").count(),
@@ -180,4 +181,48 @@ fn verbose_inventory_report_reports_every_parameter_as_kanto_does() {
     assert!(verbose.contains(&("privileged".to_string(), "false".to_string())));
     assert!(verbose.contains(&("network".to_string(), "bridge".to_string())));
     assert!(brief.len() < verbose.len());
+}
+
+#[test]
+fn kantos_connect_timeout_gives_up_on_a_broker_that_never_answers_and_retries() {
+    // Accepts TCP, never answers CONNECT.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(stream);
+        }
+    });
+    let mut kanto = example();
+    kanto["connection"]["broker_url"] = json!(format!("tcp://127.0.0.1:{port}"));
+    kanto["connection"]["connect_timeout"] = json!("1s");
+    let dir = TempDir::new().unwrap();
+    let file = temp_file(dir.path(), "config.json", &kanto.to_string());
+    let state = TempDir::new().unwrap();
+    let mut cmd = berth();
+    cmd.args(["run", "--state-dir"])
+        .arg(state.path())
+        .args(["--log-level", "berth=debug", "--kanto-config"])
+        .arg(&file);
+    let started = Instant::now();
+    let b = Background::spawn(cmd);
+    let needle = "the MQTT broker did not answer within mqtt.connect_timeout";
+    // rumqttc's own 5s would put the second timeout past 10s.
+    while b.stderr().matches(needle).count() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "no two connect timeouts within 8s:\n{}",
+            b.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(b.stderr().contains("connect_timeout=1s"), "{}", b.stderr());
+    assert!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+        "berth connects again after each timeout"
+    );
 }
