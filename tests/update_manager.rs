@@ -33,9 +33,11 @@ fn start_berth(state: &Path, url: &str, extra: &[&str]) -> Background {
     cmd.args(["run", "--state-dir"])
         .arg(state)
         .args(["--log-level", "berth=debug", "--min-ready", "500ms"])
-        .args(["--mqtt-url", url, "--mode", "orchestrated"])
-        .args(["--reconcile-interval", "0"])
-        .args(extra);
+        .args(["--mqtt-url", url, "--mode", "orchestrated"]);
+    if !extra.contains(&"--reconcile-interval") {
+        cmd.args(["--reconcile-interval", "0"]);
+    }
+    cmd.args(extra);
     let mut b = Background::spawn(cmd);
     b.wait_for("connected to the MQTT broker", WAIT);
     b
@@ -929,4 +931,73 @@ fn berth_killed_between_two_baselines_commands_recovers_at_the_next_start() {
         assert_eq!(state_of(&format!("{n}.berth-old")), None);
         assert_eq!(state_of(&format!("{n}.berth-new")), None);
     }
+}
+
+#[test]
+fn drift_beside_a_waiting_activity_repairs_what_it_does_not_change_and_leaves_its_own_alone() {
+    let names = Names::new(&["um-drift-web", "um-drift-keep"]);
+    let (web, keep) = (names.names[0].as_str(), names.names[1].as_str());
+    let device = Device::new(&["--reconcile-interval", "1h"]);
+    let s1 = service("1");
+    let keep_config: &[(&str, &str)] = &[("image", &s1), ("restartPolicy", "no")];
+    Um::start(
+        &device,
+        "um-drift-1",
+        &[(web, "1", &[("image", &s1)]), (keep, "1", keep_config)],
+    )
+    .run_to_completion();
+    let s2 = service("2");
+    // The activity changes web only.
+    let um = Um::start(
+        &device,
+        "um-drift-2",
+        &[(web, "2", &[("image", &s2)]), (keep, "1", keep_config)],
+    );
+    um.command("DOWNLOAD", &["DOWNLOAD_SUCCESS"]);
+    um.command("UPDATE", &["UPDATE_SUCCESS"]);
+    let before = docker(&["inspect", "--format", "{{.State.StartedAt}}", keep]);
+    docker(&["kill", keep]);
+    // Repaired while the activity waits for ACTIVATE.
+    let deadline = Instant::now() + WAIT;
+    while state_of(keep).map(|s| s.0) != Some(true) {
+        assert!(
+            Instant::now() < deadline,
+            "the killed container is not repaired:\n{}",
+            device.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_ne!(
+        docker(&["inspect", "--format", "{{.State.StartedAt}}", keep]),
+        before,
+        "started again"
+    );
+    assert!(device
+        .log()
+        .contains("correcting drift beside the orchestrated activity"));
+    // The activity's own container stays as UPDATE left it.
+    assert_eq!(state_of(web), None);
+    assert_eq!(
+        state_of(&format!("{web}.berth-old")),
+        Some((false, s1.clone()))
+    );
+    // And currentstate/get is answered meanwhile.
+    publish(
+        &device.broker,
+        "containersupdate/currentstate/get",
+        r#"{"activityId":"um-drift-get"}"#,
+    );
+    device
+        .sub
+        .wait_for("the current state for um-drift-get", WAIT, |msgs| {
+            msgs.iter().any(|(t, p)| {
+                t == "containersupdate/currentstate" && p.contains(r#""activityId":"um-drift-get""#)
+            })
+        });
+    // The activity goes on, untouched.
+    um.command("ACTIVATE", &["ACTIVATION_SUCCESS"]);
+    um.command("CLEANUP", &["COMPLETED"]);
+    assert_eq!(um.phases(), words(FULL));
+    assert_eq!(state_of(web), Some((true, s2)));
+    assert_eq!(state_of(keep), Some((true, s1)));
 }

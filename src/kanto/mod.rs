@@ -275,7 +275,11 @@ pub fn apply(k: &KantoConfig, config: &mut Config, berth: &dyn Explicit) -> Vec<
         }
     }
     if let Some(mqtt) = config.mqtt.as_mut().filter(|_| k.enable == Some(true)) {
-        if let Some((_, d)) = k.timeouts.iter().find(|(n, _)| n == "connection.connect_timeout") {
+        if let Some((_, d)) = k
+            .timeouts
+            .iter()
+            .find(|(n, _)| n == "connection.connect_timeout")
+        {
             let (d, note) = connect_timeout(*d);
             let text = humantime::format_duration(d).to_string();
             if take("mqtt.connect_timeout", &text, &mut notes) {
