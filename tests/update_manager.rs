@@ -716,7 +716,7 @@ fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
 }
 
 /// Two containers at version 1, each in its implicit baseline.
-fn two_baselines<'a>(device: &'a Device, a: &str, b: &str, tag: &str) -> (String, String) {
+fn two_baselines(device: &Device, a: &str, b: &str, tag: &str) -> (String, String) {
     let s1 = service("1");
     Um::start(
         device,
