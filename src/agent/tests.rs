@@ -2100,7 +2100,10 @@ fn beside_an_activity_the_temporaries_of_its_containers_are_left_alone() {
 #[test]
 fn beside_an_activity_the_other_containers_are_repaired() {
     assert!(!orchestrated::owned_by(Some(&owned(&["web"])), "db"));
-    assert!(!orchestrated::owned_by(Some(&owned(&["web"])), "db.berth-old"));
+    assert!(!orchestrated::owned_by(
+        Some(&owned(&["web"])),
+        "db.berth-old"
+    ));
 }
 
 #[test]

@@ -34,8 +34,11 @@ pub enum Mode {
 /// The Update Manager's own `phaseTimeout`.
 pub const DEFAULT_PHASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
-/// The implicit baseline of the removals, as Kanto names it.
-pub const REMOVALS_BASELINE: &str = "containers:remove-components";
+/// The implicit baseline of the removals, as Kanto names it
+/// (`<domain>:remove-components`: `containers:remove-components`).
+pub fn removals_baseline(domain: &str) -> String {
+    format!("{domain}:remove-components")
+}
 
 /// A phase the Update Manager asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,9 +200,9 @@ pub fn status_word(s: Status) -> String {
 }
 
 /// The baselines of an activity: the document's own, one implicit
-/// `containers:<name>` per container in none, and
-/// `containers:remove-components` for the removals. Each lists its
-/// container names.
+/// `<domain>:<name>` per container in none, and
+/// `<domain>:remove-components` for the removals, empty or not (Kanto's
+/// names). Each lists its container names.
 pub fn baselines(desired: &DesiredState, plan: &Plan, domain: &str) -> Vec<(String, Vec<String>)> {
     let mut out: Vec<(String, Vec<String>)> = desired
         .baselines
@@ -221,9 +224,9 @@ pub fn baselines(desired: &DesiredState, plan: &Plan, domain: &str) -> Vec<(Stri
             _ => out.push((format!("{domain}:{}", entry.id), vec![entry.id.clone()])),
         }
     }
-    if !removals.is_empty() {
-        out.push((REMOVALS_BASELINE.to_string(), removals));
-    }
+    // Always there, as Kanto's: a test tool may send its commands to it
+    // even when nothing is removed (they then change nothing).
+    out.push((removals_baseline(domain), removals));
     out
 }
 

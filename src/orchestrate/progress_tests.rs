@@ -249,3 +249,23 @@ fn the_shared_status_is_none_while_baselines_differ() {
     ran(&mut p, Phase::Download, "a", Status::DownloadSuccess);
     assert_eq!(p.status(), None);
 }
+
+#[test]
+fn phases_for_a_baseline_without_changes_are_admitted_and_change_nothing() {
+    let p = two();
+    assert_eq!(p.admit(Phase::Download, "idle"), Ok(baseline("idle", &[])));
+}
+
+#[test]
+fn a_baseline_without_changes_does_not_hold_back_the_end() {
+    let mut p = two();
+    for title in ["a", "b"] {
+        ran(&mut p, Phase::Download, title, Status::DownloadSuccess);
+        ran(&mut p, Phase::Update, title, Status::UpdateSuccess);
+        ran(&mut p, Phase::Activate, title, Status::ActivationSuccess);
+    }
+    let a = p.admit(Phase::Cleanup, "a").expect("admitted");
+    p.cleaned(&a);
+    let b = p.admit(Phase::Cleanup, "b").expect("admitted");
+    assert_eq!(p.cleanup(&b), Cleanup::Commit { last: true });
+}

@@ -183,3 +183,21 @@ fn containers_in_no_baseline_get_one_of_their_own_and_removals_share_one() {
     );
     assert_eq!(b[2].1, vec!["old".to_string(), "older".to_string()]);
 }
+
+#[test]
+fn the_implicit_baselines_carry_the_agents_domain_as_kantos_do() {
+    let (desired, plan) = activity(&[], &[("api", Action::Create), ("old", Action::Remove)]);
+    let b = baselines(&desired, &plan, "apps");
+    let titles: Vec<&str> = b.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(titles, ["apps:api", "apps:remove-components"]);
+}
+
+#[test]
+fn the_removals_baseline_is_there_even_when_nothing_is_removed() {
+    let (desired, plan) = activity(&[], &[("api", Action::Create)]);
+    let b = baselines(&desired, &plan, "containers");
+    assert_eq!(
+        b.last(),
+        Some(&("containers:remove-components".to_string(), Vec::new()))
+    );
+}
