@@ -1482,7 +1482,7 @@ async fn job<R: Runtime + 'static>(
     }
     for entry in plan.actions.iter_mut() {
         if entry.action.changes() && orchestrated::owned_by(aside.as_ref(), &entry.id) {
-            tracing::info!(container = %entry.id, "left to the orchestrated activity: not touched");
+            tracing::debug!(container = %entry.id, "left to the orchestrated activity: not touched");
             entry.action = Action::Ignore;
         } else if entry.action.changes() && blocked.contains(&entry.id) {
             tracing::info!(container = %entry.id, "backing off: not touched this time");
