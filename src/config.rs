@@ -56,6 +56,13 @@ pub const MAX_POLL_INTERVAL: Duration = DAY;
 /// The longest `mqtt.keep_alive`: MQTT sends it as a 16-bit number of
 /// seconds, and the client truncates anything longer.
 pub const MAX_KEEP_ALIVE: Duration = Duration::from_secs(u16::MAX as u64);
+
+/// `mqtt.connect_timeout` unless set: rumqttc's own, what berth always had.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest `mqtt.connect_timeout`: longer, a broker that never answers
+/// keeps berth off MQTT for more than a few minutes per attempt.
+pub const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(300);
 /// The largest `mqtt.max_message_size`: MQTT's largest packet (a remaining
 /// length of 268,435,455 bytes); no broker delivers a bigger message.
 pub const MAX_MQTT_MESSAGE_SIZE: usize = 268_435_455;
@@ -264,6 +271,12 @@ pub struct MqttConfig {
     /// Keep-alive period.
     #[serde(with = "duration_text")]
     pub keep_alive: Duration,
+    /// How long a connection attempt may take (TCP, TLS and the broker's
+    /// CONNACK) before berth gives it up and retries: a broker that accepts
+    /// TCP but never answers must not hold berth forever. Also bounds one
+    /// write to the broker. Whole seconds (rumqttc's unit), rounded up.
+    #[serde(with = "duration_text")]
+    pub connect_timeout: Duration,
     /// Update domain (`containers` -> topics `containersupdate/...`).
     pub domain: String,
     /// Root put before every topic, for many agents on one broker.
@@ -285,6 +298,7 @@ impl Default for MqttConfig {
             key_file: None,
             allow_insecure: false,
             keep_alive: Duration::from_secs(20),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             domain: crate::spec::validate::DEFAULT_DOMAIN.into(),
             topic_prefix: String::new(),
             max_message_size: 1 << 20,
@@ -503,6 +517,14 @@ impl Config {
                 return bad("mqtt.keep_alive", "must be 0 (off) or at least 1s".into());
             }
             check_duration("mqtt.keep_alive", mqtt.keep_alive, MAX_KEEP_ALIVE)?;
+            if mqtt.connect_timeout < Duration::from_secs(1) {
+                return bad("mqtt.connect_timeout", "must be at least 1s".into());
+            }
+            check_duration(
+                "mqtt.connect_timeout",
+                mqtt.connect_timeout,
+                MAX_CONNECT_TIMEOUT,
+            )?;
             if let Err(e) = crate::spec::values::check_name(&mqtt.domain) {
                 return bad("mqtt.domain", format!("\"{}\" {e}", mqtt.domain));
             }
@@ -1032,6 +1054,40 @@ mod tests {
         assert_refused_with(
             "reconcile_interval = \"1000d\"",
             "reconcile_interval: 1000d must be at most 24h",
+        );
+    }
+
+    #[test]
+    fn mqtt_connect_timeout_is_read() {
+        let c = Config::parse("[mqtt]\nconnect_timeout = \"30s\"").unwrap();
+        assert_eq!(
+            c.mqtt.map(|m| m.connect_timeout),
+            Some(Duration::from_secs(30))
+        );
+    }
+
+    #[test]
+    fn mqtt_connect_timeout_defaults_to_rumqttcs_five_seconds() {
+        let c = Config::parse("[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"").unwrap();
+        assert_eq!(
+            c.mqtt.map(|m| m.connect_timeout),
+            Some(DEFAULT_CONNECT_TIMEOUT)
+        );
+    }
+
+    #[test]
+    fn mqtt_connect_timeout_under_a_second_is_refused() {
+        assert_refused_with(
+            "[mqtt]\nconnect_timeout = \"500ms\"",
+            "mqtt.connect_timeout: must be at least 1s",
+        );
+    }
+
+    #[test]
+    fn mqtt_connect_timeout_above_five_minutes_is_refused_naming_the_bound() {
+        assert_refused_with(
+            "[mqtt]\nconnect_timeout = \"10m\"",
+            "mqtt.connect_timeout: 10m must be at most 5m",
         );
     }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
-use crate::broker::{publish, retained, Broker, Subscriber};
+use crate::broker::{publish, Broker, Subscriber};
 use crate::util::{berth, image, repo_path, run, temp_file, text, unique, Background, Cleanup};
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -33,6 +33,7 @@ fn the_example_kanto_config_gives_its_broker_domain_and_system_containers() {
     assert_eq!(mqtt["url"].as_str(), Some("tcp://localhost:1883"));
     assert_eq!(mqtt["domain"].as_str(), Some("containers"));
     assert_eq!(mqtt["keep_alive"].as_str(), Some("20s"));
+    assert_eq!(mqtt["connect_timeout"].as_str(), Some("30s"));
     let log = text(&out.stderr);
     assert_eq!(
         log.matches("ignored Kanto settings: containers, deployment, grpc_server, log, manager, network, things").count(),
@@ -83,8 +84,9 @@ fn a_kanto_device_config_starts_berth_on_its_broker_domain_and_system_containers
         .arg(&file);
     let mut b = Background::spawn(cmd);
     b.wait_for("connected to the MQTT broker", WAIT);
-    // The domain's topics: the current state under appsupdate/.
-    let current = retained(&broker, "appsupdate/currentstate", WAIT).expect("a current state");
+    // The domain's topics: the current state under appsupdate/ (heard
+    // live: a retained-only read races berth's first publication).
+    let current = first_on(&sub, "appsupdate/currentstate");
     assert!(current.contains("apps-update-agent"), "{current}");
     // A document naming the system container changes nothing of it.
     let doc = json!({"activityId": "kanto-1", "payload": {"domains": [{"id": "apps", "components": [
@@ -131,8 +133,19 @@ fn parameters_of(current: &str, name: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The first message on `topic` the subscriber heard.
+fn first_on(sub: &Subscriber, topic: &str) -> String {
+    let messages = sub.wait_for(topic, WAIT, |m| m.iter().any(|(t, _)| t == topic));
+    messages
+        .into_iter()
+        .find(|(t, _)| t == topic)
+        .map(|(_, p)| p)
+        .unwrap_or_default()
+}
+
 fn current_state_with(verbose: bool, name: &str) -> Vec<(String, String)> {
     let broker = Broker::start();
+    let sub = Subscriber::start(&broker, "#");
     let mut kanto = example();
     kanto["update_agent"]["verbose_inventory_report"] = json!(verbose);
     kanto["connection"]["broker_url"] = json!(format!("tcp://127.0.0.1:{}", broker.port()));
@@ -146,8 +159,7 @@ fn current_state_with(verbose: bool, name: &str) -> Vec<(String, String)> {
         .arg(&file);
     let mut b = Background::spawn(cmd);
     b.wait_for("connected to the MQTT broker", WAIT);
-    let current =
-        retained(&broker, "containersupdate/currentstate", WAIT).expect("a current state");
+    let current = first_on(&sub, "containersupdate/currentstate");
     parameters_of(&current, name)
 }
 
@@ -180,4 +192,48 @@ fn verbose_inventory_report_reports_every_parameter_as_kanto_does() {
     assert!(verbose.contains(&("privileged".to_string(), "false".to_string())));
     assert!(verbose.contains(&("network".to_string(), "bridge".to_string())));
     assert!(brief.len() < verbose.len());
+}
+
+#[test]
+fn kantos_connect_timeout_gives_up_on_a_broker_that_never_answers_and_retries() {
+    // Accepts TCP, never answers CONNECT.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(stream);
+        }
+    });
+    let mut kanto = example();
+    kanto["connection"]["broker_url"] = json!(format!("tcp://127.0.0.1:{port}"));
+    kanto["connection"]["connect_timeout"] = json!("1s");
+    let dir = TempDir::new().unwrap();
+    let file = temp_file(dir.path(), "config.json", &kanto.to_string());
+    let state = TempDir::new().unwrap();
+    let mut cmd = berth();
+    cmd.args(["run", "--state-dir"])
+        .arg(state.path())
+        .args(["--log-level", "berth=debug", "--kanto-config"])
+        .arg(&file);
+    let started = Instant::now();
+    let b = Background::spawn(cmd);
+    let needle = "the MQTT broker did not answer within mqtt.connect_timeout";
+    // rumqttc's own 5s would put the second timeout past 10s.
+    while b.stderr().matches(needle).count() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "no two connect timeouts within 8s:\n{}",
+            b.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(b.stderr().contains("connect_timeout=1s"), "{}", b.stderr());
+    assert!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+        "berth connects again after each timeout"
+    );
 }

@@ -33,9 +33,11 @@ fn start_berth(state: &Path, url: &str, extra: &[&str]) -> Background {
     cmd.args(["run", "--state-dir"])
         .arg(state)
         .args(["--log-level", "berth=debug", "--min-ready", "500ms"])
-        .args(["--mqtt-url", url, "--mode", "orchestrated"])
-        .args(["--reconcile-interval", "0"])
-        .args(extra);
+        .args(["--mqtt-url", url, "--mode", "orchestrated"]);
+    if !extra.contains(&"--reconcile-interval") {
+        cmd.args(["--reconcile-interval", "0"]);
+    }
+    cmd.args(extra);
     let mut b = Background::spawn(cmd);
     b.wait_for("connected to the MQTT broker", WAIT);
     b
@@ -675,4 +677,327 @@ fn owner_consent_refused_for_update_rolls_back_the_download_and_answers_rollback
         ])
     );
     assert_eq!(state_of(web), Some((true, s1)));
+}
+
+// Per-baseline commands, as Leda's test tools send them: each phase for
+// the containers of the baseline named only, each baseline with its own
+// status, the activity ending when the last one is cleaned up.
+
+impl Um<'_> {
+    /// Sends a command for one baseline and waits for one of `answers`.
+    fn command_baseline(&self, command: &str, baseline: &str, answers: &[&str]) -> Value {
+        let before = self.feedback().len();
+        self.command_for(&self.activity, command, Some(baseline));
+        self.wait_after(before, answers)
+    }
+
+    /// The statuses with the baseline each answers (empty for none),
+    /// repeats in a row counted once.
+    fn phases_by_baseline(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for f in self.feedback() {
+            let p = &f["payload"];
+            let s = (
+                p["status"].as_str().unwrap_or("").to_string(),
+                p["baseline"].as_str().unwrap_or("").to_string(),
+            );
+            if out.last() != Some(&s) {
+                out.push(s);
+            }
+        }
+        out
+    }
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(s, b)| (s.to_string(), b.to_string()))
+        .collect()
+}
+
+/// Two containers at version 1, each in its implicit baseline.
+fn two_baselines(device: &Device, a: &str, b: &str, tag: &str) -> (String, String) {
+    let s1 = service("1");
+    Um::start(
+        device,
+        &format!("{tag}-1"),
+        &[(a, "1", &[("image", &s1)]), (b, "1", &[("image", &s1)])],
+    )
+    .run_to_completion();
+    (format!("containers:{a}"), format!("containers:{b}"))
+}
+
+#[test]
+fn per_baseline_commands_run_each_phase_for_the_named_baseline_only() {
+    let names = Names::new(&["um-pb-a", "um-pb-b"]);
+    let (a, b) = (names.names[0].as_str(), names.names[1].as_str());
+    let device = Device::new(&[]);
+    let (ba, bb) = two_baselines(&device, a, b, "um-pb");
+    let (s1, s2) = (service("1"), service("2"));
+    let um = Um::start(
+        &device,
+        "um-pb-2",
+        &[(a, "2", &[("image", &s2)]), (b, "2", &[("image", &s2)])],
+    );
+    let downloaded =
+        um.command_baseline("DOWNLOAD", &ba, &["DOWNLOAD_SUCCESS", "DOWNLOAD_FAILURE"]);
+    assert_eq!(downloaded["payload"]["status"], "DOWNLOAD_SUCCESS");
+    assert_eq!(action(&downloaded, a).0, "DOWNLOAD_SUCCESS");
+    assert_eq!(action(&downloaded, b).0, "IDENTIFIED");
+    assert_eq!(state_of(&format!("{b}.berth-new")), None);
+
+    um.command_baseline("UPDATE", &ba, &["UPDATE_SUCCESS"]);
+    assert_eq!(
+        state_of(&format!("{a}.berth-old")),
+        Some((false, s1.clone()))
+    );
+    assert_eq!(state_of(b), Some((true, s1.clone())), "b is untouched");
+
+    um.command_baseline("ACTIVATE", &ba, &["ACTIVATION_SUCCESS"]);
+    assert_eq!(state_of(a), Some((true, s2.clone())));
+    assert_eq!(state_of(b), Some((true, s1.clone())));
+
+    let cleaned = um.command_baseline("CLEANUP", &ba, &["CLEANUP_SUCCESS"]);
+    assert_eq!(cleaned["payload"]["baseline"], ba.as_str());
+    assert_eq!(state_of(&format!("{a}.berth-old")), None);
+
+    um.command_baseline("DOWNLOAD", &bb, &["DOWNLOAD_SUCCESS"]);
+    um.command_baseline("UPDATE", &bb, &["UPDATE_SUCCESS"]);
+    um.command_baseline("ACTIVATE", &bb, &["ACTIVATION_SUCCESS"]);
+    let completed = um.command_baseline("CLEANUP", &bb, &["COMPLETED", "INCOMPLETE"]);
+    assert_eq!(completed["payload"]["status"], "COMPLETED");
+    assert_eq!(
+        completed["payload"].get("baseline"),
+        None,
+        "the activity's own status"
+    );
+    let mut expected = vec![("IDENTIFYING", ""), ("IDENTIFIED", "")];
+    for bl in [ba.as_str(), bb.as_str()] {
+        expected.extend([
+            ("DOWNLOADING", bl),
+            ("DOWNLOAD_SUCCESS", bl),
+            ("UPDATING", bl),
+            ("UPDATE_SUCCESS", bl),
+            ("ACTIVATING", bl),
+            ("ACTIVATION_SUCCESS", bl),
+            ("CLEANUP", bl),
+            ("CLEANUP_SUCCESS", bl),
+        ]);
+    }
+    expected.push(("COMPLETED", ""));
+    assert_eq!(um.phases_by_baseline(), pairs(&expected));
+    assert_eq!(state_of(a), Some((true, s2.clone())));
+    assert_eq!(state_of(b), Some((true, s2)));
+    assert_eq!(state_of(&format!("{b}.berth-old")), None);
+}
+
+#[test]
+fn an_out_of_order_command_for_one_baseline_is_refused_while_another_is_further() {
+    let names = Names::new(&["um-pbo-a", "um-pbo-b"]);
+    let (a, b) = (names.names[0].as_str(), names.names[1].as_str());
+    let device = Device::new(&[]);
+    let (ba, bb) = two_baselines(&device, a, b, "um-pbo");
+    let (s1, s2) = (service("1"), service("2"));
+    let um = Um::start(
+        &device,
+        "um-pbo-2",
+        &[(a, "2", &[("image", &s2)]), (b, "2", &[("image", &s2)])],
+    );
+    um.command_baseline("DOWNLOAD", &ba, &["DOWNLOAD_SUCCESS"]);
+    um.command_baseline("UPDATE", &ba, &["UPDATE_SUCCESS"]);
+    let refused = um.command_baseline(
+        "ACTIVATE",
+        &bb,
+        &["ACTIVATION_FAILURE", "ACTIVATION_SUCCESS"],
+    );
+    assert_eq!(
+        refused["payload"]["message"],
+        "ACTIVATE is possible only after status UPDATE_SUCCESS is reported"
+    );
+    assert_eq!(refused["payload"]["baseline"], bb.as_str());
+    // Every baseline at once while they are at different statuses: no.
+    let before = um.feedback().len();
+    um.command_for("um-pbo-2", "ACTIVATE", Some("*"));
+    let mixed = um.wait_after(before, &["ACTIVATION_FAILURE", "ACTIVATION_SUCCESS"]);
+    let words_ = mixed["payload"]["message"].as_str().unwrap_or("");
+    assert!(words_.contains("different statuses"), "{mixed}");
+    // Neither refusal touched anything.
+    assert_eq!(
+        state_of(&format!("{a}.berth-old")),
+        Some((false, s1.clone()))
+    );
+    assert_eq!(state_of(b), Some((true, s1)));
+    // Once b caught up, the Update Manager's own commands move both.
+    um.command_baseline("DOWNLOAD", &bb, &["DOWNLOAD_SUCCESS"]);
+    um.command_baseline("UPDATE", &bb, &["UPDATE_SUCCESS"]);
+    um.command("ACTIVATE", &["ACTIVATION_SUCCESS"]);
+    let end = um.command("CLEANUP", &["COMPLETED", "INCOMPLETE"]);
+    assert_eq!(end["payload"]["status"], "COMPLETED", "{end}");
+    assert_eq!(state_of(a), Some((true, s2.clone())));
+    assert_eq!(state_of(b), Some((true, s2)));
+}
+
+#[test]
+fn a_failure_in_one_baseline_then_cleanup_restores_every_baseline() {
+    let names = Names::new(&["um-pbf-a", "um-pbf-b"]);
+    let (a, b) = (names.names[0].as_str(), names.names[1].as_str());
+    let device = Device::new(&[]);
+    let (ba, bb) = two_baselines(&device, a, b, "um-pbf");
+    let (s1, s2) = (service("1"), service("2"));
+    let missing = service("no-such-tag");
+    let um = Um::start(
+        &device,
+        "um-pbf-2",
+        &[
+            (a, "2", &[("image", &s2)]),
+            (b, "9", &[("image", &missing)]),
+        ],
+    );
+    um.command_baseline("DOWNLOAD", &ba, &["DOWNLOAD_SUCCESS"]);
+    um.command_baseline("UPDATE", &ba, &["UPDATE_SUCCESS"]);
+    um.command_baseline("ACTIVATE", &ba, &["ACTIVATION_SUCCESS"]);
+    assert_eq!(state_of(a), Some((true, s2)));
+    let failed = um.command_baseline("DOWNLOAD", &bb, &["DOWNLOAD_FAILURE", "DOWNLOAD_SUCCESS"]);
+    assert_eq!(failed["payload"]["status"], "DOWNLOAD_FAILURE");
+    let end = um.command_baseline("CLEANUP", &bb, &["INCOMPLETE", "COMPLETED"]);
+    assert_eq!(end["payload"]["status"], "INCOMPLETE", "{end}");
+    let tail: Vec<(String, String)> = um
+        .phases_by_baseline()
+        .into_iter()
+        .skip_while(|(s, _)| s != "DOWNLOAD_FAILURE")
+        .collect();
+    assert_eq!(
+        tail,
+        pairs(&[
+            ("DOWNLOAD_FAILURE", &bb),
+            ("ROLLBACK", &bb),
+            ("ROLLBACK_SUCCESS", &bb),
+            ("CLEANUP_SUCCESS", &bb),
+            ("INCOMPLETE", ""),
+        ])
+    );
+    // The activated baseline went back too: the activity is one undo.
+    assert_eq!(state_of(a), Some((true, s1.clone())));
+    assert_eq!(state_of(b), Some((true, s1)));
+    for n in [a, b] {
+        assert_eq!(state_of(&format!("{n}.berth-old")), None);
+        assert_eq!(state_of(&format!("{n}.berth-new")), None);
+    }
+}
+
+#[test]
+fn berth_killed_between_two_baselines_commands_recovers_at_the_next_start() {
+    let names = Names::new(&["um-pbk-a", "um-pbk-b"]);
+    let (a, b) = (names.names[0].as_str(), names.names[1].as_str());
+    let mut device = Device::new(&[]);
+    let (ba, bb) = two_baselines(&device, a, b, "um-pbk");
+    let (s1, s2) = (service("1"), service("2"));
+    let um = Um::start(
+        &device,
+        "um-pbk-2",
+        &[(a, "2", &[("image", &s2)]), (b, "2", &[("image", &s2)])],
+    );
+    for (cmd, answer) in [
+        ("DOWNLOAD", "DOWNLOAD_SUCCESS"),
+        ("UPDATE", "UPDATE_SUCCESS"),
+        ("ACTIVATE", "ACTIVATION_SUCCESS"),
+        ("CLEANUP", "CLEANUP_SUCCESS"),
+    ] {
+        um.command_baseline(cmd, &ba, &[answer]);
+    }
+    um.command_baseline("DOWNLOAD", &bb, &["DOWNLOAD_SUCCESS"]);
+    um.command_baseline("UPDATE", &bb, &["UPDATE_SUCCESS"]);
+    drop(um);
+    device.berth.kill();
+    assert_eq!(state_of(b), None, "b's old container is aside");
+    let url = device.broker.url();
+    device.berth = start_berth(device.state.path(), &url, &[]);
+    let um = Um {
+        device: &device,
+        activity: "um-pbk-2".into(),
+    };
+    let end = um.wait(&["INCOMPLETE", "INCOMPLETE_INCONSISTENT", "COMPLETED"]);
+    assert_eq!(end["payload"]["status"], "INCOMPLETE", "{end}");
+    let message = end["payload"]["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains(&format!("{a} keep their new version, the rest was undone")),
+        "{message}"
+    );
+    device.berth.wait_for("ready", WAIT);
+    // Then the start-up enforcement of the last completed document.
+    assert_eq!(state_of(b), Some((true, s1.clone())));
+    assert_eq!(state_of(a), Some((true, s1)));
+    for n in [a, b] {
+        assert_eq!(state_of(&format!("{n}.berth-old")), None);
+        assert_eq!(state_of(&format!("{n}.berth-new")), None);
+    }
+}
+
+#[test]
+fn drift_beside_a_waiting_activity_repairs_what_it_does_not_change_and_leaves_its_own_alone() {
+    let names = Names::new(&["um-drift-web", "um-drift-keep"]);
+    let (web, keep) = (names.names[0].as_str(), names.names[1].as_str());
+    let device = Device::new(&["--reconcile-interval", "1h"]);
+    let s1 = service("1");
+    let keep_config: &[(&str, &str)] = &[("image", &s1), ("restartPolicy", "no")];
+    Um::start(
+        &device,
+        "um-drift-1",
+        &[(web, "1", &[("image", &s1)]), (keep, "1", keep_config)],
+    )
+    .run_to_completion();
+    let s2 = service("2");
+    // The activity changes web only.
+    let um = Um::start(
+        &device,
+        "um-drift-2",
+        &[(web, "2", &[("image", &s2)]), (keep, "1", keep_config)],
+    );
+    um.command("DOWNLOAD", &["DOWNLOAD_SUCCESS"]);
+    um.command("UPDATE", &["UPDATE_SUCCESS"]);
+    let before = docker(&["inspect", "--format", "{{.State.StartedAt}}", keep]);
+    docker(&["kill", keep]);
+    // Repaired while the activity waits for ACTIVATE.
+    let deadline = Instant::now() + WAIT;
+    while state_of(keep).map(|s| s.0) != Some(true) {
+        assert!(
+            Instant::now() < deadline,
+            "the killed container is not repaired:\n{}",
+            device.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_ne!(
+        docker(&["inspect", "--format", "{{.State.StartedAt}}", keep]),
+        before,
+        "started again"
+    );
+    assert!(device
+        .log()
+        .contains("correcting drift beside the orchestrated activity"));
+    // The activity's own container stays as UPDATE left it.
+    assert_eq!(state_of(web), None);
+    assert_eq!(
+        state_of(&format!("{web}.berth-old")),
+        Some((false, s1.clone()))
+    );
+    // And currentstate/get is answered meanwhile.
+    publish(
+        &device.broker,
+        "containersupdate/currentstate/get",
+        r#"{"activityId":"um-drift-get"}"#,
+    );
+    device
+        .sub
+        .wait_for("the current state for um-drift-get", WAIT, |msgs| {
+            msgs.iter().any(|(t, p)| {
+                t == "containersupdate/currentstate" && p.contains(r#""activityId":"um-drift-get""#)
+            })
+        });
+    // The activity goes on, untouched.
+    um.command("ACTIVATE", &["ACTIVATION_SUCCESS"]);
+    um.command("CLEANUP", &["COMPLETED"]);
+    assert_eq!(um.phases(), words(FULL));
+    assert_eq!(state_of(web), Some((true, s2)));
+    assert_eq!(state_of(keep), Some((true, s1)));
 }

@@ -452,6 +452,7 @@ pub async fn run<R: Runtime + 'static>(
                 history,
                 orders: None,
                 pending: None,
+                aside: Default::default(),
             };
             lp.load_persisted();
             for input in early.inputs {
@@ -611,6 +612,7 @@ async fn recover<R: Runtime>(
                 for line in &lines {
                     tracing::warn!("recovered: {line}");
                 }
+                orchestrated::forget_aside(shared.state.path()).await;
                 let word = interrupted
                     .as_ref()
                     .and_then(|j| execute::final_word(j, &lines, &shared.options.domain));
@@ -671,6 +673,8 @@ struct Loop<R> {
     /// Orchestrated: the accepted document not persisted yet, with its
     /// text; it becomes the one enforced only once its activity completes.
     pending: Option<(Document, String)>,
+    /// Orchestrated: drift correction beside the activity that waits.
+    aside: orchestrated::Aside,
 }
 
 /// A job in progress. Polled by the loop itself rather than spawned: the
@@ -737,8 +741,10 @@ impl<R: Runtime + 'static> Loop<R> {
         let mut alive = tokio::time::interval(alive_every.unwrap_or(Duration::from_secs(3600)));
         self.schedule_reconcile();
         loop {
-            if self.running.is_none() {
+            if self.running.is_none() && self.aside.job.is_none() {
                 self.start_next();
+            } else if self.running.is_some() {
+                self.start_aside();
             }
             if !self.ready && self.running.is_none() && self.queue.is_empty() {
                 self.ready = true;
@@ -758,6 +764,10 @@ impl<R: Runtime + 'static> Loop<R> {
                 },
                 done = running(&mut self.running), if self.running.is_some() => {
                     self.running = None;
+                    self.finished(done?);
+                }
+                done = running(&mut self.aside.job), if self.aside.job.is_some() => {
+                    self.aside.job = None;
                     self.finished(done?);
                 }
                 () = tokio::time::sleep_until(reconcile_at), if self.reconcile_at.is_some() => {
@@ -1110,15 +1120,23 @@ impl<R: Runtime + 'static> Loop<R> {
         let Some(next) = self.queue.take() else {
             return;
         };
+        self.running = self.start(next, None);
+    }
+
+    /// Starts a job; `aside` is for a drift correction beside an
+    /// orchestrated activity, which leaves the containers it owns alone.
+    fn start(
+        &mut self,
+        next: Job<Document>,
+        aside: Option<BTreeSet<String>>,
+    ) -> Option<(JobFuture, String)> {
         let (document, activity_id, rollback, reason) = match next {
             Job::Apply(d) => {
                 let id = d.desired.activity_id.clone();
                 (d, id, self.options().execute.rollback, None)
             }
             Job::Reconcile(reason) => {
-                let Some(current) = self.current.clone() else {
-                    return;
-                };
+                let current = self.current.clone()?;
                 // Converge container by container: one that fails is
                 // rolled back alone and backed off, the others go on.
                 (
@@ -1147,6 +1165,7 @@ impl<R: Runtime + 'static> Loop<R> {
             self.orders = Some((activity_id.clone(), tx));
             rx
         });
+        let owned = orders.as_ref().map(|_| self.aside.watch());
         let work = Work {
             desired: document.desired,
             activity_id: id,
@@ -1165,9 +1184,11 @@ impl<R: Runtime + 'static> Loop<R> {
                 None => document.warnings.clone(),
                 Some(_) => Arc::from([]),
             },
+            owned,
+            aside,
         };
         let task: JobFuture = Box::pin(job(shared, work).instrument(span));
-        self.running = Some((task, activity_id));
+        Some((task, activity_id))
     }
 
     fn finished(&mut self, report: Report) {
@@ -1177,6 +1198,7 @@ impl<R: Runtime + 'static> Loop<R> {
             .is_some_and(|(id, _)| *id == report.activity_id)
         {
             self.orders = None;
+            self.aside.owned = None;
             self.orchestrated_finished(&report);
         }
         let now = Instant::now();
@@ -1245,6 +1267,7 @@ impl<R: Runtime + 'static> Loop<R> {
         inputs.close();
         // An orchestrated activity waiting for a command ends (undone) now.
         self.orders = None;
+        self.finish_aside().await;
         if let Some((mut task, activity_id)) = self.running.take() {
             let grace = self.options().shutdown_grace;
             tracing::info!(activity = %activity_id, grace = %humantime::format_duration(grace), "waiting for the running activity to end");
@@ -1394,6 +1417,11 @@ struct Work {
     generation: u64,
     /// Where the document came from, for the activity history.
     source: crate::history::Source,
+    /// Orchestrated: where the activity says which containers it changes.
+    owned: Option<watch::Sender<Option<BTreeSet<String>>>>,
+    /// A drift correction beside an orchestrated activity: the containers
+    /// that activity changes, left alone.
+    aside: Option<BTreeSet<String>>,
 }
 
 /// One job: plan, then carry the plan out with feedback.
@@ -1411,9 +1439,15 @@ async fn job<R: Runtime + 'static>(
         source,
         orders,
         warnings,
+        owned,
+        aside,
     } = work;
     wait_for_engine(&*shared.rt).await;
-    settle(&shared).await;
+    // Beside an orchestrated activity, the journal is that activity's own,
+    // live: never recovered from here.
+    if aside.is_none() {
+        settle(&shared).await;
+    }
     let options = &shared.options;
     let mut desired_here = (*desired).clone();
     desired_here.activity_id = activity_id.clone();
@@ -1443,8 +1477,14 @@ async fn job<R: Runtime + 'static>(
         }
     };
     let mut plan = plan::compute(desired, &observed, &options.plan);
+    if let Some(owned) = &owned {
+        let _ = owned.send(Some(orchestrated::changed(&plan)));
+    }
     for entry in plan.actions.iter_mut() {
-        if entry.action.changes() && blocked.contains(&entry.id) {
+        if entry.action.changes() && orchestrated::owned_by(aside.as_ref(), &entry.id) {
+            tracing::debug!(container = %entry.id, "left to the orchestrated activity: not touched");
+            entry.action = Action::Ignore;
+        } else if entry.action.changes() && blocked.contains(&entry.id) {
             tracing::info!(container = %entry.id, "backing off: not touched this time");
             entry.action = Action::Ignore;
         }
@@ -1507,6 +1547,21 @@ async fn job<R: Runtime + 'static>(
                 &mut sink,
                 &mut orders,
                 options.phase_timeout,
+            )
+            .await?
+        }
+        None if aside.is_some() => {
+            // Its own undo log: the activity's is in the state directory.
+            let Some(state) = orchestrated::aside_state(shared.state.path()).await else {
+                return Ok(report);
+            };
+            execute::carry_out(
+                &*shared.rt,
+                &state,
+                activity,
+                &execute_options,
+                &mut tracker,
+                &mut sink,
             )
             .await?
         }

@@ -297,6 +297,9 @@ pub struct Settings {
     max_oversize_read: usize,
     /// Found while reading the files, for the caller to log once at start.
     warnings: Vec<String>,
+    /// `mqtt.connect_timeout` in whole seconds, rounded up (rumqttc's
+    /// unit): how long one connection attempt may take.
+    connect_timeout: u64,
 }
 
 /// The largest packet to read for messages up to `max_message_size` on
@@ -433,6 +436,7 @@ impl Settings {
             max_message_size: config.max_message_size,
             max_oversize_read: DEFAULT_MAX_OVERSIZE_READ,
             warnings,
+            connect_timeout: whole_seconds(config.connect_timeout),
         })
     }
 
@@ -1087,6 +1091,9 @@ pub async fn run(
     drain_limit: Duration,
 ) {
     let (client, mut eventloop) = AsyncClient::new(settings.options.clone(), WINDOW * 4);
+    let mut network = eventloop.network_options();
+    network.set_connection_timeout(settings.connect_timeout);
+    eventloop.set_network_options(network);
     let topics = settings.topics.clone();
     let mut c = Connection {
         client: client.clone(),
@@ -1187,7 +1194,7 @@ pub async fn run(
                         let _ = c.inputs.send(Input::Disconnected);
                         tracing::warn!(broker = %c.settings.url, error = %e, "lost the MQTT connection; reconnecting");
                     } else {
-                        log_connect_error(&c.settings.url, &e, delay);
+                        log_connect_error(&c.settings.url, &e, delay, c.settings.connect_timeout);
                     }
                     if closing.is_none() {
                         tokio::time::sleep(delay).await;
@@ -1271,7 +1278,15 @@ fn tls_hint(e: &rustls::Error) -> &'static str {
     }
 }
 
-fn log_connect_error(url: &str, e: &ConnectionError, delay: Duration) {
+/// A duration in whole seconds, rounded up, at least one: rumqttc counts
+/// its connection timeout in seconds, and zero would give every attempt up
+/// at once.
+fn whole_seconds(d: Duration) -> u64 {
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    secs.max(1)
+}
+
+fn log_connect_error(url: &str, e: &ConnectionError, delay: Duration, timeout: u64) {
     let retry = humantime::format_duration(delay).to_string();
     if let Some(tls) = tls_failure(e) {
         tracing::error!(broker = %url, error = %tls, hint = tls_hint(tls), retry_in = %retry, "TLS with the MQTT broker failed");
@@ -1280,6 +1295,9 @@ fn log_connect_error(url: &str, e: &ConnectionError, delay: Duration) {
     match e {
         ConnectionError::ConnectionRefused(code) => {
             tracing::error!(broker = %url, reason = ?code, retry_in = %retry, "the broker refused berth")
+        }
+        ConnectionError::NetworkTimeout => {
+            tracing::warn!(broker = %url, connect_timeout = %format!("{timeout}s"), retry_in = %retry, "the MQTT broker did not answer within mqtt.connect_timeout; retrying")
         }
         _ => {
             tracing::info!(broker = %url, error = %e, retry_in = %retry, "cannot reach the MQTT broker")
@@ -1429,6 +1447,23 @@ mod tests {
         };
         let s = Settings::on(&config, "default", &host).unwrap();
         assert_eq!(s.client_id(), "berth-default");
+    }
+
+    #[test]
+    fn the_connect_timeout_is_given_to_rumqttc_in_whole_seconds_rounded_up() {
+        assert_eq!(whole_seconds(Duration::from_secs(30)), 30);
+        assert_eq!(whole_seconds(Duration::from_millis(1500)), 2);
+        assert_eq!(whole_seconds(Duration::ZERO), 1);
+    }
+
+    #[test]
+    fn settings_carry_the_configured_connect_timeout() {
+        let config = MqttConfig {
+            connect_timeout: Duration::from_secs(9),
+            ..Default::default()
+        };
+        let s = Settings::on(&config, "default", &Host::default()).unwrap();
+        assert_eq!(s.connect_timeout, 9);
     }
 
     #[test]

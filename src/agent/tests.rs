@@ -2080,3 +2080,35 @@ async fn a_document_that_changes_the_env_of_a_protected_component_is_refused_nam
         Some(first.as_str())
     );
 }
+
+// --- drift correction beside an orchestrated activity ---
+
+fn owned(names: &[&str]) -> std::collections::BTreeSet<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn beside_an_activity_its_containers_are_left_alone() {
+    assert!(orchestrated::owned_by(Some(&owned(&["web"])), "web"));
+}
+
+#[test]
+fn beside_an_activity_the_temporaries_of_its_containers_are_left_alone() {
+    let o = owned(&["web"]);
+    assert!(orchestrated::owned_by(Some(&o), "web.berth-new"));
+    assert!(orchestrated::owned_by(Some(&o), "web.berth-old"));
+}
+
+#[test]
+fn beside_an_activity_the_other_containers_are_repaired() {
+    assert!(!orchestrated::owned_by(Some(&owned(&["web"])), "db"));
+    assert!(!orchestrated::owned_by(
+        Some(&owned(&["web"])),
+        "db.berth-old"
+    ));
+}
+
+#[test]
+fn without_an_activity_nothing_is_left_alone() {
+    assert!(!orchestrated::owned_by(None, "web"));
+}

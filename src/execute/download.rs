@@ -33,10 +33,13 @@ impl<R: Runtime> Run<'_, R> {
             .filter(|u| matches!(u.entry.action, Action::Recreate | Action::Remove))
             .filter_map(|u| u.old.map(|o| o.details.id.as_str()))
             .collect();
-        for u in &self.units {
+        for (i, u) in self.units.iter().enumerate() {
             let (Some(spec), Action::Create | Action::Recreate) = (u.spec, u.entry.action) else {
                 continue;
             };
+            if !self.focused(i) {
+                continue;
+            }
             if let NetworkMode::User(net) = &spec.config.network {
                 if !observed.networks.contains(net) {
                     problems.push((
@@ -106,10 +109,13 @@ impl<R: Runtime> Run<'_, R> {
     /// every container that needs it.
     pub(super) async fn pull_all(&mut self) -> Result<(), Vec<ExecuteError>> {
         let mut wanted: BTreeMap<String, (Pull, Vec<String>)> = BTreeMap::new();
-        for u in &self.units {
+        for (i, u) in self.units.iter().enumerate() {
             let (Some(spec), Action::Create | Action::Recreate) = (u.spec, u.entry.action) else {
                 continue;
             };
+            if !self.focused(i) {
+                continue;
+            }
             let e = wanted
                 .entry(spec.config.image.to_string())
                 .or_insert((u.entry.execution.pull, Vec::new()));
@@ -329,6 +335,7 @@ impl<R: Runtime> Run<'_, R> {
             let u = &self.units[i];
             if !matches!(u.entry.action, Action::Create | Action::Recreate)
                 || u.entry.execution.create_late
+                || !self.focused(i)
             {
                 continue;
             }

@@ -20,7 +20,8 @@ use super::rollout::Run;
 use super::{Activity, ExecuteOptions, Outcome, RollbackMode, Sink};
 use crate::feedback::{Status, Tracker};
 use crate::journal::{StateDir, StateError};
-use crate::orchestrate::{self, Command, Phase, Scope, Word};
+use crate::orchestrate::progress::{self, Progress, Reached};
+use crate::orchestrate::{self, Command, Phase, Word};
 use crate::runtime::Runtime;
 
 /// What the agent hands an orchestrated activity while it waits.
@@ -67,34 +68,43 @@ pub async fn orchestrate<R: Runtime>(
         ..options.clone()
     };
     let mut run = Run::begin(rt, state, activity, &options, tracker, sink);
-    let mut status = Status::Identified;
+    let mut progress = Progress::new(&baselines, &changed);
     // The words of the failed phase, for the outcome.
     let mut failure: Option<String> = None;
     // A rollback's outcome, for the CLEANUP that follows it.
     let mut rolled_back: Option<Outcome> = None;
+    // What the cleanups of single baselines could not remove.
+    let mut cleanup_errors: Vec<String> = Vec::new();
+    // The final status is the activity's (no baseline), as Kanto's, unless
+    // the last command was for every baseline (`*`), as before.
+    let mut last_baseline = String::new();
     let outcome = loop {
         run.tracker.answering("");
+        run.focus(None);
         let order = match tokio::time::timeout(phase_timeout, orders.recv()).await {
             Err(_) => {
+                let at = progress
+                    .status()
+                    .map_or("the last command".to_string(), orchestrate::status_word);
                 let cause = format!(
-                    "no command came within phase_timeout ({}) after {}",
+                    "no command came within phase_timeout ({}) after {at}",
                     humantime::format_duration(phase_timeout),
-                    orchestrate::status_word(status)
                 );
                 tracing::warn!("{cause}; undoing the activity");
-                break undo(&mut run, status, rolled_back.take(), cause).await;
+                break undo(&mut run, progress.reached(), rolled_back.take(), cause).await;
             }
             Ok(None) => {
                 let cause = "berth is stopping".to_string();
-                break undo(&mut run, status, rolled_back.take(), cause).await;
+                break undo(&mut run, progress.reached(), rolled_back.take(), cause).await;
             }
             Ok(Some(Order::Supersede(by))) => {
                 let cause = format!("superseded by {by}");
-                break undo(&mut run, status, rolled_back.take(), cause).await;
+                break undo(&mut run, progress.reached(), rolled_back.take(), cause).await;
             }
             Ok(Some(Order::Command(c))) => c,
         };
         run.tracker.answering(&order.baseline);
+        last_baseline.clone_from(&order.baseline);
         let phase = match &order.word {
             Word::Phase(p) => *p,
             Word::Unknown(w) => {
@@ -102,50 +112,38 @@ pub async fn orchestrate<R: Runtime>(
                 continue;
             }
         };
-        match orchestrate::scope(&order.baseline, &baselines, &changed) {
-            Scope::All => {}
-            Scope::Unknown(b) => {
-                run.emit(phase.failure(), Some(format!("Unknown baseline {b}")));
+        let selection = match progress.admit(phase, &order.baseline) {
+            Ok(s) => s,
+            Err(words) => {
+                run.emit(phase.failure(), Some(words));
                 continue;
             }
-            Scope::Part(b) => {
-                run.emit(
-                    phase.failure(),
-                    Some(format!(
-                        "berth runs each phase for every baseline at once, and baseline {b} holds only some of the changes; send the command without a baseline"
-                    )),
-                );
-                continue;
-            }
-        }
-        if let Err(words) = orchestrate::admit(phase, status) {
-            run.emit(phase.failure(), Some(words));
-            continue;
-        }
-        tracing::info!(command = phase.as_str(), "running the commanded phase");
+        };
+        tracing::info!(command = phase.as_str(), baseline = %order.baseline, "running the commanded phase");
         run.restart_clock();
+        run.focus(selection.names());
         match phase {
             Phase::Download => match run.download(activity.observed).await {
-                Ok(()) => status = Status::DownloadSuccess,
+                Ok(()) => progress.record(&selection, Status::DownloadSuccess),
                 Err(m) => {
-                    status = Status::DownloadFailure;
+                    progress.record(&selection, Status::DownloadFailure);
                     failure = Some(m);
                 }
             },
             Phase::Update => match run.update().await {
-                Ok(()) => status = Status::UpdateSuccess,
+                Ok(()) => progress.record(&selection, Status::UpdateSuccess),
                 Err(m) => {
-                    status = Status::UpdateFailure;
+                    progress.record(&selection, Status::UpdateFailure);
                     failure = Some(m);
                 }
             },
             Phase::Activate => match run.activate().await {
                 Ok(_) => {
                     run.emit(Status::ActivationSuccess, None);
-                    status = Status::ActivationSuccess;
+                    progress.record(&selection, Status::ActivationSuccess);
                 }
                 Err(m) => {
-                    status = Status::ActivationFailure;
+                    progress.record(&selection, Status::ActivationFailure);
                     failure = Some(m);
                 }
             },
@@ -154,34 +152,59 @@ pub async fn orchestrate<R: Runtime>(
                 // ROLLBACK answers ROLLBACK, then ROLLBACK_SUCCESS or
                 // _FAILURE: the Update Manager waits for it to send CLEANUP.
                 let cause = "the Update Manager ordered a rollback".to_string();
-                let outcome = run.roll_back(None, cause).await;
-                status = if outcome.status == Status::Incomplete {
+                let only: Option<BTreeSet<String>> =
+                    selection.names().map(|n| n.iter().cloned().collect());
+                let outcome = run.roll_back(only.as_ref(), cause).await;
+                let status = if outcome.status == Status::Incomplete {
                     Status::RollbackSuccess
                 } else {
                     Status::RollbackFailure
                 };
-                rolled_back = Some(outcome);
-            }
-            Phase::Cleanup => {
-                if status == Status::ActivationSuccess {
-                    break match run.commit().await {
-                        Ok(()) => run.cleanup(Vec::new()).await,
-                        Err(outcome) => outcome,
-                    };
+                progress.record(&selection, status);
+                if only.is_none() {
+                    rolled_back = Some(outcome);
+                } else if status == Status::RollbackFailure {
+                    failure = outcome.message;
                 }
-                let cause = failure.clone().unwrap_or_else(|| {
-                    format!("cleanup after {}", orchestrate::status_word(status))
-                });
-                let outcome = undo(&mut run, status, rolled_back.take(), cause).await;
-                if outcome.status == Status::Incomplete {
-                    run.emit(Status::CleanupSuccess, None);
-                } else {
-                    run.emit(Status::CleanupFailure, outcome.message.clone());
-                }
-                break outcome;
             }
+            Phase::Cleanup => match progress.cleanup(&selection) {
+                progress::Cleanup::Commit { last } => {
+                    if let Err(outcome) = run.commit().await {
+                        break outcome;
+                    }
+                    cleanup_errors.extend(run.clean().await);
+                    progress.cleaned(&selection);
+                    if last {
+                        run.focus(None);
+                        break run
+                            .settle(Vec::new(), std::mem::take(&mut cleanup_errors))
+                            .await;
+                    }
+                }
+                progress::Cleanup::Restore => {
+                    run.focus(None);
+                    let cause = failure.clone().unwrap_or_else(|| match progress.status() {
+                        Some(s) => format!("cleanup after {}", orchestrate::status_word(s)),
+                        None => format!(
+                            "cleanup of baseline {} before it was activated",
+                            order.baseline
+                        ),
+                    });
+                    let outcome =
+                        undo(&mut run, progress.reached(), rolled_back.take(), cause).await;
+                    if outcome.status == Status::Incomplete {
+                        run.emit(Status::CleanupSuccess, None);
+                    } else {
+                        run.emit(Status::CleanupFailure, outcome.message.clone());
+                    }
+                    break outcome;
+                }
+            },
         }
     };
+    if !(last_baseline.is_empty() || last_baseline == "*") {
+        run.tracker.answering("");
+    }
     run.emit(outcome.status, outcome.message.clone());
     Ok(outcome)
 }
@@ -191,21 +214,21 @@ pub async fn orchestrate<R: Runtime>(
 /// or ACTIVATE (the stopped containers run again, the new ones go).
 async fn undo<R: Runtime>(
     run: &mut Run<'_, R>,
-    status: Status,
+    reached: Reached,
     rolled_back: Option<Outcome>,
     cause: String,
 ) -> Outcome {
     if let Some(done) = rolled_back {
         return done;
     }
-    match status {
-        Status::Identified => Outcome {
+    match reached {
+        Reached::Nothing => Outcome {
             status: Status::Incomplete,
             message: Some(format!("{cause}; nothing was changed")),
             failed: BTreeSet::new(),
             migrations: Default::default(),
         },
-        Status::DownloadSuccess | Status::DownloadFailure => run.discard(cause).await,
-        _ => run.roll_back(None, cause).await,
+        Reached::Downloaded => run.discard(cause).await,
+        Reached::Changed => run.roll_back(None, cause).await,
     }
 }

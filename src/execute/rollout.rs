@@ -69,6 +69,9 @@ pub(super) struct Run<'a, R> {
     dragged: BTreeSet<String>,
     /// Journal writes so far (for the test hook).
     writes: u32,
+    /// The containers the next phase runs for (one baseline's, when an
+    /// Update Manager names it); `None` is every one.
+    focus: Option<BTreeSet<String>>,
 }
 
 /// How a container is set going.
@@ -194,11 +197,27 @@ impl<'a, R: Runtime> Run<'a, R> {
             left: Vec::new(),
             dragged: BTreeSet::new(),
             writes: 0,
+            focus: None,
         }
     }
 }
 
 impl<R: Runtime> Run<'_, R> {
+    /// Narrows the phases that follow to these containers (the baseline an
+    /// Update Manager's command names), or, with `None`, widens them to
+    /// every container of the activity again.
+    pub(super) fn focus(&mut self, names: Option<&[String]>) {
+        self.focus = names.map(|n| n.iter().cloned().collect());
+    }
+
+    /// Whether unit `i` takes part in the phase that runs.
+    pub(super) fn focused(&self, i: usize) -> bool {
+        match &self.focus {
+            None => true,
+            Some(names) => names.contains(self.units[i].name()),
+        }
+    }
+
     pub(super) fn emit(&mut self, status: Status, message: Option<String>) {
         let m = self.tracker.message(status, message);
         self.sink.send(m);
@@ -347,11 +366,9 @@ impl<R: Runtime> Run<'_, R> {
     /// finishes the cleanup instead of undoing. `Err` is the outcome of
     /// going back when the commit cannot be written.
     pub(super) async fn commit(&mut self) -> Result<(), Outcome> {
-        let keep: Vec<String> = self
-            .units
-            .iter()
-            .filter(|u| !u.failed)
-            .map(|u| u.name().to_string())
+        let keep: Vec<String> = (0..self.units.len())
+            .filter(|i| self.focused(*i) && !self.units[*i].failed)
+            .map(|i| self.units[i].name().to_string())
             .collect();
         let before = self.journal.committed.clone();
         self.journal.committed.extend(keep);
@@ -377,13 +394,19 @@ impl<R: Runtime> Run<'_, R> {
     /// CLEANUP after the commit: old containers and removals go; volumes
     /// stay. `failures` are the containers rolled back on their own.
     pub(super) async fn cleanup(&mut self, failures: Vec<String>) -> Outcome {
+        let cleanup_errors = self.clean().await;
+        self.settle(failures, cleanup_errors).await
+    }
+
+    /// CLEANUP of the focused containers after their commit (every one,
+    /// unless one baseline's): their old containers and removals go.
+    /// Returns what could not be removed.
+    pub(super) async fn clean(&mut self) -> Vec<String> {
         self.emit(Status::Cleanup, None);
         let mut cleanup_errors = Vec::new();
-        let names: Vec<(String, Action)> = self
-            .units
-            .iter()
-            .filter(|u| !u.failed)
-            .map(|u| (u.name().to_string(), u.entry.action))
+        let names: Vec<(String, Action)> = (0..self.units.len())
+            .filter(|i| self.focused(*i) && !self.units[*i].failed)
+            .map(|i| (self.units[i].name().to_string(), self.units[i].entry.action))
             .collect();
         for (name, action) in names {
             match undo::finish(self.rt, &self.journal, &name).await {
@@ -406,6 +429,17 @@ impl<R: Runtime> Run<'_, R> {
         } else {
             self.emit(Status::CleanupFailure, Some(cleanup_errors.join("; ")));
         }
+        cleanup_errors
+    }
+
+    /// The end of an activity whose containers were all cleaned up: the
+    /// journal goes (or stays for recovery, with what is left) and the
+    /// final status is decided.
+    pub(super) async fn settle(
+        &mut self,
+        failures: Vec<String>,
+        cleanup_errors: Vec<String>,
+    ) -> Outcome {
         let settled = cleanup_errors.is_empty() && self.left.is_empty();
         if settled {
             if let Err(e) = self.state.discard_journal().await {
@@ -446,6 +480,9 @@ impl<R: Runtime> Run<'_, R> {
             let (Action::Update, Some(old), Some(spec)) = (u.entry.action, u.old, u.spec) else {
                 continue;
             };
+            if !self.focused(i) {
+                continue;
+            }
             let name = u.name().to_string();
             self.set(
                 &name,
@@ -476,7 +513,9 @@ impl<R: Runtime> Run<'_, R> {
         }
         let mut stops = Vec::new();
         for (i, u) in self.units.iter().enumerate() {
-            let Some(old) = u.old else { continue };
+            let Some(old) = u.old.filter(|_| self.focused(i)) else {
+                continue;
+            };
             let stop = match u.entry.action {
                 Action::Recreate => !u.entry.execution.start_first,
                 Action::Remove => true,
@@ -603,7 +642,7 @@ impl<R: Runtime> Run<'_, R> {
     async fn activating(&mut self) -> Result<Vec<String>, String> {
         let mut waves: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
         for (i, u) in self.units.iter().enumerate() {
-            if u.entry.action != Action::Remove {
+            if u.entry.action != Action::Remove && self.focused(i) {
                 waves.entry(u.entry.execution.wave).or_default().push(i);
             }
         }
@@ -940,12 +979,18 @@ impl<R: Runtime> Run<'_, R> {
         // What a container rollback or a kept container's cleanup left.
         settled.left.extend(self.left.iter().cloned());
         if settled.left.is_empty() {
-            self.mark_rolled_back();
+            self.mark_rolled_back(only);
             self.emit(
                 Status::RollbackSuccess,
                 Some(format!("{cause}; the previous containers are restored")),
             );
-            if let Err(e) = self.state.discard_journal().await {
+            if only.is_some() {
+                // The others' effects stay in the log, for their own way
+                // back; the undone records are marked.
+                if let Err(e) = self.write().await {
+                    tracing::warn!(error = %e, "cannot record the rollback; a recovery undoes the rest");
+                }
+            } else if let Err(e) = self.state.discard_journal().await {
                 tracing::warn!(error = %e, "cannot clear the journal; the next recovery finds nothing to do");
             }
             let kept: Vec<&str> = self
@@ -1007,11 +1052,12 @@ impl<R: Runtime> Run<'_, R> {
     }
 
     /// Per-container feedback after a rollback that held.
-    fn mark_rolled_back(&mut self) {
+    fn mark_rolled_back(&mut self, only: Option<&BTreeSet<String>>) {
         let marks: Vec<(String, ActionStatus, &'static str)> = self
             .units
             .iter()
             .filter(|u| !self.journal.committed.contains(u.name()))
+            .filter(|u| only.is_none_or(|o| o.contains(u.name())))
             .map(|u| {
                 let status = match u.entry.action {
                     Action::Update => ActionStatus::UpdateFailure,

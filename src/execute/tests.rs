@@ -2319,6 +2319,17 @@ fn orchestrated(
     desired: &DesiredState,
     commands: &[&str],
 ) -> Applied {
+    let commands: Vec<(&str, &str)> = commands.iter().map(|c| (*c, "")).collect();
+    orchestrated_for(fake, dir, desired, &commands)
+}
+
+/// As [`orchestrated`], each command for a baseline (`""`: none).
+fn orchestrated_for(
+    fake: &FakeRuntime,
+    dir: &std::path::Path,
+    desired: &DesiredState,
+    commands: &[(&str, &str)],
+) -> Applied {
     block_on(async {
         let state = StateDir::open(dir).unwrap();
         let observed = observe::gather_for(fake, desired).await.unwrap();
@@ -2327,9 +2338,9 @@ fn orchestrated(
         let mut feedback = Vec::new();
         let mut sink = |f: Feedback| feedback.push(f);
         let (tx, mut rx) = tokio::sync::mpsc::channel(16);
-        for c in commands {
+        for (c, baseline) in commands {
             let text = format!(
-                r#"{{"activityId":"{}","payload":{{"command":"{c}"}}}}"#,
+                r#"{{"activityId":"{}","payload":{{"command":"{c}","baseline":"{baseline}"}}}}"#,
                 desired.activity_id
             );
             tx.send(Order::Command(
@@ -2380,6 +2391,123 @@ fn orchestrated_phases_in_order_end_completed_with_the_new_version() {
         .read_journal()
         .unwrap()
         .is_none());
+}
+
+#[test]
+fn orchestrated_phases_for_one_baseline_touch_only_its_containers() {
+    let fake = engine();
+    let dir = tempfile::tempdir().unwrap();
+    let both = |id, image| {
+        doc(
+            id,
+            &[("a", &[("image", image)]), ("b", &[("image", image)])],
+        )
+    };
+    apply(&fake, dir.path(), &both("o0", ONE));
+    let b_before = id_of(&fake, "b");
+    let a = "containers:a";
+    let r = orchestrated_for(
+        &fake,
+        dir.path(),
+        &both("o1", TWO),
+        &[
+            ("DOWNLOAD", a),
+            ("UPDATE", a),
+            ("ACTIVATE", a),
+            ("CLEANUP", a),
+        ],
+    );
+    // b's baseline never got a command: berth stops, a keeps its new version.
+    assert_eq!(r.outcome.status, Status::Incomplete, "{:?}", r.statuses());
+    let message = r.outcome.message.clone().unwrap_or_default();
+    assert!(message.contains("a keep their new version"), "{message}");
+    assert_eq!(fake.container("a").unwrap().image_ref, TWO);
+    assert_eq!(fake.container("b").unwrap().image_ref, ONE);
+    assert_eq!(id_of(&fake, "b"), b_before);
+    assert!(running(&fake, "a") && running(&fake, "b"));
+    assert_eq!(names(&fake), ["a", "b"]);
+}
+
+#[test]
+fn orchestrated_completes_once_every_baseline_is_activated_and_cleaned_up() {
+    let fake = engine();
+    let dir = tempfile::tempdir().unwrap();
+    let both = |id, image| {
+        doc(
+            id,
+            &[("a", &[("image", image)]), ("b", &[("image", image)])],
+        )
+    };
+    apply(&fake, dir.path(), &both("o0", ONE));
+    let (a, b) = ("containers:a", "containers:b");
+    let r = orchestrated_for(
+        &fake,
+        dir.path(),
+        &both("o1", TWO),
+        &[
+            ("DOWNLOAD", b),
+            ("DOWNLOAD", a),
+            ("UPDATE", a),
+            ("UPDATE", b),
+            ("ACTIVATE", a),
+            ("CLEANUP", a),
+            ("ACTIVATE", b),
+            ("CLEANUP", b),
+        ],
+    );
+    assert_eq!(r.outcome.status, Status::Completed, "{:?}", r.statuses());
+    assert_eq!(fake.container("a").unwrap().image_ref, TWO);
+    assert_eq!(fake.container("b").unwrap().image_ref, TWO);
+    assert_eq!(names(&fake), ["a", "b"]);
+    assert!(StateDir::open(dir.path())
+        .unwrap()
+        .read_journal()
+        .unwrap()
+        .is_none());
+}
+
+#[test]
+fn orchestrated_rollback_of_one_baseline_keeps_the_others_log_for_the_cleanup() {
+    let fake = engine();
+    let dir = tempfile::tempdir().unwrap();
+    let both = |id, image| {
+        doc(
+            id,
+            &[("a", &[("image", image)]), ("b", &[("image", image)])],
+        )
+    };
+    apply(&fake, dir.path(), &both("o0", ONE));
+    let before = (id_of(&fake, "a"), id_of(&fake, "b"));
+    let (a, b) = ("containers:a", "containers:b");
+    let r = orchestrated_for(
+        &fake,
+        dir.path(),
+        &both("o1", TWO),
+        &[
+            ("DOWNLOAD", a),
+            ("DOWNLOAD", b),
+            ("UPDATE", a),
+            ("UPDATE", b),
+            ("ROLLBACK", a),
+            ("ACTIVATE", b),
+            ("CLEANUP", b),
+        ],
+    );
+    let refused = r
+        .feedback
+        .iter()
+        .find(|f| f.payload.status == Status::ActivationFailure)
+        .and_then(|f| f.payload.message.clone())
+        .unwrap_or_default();
+    assert!(
+        refused.contains("baseline containers:a ended with ROLLBACK_SUCCESS"),
+        "{refused}"
+    );
+    assert_eq!(r.outcome.status, Status::Incomplete, "{:?}", r.statuses());
+    // b, stopped by its UPDATE, is restored from the log the rollback of a kept.
+    assert_eq!((id_of(&fake, "a"), id_of(&fake, "b")), before);
+    assert!(running(&fake, "a") && running(&fake, "b"));
+    assert_eq!(names(&fake), ["a", "b"]);
 }
 
 #[test]

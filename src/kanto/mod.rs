@@ -55,8 +55,9 @@ pub struct KantoConfig {
     pub username: Option<String>,
     /// `connection.client_password` (empty means none).
     pub password: Option<String>,
-    /// The `connection` timeouts: read and checked, but berth's MQTT client
-    /// has its own (it reconnects and redelivers by itself).
+    /// The `connection` timeouts, read and checked: `connect_timeout`
+    /// becomes `mqtt.connect_timeout`; the others have no equivalent in
+    /// berth's MQTT client (see [`apply`]'s note).
     pub timeouts: Vec<(String, Duration)>,
     /// Every key berth does not use, as a path.
     pub ignored: Vec<String>,
@@ -273,17 +274,55 @@ pub fn apply(k: &KantoConfig, config: &mut Config, berth: &dyn Explicit) -> Vec<
             }
         }
     }
-    if !k.timeouts.is_empty() {
-        let names: Vec<&str> = k.timeouts.iter().map(|(n, _)| n.as_str()).collect();
+    if let Some(mqtt) = config.mqtt.as_mut().filter(|_| k.enable == Some(true)) {
+        if let Some((_, d)) = k
+            .timeouts
+            .iter()
+            .find(|(n, _)| n == "connection.connect_timeout")
+        {
+            let (d, note) = connect_timeout(*d);
+            let text = humantime::format_duration(d).to_string();
+            if take("mqtt.connect_timeout", &text, &mut notes) {
+                mqtt.connect_timeout = d;
+                notes.extend(note);
+            }
+        }
+    }
+    let unapplied: Vec<&str> = k
+        .timeouts
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .filter(|n| *n != "connection.connect_timeout")
+        .collect();
+    if !unapplied.is_empty() {
         notes.push(format!(
-            "{}: read; berth's MQTT client keeps its own timeouts (it reconnects and redelivers by itself)",
-            names.join(", ")
+            "{}: not applied: rumqttc, berth's MQTT client, has no timeout per acknowledgement, subscription or disconnect; a broker that stops answering is found by the keep-alive (mqtt.keep_alive), then berth reconnects and sends again what was not acknowledged, and at a stop it delivers what is queued for up to 5s",
+            unapplied.join(", ")
         ));
     }
     if !k.ignored.is_empty() {
         notes.push(format!("ignored Kanto settings: {}", k.ignored.join(", ")));
     }
     notes
+}
+
+/// Kanto's `connect_timeout` as berth's `mqtt.connect_timeout` takes it:
+/// whole seconds (rumqttc's unit, rounded up) within 1s and
+/// [`crate::config::MAX_CONNECT_TIMEOUT`]; the note says when it had to
+/// change.
+pub fn connect_timeout(d: Duration) -> (Duration, Option<String>) {
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    let fitted =
+        Duration::from_secs(secs).clamp(Duration::from_secs(1), crate::config::MAX_CONNECT_TIMEOUT);
+    let note = (fitted != d).then(|| {
+        format!(
+            "connection.connect_timeout: {} is taken as {} (whole seconds, 1s to {})",
+            humantime::format_duration(d),
+            humantime::format_duration(fitted),
+            humantime::format_duration(crate::config::MAX_CONNECT_TIMEOUT)
+        )
+    });
+    (fitted, note)
 }
 
 /// Whether a broker URL names this machine.

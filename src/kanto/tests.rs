@@ -142,3 +142,78 @@ fn verbose_inventory_report_is_taken() {
     apply(&k, &mut c, &());
     assert!(c.verbose_inventory_report);
 }
+
+#[test]
+fn kantos_connect_timeout_becomes_berths() {
+    let mut c = Config::default();
+    apply(&example(), &mut c, &());
+    assert_eq!(
+        c.mqtt.as_ref().map(|m| m.connect_timeout),
+        Some(Duration::from_secs(30))
+    );
+    assert!(c.check().is_ok());
+}
+
+#[test]
+fn berths_connect_timeout_wins_over_kantos() {
+    let text = "[mqtt]\nconnect_timeout = \"7s\"\n";
+    let berth: toml::Table = text.parse().unwrap();
+    let mut c = Config::parse(text).unwrap();
+    let notes = apply(&example(), &mut c, &berth);
+    assert_eq!(
+        c.mqtt.as_ref().map(|m| m.connect_timeout),
+        Some(Duration::from_secs(7))
+    );
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with("mqtt.connect_timeout: berth's configuration wins")),
+        "{notes:?}"
+    );
+}
+
+#[test]
+fn the_timeouts_berth_cannot_apply_are_named_in_one_note_with_the_reason() {
+    let notes = apply(&example(), &mut Config::default(), &());
+    let unapplied: Vec<&String> = notes.iter().filter(|n| n.contains("not applied")).collect();
+    assert_eq!(unapplied.len(), 1, "{notes:?}");
+    let note = unapplied[0];
+    for key in [
+        "disconnect_timeout",
+        "acknowledge_timeout",
+        "subscribe_timeout",
+        "unsubscribe_timeout",
+    ] {
+        assert!(note.contains(&format!("connection.{key}")), "{note}");
+    }
+    assert!(!note.contains("connection.connect_timeout"), "{note}");
+    assert!(note.contains("keep-alive"), "{note}");
+}
+
+#[test]
+fn a_sub_second_connect_timeout_is_rounded_up_to_whole_seconds_with_a_note() {
+    let (d, note) = connect_timeout(Duration::from_millis(1500));
+    assert_eq!(d, Duration::from_secs(2));
+    assert!(note.is_some_and(|n| n.contains("1s 500ms is taken as 2s")));
+}
+
+#[test]
+fn a_zero_connect_timeout_is_taken_as_one_second() {
+    assert_eq!(connect_timeout(Duration::ZERO).0, Duration::from_secs(1));
+}
+
+#[test]
+fn a_connect_timeout_beyond_the_bound_is_taken_as_the_bound() {
+    assert_eq!(
+        connect_timeout(Duration::from_secs(3600)).0,
+        crate::config::MAX_CONNECT_TIMEOUT
+    );
+}
+
+#[test]
+fn a_whole_connect_timeout_within_bounds_is_taken_as_it_is_without_a_note() {
+    assert_eq!(
+        connect_timeout(Duration::from_secs(30)),
+        (Duration::from_secs(30), None)
+    );
+}

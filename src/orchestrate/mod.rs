@@ -11,6 +11,10 @@
 
 use serde::Deserialize;
 
+pub mod progress;
+
+pub use progress::{Progress, Selection};
+
 use crate::feedback::Status;
 use crate::plan::{Action, Plan};
 use crate::spec::model::DesiredState;
@@ -30,8 +34,11 @@ pub enum Mode {
 /// The Update Manager's own `phaseTimeout`.
 pub const DEFAULT_PHASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
-/// The implicit baseline of the removals, as Kanto names it.
-pub const REMOVALS_BASELINE: &str = "containers:remove-components";
+/// The implicit baseline of the removals, as Kanto names it
+/// (`<domain>:remove-components`: `containers:remove-components`).
+pub fn removals_baseline(domain: &str) -> String {
+    format!("{domain}:remove-components")
+}
 
 /// A phase the Update Manager asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,9 +200,9 @@ pub fn status_word(s: Status) -> String {
 }
 
 /// The baselines of an activity: the document's own, one implicit
-/// `containers:<name>` per container in none, and
-/// `containers:remove-components` for the removals. Each lists its
-/// container names.
+/// `<domain>:<name>` per container in none, and
+/// `<domain>:remove-components` for the removals, empty or not (Kanto's
+/// names). Each lists its container names.
 pub fn baselines(desired: &DesiredState, plan: &Plan, domain: &str) -> Vec<(String, Vec<String>)> {
     let mut out: Vec<(String, Vec<String>)> = desired
         .baselines
@@ -217,34 +224,10 @@ pub fn baselines(desired: &DesiredState, plan: &Plan, domain: &str) -> Vec<(Stri
             _ => out.push((format!("{domain}:{}", entry.id), vec![entry.id.clone()])),
         }
     }
-    if !removals.is_empty() {
-        out.push((REMOVALS_BASELINE.to_string(), removals));
-    }
+    // Always there, as Kanto's: a test tool may send its commands to it
+    // even when nothing is removed (they then change nothing).
+    out.push((removals_baseline(domain), removals));
     out
-}
-
-/// What a command's baseline selects.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Scope {
-    /// Every action (`""`, `"*"`, or a baseline holding every change).
-    All,
-    /// No such baseline: `Unknown baseline <x>`.
-    Unknown(String),
-    /// A baseline that holds only some of the changes.
-    Part(String),
-}
-
-/// Which actions `baseline` selects, given the activity's baselines and
-/// the containers it changes.
-pub fn scope(baseline: &str, baselines: &[(String, Vec<String>)], changed: &[String]) -> Scope {
-    if baseline.is_empty() || baseline == "*" {
-        return Scope::All;
-    }
-    match baselines.iter().find(|(title, _)| title == baseline) {
-        None => Scope::Unknown(baseline.to_string()),
-        Some((_, members)) if changed.iter().all(|c| members.contains(c)) => Scope::All,
-        Some(_) => Scope::Part(baseline.to_string()),
-    }
 }
 
 #[cfg(test)]

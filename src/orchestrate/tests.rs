@@ -46,7 +46,8 @@ fn the_update_managers_command_has_no_baseline_and_means_every_baseline() {
     assert_eq!(c.activity_id, "x");
     assert_eq!(c.word, Word::Phase(Phase::Download));
     assert_eq!(c.baseline, "");
-    assert_eq!(scope(&c.baseline, &[], &["web".into()]), Scope::All);
+    let p = Progress::new(&[], &["web".into()]);
+    assert_eq!(p.admit(Phase::Download, &c.baseline), Ok(Selection::All));
 }
 
 #[test]
@@ -184,27 +185,19 @@ fn containers_in_no_baseline_get_one_of_their_own_and_removals_share_one() {
 }
 
 #[test]
-fn an_unknown_baseline_is_named() {
-    assert_eq!(
-        scope("monitoring", &[], &["web".into()]),
-        Scope::Unknown("monitoring".into())
-    );
+fn the_implicit_baselines_carry_the_agents_domain_as_kantos_do() {
+    let (desired, plan) = activity(&[], &[("api", Action::Create), ("old", Action::Remove)]);
+    let b = baselines(&desired, &plan, "apps");
+    let titles: Vec<&str> = b.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(titles, ["apps:api", "apps:remove-components"]);
 }
 
 #[test]
-fn a_baseline_holding_every_change_selects_everything() {
-    let b = vec![("containers:web".to_string(), vec!["web".to_string()])];
-    assert_eq!(scope("containers:web", &b, &["web".into()]), Scope::All);
-}
-
-#[test]
-fn a_baseline_holding_some_changes_is_a_part() {
-    let b = vec![
-        ("containers:web".to_string(), vec!["web".to_string()]),
-        ("containers:db".to_string(), vec!["db".to_string()]),
-    ];
+fn the_removals_baseline_is_there_even_when_nothing_is_removed() {
+    let (desired, plan) = activity(&[], &[("api", Action::Create)]);
+    let b = baselines(&desired, &plan, "containers");
     assert_eq!(
-        scope("containers:web", &b, &["web".into(), "db".into()]),
-        Scope::Part("containers:web".into())
+        b.last(),
+        Some(&("containers:remove-components".to_string(), Vec::new()))
     );
 }
