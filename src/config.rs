@@ -247,6 +247,10 @@ impl Default for Config {
 pub struct MqttConfig {
     /// `mqtt://host:port` or `mqtts://host:port`.
     pub url: String,
+    /// More brokers of the same cluster, tried in turn after `url` when a
+    /// connection fails or is lost (with jittered back-off), so that a
+    /// fleet survives a broker node going down. Same scheme as `url`.
+    pub failover_urls: Vec<String>,
     /// Client id; empty means one derived from this device's machine id
     /// (see [`crate::agent::mqtt::default_client_id`]), so that two devices
     /// never take each other's session on a shared broker.
@@ -289,6 +293,7 @@ impl Default for MqttConfig {
     fn default() -> Self {
         Self {
             url: "mqtt://127.0.0.1:1883".into(),
+            failover_urls: Vec::new(),
             client_id: None,
             username: None,
             password: None,
@@ -494,6 +499,21 @@ impl Config {
                     ),
                 );
             }
+            for url in &mqtt.failover_urls {
+                let alt = url.split_once("://").map(|(s, _)| s);
+                let tls = |s: Option<&str>| matches!(s, Some("mqtts" | "ssl"));
+                if !matches!(alt, Some("mqtt" | "mqtts" | "tcp" | "ssl")) || tls(alt) != tls(scheme)
+                {
+                    return bad(
+                        "mqtt.failover_urls",
+                        format!(
+                            "\"{}\" must be a broker URL with the same kind of scheme as mqtt.url (\"{}\"): all TLS or all plain",
+                            crate::redact::userinfo(url),
+                            crate::redact::userinfo(&mqtt.url)
+                        ),
+                    );
+                }
+            }
             if let Err(e) = check_topic_prefix(&mqtt.topic_prefix) {
                 return bad(
                     "mqtt.topic_prefix",
@@ -613,6 +633,9 @@ impl Config {
                 m.password = Some(crate::redact::REDACTED.into());
             }
             m.url = crate::redact::userinfo(&m.url).into_owned();
+            for u in &mut m.failover_urls {
+                *u = crate::redact::userinfo(u).into_owned();
+            }
         }
         if let Some(h) = shown.docker_host.as_mut() {
             *h = crate::redact::userinfo(h).into_owned();
@@ -630,6 +653,14 @@ impl std::fmt::Debug for MqttConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MqttConfig")
             .field("url", &crate::redact::userinfo(&self.url))
+            .field(
+                "failover_urls",
+                &self
+                    .failover_urls
+                    .iter()
+                    .map(|u| crate::redact::userinfo(u).into_owned())
+                    .collect::<Vec<_>>(),
+            )
             .field("client_id", &self.client_id)
             .field("username", &self.username)
             .field(
@@ -775,6 +806,25 @@ mod tests {
     fn an_unknown_mqtt_option_is_named() {
         let e = Config::parse("[mqtt]\nuri = \"mqtt://x\"").unwrap_err().0;
         assert!(e.contains("uri"), "{e}");
+    }
+
+    // Issue 26: a fleet's brokers are a cluster's nodes.
+    #[test]
+    fn failover_urls_of_another_kind_of_scheme_are_refused_naming_the_field() {
+        let e = refusal("[mqtt]\nurl = \"mqtt://a:1883\"\nfailover_urls = [\"mqtts://b:8883\"]");
+        assert!(e.starts_with("mqtt.failover_urls: "), "{e}");
+        assert!(e.contains("mqtts://b:8883"), "{e}");
+        let e = refusal("[mqtt]\nurl = \"mqtt://a:1883\"\nfailover_urls = [\"http://b\"]");
+        assert!(e.starts_with("mqtt.failover_urls: "), "{e}");
+    }
+
+    #[test]
+    fn failover_urls_of_the_same_kind_are_accepted() {
+        let c = Config::parse(
+            "[mqtt]\nurl = \"mqtt://a:1883\"\nfailover_urls = [\"mqtt://b:1883\", \"tcp://c:1883\"]",
+        )
+        .unwrap();
+        assert_eq!(c.mqtt.unwrap().failover_urls.len(), 2);
     }
 
     #[test]

@@ -177,3 +177,42 @@ fn bad_waves_are_refused_naming_the_flag() {
     assert_ne!(out.status.code(), Some(0), "{}", show(&out));
     assert!(text(&out.stderr).contains("--waves"), "{}", show(&out));
 }
+
+/// A device whose broker dies connects to the next of its list and goes
+/// on: its current state reaches the survivor, and a desired state sent
+/// there runs to COMPLETED.
+#[test]
+fn an_agent_fails_over_to_the_next_broker_when_its_broker_dies() {
+    let mut a = Broker::start();
+    let b = Broker::start();
+    let on_b = Subscriber::start(&b, "devices/d1/#");
+    let state = tempfile::tempdir().unwrap();
+    let mut cmd = berth();
+    cmd.args(["run", "--state-dir"])
+        .arg(state.path())
+        .args(["--mqtt-url", &format!("{},{}", a.url(), b.url())])
+        .args(["--mqtt-topic-prefix", "devices/d1/", "--min-ready", "200ms"])
+        .args(["--log-level", "berth=debug", "--reconcile-interval", "0"]);
+    let mut agent = Background::spawn(cmd);
+    agent.wait_for("connected to the MQTT broker", WAIT);
+    assert!(
+        on_b.messages().is_empty(),
+        "it connected to the second broker first"
+    );
+    a.kill();
+    let current = "devices/d1/containersupdate/currentstate";
+    on_b.wait_for(
+        &format!("the current state on the survivor\n{}", agent.stderr()),
+        WAIT,
+        |m| m.iter().any(|(t, _)| t == current),
+    );
+    let doc = r#"{"activityId":"failover-1","payload":{"domains":[{"id":"containers","components":[]}]}}"#;
+    crate::broker::publish(&b, "devices/d1/containersupdate/desiredstate", doc);
+    on_b.feedback("failover-1", &["COMPLETED"], WAIT, &agent.stderr());
+    assert!(
+        agent.stderr().contains("trying the next MQTT broker"),
+        "{}",
+        agent.stderr()
+    );
+    agent.terminate();
+}

@@ -297,6 +297,8 @@ pub struct Settings {
     max_oversize_read: usize,
     /// Found while reading the files, for the caller to log once at start.
     warnings: Vec<String>,
+    /// Every broker to try, `url` first: (URL for logs, options).
+    brokers: Vec<(String, MqttOptions)>,
     /// `mqtt.connect_timeout` in whole seconds, rounded up (rumqttc's
     /// unit): how long one connection attempt may take.
     connect_timeout: u64,
@@ -428,10 +430,22 @@ impl Settings {
                 client_auth,
             }));
         }
+        let shown = crate::redact::userinfo(&config.url).into_owned();
+        let mut brokers = vec![(shown.clone(), options.clone())];
+        for alt in &config.failover_urls {
+            let one = MqttConfig {
+                url: alt.clone(),
+                failover_urls: Vec::new(),
+                ..config.clone()
+            };
+            let s = Self::on(&one, instance, host)?;
+            brokers.push((s.url, s.options));
+        }
         Ok(Self {
             options,
+            brokers,
             // Only ever shown (in logs): never with a password in it.
-            url: crate::redact::userinfo(&config.url).into_owned(),
+            url: shown,
             topics,
             max_message_size: config.max_message_size,
             max_oversize_read: DEFAULT_MAX_OVERSIZE_READ,
@@ -1110,7 +1124,10 @@ pub async fn run(
     // One `currentstate/get` in the loop's channel at a time.
     let gets = Arc::new(Semaphore::new(1));
     let mut in_loop: Option<(u64, oneshot::Receiver<()>)> = None;
-    let mut delay = Duration::from_millis(250);
+    // Consecutive failed connection attempts, for the jittered back-off,
+    // and which broker of `brokers` is in use.
+    let mut attempts: u32 = 0;
+    let mut broker_at: usize = 0;
     let mut closing: Option<tokio::time::Instant> = None;
     // A document the loop could not persist is not acknowledged; the broker
     // sends it again only on a new connection, so berth makes one, later
@@ -1170,7 +1187,7 @@ pub async fn run(
                         eventloop.clean();
                     }
                     if c.connected {
-                        delay = Duration::from_millis(250);
+                        attempts = 0;
                     }
                 }
                 Err(e) => {
@@ -1190,15 +1207,25 @@ pub async fn run(
                         }
                         continue;
                     }
+                    attempts = attempts.saturating_add(1);
+                    let delay = super::backoff::jittered(attempts);
                     if was_connected {
                         let _ = c.inputs.send(Input::Disconnected);
                         tracing::warn!(broker = %c.settings.url, error = %e, "lost the MQTT connection; reconnecting");
                     } else {
                         log_connect_error(&c.settings.url, &e, delay, c.settings.connect_timeout);
                     }
+                    // The next attempt goes to the next broker of the list
+                    // (the same one when there is one).
+                    if c.settings.brokers.len() > 1 {
+                        broker_at = (broker_at + 1) % c.settings.brokers.len();
+                        let (url, options) = c.settings.brokers[broker_at].clone();
+                        tracing::info!(broker = %url, "trying the next MQTT broker");
+                        eventloop.mqtt_options = options;
+                        c.settings.url = url;
+                    }
                     if closing.is_none() {
                         tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(MAX_RECONNECT_DELAY);
                     }
                 }
             },

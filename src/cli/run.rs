@@ -125,8 +125,10 @@ pub struct RunArgs {
     #[arg(long, value_parser = duration, value_name = "DURATION")]
     check_interval: Option<Duration>,
 
-    /// The broker: mqtt://host:port or mqtts://host:port (turns MQTT on).
-    #[arg(long, value_name = "URL")]
+    /// The broker: mqtt://host:port or mqtts://host:port (turns MQTT on);
+    /// more, comma-separated, are tried in turn when one fails
+    /// (mqtt.failover_urls).
+    #[arg(long, value_name = "URL[,URL…]")]
     mqtt_url: Option<String>,
 
     /// MQTT client id (default berth-<12 hex digits derived from /etc/machine-id>).
@@ -286,7 +288,13 @@ impl RunArgs {
             || self.mqtt_max_message_size.is_some();
         if mqtt_flags {
             let m = c.mqtt.get_or_insert_with(MqttConfig::default);
-            set(&mut m.url, &self.mqtt_url);
+            if let Some(list) = &self.mqtt_url {
+                let mut urls = list.split(',').map(str::trim).filter(|u| !u.is_empty());
+                if let Some(first) = urls.next() {
+                    m.url = first.to_string();
+                }
+                m.failover_urls = urls.map(str::to_string).collect();
+            }
             if self.mqtt_client_id.is_some() {
                 m.client_id = self.mqtt_client_id.clone();
             }
