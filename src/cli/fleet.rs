@@ -401,10 +401,9 @@ impl FleetSimArgs {
             anyhow::bail!("--agents must be at least 1");
         }
         let url = self.broker.broker.first().cloned().unwrap_or_default();
-        if self.broker.broker.len() > 1 {
-            tracing::warn!("fleet-sim agents use the first --broker only");
-        }
         let mut broker = self.broker.config(&url)?;
+        // Agent i starts at node i mod n and fails over to the others.
+        broker.failover_urls = self.broker.broker.iter().skip(1).cloned().collect();
         // Each agent logs in as its own name; the file gives the password.
         let password = match &self.broker.password_file {
             Some(p) => Some(

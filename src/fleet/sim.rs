@@ -25,7 +25,10 @@ pub struct Options {
     /// The number of the first (`sim-<first>`), so several processes can
     /// share one fleet.
     pub first: usize,
-    /// The broker every agent connects to.
+    /// How every agent connects: `url` and `failover_urls` are the
+    /// cluster's nodes, which agent `i` tries starting at node `i mod n`,
+    /// so a fleet spreads evenly over a cluster and each agent fails over
+    /// to the others.
     pub broker: MqttConfig,
     /// The root of the agents' prefixes (`devices/`): agent `sim-0001`
     /// uses `devices/sim-0001/`.
@@ -121,6 +124,12 @@ fn start(
             source,
         })?;
     let mut broker = options.broker.clone();
+    let mut nodes = vec![broker.url.clone()];
+    nodes.append(&mut broker.failover_urls);
+    let n = nodes.len();
+    nodes.rotate_left(i % n);
+    broker.url = nodes.remove(0);
+    broker.failover_urls = nodes;
     broker.client_id = Some(name.clone());
     broker.topic_prefix = format!("{}{name}/", options.prefix);
     if let Some(p) = &options.password {
