@@ -66,6 +66,20 @@ impl Pki {
         );
         write("client.key", client_key.serialize_pem());
 
+        // One certificate per fleet identity (issue 26): the broker takes
+        // the user name from the CN (`use_identity_as_username`).
+        for cn in ["controller", "sim-0001", "sim-0002"] {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.distinguished_name.push(DnType::CommonName, cn);
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+            write(
+                &format!("{cn}.pem"),
+                params.signed_by(&key, &issuer).unwrap().pem(),
+            );
+            write(&format!("{cn}.key"), key.serialize_pem());
+        }
+
         let (other, other_key) = new_ca("another CA");
         write("other-ca.pem", other.self_signed(&other_key).unwrap().pem());
         Self { dir }
@@ -100,6 +114,11 @@ struct TlsBroker {
 
 impl TlsBroker {
     fn start(pki: &Pki, require_certificate: bool) -> Self {
+        Self::start_with(pki, require_certificate, "")
+    }
+
+    /// [`TlsBroker::start`] with `extra` config lines.
+    fn start_with(pki: &Pki, require_certificate: bool, extra: &str) -> Self {
         let mut broker = Self {
             port: 0,
             dir: TempDir::new().expect("temp dir for the broker"),
@@ -118,7 +137,8 @@ impl TlsBroker {
                  user root\n\
                  persistence false\n\
                  log_dest stderr\n\
-                 log_type all\n",
+                 log_type all\n\
+                 {extra}\n",
                 port = broker.port,
                 ca = pki.path("ca.pem").display(),
                 cert = pki.path("server.pem").display(),
@@ -570,4 +590,82 @@ fn docker_tls_presents_the_client_certificate_in_docker_cert_path() {
         err.contains("cannot reach the Docker engine") && err.contains("CertificateRequired"),
         "refused without a client certificate\n{err}"
     );
+}
+
+/// `mosquitto_pub`/`mosquitto_sub` over TLS as the identity `cn`.
+fn as_identity(tool: &str, broker: &TlsBroker, pki: &Pki, cn: &str) -> Command {
+    let mut cmd = Command::new(tool);
+    cmd.args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
+        .args(["--cafile", &pki.arg("ca.pem")])
+        .args(["--cert", &pki.arg(&format!("{cn}.pem"))])
+        .args(["--key", &pki.arg(&format!("{cn}.key"))])
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// What `cn` receives on `filter` within `secs`.
+fn received_as(broker: &TlsBroker, pki: &Pki, cn: &str, filter: &str, secs: u32) -> String {
+    let out = as_identity("mosquitto_sub", broker, pki, cn)
+        .args(["-t", filter, "-v", "-W", &secs.to_string()])
+        .output()
+        .expect("mosquitto_sub runs");
+    format!("{}{}", text(&out.stdout), text(&out.stderr))
+}
+
+/// Issue 26: with client certificates as the devices' identities (the
+/// broker takes the user name from the CN) and the fleet's ACL as
+/// `examples/mosquitto/` ships it, a device reads nothing of another's
+/// prefix, and berth as that device works within its own.
+#[test]
+fn with_client_certificates_as_identities_a_device_reaches_only_its_own_prefix() {
+    let pki = Pki::new();
+    let acl = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mosquitto/acl");
+    let broker = TlsBroker::start_with(
+        &pki,
+        true,
+        &format!("use_identity_as_username true\nacl_file {}", acl.display()),
+    );
+    let theirs = "devices/sim-0002/containersupdate/currentstate";
+    let out = as_identity("mosquitto_pub", &broker, &pki, "controller")
+        .args(["-t", theirs, "-r", "-q", "1", "-m", "{\"secret\":1}"])
+        .output()
+        .expect("mosquitto_pub runs");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        received_as(&broker, &pki, "controller", theirs, 2).contains("secret"),
+        "the controller reads it\n{}",
+        broker.log()
+    );
+    assert!(!received_as(&broker, &pki, "sim-0001", "devices/#", 2).contains("secret"));
+
+    chmod(&pki.path("sim-0001.key"), 0o600);
+    let state = TempDir::new().unwrap();
+    let mut run = agent(
+        &state,
+        &broker,
+        &[
+            "--mqtt-ca-file".into(),
+            pki.arg("ca.pem"),
+            "--mqtt-cert-file".into(),
+            pki.arg("sim-0001.pem"),
+            "--mqtt-key-file".into(),
+            pki.arg("sim-0001.key"),
+            "--mqtt-topic-prefix".into(),
+            "devices/sim-0001/".into(),
+        ],
+    );
+    run.wait_for("connected to the MQTT broker", WAIT);
+    let mine = "devices/sim-0001/containersupdate/currentstate";
+    let seen = received_as(&broker, &pki, "controller", mine, 10);
+    assert!(
+        seen.contains(mine),
+        "berth's current state reached the controller: {seen}\nberth log:\n{}",
+        run.stderr()
+    );
+    assert!(
+        !broker.log().contains("Denied PUBLISH from"),
+        "berth published outside its prefix:\n{}",
+        broker.log()
+    );
+    assert!(run.terminate().success(), "{}", run.stderr());
 }
