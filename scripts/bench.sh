@@ -24,6 +24,8 @@
 #   --reps    repetitions per measurement (default 5)
 #   --idle    how long `berth run` idles for its footprint (default 600)
 #   --out     where the report goes (default docs/BENCHMARKS.md)
+#   --only    comma-separated scenarios to run (cold,noop,update,downtime,
+#             agent,footprint,plan), when working on one; a partial report
 # Supersedes scripts/bench-apply.sh, bench-agent.sh and bench-plan.sh.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -33,13 +35,15 @@ QUICK=0
 REPS=5
 IDLE=600
 OUT=docs/BENCHMARKS.md
+ONLY=
 while [[ $# -gt 0 ]]; do
   case $1 in
     --quick) QUICK=1 ;;
     --reps) REPS=$2; shift ;;
     --idle) IDLE=$2; shift ;;
     --out) OUT=$2; shift ;;
-    -h | --help) sed -n '2,27p' "$0"; exit 0 ;;
+    --only) ONLY=$2; shift ;;
+    -h | --help) sed -n '2,29p' "$0"; exit 0 ;;
     *) echo "bench: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -113,7 +117,7 @@ cleanup() {
     log "failed; the last output of the failing step:"
     tail -n 30 "$WORK/step.log" >&2 2>/dev/null || true
   fi
-  rm -rf "$WORK"
+  [[ -n ${BENCH_KEEP:-} ]] && log "kept $WORK" || rm -rf "$WORK"
 }
 trap cleanup EXIT
 cleanup_containers
@@ -382,7 +386,7 @@ dt_update() { # PEER IMAGE: one update of that peer's service
     compose) dt_compose bench-dt-k "$2" "$WORK/compose-dt"; (cd "$WORK/compose-dt" && docker-compose -p benchdt up -d) ;;
     cli) docker rm -f bench-dt-c && docker run -d --name bench-dt-c --network bench-net "$2" /bin/sh -c "$LISTEN" ;;
     floor) printf 'bench-dt-f %s\n' "$2" >"$WORK/dt.specs"
-      floor update --network bench-net --stop-timeout 10 --specs "$WORK/dt.specs" --cmd /bin/sh --cmd -c --cmd "$LISTEN" ;;
+      floor update --network bench-net --stop-timeout 10 --specs "$WORK/dt.specs" --cmd /bin/sh --cmd=-c --cmd "$LISTEN" ;;
   esac
 }
 dt_target() {
@@ -399,7 +403,7 @@ scenario_downtime() {
     case $peer in
       cli) docker run -d --name bench-dt-c --network bench-net "$img" /bin/sh -c "$LISTEN" ;;
       floor) printf 'bench-dt-f %s\n' "$img" >"$WORK/dt.specs"
-        floor cold --network bench-net --specs "$WORK/dt.specs" --cmd /bin/sh --cmd -c --cmd "$LISTEN" ;;
+        floor cold --network bench-net --specs "$WORK/dt.specs" --cmd /bin/sh --cmd=-c --cmd "$LISTEN" ;;
       *) dt_update "$peer" "$img" ;;
     esac >"$WORK/step.log" 2>&1 || die "deploying $peer for the downtime probe"
   done
@@ -610,13 +614,9 @@ to_ms() {
 STARTED=$(date -u '+%Y-%m-%d %H:%M UTC')
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 T_RUN=$(now)
-scenario_cold
-scenario_noop
-scenario_update
-scenario_downtime
-scenario_agent
-scenario_footprint
-scenario_plan
+for scenario in cold noop update downtime agent footprint plan; do
+  if [[ -z $ONLY || ,$ONLY, == *,$scenario,* ]]; then "scenario_$scenario"; fi
+done
 RUN_S=$(awk -v a="$T_RUN" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", b - a }')
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -626,7 +626,7 @@ export RESULTS WORK
 source scripts/bench-report.sh
 report >"$OUT"
 log "report written to $OUT (run took ${RUN_S}s)"
-if [[ $QUICK -eq 1 ]]; then
+if [[ $QUICK -eq 1 && -z $ONLY ]]; then
   check_complete
   log "quick run complete: every scenario produced numbers"
 fi
