@@ -240,8 +240,8 @@ in sync, \`--min-ready 1ms\`. The file is replaced atomically (rename) with a ne
 activityId; the first engine call is the proxy's timestamp of the next request. The MQTT
 time is from publishing to receiving the IDENTIFYING feedback (benches/harness/agent.rs,
 rumqttc). Repair: removed with \`docker rm -f\`, or SIGKILLed, until a container of that
-name runs again. A killed container has berth's default restart policy
-(unless-stopped): the engine restarts it itself, so that row is the engine's.
+name runs again. Both are berth's repair: the engine does not restart a container that
+\`docker kill\` stopped, whatever its restart policy (it counts as a manual stop).
 
 | measure | median | min – max | runs | target | verdict |
 | --- | ---: | ---: | ---: | ---: | --- |
@@ -327,8 +327,7 @@ EOF
   the old container until the new one runs, and the readiness wait's inspects.
 - What is the engine's: a container's stop (SIGTERM, the process exits, the engine
   cleans up the network sandbox) and start (network sandbox, veth, DNS entry) times in
-  the downtime section; the killed-container repair (the engine's restart policy); the
-  create and start calls themselves, which the floor shows.
+  the downtime section; the create and start calls themselves, which the floor shows.
 - GNU time reports CPU time in 10 ms steps and the idle CPU comes from /proc ticks
   (10 ms): a 0 is "under 10 ms".
 - Downtime is probed by name through the engine's DNS because start-first cannot be
