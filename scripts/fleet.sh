@@ -49,6 +49,8 @@ listener $port 127.0.0.1
 allow_anonymous true
 max_queued_messages 100000
 persistence false
+# As root mosquitto would switch to the mosquitto user, who cannot write here.
+user root
 log_dest file $work/mosquitto.log
 EOF
 

@@ -1180,3 +1180,53 @@ fn activity_rollback_reverts_an_in_place_memory_update() {
         "{applied}"
     );
 }
+
+/// Regression (issue 25): start-first stopped the old container before the
+/// new one had the service's name, so the name pointed at a stopping
+/// container for the whole stop. Now the new container starts first, the
+/// names change hands while both run, and only then does the old one stop.
+#[test]
+fn start_first_hands_the_name_to_the_running_new_container_before_the_old_one_stops() {
+    let device = Device::new("start-first");
+    let name = device.name("web");
+    let (one, two) = (image("service", "1"), image("service", "2"));
+    let strategy = ("updateStrategy", "start-first");
+    let v1 = device.doc("v1", &[(&name, "1", &[("image", &one), strategy])]);
+    device.apply_ok(&v1, &[]);
+    let old = identity(&name).id;
+    let since = docker(&["system", "info", "--format", "{{.SystemTime}}"]);
+    let v2 = device.doc("v2", &[(&name, "2", &[("image", &two), strategy])]);
+    let applied = device.apply_ok(&v2, &[]);
+    let new = identity(&name).id;
+    assert_ne!(new, old, "{applied}");
+    assert_eq!(config_image(&name), two);
+    let until = docker(&["system", "info", "--format", "{{.SystemTime}}"]);
+    let events = docker(&[
+        "events",
+        "--since",
+        since.trim(),
+        "--until",
+        until.trim(),
+        "--filter",
+        &format!("container={old}"),
+        "--filter",
+        &format!("container={new}"),
+        "--format",
+        "{{.Actor.ID}} {{.Action}} {{.Actor.Attributes.name}}",
+    ]);
+    let at = |id: &str, action: &str| {
+        events
+            .lines()
+            .position(|l| l.starts_with(id) && l.split(' ').nth(1) == Some(action))
+            .unwrap_or_else(|| panic!("no {action} of {id} in:\n{events}"))
+    };
+    let renamed_to_name = events
+        .lines()
+        .position(|l| {
+            l.starts_with(&new) && l.contains(" rename ") && l.ends_with(&format!(" {name}"))
+        })
+        .unwrap_or_else(|| panic!("the new container never took {name}:\n{events}"));
+    assert!(at(&new, "start") < at(&old, "kill"), "{events}");
+    assert!(renamed_to_name < at(&old, "kill"), "{events}");
+    assert!(device.leftovers().is_empty(), "{:?}", device.leftovers());
+}

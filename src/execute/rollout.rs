@@ -892,12 +892,18 @@ impl<R: Runtime> Run<'_, R> {
     }
 
     /// Completes a container that passed its gate (start-first: only now
-    /// does the old one stop and give up its name).
+    /// does the old one give up its name, then stop).
     async fn finish(&mut self, i: usize) -> Result<(), ExecuteError> {
         let name = self.units[i].name().to_string();
         match self.units[i].entry.action {
             Action::Create | Action::Recreate => {
                 if self.units[i].entry.execution.start_first {
+                    // The names change hands first, while both run: the
+                    // service's name never points at a stopping container,
+                    // so a client sees two renames of downtime, not the old
+                    // container's stop (issue 25).
+                    self.retire(i).await?;
+                    self.take_name(i).await?;
                     if let Some(old) = self.units[i].old {
                         let id = old.details.id.clone();
                         self.record(Effect::Stop {
@@ -910,9 +916,7 @@ impl<R: Runtime> Run<'_, R> {
                             .stop(&id, self.stop_timeout(self.units[i].spec))
                             .await
                             .map_err(ExecuteError::step(&name, "stop the old container"))?;
-                        self.retire(i).await?;
                     }
-                    self.take_name(i).await?;
                 }
                 self.set(
                     &name,
