@@ -239,6 +239,13 @@ pub struct AgentOptions {
 }
 
 /// [`AgentOptions::get_interval`] by default: a flood of requests costs
+/// How long the loop waits after a managed container died or was removed
+/// before it repairs: enough to take a burst of events (a `docker stop` of
+/// many containers) in one plan, short enough that a service is back
+/// within about a second (issue 25). Repeated failures back off
+/// ([`backoff`]); the current-state report keeps the longer `debounce`.
+pub const REPAIR_DELAY: Duration = Duration::from_millis(250);
+
 /// one inventory a second; an Update Manager asks once per activity.
 pub const DEFAULT_GET_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -1092,7 +1099,7 @@ impl<R: Runtime + 'static> Loop<R> {
         if self.options().reconcile_interval.is_zero() || self.current.is_none() {
             return;
         }
-        let at = Instant::now() + self.options().debounce;
+        let at = Instant::now() + self.options().debounce.min(REPAIR_DELAY);
         self.reconcile_at = Some(self.reconcile_at.map_or(at, |t| t.min(at)));
     }
 
