@@ -807,30 +807,12 @@ fn killed_before_every_journal_write() {
     let mut n = 1;
     loop {
         let s = Scenario::standard(&format!("kj{n}"));
-        let mut cmd = s.device.apply_cmd(&s.v2, &[]);
-        cmd.env("BERTH_TEST_PAUSE_AT", format!("journal#{n}"));
-        let mut bg = Background::spawn(cmd);
-        let needle = format!("pausing during journal write #{n}");
-        let deadline = std::time::Instant::now() + Duration::from_secs(120);
-        let paused = loop {
-            if bg.stderr().contains(&needle) {
-                break true;
-            }
-            if !bg.is_running() {
-                break false;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "neither paused nor done:\n{}",
-                bg.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        if !paused {
+        let cmd = s.device.apply_cmd(&s.v2, &[]);
+        let Some(mut bg) = Background::paused_at_journal_write(cmd, n) else {
             // The activity has fewer writes: every one was covered.
-            assert!(n > 5, "only {} journal writes:\n{}", n - 1, bg.stderr());
+            assert!(n > 5, "only {} journal writes", n - 1);
             break;
-        }
+        };
         bg.kill();
         let verdict = s.next_start();
         if n == 1 {

@@ -142,7 +142,6 @@ fn net(log: &str) -> Vec<String> {
 fn killed_before_every_journal_write_of_a_migrating_upgrade_recovery_leaves_data_and_version_matching(
 ) {
     use crate::util::{run, text, Background};
-    use std::time::Duration;
     let mut n = 1;
     let mut saw_down = false;
     loop {
@@ -153,31 +152,13 @@ fn killed_before_every_journal_write_of_a_migrating_upgrade_recovery_leaves_data
         device.apply_ok(&v1, &[]);
         let before = identity(&name);
         let v3 = doc(&device, "v3", &name, &volume, "1.2.0", "1.2.0");
-        let mut cmd = device.apply_cmd(&v3, &[]);
-        cmd.env("BERTH_TEST_PAUSE_AT", format!("journal#{n}"));
-        let mut bg = Background::spawn(cmd);
-        let needle = format!("pausing during journal write #{n}");
-        let deadline = std::time::Instant::now() + Duration::from_secs(120);
-        let paused = loop {
-            if bg.stderr().contains(&needle) {
-                break true;
-            }
-            if !bg.is_running() {
-                break false;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "neither paused nor done:\n{}",
-                bg.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        if !paused {
+        let cmd = device.apply_cmd(&v3, &[]);
+        let Some(mut bg) = Background::paused_at_journal_write(cmd, n) else {
             // The upgrade has fewer writes: every one was covered. The
             // listing and two migrations alone make ten.
-            assert!(n > 10, "only {} journal writes:\n{}", n - 1, bg.stderr());
+            assert!(n > 10, "only {} journal writes", n - 1);
             break;
-        }
+        };
         bg.kill();
         let out = run(&mut device.berth_cmd("recover", &["--json"]));
         let said = format!("{}\n{}", text(&out.stdout), text(&out.stderr));

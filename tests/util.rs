@@ -390,6 +390,31 @@ fn collect(pipe: impl std::io::Read + Send + 'static) -> std::sync::Arc<std::syn
 }
 
 impl Background {
+    /// Starts `cmd` (an apply) to pause before its journal write `n`
+    /// (`BERTH_TEST_PAUSE_AT=journal#n`), and waits until it paused there:
+    /// `Some` with it paused, for the test to kill; `None` when it ended
+    /// without reaching that write (the activity has fewer).
+    pub fn paused_at_journal_write(mut cmd: Command, n: u32) -> Option<Self> {
+        cmd.env("BERTH_TEST_PAUSE_AT", format!("journal#{n}"));
+        let mut bg = Self::spawn(cmd);
+        let needle = format!("pausing during journal write #{n}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            if bg.stderr().contains(&needle) {
+                return Some(bg);
+            }
+            if !bg.is_running() {
+                return None;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "neither paused nor done:\n{}",
+                bg.stderr()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     /// Starts `cmd` with standard error and output captured.
     pub fn spawn(mut cmd: Command) -> Self {
         let mut child = cmd

@@ -360,17 +360,23 @@ impl<R: Runtime> Ledger for Run<'_, R> {
     }
 }
 
-impl<R: Runtime> Run<'_, R> {
+impl<'a, R: Runtime> Run<'a, R> {
+    /// What this activity's one-shots run with: its instance, its
+    /// redaction, its deadline (borrowing the options, not the run).
+    fn hook_context(&self) -> Context<'a> {
+        let options: &'a ExecuteOptions = self.options;
+        Context {
+            instance: &options.instance,
+            redactor: &options.redactor,
+            deadline: Some(self.deadline),
+        }
+    }
+
     /// Runs one one-shot container for unit `i` (see [`one_shot`]).
     pub(super) async fn one_shot(&mut self, i: usize, job: OneShot<'_>) -> Result<String, String> {
         let name = self.units[i].entry.id.clone();
         let rt = self.rt;
-        let options = self.options;
-        let ctx = Context {
-            instance: &options.instance,
-            redactor: &options.redactor,
-            deadline: Some(self.deadline),
-        };
+        let ctx = self.hook_context();
         one_shot(rt, self, &ctx, &name, job).await
     }
 
@@ -433,12 +439,7 @@ impl<R: Runtime> Run<'_, R> {
     /// the outcome.
     pub(super) async fn before_undo(&mut self, only: Option<&BTreeSet<String>>) -> Vec<String> {
         let rt = self.rt;
-        let options = self.options;
-        let ctx = Context {
-            instance: &options.instance,
-            redactor: &options.redactor,
-            deadline: Some(self.deadline),
-        };
+        let ctx = self.hook_context();
         let notes = super::compensate::compensate(rt, self, &ctx, only).await;
         for note in &notes {
             self.emit(Status::Rollback, Some(note.clone()));
