@@ -24,6 +24,9 @@ use berth::spec::DesiredState;
 use super::apply::RollbackArg;
 use super::engine::{Device, EngineArgs, PolicyArgs};
 
+/// The engine's inspects kept between runs in the state directory.
+const INSPECT_CACHE: &str = "inspect-cache.json";
+
 /// How an activity runs: the flags `apply`, `upgrade` and `rollback` share.
 #[derive(Debug, Args)]
 pub struct ExecArgs {
@@ -124,7 +127,9 @@ impl Runner<'_> {
                 self.engine
                     .connect()
                     .await?
-                    .with_credentials(self.device.credentials.clone()),
+                    .with_credentials(self.device.credentials.clone())
+                    .with_inspect_cache_file(self.exec.state_dir.join(INSPECT_CACHE))
+                    .await,
             )
         })?;
         // The policy is checked before anything is persisted, recovered,

@@ -3,13 +3,15 @@
 //! engine's create body and the engine's inspect output back into
 //! [`ContainerDetails`]; `observe` then normalises those.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, ContainerUpdateBody,
+    ContainerCreateBody, ContainerInspectResponse, ContainerSummary, EventMessageTypeEnum, ContainerStateStatusEnum, ContainerUpdateBody,
     DeviceMapping as BollardDevice, EndpointSettings, HealthConfig as BollardHealth,
     HealthStatusEnum, HostConfig, HostConfigLogConfig, ImageInspect, NetworkConnectRequest,
     NetworkingConfig, PortBinding as BollardPortBinding, RestartPolicy as BollardRestart,
@@ -23,6 +25,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::{StreamExt, TryStreamExt};
 
+use super::cache::{self, engine_time, InspectCache, Summary, Window, TRUNCATED_AT};
 use super::{
     describe_missing, ContainerDetails, ContainerState, CreateRequest, EngineInfo, Event,
     EventStream, ExecOutput, Health, ImageDetails, Missing, PullProgress, RawHealthcheck, RawMount,
@@ -32,6 +35,33 @@ use crate::spec::model::{ContainerConfig, HealthTest, NetworkMode, RestartPolicy
 
 /// How many containers are inspected at once when listing.
 const INSPECT_CONCURRENCY: usize = 8;
+
+/// How long a list waits for the engine's event log before it inspects
+/// every container instead.
+const EVENTS_WAIT: Duration = Duration::from_secs(2);
+
+/// The local clock in nanoseconds since the epoch.
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// The cache stays usable if a holder panicked: it is replaced whole.
+fn lock(cache: &Mutex<InspectCache>) -> std::sync::MutexGuard<'_, InspectCache> {
+    cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// What the list endpoint shows of a container, in berth's terms.
+fn summary(s: ContainerSummary) -> Option<Summary> {
+    Some(Summary {
+        id: s.id?,
+        name: cache::primary_name(&s.names.unwrap_or_default()),
+        image_id: s.image_id.unwrap_or_default(),
+        labels: s.labels.unwrap_or_default().into_iter().collect(),
+        status: Status::parse(&s.state.map(|st| st.to_string()).unwrap_or_default()),
+    })
+}
 
 /// How much longer than its own stop timeout a stop may take before the
 /// client gives up on the engine's answer (the engine kills after the stop
@@ -210,6 +240,13 @@ pub struct DockerRuntime {
     /// Handed to the engine with every pull and registry look-up: the
     /// engine itself knows no `docker login`, only what the client sends.
     credentials: crate::registry::Credentials,
+    /// The last list's inspects, reused while the event log says nothing
+    /// happened to them (see [`super::cache`]); shared by clones.
+    cache: Arc<Mutex<InspectCache>>,
+    /// Where the cache is kept between runs (the CLI's state directory).
+    cache_file: Option<PathBuf>,
+    /// Container inspects made, for tests and debug logs.
+    inspects: Arc<AtomicU64>,
 }
 
 impl DockerRuntime {
@@ -250,9 +287,98 @@ impl DockerRuntime {
             .map_err(|e| unavailable(with_causes(&e)))?;
         Ok(Self {
             docker,
+            cache: Arc::new(Mutex::new(InspectCache::new(&url))),
             endpoint: url,
             credentials: crate::registry::Credentials::new(Vec::new()),
+            cache_file: None,
+            inspects: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// Keeps the inspect cache in `path` between runs, so a process that
+    /// lives for one command (`berth apply`) reuses the previous one's
+    /// inspects too. A missing or unusable file just starts empty.
+    pub async fn with_inspect_cache_file(mut self, path: PathBuf) -> Self {
+        if let Ok(text) = tokio::fs::read_to_string(&path).await {
+            *lock(&self.cache) = InspectCache::from_json(&text, &self.endpoint);
+        }
+        self.cache_file = Some(path);
+        self
+    }
+
+    /// How many container inspects this runtime (and its clones) made.
+    pub fn inspects_made(&self) -> u64 {
+        self.inspects.load(Ordering::Relaxed)
+    }
+
+    /// What the engine's event log holds from `since_ns` to `until_ns`;
+    /// `None` when it cannot be read in [`EVENTS_WAIT`]. The query returns
+    /// only once the engine's clock has passed `until_ns`.
+    async fn event_window(&self, since_ns: i64, until_ns: i64) -> Option<Window> {
+        let since = engine_time(since_ns);
+        let until = engine_time(until_ns);
+        let options = EventsOptionsBuilder::default()
+            .since(&since)
+            .until(&until)
+            .build();
+        let read = self.docker.events(Some(options)).try_fold(
+            (0usize, HashSet::new()),
+            |(count, mut touched), message| async move {
+                let actor = message.actor.unwrap_or_default();
+                match message.typ {
+                    Some(EventMessageTypeEnum::CONTAINER) => {
+                        touched.extend(actor.id);
+                    }
+                    Some(EventMessageTypeEnum::NETWORK) => {
+                        touched.extend(actor.attributes.unwrap_or_default().remove("container"));
+                    }
+                    _ => {}
+                }
+                Ok((count + 1, touched))
+            },
+        );
+        match tokio::time::timeout(EVENTS_WAIT, read).await {
+            Ok(Ok((count, touched))) => Some(Window {
+                complete: count < TRUNCATED_AT,
+                touched,
+            }),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "cannot read the engine's events; inspecting every container");
+                None
+            }
+            Err(_) => {
+                tracing::debug!("the engine's events did not come in time; inspecting every container");
+                None
+            }
+        }
+    }
+
+    /// Stores the cache where [`Self::with_inspect_cache_file`] said,
+    /// atomically (another berth may read it at the same time).
+    async fn save_cache(&self, text: String) {
+        let Some(path) = &self.cache_file else {
+            return;
+        };
+        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+        // It holds what inspect shows, environment values included: the
+        // state directory's file mode, readable by its owner alone.
+        let write = async {
+            let mut file = tokio::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(crate::journal::FILE_MODE)
+                .open(&tmp)
+                .await?;
+            tokio::io::AsyncWriteExt::write_all(&mut file, text.as_bytes()).await?;
+            file.sync_data().await?;
+            tokio::fs::rename(&tmp, path).await
+        };
+        let saved = write.await;
+        if let Err(e) = saved {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            tracing::debug!(path = %path.display(), error = %e, "cannot store the inspect cache");
+        }
     }
 
     /// Uses `credentials` (berth's `[[registries]]` and docker's stored
@@ -519,23 +645,59 @@ impl Runtime for DockerRuntime {
     }
 
     async fn list(&self) -> Result<Vec<ContainerDetails>> {
+        // The order matters for the cache's soundness: see `InspectCache`.
+        let until_ns = now_ns();
         let options = ListContainersOptionsBuilder::default().all(true).build();
-        let summaries = self
+        let listed: Vec<Summary> = self
             .docker
             .list_containers(Some(options))
             .await
-            .map_err(self.map_err(Missing::Other, "containers"))?;
-        let ids: Vec<String> = summaries.into_iter().filter_map(|s| s.id).collect();
-        let details: Vec<Option<ContainerDetails>> = futures_util::stream::iter(ids)
+            .map_err(self.map_err(Missing::Other, "containers"))?
+            .into_iter()
+            .filter_map(summary)
+            .collect();
+        let since_ns = lock(&self.cache)
+            .since_ns()
+            .unwrap_or(until_ns - cache::OVERLAP_NS);
+        let window = self.event_window(since_ns, until_ns).await;
+        let reuse = lock(&self.cache).reuse(&listed, window.as_ref());
+        let reused = reuse.cached.len();
+        let inspected: Vec<Option<ContainerDetails>> = futures_util::stream::iter(reuse.inspect)
             .map(|id| async move { self.inspect(&id).await })
             .buffered(INSPECT_CONCURRENCY)
             .try_collect()
             .await?;
         // A container removed between list and inspect is simply gone.
-        Ok(details.into_iter().flatten().collect())
+        let mut by_id: HashMap<String, ContainerDetails> = reuse
+            .cached
+            .into_iter()
+            .chain(inspected.into_iter().flatten())
+            .map(|d| (d.id.clone(), d))
+            .collect();
+        let details: Vec<ContainerDetails> =
+            listed.iter().filter_map(|s| by_id.remove(&s.id)).collect();
+        tracing::debug!(
+            containers = details.len(),
+            reused,
+            "listed the engine's containers"
+        );
+        let stored = {
+            let mut cache = lock(&self.cache);
+            match window {
+                // Only inspects made after the engine passed `until` may be kept.
+                Some(_) => cache.store(&details, until_ns),
+                None => *cache = InspectCache::new(&self.endpoint),
+            }
+            self.cache_file.as_ref().and_then(|_| cache.to_json().ok())
+        };
+        if let Some(text) = stored {
+            self.save_cache(text).await;
+        }
+        Ok(details)
     }
 
     async fn inspect(&self, id: &str) -> Result<Option<ContainerDetails>> {
+        self.inspects.fetch_add(1, Ordering::Relaxed);
         match self.docker.inspect_container(id, None).await {
             Ok(c) => Ok(Some(details(c))),
             Err(BollardError::DockerResponseServerError {

@@ -6,6 +6,7 @@
 //! (with `faults::Faulty` around either to inject failures). Both are compiled
 //! only for unit tests and with the `test-hooks` feature.
 
+pub mod cache;
 pub mod docker;
 #[cfg(any(test, feature = "test-hooks"))]
 pub mod fake;
@@ -148,7 +149,7 @@ pub struct EngineInfo {
 }
 
 /// Life-cycle state of a container, as the engine reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub enum Status {
     /// Created, never started.
     #[default]
@@ -208,7 +209,7 @@ impl Status {
 }
 
 /// Health as the engine reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Health {
     /// Within the start period, or no check has finished yet.
     Starting,
@@ -219,7 +220,7 @@ pub enum Health {
 }
 
 /// A container's state.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct ContainerState {
     /// Life-cycle status.
     pub status: Status,
@@ -238,7 +239,7 @@ pub struct ContainerState {
 }
 
 /// A published port as the engine stores it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RawPortBinding {
     /// Container port.
     pub container_port: u16,
@@ -251,7 +252,7 @@ pub struct RawPortBinding {
 }
 
 /// A mount as the engine reports it (top-level `Mounts`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RawMount {
     /// `bind`, `volume`, `tmpfs`, …
     pub kind: String,
@@ -268,7 +269,7 @@ pub struct RawMount {
 }
 
 /// A health check as the engine stores it (durations in nanoseconds, 0 = inherit).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct RawHealthcheck {
     /// `["CMD-SHELL", cmd]`, `["CMD", ...]`, `["NONE"]` or empty (inherit).
     pub test: Vec<String>,
@@ -283,7 +284,7 @@ pub struct RawHealthcheck {
 }
 
 /// Everything berth reads about one container, in the engine's own terms.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct ContainerDetails {
     /// Engine id.
     pub id: String,
