@@ -18,6 +18,7 @@ mod credentials;
 mod environment;
 mod faults;
 mod hooks;
+mod inspect_cache;
 mod jobs;
 mod kanto_config;
 mod lenient;

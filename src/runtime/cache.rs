@@ -33,10 +33,6 @@ pub const ENGINE_EVENT_BUFFER: usize = 256;
 /// dropped: the buffer also holds events newer than the window's end.
 pub const TRUNCATED_AT: usize = ENGINE_EVENT_BUFFER * 3 / 4;
 
-/// How far back each events window reaches before the previous one ended,
-/// so that an event stamped at the boundary is never missed.
-pub const OVERLAP_NS: i64 = 1_000_000_000;
-
 /// The cache file's format; a file in another one is ignored.
 const FORMAT: u32 = 1;
 
@@ -68,12 +64,15 @@ pub struct Window {
 /// was read before they were made.
 ///
 /// Soundness rests on the order `docker.rs` keeps: (1) take `until` = now,
-/// (2) list, (3) read the events from the previous `until` (less
-/// [`OVERLAP_NS`]) to this one, (4) inspect what cannot be reused, (5) store
-/// the result with `until`. Every inspect is made after the engine's clock
-/// passed `until` (the events query returns only then), so any change after
-/// it carries a later time and is in the next window. Each stored snapshot is
-/// consistent on its own, so concurrent lists may store in any order.
+/// (2) list, (3) read the events from the previous `until` to this one,
+/// (4) inspect what cannot be reused, (5) store the result with `until`.
+/// The engine stamps an event (in nanoseconds) after making the change, and
+/// its `since` and `until` bounds are inclusive, so the windows tile its
+/// time. Every inspect is made after the engine's clock passed `until` (an
+/// events query whose `until` is still ahead returns only then), so a
+/// change after it is stamped later and is in the next window, and one
+/// before it is what it read. Each stored snapshot is consistent on its
+/// own, so concurrent lists may store in any order.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct InspectCache {
     format: u32,
@@ -124,9 +123,7 @@ impl InspectCache {
 
     /// Where the next events window starts, when there is a cache to check.
     pub fn since_ns(&self) -> Option<i64> {
-        self.until_ns
-            .filter(|_| !self.entries.is_empty())
-            .map(|t| t.saturating_sub(OVERLAP_NS))
+        self.until_ns.filter(|_| !self.entries.is_empty())
     }
 
     /// Which listed containers the cache answers, given what the event log
@@ -341,9 +338,9 @@ mod tests {
     }
 
     #[test]
-    fn the_events_window_reaches_back_before_the_last_one_ended() {
+    fn the_events_window_starts_where_the_last_one_ended() {
         let cache = warm(&[details("a", "web")]);
-        assert_eq!(cache.since_ns(), Some(5_000_000_000 - OVERLAP_NS));
+        assert_eq!(cache.since_ns(), Some(5_000_000_000));
         // An empty cache has nothing to check.
         assert_eq!(InspectCache::new("x").since_ns(), None);
     }

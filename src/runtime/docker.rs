@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
@@ -243,8 +243,9 @@ pub struct DockerRuntime {
     /// The last list's inspects, reused while the event log says nothing
     /// happened to them (see [`super::cache`]); shared by clones.
     cache: Arc<Mutex<InspectCache>>,
-    /// Where the cache is kept between runs (the CLI's state directory).
-    cache_file: Option<PathBuf>,
+    /// Where the cache is kept between runs (the CLI's state directory);
+    /// shared by clones, set once.
+    cache_file: Arc<OnceLock<PathBuf>>,
     /// Container inspects made, for tests and debug logs.
     inspects: Arc<AtomicU64>,
 }
@@ -290,20 +291,29 @@ impl DockerRuntime {
             cache: Arc::new(Mutex::new(InspectCache::new(&url))),
             endpoint: url,
             credentials: crate::registry::Credentials::new(Vec::new()),
-            cache_file: None,
+            cache_file: Arc::new(OnceLock::new()),
             inspects: Arc::new(AtomicU64::new(0)),
         })
     }
 
-    /// Keeps the inspect cache in `path` between runs, so a process that
-    /// lives for one command (`berth apply`) reuses the previous one's
-    /// inspects too. A missing or unusable file just starts empty.
-    pub async fn with_inspect_cache_file(mut self, path: PathBuf) -> Self {
-        if let Ok(text) = tokio::fs::read_to_string(&path).await {
-            *lock(&self.cache) = InspectCache::from_json(&text, &self.endpoint);
+    /// Keeps the inspect cache in `path` from now on, and takes up the one
+    /// stored there when this runtime has none yet, so a process that lives
+    /// for one command (`berth apply`) reuses the previous one's inspects.
+    /// A missing or unusable file just starts empty. Called once the state
+    /// directory is berth's (claimed): a refused document writes nothing.
+    /// Only the first call of a runtime and its clones counts.
+    pub async fn keep_inspect_cache_in(&self, path: PathBuf) {
+        if self.cache_file.get().is_some() {
+            return;
         }
-        self.cache_file = Some(path);
-        self
+        if let Ok(text) = tokio::fs::read_to_string(&path).await {
+            let stored = InspectCache::from_json(&text, &self.endpoint);
+            let mut cache = lock(&self.cache);
+            if cache.is_empty() {
+                *cache = stored;
+            }
+        }
+        let _ = self.cache_file.set(path);
     }
 
     /// How many container inspects this runtime (and its clones) made.
@@ -353,10 +363,10 @@ impl DockerRuntime {
         }
     }
 
-    /// Stores the cache where [`Self::with_inspect_cache_file`] said,
+    /// Stores the cache where [`Self::keep_inspect_cache_in`] said,
     /// atomically (another berth may read it at the same time).
     async fn save_cache(&self, text: String) {
-        let Some(path) = &self.cache_file else {
+        let Some(path) = self.cache_file.get() else {
             return;
         };
         let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
@@ -656,9 +666,9 @@ impl Runtime for DockerRuntime {
             .into_iter()
             .filter_map(summary)
             .collect();
-        let since_ns = lock(&self.cache)
-            .since_ns()
-            .unwrap_or(until_ns - cache::OVERLAP_NS);
+        // With nothing cached the window is empty, but still waited for:
+        // what is inspected now is kept for the next list.
+        let since_ns = lock(&self.cache).since_ns().unwrap_or(until_ns);
         let window = self.event_window(since_ns, until_ns).await;
         let reuse = lock(&self.cache).reuse(&listed, window.as_ref());
         let reused = reuse.cached.len();
@@ -688,7 +698,7 @@ impl Runtime for DockerRuntime {
                 Some(_) => cache.store(&details, until_ns),
                 None => *cache = InspectCache::new(&self.endpoint),
             }
-            self.cache_file.as_ref().and_then(|_| cache.to_json().ok())
+            self.cache_file.get().and_then(|_| cache.to_json().ok())
         };
         if let Some(text) = stored {
             self.save_cache(text).await;
