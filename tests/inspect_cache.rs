@@ -160,7 +160,10 @@ fn a_container_recreated_by_hand_with_the_same_name_and_labels_is_seen_by_the_ne
         let (after, inspected) = list(&rt).await;
         let new = find(&after, &fleet.names[0]);
         assert_ne!(new.id, old_id);
-        assert_eq!(new.id, docker(&["inspect", "-f", "{{.Id}}", &fleet.names[0]]));
+        assert_eq!(
+            new.id,
+            docker(&["inspect", "-f", "{{.Id}}", &fleet.names[0]])
+        );
         assert_eq!(inspected, 1);
     });
 }
@@ -182,11 +185,20 @@ fn a_network_connected_by_hand_is_seen_by_the_next_list() {
     block_on(async {
         let rt = fleet.connect().await;
         list(&rt).await;
-        docker(&["network", "connect", "--alias", "db", &network, &fleet.names[0]]);
+        docker(&[
+            "network",
+            "connect",
+            "--alias",
+            "db",
+            &network,
+            &fleet.names[0],
+        ]);
         let (listed, _) = list(&rt).await;
         let networks = &find(&listed, &fleet.names[0]).networks;
         assert!(
-            networks.get(&network).is_some_and(|a| a.iter().any(|a| a == "db")),
+            networks
+                .get(&network)
+                .is_some_and(|a| a.iter().any(|a| a == "db")),
             "{networks:?}"
         );
         docker(&["network", "disconnect", &network, &fleet.names[0]]);
@@ -261,7 +273,10 @@ fn berth_apply_puts_back_a_restart_policy_changed_by_hand_between_two_runs() {
     // The second run leaves its inspects in the state directory.
     device.apply_ok(&doc, &[]);
     assert!(
-        device.state_files().iter().any(|f| f == "inspect-cache.json"),
+        device
+            .state_files()
+            .iter()
+            .any(|f| f == "inspect-cache.json"),
         "{:?}",
         device.state_files()
     );

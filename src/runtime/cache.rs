@@ -197,7 +197,11 @@ pub fn primary_name(names: &[String]) -> String {
 
 /// The engine's `since`/`until` form of a time: `seconds.nanoseconds`.
 pub fn engine_time(ns: i64) -> String {
-    format!("{}.{:09}", ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000))
+    format!(
+        "{}.{:09}",
+        ns.div_euclid(1_000_000_000),
+        ns.rem_euclid(1_000_000_000)
+    )
 }
 
 #[cfg(test)]
@@ -367,7 +371,10 @@ mod tests {
 
     #[test]
     fn engine_times_are_seconds_and_nanoseconds() {
-        assert_eq!(engine_time(1_700_000_000_000_000_123), "1700000000.000000123");
+        assert_eq!(
+            engine_time(1_700_000_000_000_000_123),
+            "1700000000.000000123"
+        );
         assert_eq!(engine_time(0), "0.000000000");
     }
 }

@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerSummary, EventMessageTypeEnum, ContainerStateStatusEnum, ContainerUpdateBody,
-    DeviceMapping as BollardDevice, EndpointSettings, HealthConfig as BollardHealth,
-    HealthStatusEnum, HostConfig, HostConfigLogConfig, ImageInspect, NetworkConnectRequest,
-    NetworkingConfig, PortBinding as BollardPortBinding, RestartPolicy as BollardRestart,
-    RestartPolicyNameEnum,
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, ContainerSummary,
+    ContainerUpdateBody, DeviceMapping as BollardDevice, EndpointSettings, EventMessageTypeEnum,
+    HealthConfig as BollardHealth, HealthStatusEnum, HostConfig, HostConfigLogConfig, ImageInspect,
+    NetworkConnectRequest, NetworkingConfig, PortBinding as BollardPortBinding,
+    RestartPolicy as BollardRestart, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
@@ -49,7 +49,9 @@ fn now_ns() -> i64 {
 
 /// The cache stays usable if a holder panicked: it is replaced whole.
 fn lock(cache: &Mutex<InspectCache>) -> std::sync::MutexGuard<'_, InspectCache> {
-    cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    cache
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// What the list endpoint shows of a container, in berth's terms.
@@ -286,14 +288,27 @@ impl DockerRuntime {
             .negotiate_version()
             .await
             .map_err(|e| unavailable(with_causes(&e)))?;
-        Ok(Self {
+        Ok(Self::from_client(
             docker,
-            cache: Arc::new(Mutex::new(InspectCache::new(&url))),
-            endpoint: url,
-            credentials: crate::registry::Credentials::new(Vec::new()),
+            url,
+            crate::registry::Credentials::new(Vec::new()),
+        ))
+    }
+
+    /// A runtime over a client, with an empty inspect cache.
+    fn from_client(
+        docker: Docker,
+        endpoint: String,
+        credentials: crate::registry::Credentials,
+    ) -> Self {
+        Self {
+            docker,
+            cache: Arc::new(Mutex::new(InspectCache::new(&endpoint))),
+            endpoint,
+            credentials,
             cache_file: Arc::new(OnceLock::new()),
             inspects: Arc::new(AtomicU64::new(0)),
-        })
+        }
     }
 
     /// Keeps the inspect cache in `path` from now on, and takes up the one
@@ -357,7 +372,9 @@ impl DockerRuntime {
                 None
             }
             Err(_) => {
-                tracing::debug!("the engine's events did not come in time; inspecting every container");
+                tracing::debug!(
+                    "the engine's events did not come in time; inspecting every container"
+                );
                 None
             }
         }
@@ -526,16 +543,12 @@ impl DockerRuntime {
 impl DockerRuntime {
     /// [`DockerRuntime::map_err`] without a connection.
     fn map_err_for_test(e: BollardError) -> RuntimeError {
-        let rt = Self {
-            docker: Docker::connect_with_http(
-                "http://127.0.0.1:9",
-                1,
-                bollard::API_DEFAULT_VERSION,
-            )
-            .expect("a client needs no connection"),
-            endpoint: "test".into(),
-            credentials: crate::registry::Credentials::default(),
-        };
+        let rt = Self::from_client(
+            Docker::connect_with_http("http://127.0.0.1:9", 1, bollard::API_DEFAULT_VERSION)
+                .expect("a client needs no connection"),
+            "test".into(),
+            crate::registry::Credentials::default(),
+        );
         let mapped = rt.map_err(Missing::Container, "c")(e);
         mapped
     }
@@ -1590,12 +1603,12 @@ mod tests {
 
     #[test]
     fn a_404_names_what_the_engine_says_is_missing_not_what_was_asked_for() {
-        let rt = DockerRuntime {
-            docker: Docker::connect_with_http("tcp://127.0.0.1:9", 1, bollard::API_DEFAULT_VERSION)
+        let rt = DockerRuntime::from_client(
+            Docker::connect_with_http("tcp://127.0.0.1:9", 1, bollard::API_DEFAULT_VERSION)
                 .unwrap(),
-            endpoint: "tcp://127.0.0.1:9".into(),
-            credentials: crate::registry::Credentials::default(),
-        };
+            "tcp://127.0.0.1:9".into(),
+            crate::registry::Credentials::default(),
+        );
         let e = |message: &str| BollardError::DockerResponseServerError {
             status_code: 404,
             message: message.into(),
@@ -1643,12 +1656,12 @@ mod tests {
 
     #[test]
     fn a_stop_waits_longer_than_its_own_timeout() {
-        let rt = DockerRuntime {
-            docker: Docker::connect_with_http("tcp://127.0.0.1:9", 2, bollard::API_DEFAULT_VERSION)
+        let rt = DockerRuntime::from_client(
+            Docker::connect_with_http("tcp://127.0.0.1:9", 2, bollard::API_DEFAULT_VERSION)
                 .unwrap(),
-            endpoint: "tcp://127.0.0.1:9".into(),
-            credentials: crate::registry::Credentials::default(),
-        };
+            "tcp://127.0.0.1:9".into(),
+            crate::registry::Credentials::default(),
+        );
         assert_eq!(
             rt.for_stop(Duration::from_secs(300)).timeout(),
             Duration::from_secs(300) + STOP_MARGIN
