@@ -129,8 +129,8 @@ pub struct PlanEntry {
     pub action: Action,
     /// Why, one specific sentence each.
     pub reasons: Vec<String>,
-    /// Unified diff of the normalised settings (recreate and update only),
-    /// rendered when first read.
+    /// Unified diff of the normalised settings (recreate and update only).
+    // Rendered when first read (see `Diff`); the schema says a string.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<String>")]
     pub diff: Option<Diff>,
