@@ -938,7 +938,26 @@ fn a_written_state_file_is_read_at_once_not_at_the_next_poll() {
         running_image(names.get(0)).as_deref() == Some(v2.as_str())
     });
     assert!(!agent.log().contains("polling them"), "{}", agent.log());
+    // Idle, it reads nothing: its own reads must not wake it (a loop
+    // would keep a core busy).
+    let busy = cpu_ticks(agent.0.pid());
+    std::thread::sleep(Duration::from_secs(3));
+    let ticks = cpu_ticks(agent.0.pid()) - busy;
+    assert!(
+        ticks < 50,
+        "{ticks} ticks of CPU in 3 s idle\n{}",
+        agent.log()
+    );
     assert!(agent.terminate().success());
+}
+
+/// User and system CPU time of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the agent runs");
+    // Fields after the command name, which is in parentheses.
+    let rest = &stat[stat.rfind(')').expect("a stat line") + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
 #[test]

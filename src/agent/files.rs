@@ -18,6 +18,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use notify::event::{AccessKind, AccessMode, EventKind};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -391,6 +392,17 @@ fn watch_points(path: &Path) -> Vec<PathBuf> {
     points
 }
 
+/// Whether a notification may mean different contents. Opening, reading
+/// and closing a file unwritten do not, and must not wake the source: its
+/// own read would wake it again, for ever.
+fn may_change(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
 impl Trigger {
     /// Notifications for `path`, else polling every `interval` (at least
     /// 50 ms), saying why.
@@ -412,11 +424,15 @@ impl Trigger {
 
     fn notified(path: &Path) -> notify::Result<Self> {
         let (tx, wakes) = mpsc::unbounded_channel();
-        // Whatever happened (an event, an overflowed queue, an error), the
-        // path is read again: the fingerprint tells whether it changed.
-        let mut watcher = notify::recommended_watcher(move |_: notify::Result<notify::Event>| {
-            let _ = tx.send(());
-        })?;
+        // Whatever else happened (a change, an overflowed queue, an error),
+        // the path is read again: the fingerprint tells whether it changed.
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if event.as_ref().is_ok_and(|e| !may_change(&e.kind)) {
+                    return;
+                }
+                let _ = tx.send(());
+            })?;
         for dir in watch_points(path) {
             watcher.watch(&dir, RecursiveMode::NonRecursive)?;
         }
@@ -515,6 +531,32 @@ pub async fn watch(source: FileSource, inputs: mpsc::UnboundedSender<Input>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reading_a_file_is_not_a_change_and_writing_moving_or_removing_one_is() {
+        use notify::event::{CreateKind, ModifyKind, RemoveKind, RenameMode};
+        let quiet = [
+            EventKind::Access(AccessKind::Open(AccessMode::Read)),
+            EventKind::Access(AccessKind::Read),
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+            EventKind::Access(AccessKind::Any),
+        ];
+        for kind in quiet {
+            assert!(!may_change(&kind), "{kind:?}");
+        }
+        let changes = [
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            EventKind::Modify(ModifyKind::Any),
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+            EventKind::Create(CreateKind::File),
+            EventKind::Remove(RemoveKind::File),
+            EventKind::Any,
+            EventKind::Other,
+        ];
+        for kind in changes {
+            assert!(may_change(&kind), "{kind:?}");
+        }
+    }
 
     const DOC: &str = r#"{"activityId":"a","payload":{"domains":[{"id":"containers","components":[{"id":"web","version":"1","config":[{"key":"image","value":"nginx:1"}]}]}]}}"#;
 
