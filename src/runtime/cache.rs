@@ -183,6 +183,14 @@ fn still_true(cached: &ContainerDetails, listed: &Summary) -> bool {
         && cached.state.status == listed.status
 }
 
+/// Whether a container event may change what inspecting it shows. A
+/// command run in it (`exec_create`, `exec_start`, `exec_die`, which a
+/// health check does at every interval) does not: a health change has its
+/// own `health_status` event.
+pub fn touches(action: &str) -> bool {
+    !action.starts_with("exec_")
+}
+
 /// The container name among the list's names: the one without a further
 /// `/` (the others are legacy links, `/other/alias`).
 pub fn primary_name(names: &[String]) -> String {
@@ -367,6 +375,29 @@ mod tests {
         assert_eq!(primary_name(&names), "db");
         assert_eq!(primary_name(&["/web".to_string()]), "web");
         assert_eq!(primary_name(&[]), "");
+    }
+
+    #[test]
+    fn health_probes_leave_a_container_cached_and_everything_else_does_not() {
+        for quiet in [
+            "exec_create: wget -q localhost",
+            "exec_start: wget",
+            "exec_die",
+        ] {
+            assert!(!touches(quiet), "{quiet}");
+        }
+        for change in [
+            "update",
+            "rename",
+            "start",
+            "die",
+            "health_status: unhealthy",
+            "kill",
+            "oom",
+            "pause",
+        ] {
+            assert!(touches(change), "{change}");
+        }
     }
 
     #[test]

@@ -351,7 +351,9 @@ impl DockerRuntime {
             |(count, mut touched), message| async move {
                 let actor = message.actor.unwrap_or_default();
                 match message.typ {
-                    Some(EventMessageTypeEnum::CONTAINER) => {
+                    Some(EventMessageTypeEnum::CONTAINER)
+                        if message.action.as_deref().is_none_or(cache::touches) =>
+                    {
                         touched.extend(actor.id);
                     }
                     Some(EventMessageTypeEnum::NETWORK) => {
