@@ -390,7 +390,8 @@ pub fn check_topic_prefix(prefix: &str) -> Result<(), String> {
 pub struct FilesConfig {
     /// A state file, or a directory of them.
     pub path: PathBuf,
-    /// How often the path is looked at.
+    /// How often the path is looked at when the kernel's file
+    /// notifications (inotify) cannot be set up; otherwise they say when.
     #[serde(with = "duration_text")]
     pub poll_interval: Duration,
     /// Larger state files are refused unread, in bytes.

@@ -900,6 +900,67 @@ fn the_file_source_converges_on_a_write_and_on_a_change_without_a_broker() {
 }
 
 #[test]
+fn a_written_state_file_is_read_at_once_not_at_the_next_poll() {
+    // The poll interval is an hour: only a file notification can wake it.
+    let state = TempDir::new().unwrap();
+    let files = TempDir::new().unwrap();
+    let names = Names::new(&["notified-web"]);
+    let file = files.path().join("desired.json");
+    let mut agent = Agent::start(
+        state.path(),
+        &[
+            "--files",
+            file.to_str().unwrap(),
+            "--files-poll-interval",
+            "1h",
+        ],
+    );
+    agent.wait_log("no desired state from files");
+    let v1 = service("1");
+    std::fs::write(
+        &file,
+        doc("notified-1", &[(names.get(0), "1", &[("image", &v1)])]),
+    )
+    .unwrap();
+    eventually("version 1 runs", &agent, || {
+        running_image(names.get(0)).as_deref() == Some(v1.as_str())
+    });
+    // A new file moved into place, as GitOps tools write.
+    let v2 = service("2");
+    let temp = files.path().join(".desired.json.tmp");
+    std::fs::write(
+        &temp,
+        doc("notified-2", &[(names.get(0), "2", &[("image", &v2)])]),
+    )
+    .unwrap();
+    std::fs::rename(&temp, &file).unwrap();
+    eventually("version 2 runs", &agent, || {
+        running_image(names.get(0)).as_deref() == Some(v2.as_str())
+    });
+    assert!(!agent.log().contains("polling them"), "{}", agent.log());
+    // Idle, it reads nothing: its own reads must not wake it (a loop
+    // would keep a core busy).
+    let busy = cpu_ticks(agent.0.pid());
+    std::thread::sleep(Duration::from_secs(3));
+    let ticks = cpu_ticks(agent.0.pid()) - busy;
+    assert!(
+        ticks < 50,
+        "{ticks} ticks of CPU in 3 s idle\n{}",
+        agent.log()
+    );
+    assert!(agent.terminate().success());
+}
+
+/// User and system CPU time of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the agent runs");
+    // Fields after the command name, which is in parentheses.
+    let rest = &stat[stat.rfind(')').expect("a stat line") + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
 fn a_directory_of_state_files_is_merged_and_overlapping_ids_are_refused() {
     let state = TempDir::new().unwrap();
     let files = TempDir::new().unwrap();

@@ -20,6 +20,7 @@ mod faults;
 mod fleet;
 mod fleet_isolation;
 mod hooks;
+mod inspect_cache;
 mod jobs;
 mod kanto_config;
 mod lenient;

@@ -1,7 +1,9 @@
-//! The file source: a state file, or a directory of them, looked at every
-//! `poll_interval`. Any change (a write, an atomic rename, a new or removed
-//! file) produces a document for the loop; a missing path produces
-//! nothing, since "no file" must not mean "remove every container".
+//! The file source: a state file, or a directory of them, read again
+//! whenever the kernel says something changed there (inotify, through the
+//! `notify` crate), or every `poll_interval` when notifications cannot be
+//! set up. Any change (a write, an atomic rename, a new or removed file)
+//! produces a document for the loop; a missing path produces nothing,
+//! since "no file" must not mean "remove every container".
 //!
 //! The state directory is input like any other, so nothing in it may block
 //! the poll or exhaust memory: every file is judged by its metadata before
@@ -16,6 +18,8 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use notify::event::{AccessKind, AccessMode, EventKind};
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
@@ -33,7 +37,8 @@ pub const DEFAULT_MAX_FILE_SIZE: u64 = 1 << 20;
 pub struct FileSource {
     /// A file, or a directory whose `*.json` files are merged.
     pub path: PathBuf,
-    /// How often the path is read.
+    /// How often the path is read when the kernel's file notifications
+    /// cannot be set up (otherwise they say when).
     pub poll_interval: Duration,
     /// The domain and limits documents are read under.
     pub spec: Options,
@@ -352,14 +357,135 @@ async fn read_async(path: &Path, limits: FileLimits) -> Reading {
         .unwrap_or_else(|e| Reading::Nothing(format!("{shown}: {e}")))
 }
 
-/// Polls the path for ever, sending a document whenever it changes.
+/// What wakes the file source: the kernel's file notifications (inotify,
+/// through `notify`) when they can be set up, else a timer every
+/// `poll_interval`. Notifications make a written file reach the loop at
+/// once and an idle agent never look at the disk.
+enum Trigger {
+    /// Woken by notifications for the path's directory (and the path
+    /// itself when it is a directory).
+    Notified {
+        watcher: RecommendedWatcher,
+        wakes: mpsc::UnboundedReceiver<()>,
+        path: PathBuf,
+    },
+    /// Woken by a timer.
+    Polled(tokio::time::Interval),
+}
+
+/// The directories whose entries decide what `path` reads as: its parent
+/// (an atomic rename, a new or removed file, an in-place write), and the
+/// parent of a symbolic link's target. The path itself, when a directory,
+/// is watched by [`Trigger::rearm`], since it may come and go.
+fn watch_points(path: &Path) -> Vec<PathBuf> {
+    let parent = |p: &Path| match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut points = vec![parent(path)];
+    if let Ok(target) = std::fs::canonicalize(path) {
+        let target_parent = parent(&target);
+        if !points.contains(&target_parent) && target != path {
+            points.push(target_parent);
+        }
+    }
+    points
+}
+
+/// Whether a notification may mean different contents. Opening, reading
+/// and closing a file unwritten do not, and must not wake the source: its
+/// own read would wake it again, for ever.
+fn may_change(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
+impl Trigger {
+    /// Notifications for `path`, else polling every `interval` (at least
+    /// 50 ms), saying why.
+    fn for_path(path: &Path, interval: Duration) -> Self {
+        match Self::notified(path) {
+            Ok(trigger) => trigger,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot watch the state files for changes; polling them every {}", humantime::format_duration(interval));
+                Self::polled(interval)
+            }
+        }
+    }
+
+    fn polled(interval: Duration) -> Self {
+        let mut tick = tokio::time::interval(interval.max(Duration::from_millis(50)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Trigger::Polled(tick)
+    }
+
+    fn notified(path: &Path) -> notify::Result<Self> {
+        let (tx, wakes) = mpsc::unbounded_channel();
+        // Whatever else happened (a change, an overflowed queue, an error),
+        // the path is read again: the fingerprint tells whether it changed.
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if event.as_ref().is_ok_and(|e| !may_change(&e.kind)) {
+                    return;
+                }
+                let _ = tx.send(());
+            })?;
+        for dir in watch_points(path) {
+            watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+        }
+        let mut trigger = Trigger::Notified {
+            watcher,
+            wakes,
+            path: path.to_path_buf(),
+        };
+        trigger.rearm();
+        Ok(trigger)
+    }
+
+    /// Watches the path itself when it is a directory (again: it may have
+    /// been replaced); its parent's watch sees it come and go.
+    fn rearm(&mut self) {
+        if let Trigger::Notified { watcher, path, .. } = self {
+            if path.is_dir() {
+                let _ = watcher.watch(path, RecursiveMode::NonRecursive);
+            }
+        }
+    }
+
+    /// Waits for the next reason to read the path. The first call returns
+    /// at once: the path is read when the source starts.
+    async fn next(&mut self, first: bool) {
+        match self {
+            Trigger::Polled(tick) => {
+                tick.tick().await;
+            }
+            Trigger::Notified { wakes, .. } => {
+                if !first {
+                    if wakes.recv().await.is_none() {
+                        // The watcher is gone: nothing will wake us again.
+                        std::future::pending::<()>().await;
+                    }
+                    // One read for a burst of notifications.
+                    while wakes.try_recv().is_ok() {}
+                }
+            }
+        }
+        self.rearm();
+    }
+}
+
+/// Watches the path for ever, sending a document whenever it changes.
 pub async fn watch(source: FileSource, inputs: mpsc::UnboundedSender<Input>) {
     let limits = source.limits;
     let mut last: Option<Vec<u8>> = None;
-    let mut tick = tokio::time::interval(source.poll_interval.max(Duration::from_millis(50)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut trigger = Trigger::for_path(&source.path, source.poll_interval);
+    let mut first = true;
     loop {
-        tick.tick().await;
+        trigger.next(first).await;
+        first = false;
         let mut reading = read_async(&source.path, limits).await;
         let mut print = fingerprint(&reading);
         if last.as_ref() == Some(&print) {
@@ -405,6 +531,32 @@ pub async fn watch(source: FileSource, inputs: mpsc::UnboundedSender<Input>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reading_a_file_is_not_a_change_and_writing_moving_or_removing_one_is() {
+        use notify::event::{CreateKind, ModifyKind, RemoveKind, RenameMode};
+        let quiet = [
+            EventKind::Access(AccessKind::Open(AccessMode::Read)),
+            EventKind::Access(AccessKind::Read),
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+            EventKind::Access(AccessKind::Any),
+        ];
+        for kind in quiet {
+            assert!(!may_change(&kind), "{kind:?}");
+        }
+        let changes = [
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            EventKind::Modify(ModifyKind::Any),
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+            EventKind::Create(CreateKind::File),
+            EventKind::Remove(RemoveKind::File),
+            EventKind::Any,
+            EventKind::Other,
+        ];
+        for kind in changes {
+            assert!(may_change(&kind), "{kind:?}");
+        }
+    }
 
     const DOC: &str = r#"{"activityId":"a","payload":{"domains":[{"id":"containers","components":[{"id":"web","version":"1","config":[{"key":"image","value":"nginx:1"}]}]}]}}"#;
 

@@ -24,6 +24,9 @@ use berth::spec::DesiredState;
 use super::apply::RollbackArg;
 use super::engine::{Device, EngineArgs, PolicyArgs};
 
+/// The engine's inspects kept between runs in the state directory.
+const INSPECT_CACHE: &str = "inspect-cache.json";
+
 /// How an activity runs: the flags `apply`, `upgrade` and `rollback` share.
 #[derive(Debug, Args)]
 pub struct ExecArgs {
@@ -119,14 +122,15 @@ impl Runner<'_> {
         sink: &mut dyn FnMut(&Feedback),
     ) -> anyhow::Result<Ran> {
         let runtime = tokio::runtime::Runtime::new()?;
-        let rt = runtime.block_on(async {
-            super::hooks::engine(
+        let docker = runtime.block_on(async {
+            anyhow::Ok(
                 self.engine
                     .connect()
                     .await?
                     .with_credentials(self.device.credentials.clone()),
             )
         })?;
+        let rt = super::hooks::engine(docker.clone())?;
         // The policy is checked before anything is persisted, recovered,
         // pulled, created or planned: a refused document changes nothing.
         if let Err(refusal) = runtime.block_on(self.device.check(&rt, desired))? {
@@ -138,6 +142,7 @@ impl Runner<'_> {
             false => Some(Claim::take(&self.policy.instance, &self.exec.state_dir)?),
         };
         state.save_desired(text)?;
+        runtime.block_on(docker.keep_inspect_cache_in(self.exec.state_dir.join(INSPECT_CACHE)));
         let options = self
             .exec
             .options(&self.policy.instance, &self.device.plan.redactor);

@@ -189,7 +189,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     files: Option<PathBuf>,
 
-    /// How often the state files are looked at.
+    /// How often the state files are looked at when the kernel's file
+    /// notifications (inotify) cannot be set up; otherwise they say when.
     #[arg(long, value_parser = duration, value_name = "DURATION")]
     files_poll_interval: Option<Duration>,
 

@@ -137,6 +137,13 @@ pub fn links<'a>(spec: &'a ContainerSpec, desired: &'a DesiredState) -> BTreeSet
 /// dependency order.
 pub fn decide(desired: &DesiredState, observed: &Observed, entries: &mut [PlanEntry]) {
     let taken: HashSet<&str> = observed.containers.iter().map(|c| c.name()).collect();
+    let by_name: HashMap<&str, &ObservedContainer> =
+        observed.containers.iter().map(|c| (c.name(), c)).collect();
+    let specs: HashMap<&str, &ContainerSpec> = desired
+        .containers
+        .iter()
+        .map(|c| (c.name.as_str(), c))
+        .collect();
     let mut wave: HashMap<String, usize> = HashMap::new();
     let replaced: BTreeSet<String> = entries
         .iter()
@@ -147,10 +154,10 @@ pub fn decide(desired: &DesiredState, observed: &Observed, entries: &mut [PlanEn
         if !entry.action.changes() {
             continue;
         }
-        let spec = desired.container(&entry.id);
+        let spec = specs.get(entry.id.as_str()).copied();
         let old = match &entry.execution.restore_from {
-            Some(temp) => observed.container(temp),
-            None => observed.container(&entry.id),
+            Some(temp) => by_name.get(temp.as_str()).copied(),
+            None => by_name.get(entry.id.as_str()).copied(),
         };
         let x = &mut entry.execution;
         x.temp_new = free_name(&entry.id, NEW_SUFFIX, &taken);

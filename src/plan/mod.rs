@@ -15,6 +15,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
+use std::sync::Arc;
 
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -27,7 +28,10 @@ use crate::spec::hash::{hash_version, spec_hash, HASH_VERSION};
 use crate::spec::model::*;
 use crate::spec::params;
 
+mod diff;
 pub mod execution;
+
+pub use diff::Diff;
 pub use execution::{temporary, Execution, Pull, Temporary, NEW_SUFFIX, OLD_SUFFIX};
 
 /// Which containers berth may remove when they are not desired.
@@ -126,8 +130,10 @@ pub struct PlanEntry {
     /// Why, one specific sentence each.
     pub reasons: Vec<String>,
     /// Unified diff of the normalised settings (recreate and update only).
+    // Rendered when first read (see `Diff`); the schema says a string.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub diff: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub diff: Option<Diff>,
     /// The desired component version (or what the container reports).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
@@ -243,6 +249,8 @@ pub fn compute(desired: &DesiredState, observed: &Observed, options: &PlanOption
         .collect();
     let mut warnings = Vec::new();
     let mut entries: BTreeMap<&str, PlanEntry> = BTreeMap::new();
+    // Shared by every entry's diff, which renders only when read.
+    let redactor = Arc::new(options.redactor.clone());
 
     let by_name: HashMap<&str, &ObservedContainer> =
         observed.containers.iter().map(|c| (c.name(), c)).collect();
@@ -298,12 +306,9 @@ pub fn compute(desired: &DesiredState, observed: &Observed, options: &PlanOption
                 execution: Execution::default(),
             }
         } else if let Some(previous) = restore {
-            restore_entry(
-                decide(spec, Some(previous), observed, &options.redactor),
-                previous,
-            )
+            restore_entry(decide(spec, Some(previous), observed, &redactor), previous)
         } else {
-            decide(spec, current, observed, &options.redactor)
+            decide(spec, current, observed, &redactor)
         };
         if let NetworkMode::User(net) = &spec.config.network {
             if entry.action.changes() && !observed.networks.contains(net) {
@@ -406,8 +411,17 @@ pub fn compute(desired: &DesiredState, observed: &Observed, options: &PlanOption
     }
     ordered.extend(removals);
     execution::decide(desired, observed, &mut ordered);
+    let specs: HashMap<&str, &ContainerSpec> = desired
+        .containers
+        .iter()
+        .map(|c| (c.name.as_str(), c))
+        .collect();
     for entry in &ordered {
-        let (Some(spec), Some(old)) = (desired.container(&entry.id), observed.container(&entry.id))
+        if !entry.execution.start_first {
+            continue;
+        }
+        let (Some(spec), Some(old)) =
+            (specs.get(entry.id.as_str()), by_name.get(entry.id.as_str()))
         else {
             continue;
         };
@@ -459,7 +473,7 @@ fn decide(
     spec: &ContainerSpec,
     current: Option<&ObservedContainer>,
     observed: &Observed,
-    redactor: &Redactor,
+    redactor: &Arc<Redactor>,
 ) -> PlanEntry {
     let mut entry = PlanEntry {
         id: spec.name.clone(),
@@ -1139,7 +1153,11 @@ fn set_difference<T: Ord + fmt::Display>(
 
 /// A unified diff of the settings, current against desired, limited to
 /// what the document owns (image defaults are left out on both sides).
-fn settings_diff(spec: &ContainerSpec, current: &ObservedContainer, redactor: &Redactor) -> String {
+fn settings_diff(
+    spec: &ContainerSpec,
+    current: &ObservedContainer,
+    redactor: &Arc<Redactor>,
+) -> Diff {
     let mut have = current.config.clone();
     let owned_env: BTreeSet<&String> = current
         .owner
@@ -1173,9 +1191,19 @@ fn settings_diff(spec: &ContainerSpec, current: &ObservedContainer, redactor: &R
     if spec.config.health == HealthConfig::default() {
         have.health = HealthConfig::default();
     }
+    Diff::between(&spec.name, have, spec.config.clone(), Arc::clone(redactor))
+}
+
+/// The text of a [`Diff`]: both sides' parameters, redacted, line by line.
+fn render_settings_diff(
+    name: &str,
+    have: &ContainerConfig,
+    want: &ContainerConfig,
+    redactor: &Redactor,
+) -> String {
     let (old, new) = redacted_sides(
-        &params::parameters(&spec.name, &have),
-        &params::parameters(&spec.name, &spec.config),
+        &params::parameters(name, have),
+        &params::parameters(name, want),
         redactor,
     );
     let (old, new) = (params::lines(&old), params::lines(&new));

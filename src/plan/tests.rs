@@ -907,7 +907,7 @@ fn plan_diff_and_reasons_never_show_a_changed_secret_env_value() {
     let entry = p.entry("web").unwrap();
     let diff = entry.diff.clone().unwrap();
     let json = serde_json::to_string(&p).unwrap();
-    for text in [&diff, &json, &format!("{p:?}")] {
+    for text in [&diff.to_string(), &json, &format!("{p:?}")] {
         assert!(!text.contains("hunter2"), "{text}");
         assert!(!text.contains("t0k3n"), "{text}");
     }

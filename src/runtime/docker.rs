@@ -3,17 +3,19 @@
 //! engine's create body and the engine's inspect output back into
 //! [`ContainerDetails`]; `observe` then normalises those.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, ContainerUpdateBody,
-    DeviceMapping as BollardDevice, EndpointSettings, HealthConfig as BollardHealth,
-    HealthStatusEnum, HostConfig, HostConfigLogConfig, ImageInspect, NetworkConnectRequest,
-    NetworkingConfig, PortBinding as BollardPortBinding, RestartPolicy as BollardRestart,
-    RestartPolicyNameEnum,
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, ContainerSummary,
+    ContainerUpdateBody, DeviceMapping as BollardDevice, EndpointSettings, EventMessageTypeEnum,
+    HealthConfig as BollardHealth, HealthStatusEnum, HostConfig, HostConfigLogConfig, ImageInspect,
+    NetworkConnectRequest, NetworkingConfig, PortBinding as BollardPortBinding,
+    RestartPolicy as BollardRestart, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
@@ -23,6 +25,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::{StreamExt, TryStreamExt};
 
+use super::cache::{self, engine_time, InspectCache, Summary, Window, TRUNCATED_AT};
 use super::{
     describe_missing, ContainerDetails, ContainerState, CreateRequest, EngineInfo, Event,
     EventStream, ExecOutput, Health, ImageDetails, Missing, PullProgress, RawHealthcheck, RawMount,
@@ -32,6 +35,35 @@ use crate::spec::model::{ContainerConfig, HealthTest, NetworkMode, RestartPolicy
 
 /// How many containers are inspected at once when listing.
 const INSPECT_CONCURRENCY: usize = 8;
+
+/// How long a list waits for the engine's event log before it inspects
+/// every container instead.
+const EVENTS_WAIT: Duration = Duration::from_secs(2);
+
+/// The local clock in nanoseconds since the epoch.
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// The cache stays usable if a holder panicked: it is replaced whole.
+fn lock(cache: &Mutex<InspectCache>) -> std::sync::MutexGuard<'_, InspectCache> {
+    cache
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// What the list endpoint shows of a container, in berth's terms.
+fn summary(s: ContainerSummary) -> Option<Summary> {
+    Some(Summary {
+        id: s.id?,
+        name: cache::primary_name(&s.names.unwrap_or_default()),
+        image_id: s.image_id.unwrap_or_default(),
+        labels: s.labels.unwrap_or_default().into_iter().collect(),
+        status: Status::parse(&s.state.map(|st| st.to_string()).unwrap_or_default()),
+    })
+}
 
 /// How much longer than its own stop timeout a stop may take before the
 /// client gives up on the engine's answer (the engine kills after the stop
@@ -210,6 +242,14 @@ pub struct DockerRuntime {
     /// Handed to the engine with every pull and registry look-up: the
     /// engine itself knows no `docker login`, only what the client sends.
     credentials: crate::registry::Credentials,
+    /// The last list's inspects, reused while the event log says nothing
+    /// happened to them (see [`super::cache`]); shared by clones.
+    cache: Arc<Mutex<InspectCache>>,
+    /// Where the cache is kept between runs (the CLI's state directory);
+    /// shared by clones, set once.
+    cache_file: Arc<OnceLock<PathBuf>>,
+    /// Container inspects made, for tests and debug logs.
+    inspects: Arc<AtomicU64>,
 }
 
 impl DockerRuntime {
@@ -248,11 +288,126 @@ impl DockerRuntime {
             .negotiate_version()
             .await
             .map_err(|e| unavailable(with_causes(&e)))?;
-        Ok(Self {
+        Ok(Self::from_client(
             docker,
-            endpoint: url,
-            credentials: crate::registry::Credentials::new(Vec::new()),
-        })
+            url,
+            crate::registry::Credentials::new(Vec::new()),
+        ))
+    }
+
+    /// A runtime over a client, with an empty inspect cache.
+    fn from_client(
+        docker: Docker,
+        endpoint: String,
+        credentials: crate::registry::Credentials,
+    ) -> Self {
+        Self {
+            docker,
+            cache: Arc::new(Mutex::new(InspectCache::new(&endpoint))),
+            endpoint,
+            credentials,
+            cache_file: Arc::new(OnceLock::new()),
+            inspects: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Keeps the inspect cache in `path` from now on, and takes up the one
+    /// stored there when this runtime has none yet, so a process that lives
+    /// for one command (`berth apply`) reuses the previous one's inspects.
+    /// A missing or unusable file just starts empty. Called once the state
+    /// directory is berth's (claimed): a refused document writes nothing.
+    /// Only the first call of a runtime and its clones counts.
+    pub async fn keep_inspect_cache_in(&self, path: PathBuf) {
+        if self.cache_file.get().is_some() {
+            return;
+        }
+        if let Ok(text) = tokio::fs::read_to_string(&path).await {
+            let stored = InspectCache::from_json(&text, &self.endpoint);
+            let mut cache = lock(&self.cache);
+            if cache.is_empty() {
+                *cache = stored;
+            }
+        }
+        let _ = self.cache_file.set(path);
+    }
+
+    /// How many container inspects this runtime (and its clones) made.
+    pub fn inspects_made(&self) -> u64 {
+        self.inspects.load(Ordering::Relaxed)
+    }
+
+    /// What the engine's event log holds from `since_ns` to `until_ns`;
+    /// `None` when it cannot be read in [`EVENTS_WAIT`]. The query returns
+    /// only once the engine's clock has passed `until_ns`.
+    async fn event_window(&self, since_ns: i64, until_ns: i64) -> Option<Window> {
+        let since = engine_time(since_ns);
+        let until = engine_time(until_ns);
+        let options = EventsOptionsBuilder::default()
+            .since(&since)
+            .until(&until)
+            .build();
+        let read = self.docker.events(Some(options)).try_fold(
+            (0usize, HashSet::new()),
+            |(count, mut touched), message| async move {
+                let actor = message.actor.unwrap_or_default();
+                match message.typ {
+                    Some(EventMessageTypeEnum::CONTAINER)
+                        if message.action.as_deref().is_none_or(cache::touches) =>
+                    {
+                        touched.extend(actor.id);
+                    }
+                    Some(EventMessageTypeEnum::NETWORK) => {
+                        touched.extend(actor.attributes.unwrap_or_default().remove("container"));
+                    }
+                    _ => {}
+                }
+                Ok((count + 1, touched))
+            },
+        );
+        match tokio::time::timeout(EVENTS_WAIT, read).await {
+            Ok(Ok((count, touched))) => Some(Window {
+                complete: count < TRUNCATED_AT,
+                touched,
+            }),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "cannot read the engine's events; inspecting every container");
+                None
+            }
+            Err(_) => {
+                tracing::debug!(
+                    "the engine's events did not come in time; inspecting every container"
+                );
+                None
+            }
+        }
+    }
+
+    /// Stores the cache where [`Self::keep_inspect_cache_in`] said,
+    /// atomically (another berth may read it at the same time).
+    async fn save_cache(&self, text: String) {
+        let Some(path) = self.cache_file.get() else {
+            return;
+        };
+        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+        // It holds what inspect shows, environment values included: the
+        // state directory's file mode, readable by its owner alone.
+        let write = async {
+            let mut file = tokio::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(crate::journal::FILE_MODE)
+                .open(&tmp)
+                .await?;
+            tokio::io::AsyncWriteExt::write_all(&mut file, text.as_bytes()).await?;
+            file.sync_data().await?;
+            tokio::fs::rename(&tmp, path).await
+        };
+        let saved = write.await;
+        if let Err(e) = saved {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            tracing::debug!(path = %path.display(), error = %e, "cannot store the inspect cache");
+        }
     }
 
     /// Uses `credentials` (berth's `[[registries]]` and docker's stored
@@ -390,16 +545,12 @@ impl DockerRuntime {
 impl DockerRuntime {
     /// [`DockerRuntime::map_err`] without a connection.
     fn map_err_for_test(e: BollardError) -> RuntimeError {
-        let rt = Self {
-            docker: Docker::connect_with_http(
-                "http://127.0.0.1:9",
-                1,
-                bollard::API_DEFAULT_VERSION,
-            )
-            .expect("a client needs no connection"),
-            endpoint: "test".into(),
-            credentials: crate::registry::Credentials::default(),
-        };
+        let rt = Self::from_client(
+            Docker::connect_with_http("http://127.0.0.1:9", 1, bollard::API_DEFAULT_VERSION)
+                .expect("a client needs no connection"),
+            "test".into(),
+            crate::registry::Credentials::default(),
+        );
         let mapped = rt.map_err(Missing::Container, "c")(e);
         mapped
     }
@@ -519,23 +670,59 @@ impl Runtime for DockerRuntime {
     }
 
     async fn list(&self) -> Result<Vec<ContainerDetails>> {
+        // The order matters for the cache's soundness: see `InspectCache`.
+        let until_ns = now_ns();
         let options = ListContainersOptionsBuilder::default().all(true).build();
-        let summaries = self
+        let listed: Vec<Summary> = self
             .docker
             .list_containers(Some(options))
             .await
-            .map_err(self.map_err(Missing::Other, "containers"))?;
-        let ids: Vec<String> = summaries.into_iter().filter_map(|s| s.id).collect();
-        let details: Vec<Option<ContainerDetails>> = futures_util::stream::iter(ids)
+            .map_err(self.map_err(Missing::Other, "containers"))?
+            .into_iter()
+            .filter_map(summary)
+            .collect();
+        // With nothing cached the window is empty, but still waited for:
+        // what is inspected now is kept for the next list.
+        let since_ns = lock(&self.cache).since_ns().unwrap_or(until_ns);
+        let window = self.event_window(since_ns, until_ns).await;
+        let reuse = lock(&self.cache).reuse(&listed, window.as_ref());
+        let reused = reuse.cached.len();
+        let inspected: Vec<Option<ContainerDetails>> = futures_util::stream::iter(reuse.inspect)
             .map(|id| async move { self.inspect(&id).await })
             .buffered(INSPECT_CONCURRENCY)
             .try_collect()
             .await?;
         // A container removed between list and inspect is simply gone.
-        Ok(details.into_iter().flatten().collect())
+        let mut by_id: HashMap<String, ContainerDetails> = reuse
+            .cached
+            .into_iter()
+            .chain(inspected.into_iter().flatten())
+            .map(|d| (d.id.clone(), d))
+            .collect();
+        let details: Vec<ContainerDetails> =
+            listed.iter().filter_map(|s| by_id.remove(&s.id)).collect();
+        tracing::debug!(
+            containers = details.len(),
+            reused,
+            "listed the engine's containers"
+        );
+        let stored = {
+            let mut cache = lock(&self.cache);
+            match window {
+                // Only inspects made after the engine passed `until` may be kept.
+                Some(_) => cache.store(&details, until_ns),
+                None => *cache = InspectCache::new(&self.endpoint),
+            }
+            self.cache_file.get().and_then(|_| cache.to_json().ok())
+        };
+        if let Some(text) = stored {
+            self.save_cache(text).await;
+        }
+        Ok(details)
     }
 
     async fn inspect(&self, id: &str) -> Result<Option<ContainerDetails>> {
+        self.inspects.fetch_add(1, Ordering::Relaxed);
         match self.docker.inspect_container(id, None).await {
             Ok(c) => Ok(Some(details(c))),
             Err(BollardError::DockerResponseServerError {
@@ -1418,12 +1605,12 @@ mod tests {
 
     #[test]
     fn a_404_names_what_the_engine_says_is_missing_not_what_was_asked_for() {
-        let rt = DockerRuntime {
-            docker: Docker::connect_with_http("tcp://127.0.0.1:9", 1, bollard::API_DEFAULT_VERSION)
+        let rt = DockerRuntime::from_client(
+            Docker::connect_with_http("tcp://127.0.0.1:9", 1, bollard::API_DEFAULT_VERSION)
                 .unwrap(),
-            endpoint: "tcp://127.0.0.1:9".into(),
-            credentials: crate::registry::Credentials::default(),
-        };
+            "tcp://127.0.0.1:9".into(),
+            crate::registry::Credentials::default(),
+        );
         let e = |message: &str| BollardError::DockerResponseServerError {
             status_code: 404,
             message: message.into(),
@@ -1471,12 +1658,12 @@ mod tests {
 
     #[test]
     fn a_stop_waits_longer_than_its_own_timeout() {
-        let rt = DockerRuntime {
-            docker: Docker::connect_with_http("tcp://127.0.0.1:9", 2, bollard::API_DEFAULT_VERSION)
+        let rt = DockerRuntime::from_client(
+            Docker::connect_with_http("tcp://127.0.0.1:9", 2, bollard::API_DEFAULT_VERSION)
                 .unwrap(),
-            endpoint: "tcp://127.0.0.1:9".into(),
-            credentials: crate::registry::Credentials::default(),
-        };
+            "tcp://127.0.0.1:9".into(),
+            crate::registry::Credentials::default(),
+        );
         assert_eq!(
             rt.for_stop(Duration::from_secs(300)).timeout(),
             Duration::from_secs(300) + STOP_MARGIN

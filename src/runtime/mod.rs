@@ -8,6 +8,7 @@
 //! is also the core of [`hollow::Hollow`], which only `berth fleet-sim`
 //! selects.
 
+pub mod cache;
 pub mod docker;
 pub mod fake;
 #[cfg(any(test, feature = "test-hooks"))]
@@ -150,7 +151,19 @@ pub struct EngineInfo {
 }
 
 /// Life-cycle state of a container, as the engine reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub enum Status {
     /// Created, never started.
     #[default]
@@ -210,7 +223,7 @@ impl Status {
 }
 
 /// Health as the engine reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Health {
     /// Within the start period, or no check has finished yet.
     Starting,
@@ -221,7 +234,7 @@ pub enum Health {
 }
 
 /// A container's state.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct ContainerState {
     /// Life-cycle status.
     pub status: Status,
@@ -240,7 +253,7 @@ pub struct ContainerState {
 }
 
 /// A published port as the engine stores it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RawPortBinding {
     /// Container port.
     pub container_port: u16,
@@ -253,7 +266,7 @@ pub struct RawPortBinding {
 }
 
 /// A mount as the engine reports it (top-level `Mounts`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RawMount {
     /// `bind`, `volume`, `tmpfs`, …
     pub kind: String,
@@ -270,7 +283,7 @@ pub struct RawMount {
 }
 
 /// A health check as the engine stores it (durations in nanoseconds, 0 = inherit).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct RawHealthcheck {
     /// `["CMD-SHELL", cmd]`, `["CMD", ...]`, `["NONE"]` or empty (inherit).
     pub test: Vec<String>,
@@ -285,7 +298,7 @@ pub struct RawHealthcheck {
 }
 
 /// Everything berth reads about one container, in the engine's own terms.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct ContainerDetails {
     /// Engine id.
     pub id: String,

@@ -115,9 +115,11 @@ pub fn spec_hash(config: &ContainerConfig) -> String {
         health,
     };
     // Serialising plain data with string keys and sorted maps cannot fail;
-    // should it ever, an empty input still yields a stable, valid hash.
-    let canonical = serde_json::to_vec(&hashed).unwrap_or_default();
-    let digest = Sha256::digest(&canonical);
+    // should it ever, the hash still is stable and valid. The JSON goes
+    // straight into the hasher: no buffer per container.
+    let mut hasher = HashWriter(Sha256::new());
+    let _ = serde_json::to_writer(&mut hasher, &hashed);
+    let digest = hasher.0.finalize();
     let mut out = String::with_capacity(HASH_VERSION.len() + 8 + 64);
     out.push_str(HASH_VERSION);
     out.push_str(":sha256:");
@@ -126,6 +128,20 @@ pub fn spec_hash(config: &ContainerConfig) -> String {
         out.push(char::from(b"0123456789abcdef"[usize::from(byte & 0xf)]));
     }
     out
+}
+
+/// Feeds what is written into the hash.
+struct HashWriter(Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The scheme version of a stored hash label (`v1` of `v1:sha256:…`).
