@@ -117,11 +117,30 @@ fn a_node_killed_mid_rollout_moves_its_agents_to_survivors_and_the_rollout_compl
             &format!("{},{}", cluster.url(0), cluster.url(1)),
         ])
         .args(["--prefix", "devices/", "--json", "--timeout", "90s"])
+        .args(["--discover-wait", "1s"])
         .args(["--devices", &devices(AGENTS)]);
+    let feedback = Subscriber::start_on(
+        cluster.port(0),
+        "devices/+/containersupdate/desiredstatefeedback",
+        &[],
+    );
     let mut controller = Background::spawn(cmd);
-    // Every device has its desired state (the first feedback comes once it
-    // has one): then the node under a third of them dies.
-    std::thread::sleep(Duration::from_millis(1500));
+    // Every device is at work on the release (each has said so): then the
+    // node under a third of them dies, 3 s pulls still running.
+    feedback.wait_for("feedback from every device", WAIT, |m| {
+        m.iter()
+            .map(|(t, _)| t.as_str())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+            >= AGENTS
+    });
+    assert!(
+        !feedback
+            .messages()
+            .iter()
+            .any(|(_, p)| p.contains("COMPLETED")),
+        "the release was done before the node died: pulls are too quick"
+    );
     cluster.kill(2);
     let status = controller.wait_exit(WAIT);
 
