@@ -296,3 +296,57 @@ fn on_rabbitmq_a_device_cannot_publish_a_desired_state_for_another_device() {
         "a forged desired state reached sim-0002's topic: {msgs:?}"
     );
 }
+
+/// A real `berth run` as device sim-0001 under the shipped permissions:
+/// it gets its desired state and completes it, and its feedback reaches the
+/// controller, so every topic and queue berth uses is within what a device
+/// is allowed (a refused subscribe or publish would close its connection).
+#[test]
+fn on_rabbitmq_berth_as_a_device_works_within_its_own_prefix() {
+    let cluster = isolated();
+    let state = tempfile::tempdir().expect("a state directory");
+    let secret = state.path().join("mqtt-password");
+    std::fs::write(&secret, DEV1.1).expect("write the password");
+    let config = state.path().join("berth.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[mqtt]\nurl = \"{}\"\nusername = \"{}\"\npassword_file = \"{}\"\nallow_insecure = true\nclient_id = \"sim-0001.agent\"\ntopic_prefix = \"devices/sim-0001/\"\n",
+            cluster.url(0),
+            DEV1.0,
+            secret.display()
+        ),
+    )
+    .expect("write the config");
+    let login = ["-u", CONTROLLER.0, "-P", CONTROLLER.1];
+    let watch = Subscriber::start_on(cluster.port(0), "devices/sim-0001/#", &login);
+    let mut cmd = berth();
+    cmd.args(["run", "--state-dir"])
+        .arg(state.path().join("state"))
+        .arg("--config")
+        .arg(&config)
+        .args(["--log-level", "berth=debug"]);
+    let mut agent = Background::spawn(cmd);
+    let current = "devices/sim-0001/containersupdate/currentstate";
+    watch.wait_for(
+        &format!("sim-0001's current state\n{}", agent.stderr()),
+        WAIT,
+        |m| m.iter().any(|(t, _)| t == current),
+    );
+    let doc =
+        r#"{"activityId":"rmq-iso-1","payload":{"domains":[{"id":"containers","components":[]}]}}"#;
+    publish_as(
+        &cluster,
+        CONTROLLER,
+        "devices/sim-0001/containersupdate/desiredstate",
+        doc,
+    );
+    let done = watch.feedback("rmq-iso-1", &["COMPLETED"], WAIT, &agent.stderr());
+    assert_eq!(done["activityId"], "rmq-iso-1");
+    assert!(
+        !agent.stderr().contains("lost the MQTT connection"),
+        "the broker closed berth's connection (a refused topic or queue?)\n{}",
+        agent.stderr()
+    );
+    agent.terminate();
+}
