@@ -5,8 +5,8 @@
 # On a 3-node RabbitMQ cluster of its own (scripts/rabbitmq-cluster.sh, in a
 # temporary directory, stopped on the way out): AGENTS hollow agents (1000 by
 # default) spread over the nodes, a rollout in one wave from a controller on
-# node 1 and 2, and node 3 killed (SIGKILL) once every device is at work on
-# the release. Prints the rollout's JSON summary; fails unless 100% COMPLETED.
+# node 1 and 2, and node 3 killed (SIGKILL) once a tenth of the devices are at
+# work on the release. Prints the rollout's JSON summary; fails unless 100% COMPLETED.
 # Then the RabbitMQ integration tests (tests/fleet_rabbitmq.rs).
 #
 # Environment: BERTH (the binary; default target/release/berth, built if
@@ -24,6 +24,8 @@ fleet_rabbitmq() {
     fi
     local work
     work=$(mktemp -d /tmp/berth-fleet-rmq.XXXXXX)
+    # The nodes run as the rabbitmq user, who must reach the cluster's directory.
+    chmod 0755 "$work"
     local sim_pid=""
     # shellcheck disable=SC2064
     trap "[ -n \"\$sim_pid\" ] && kill \$sim_pid 2>/dev/null; bash '$here/rabbitmq-cluster.sh' stop '$work/cluster'; rm -rf '$work'; trap - RETURN" RETURN
@@ -52,8 +54,9 @@ fleet_rabbitmq() {
 
     local release="$work/release.json"
     printf '%s' '{"activityId":"fleet-rmq-1","payload":{"domains":[{"id":"containers","components":[{"id":"app","version":"2","config":[{"key":"image","value":"127.0.0.1:5000/fleet/app:2"}]}]}]}}' >"$release"
-    echo "== a rollout from nodes 1,2; node 3 killed once every device is at work"
-    mosquitto_sub -p "$p1" -t 'devices/+/containersupdate/desiredstatefeedback' -C "$agents" -W 300 >/dev/null &
+    echo "== a rollout from nodes 1,2; node 3 killed once a tenth of the devices are at work"
+    # The node dies once a tenth of the devices have said they are at work.
+    mosquitto_sub -p "$p1" -t 'devices/+/containersupdate/desiredstatefeedback' -C "$((agents / 10 + 1))" -W 300 >/dev/null &
     wait_pid=$!
     sleep 1
     "$berth" fleet rollout "$release" --broker "$(sed -n '1p;2p' "$work/urls" | paste -sd,)" \
@@ -72,6 +75,10 @@ fleet_rabbitmq() {
         echo "the rollout on RabbitMQ did not complete on every device" >&2
         return 1
     fi
+
+    kill "$sim_pid" 2>/dev/null || true
+    sim_pid=""
+    bash "$here/rabbitmq-cluster.sh" stop "$work/cluster"
 
     echo "== the RabbitMQ integration tests"
     (cd "$root" && cargo test --features test-hooks --test integration fleet_rabbitmq)

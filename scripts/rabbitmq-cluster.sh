@@ -70,6 +70,7 @@ as_node() {
         RABBITMQ_PID_FILE="$n/pid"
         RABBITMQ_ADVANCED_CONFIG_FILE="$n/advanced.config"
         RABBITMQ_CONF_ENV_FILE="$n/rabbitmq-env.conf"
+        ERL_CRASH_DUMP="$n/erl_crash.dump"
     )
     if [ "$(id -u)" = 0 ]; then
         setpriv --reuid=rabbitmq --regid=rabbitmq --init-groups env -i "${envs[@]}" "$@"
@@ -173,6 +174,10 @@ await_node() {
     # over distribution: it is asked again until the deadline.
     local deadline=$((SECONDS + START_TIMEOUT))
     until ctl "$dir" "$i" -q await_startup --timeout 10 >/dev/null 2>&1; do
+        if grep -q "BOOT FAILED" "$dir/node$i/console.log" 2>/dev/null; then
+            show_log "$dir" "$i"
+            die "node $i failed to boot"
+        fi
         if [ "$SECONDS" -ge "$deadline" ]; then
             show_log "$dir" "$i"
             die "node $i did not start within ${START_TIMEOUT}s"
@@ -202,6 +207,9 @@ cmd_start() {
     if [ "$(id -u)" = 0 ]; then
         chown -R rabbitmq:rabbitmq "$dir"
         chmod 0755 "$dir"
+    fi
+    if [ "$(id -u)" = 0 ] && ! setpriv --reuid=rabbitmq --regid=rabbitmq --init-groups test -w "$dir/node1"; then
+        die "the rabbitmq user cannot write to $dir: every directory above it must be searchable by others (chmod o+x)"
     fi
     for i in $(seq 1 "$count"); do start_node "$dir" "$i"; done
     for i in $(seq 1 "$count"); do await_node "$dir" "$i"; done

@@ -29,15 +29,22 @@ fn sim(cluster: &Cluster, agents: usize, extra: &[&str]) -> Background {
     Background::spawn(cmd)
 }
 
-/// Waits, on node 0, until `n` devices published their current state: the
-/// messages of agents on the other nodes are routed across the cluster.
-fn wait_connected(cluster: &Cluster, n: usize, sim: &Background) {
-    let sub = Subscriber::start_on(
+/// A subscriber on node 0 to every device's current state, started before
+/// the agents: RabbitMQ 3.10 hands a retained message to an exact-topic
+/// subscription only, so one that comes after an agent's current state
+/// never sees it.
+fn current_states(cluster: &Cluster) -> Subscriber {
+    Subscriber::start_on(
         cluster.port(0),
         "devices/+/containersupdate/currentstate",
         &[],
-    );
-    sub.wait_for(
+    )
+}
+
+/// Waits until `n` devices published their current state: the messages of
+/// agents on the other nodes are routed across the cluster to node 0.
+fn wait_connected(states: &Subscriber, cluster: &Cluster, n: usize, sim: &Background) {
+    states.wait_for(
         &format!("{n} current states\n{}\n{}", cluster.status(), sim.stderr()),
         WAIT,
         |m| {
@@ -75,8 +82,9 @@ fn rollout(brokers: &str, file: &std::path::Path, n: usize) -> (Output, Value) {
 fn a_rollout_through_one_node_completes_on_30_agents_spread_over_a_3_node_cluster() {
     let cluster = Cluster::start(3);
     let files = tempfile::tempdir().unwrap();
+    let states = current_states(&cluster);
     let mut fleet = sim(&cluster, AGENTS, &[]);
-    wait_connected(&cluster, AGENTS, &fleet);
+    wait_connected(&states, &cluster, AGENTS, &fleet);
     for i in 0..3 {
         assert_eq!(
             connects_to(&fleet, cluster.url(i)),
@@ -104,8 +112,9 @@ fn a_node_killed_mid_rollout_moves_its_agents_to_survivors_and_the_rollout_compl
     let cluster = Cluster::start(3);
     let files = tempfile::tempdir().unwrap();
     // Pulls take 3 s: the node dies while every device is still busy.
+    let states = current_states(&cluster);
     let mut fleet = sim(&cluster, AGENTS, &["--pull-latency", "3s"]);
-    wait_connected(&cluster, AGENTS, &fleet);
+    wait_connected(&states, &cluster, AGENTS, &fleet);
     let file = release(files.path(), "rmq-rel-3", "3");
     let before: usize = (0..2).map(|i| connects_to(&fleet, cluster.url(i))).sum();
 
