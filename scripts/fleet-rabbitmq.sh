@@ -81,7 +81,7 @@ fleet_rabbitmq() {
     bash "$here/rabbitmq-cluster.sh" stop "$work/cluster"
 
     echo "== the RabbitMQ integration tests"
-    (cd "$root" && cargo test --features test-hooks --test integration fleet_rabbitmq)
+    (cd "$root" && cargo test --features test-hooks --test integration fleet_rabbitmq -- --include-ignored)
 }
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
