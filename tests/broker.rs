@@ -316,6 +316,17 @@ impl Subscriber {
     }
 
     fn start_with(broker: &Broker, filter: &str, login: &[&str]) -> Subscriber {
+        Self::start_at(broker.port(), broker.log_path(), filter, login)
+    }
+
+    /// [`Subscriber::start`] on another broker's port of 127.0.0.1 (a node of
+    /// a RabbitMQ cluster: tests/rabbitmq.rs), logged in with `login`
+    /// (`-u USER -P PASSWORD`, or nothing).
+    pub fn start_on(port: u16, filter: &str, login: &[&str]) -> Subscriber {
+        Self::start_at(port, PathBuf::new(), filter, login)
+    }
+
+    fn start_at(port: u16, broker_log: PathBuf, filter: &str, login: &[&str]) -> Subscriber {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         // Unique among the subscribers of this run; at most 23 characters,
         // MQTT 3.1's limit.
@@ -330,7 +341,7 @@ impl Subscriber {
             "-h",
             "127.0.0.1",
             "-p",
-            &broker.port().to_string(),
+            &port.to_string(),
             "-q",
             "1",
             "-c",
@@ -362,7 +373,7 @@ impl Subscriber {
         let sub = Subscriber {
             filter: filter.to_string(),
             shared,
-            broker_log: broker.log_path(),
+            broker_log,
         };
         let deadline = Instant::now() + START_TIMEOUT;
         while sub.shared.subacks.load(Ordering::SeqCst) == 0 {

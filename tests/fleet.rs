@@ -40,7 +40,7 @@ fn wait_connected(broker: &Broker, n: usize, sim: &Background) {
     );
 }
 
-fn release(dir: &std::path::Path, activity: &str, version: &str) -> std::path::PathBuf {
+pub(crate) fn release(dir: &std::path::Path, activity: &str, version: &str) -> std::path::PathBuf {
     let doc = serde_json::json!({
         "activityId": activity,
         "payload": {"domains": [{"id": "containers", "components": [{
@@ -53,7 +53,7 @@ fn release(dir: &std::path::Path, activity: &str, version: &str) -> std::path::P
     path
 }
 
-fn devices(n: usize) -> String {
+pub(crate) fn devices(n: usize) -> String {
     (0..n)
         .map(|i| format!("sim-{i:04}"))
         .collect::<Vec<_>>()
@@ -72,7 +72,7 @@ fn rollout(broker: &Broker, file: &std::path::Path, extra: &[&str]) -> (Output, 
     (out, report)
 }
 
-fn show(out: &Output) -> String {
+pub(crate) fn show(out: &Output) -> String {
     format!(
         "stdout:\n{}\nstderr:\n{}",
         text(&out.stdout),

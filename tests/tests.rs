@@ -2,6 +2,7 @@
 //! engine, registry and broker that `scripts/test-env.sh` starts.
 
 mod broker;
+mod rabbitmq;
 mod util;
 
 mod agent;
@@ -19,6 +20,7 @@ mod environment;
 mod faults;
 mod fleet;
 mod fleet_isolation;
+mod fleet_rabbitmq;
 mod hooks;
 mod inspect_cache;
 mod jobs;
