@@ -178,7 +178,7 @@ named4=$(json "$work/fail.json" "', '.join(f['device'] for f in r['summary']['fa
 asked4=$(json "$work/fail.json" "r['summary']['devices'] - r['summary']['pending']")
 stop_sim
 
-machine="$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r), mosquitto $(mosquitto -h 2>/dev/null | awk 'NR==1 {print $3}')"
+machine="$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r), mosquitto $( (mosquitto -h 2>/dev/null || true) | awk 'NR==1 {print $3}')"
 {
   echo "# Fleet campaign results"
   echo

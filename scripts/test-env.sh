@@ -283,6 +283,21 @@ ensure_tls_tools() {
   log "tls test tools: mosquitto, mosquitto_sub, openssl"
 }
 
+# --- 3c. Fleet brokers -----------------------------------------------------------
+# tests/fleet_rabbitmq.rs starts RabbitMQ clusters of its own through
+# scripts/rabbitmq-cluster.sh (Debian's rabbitmq-server, never its system
+# service): the package must be installed. Installing it may start the
+# system service; it is stopped, so its ports and epmd are the tests' own.
+ensure_rabbitmq() {
+  if [[ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ]]; then
+    apt_install rabbitmq-server
+    if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet rabbitmq-server 2>/dev/null; then
+      systemctl stop rabbitmq-server || true
+    fi
+  fi
+  log "fleet brokers: rabbitmq-server $(dpkg-query -W -f '${Version}' rabbitmq-server 2>/dev/null)"
+}
+
 # --- 4. Test images -----------------------------------------------------------
 # Digest of the manifest the registry serves for repo:tag, or empty.
 registry_digest() {
@@ -388,6 +403,7 @@ start_registry
 start_auth_registry
 start_mqtt
 ensure_tls_tools
+ensure_rabbitmq
 build_images
 build_migrating_images
 

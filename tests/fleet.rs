@@ -216,3 +216,49 @@ fn an_agent_fails_over_to_the_next_broker_when_its_broker_dies() {
     );
     agent.terminate();
 }
+
+/// Regression (issue 26): a broker that accepts the connection and then
+/// drops it at once (as RabbitMQ does when it refuses a subscription)
+/// made berth reconnect about five times a second for ever, since every
+/// accepted connection reset the back-off. Now only a connection that
+/// lasted resets it.
+#[test]
+fn a_broker_that_drops_every_connection_at_once_is_retried_with_a_growing_wait() {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { return };
+            counter.fetch_add(1, Ordering::SeqCst);
+            let mut buf = [0u8; 512];
+            let _ = s.read(&mut buf);
+            // CONNACK, session not present, accepted; then hang up.
+            let _ = s.write_all(&[0x20, 0x02, 0x00, 0x00]);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let state = tempfile::tempdir().unwrap();
+    let mut cmd = berth();
+    cmd.args(["run", "--state-dir"])
+        .arg(state.path())
+        .args(["--mqtt-url", &format!("mqtt://127.0.0.1:{port}")])
+        .args(["--log-level", "berth=debug", "--reconcile-interval", "0"]);
+    let mut agent = Background::spawn(cmd);
+    agent.wait_for("connected to the MQTT broker", WAIT);
+    let first = accepted.load(Ordering::SeqCst);
+    std::thread::sleep(Duration::from_secs(6));
+    let in_six_seconds = accepted.load(Ordering::SeqCst) - first;
+    agent.terminate();
+    // Doubling from 250 ms: about 5 in 6 s; without the fix about 30.
+    assert!(
+        in_six_seconds <= 8,
+        "{in_six_seconds} connections in 6 s\n{}",
+        agent.stderr()
+    );
+    assert!(in_six_seconds >= 2, "it gave up: {in_six_seconds}");
+}

@@ -72,6 +72,10 @@ pub const DEFAULT_MAX_OVERSIZE_READ: usize = 16 << 20;
 const WINDOW: usize = 32;
 /// Feedback messages kept while the broker is away; older ones are dropped.
 const MAX_WAITING: usize = 10_000;
+/// How long a connection must last for the reconnect back-off to start
+/// afresh when it is lost.
+const STABLE_CONNECTION: Duration = Duration::from_secs(10);
+
 /// The longest wait between connection attempts.
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(30);
 /// The first wait before asking again for a document berth could not
@@ -1128,6 +1132,11 @@ pub async fn run(
     // and which broker of `brokers` is in use.
     let mut attempts: u32 = 0;
     let mut broker_at: usize = 0;
+    // When the connection came up: one that dies within STABLE_CONNECTION
+    // of being accepted (a broker that accepts and then refuses a
+    // subscription, say) does not reset the back-off, or berth would
+    // reconnect several times a second for ever.
+    let mut up_since: Option<tokio::time::Instant> = None;
     let mut closing: Option<tokio::time::Instant> = None;
     // A document the loop could not persist is not acknowledged; the broker
     // sends it again only on a new connection, so berth makes one, later
@@ -1186,8 +1195,8 @@ pub async fn run(
                     if c.handle(event, true, &mut eventloop) == Then::Reconnect {
                         eventloop.clean();
                     }
-                    if c.connected {
-                        attempts = 0;
+                    if c.connected && up_since.is_none() {
+                        up_since = Some(tokio::time::Instant::now());
                     }
                 }
                 Err(e) => {
@@ -1206,6 +1215,12 @@ pub async fn run(
                             tokio::time::sleep(wait).await;
                         }
                         continue;
+                    }
+                    if up_since
+                        .take()
+                        .is_some_and(|t| t.elapsed() >= STABLE_CONNECTION)
+                    {
+                        attempts = 0;
                     }
                     attempts = attempts.saturating_add(1);
                     let delay = super::backoff::jittered(attempts);
