@@ -212,7 +212,8 @@ fn the_cache_kept_in_a_file_serves_the_next_process_and_still_sees_an_update() {
     let file = dir.path().join("inspect-cache.json");
     block_on(async {
         let rt = fleet.connect().await;
-        rt.keep_inspect_cache_in(file.clone()).await;
+        rt.keep_inspect_cache_in(file.clone(), berth::redact::Redactor::default())
+            .await;
         list(&rt).await;
     });
     assert_private(&file);
@@ -220,7 +221,8 @@ fn the_cache_kept_in_a_file_serves_the_next_process_and_still_sees_an_update() {
     block_on(async {
         // A new process: nothing in memory, only the file.
         let rt = fleet.connect().await;
-        rt.keep_inspect_cache_in(file.clone()).await;
+        rt.keep_inspect_cache_in(file.clone(), berth::redact::Redactor::default())
+            .await;
         let (listed, inspected) = list(&rt).await;
         let updated = find(&listed, &fleet.names[2]);
         assert_eq!(
@@ -238,7 +240,8 @@ fn a_cache_file_from_another_engine_is_not_used() {
     let file = dir.path().join("inspect-cache.json");
     block_on(async {
         let rt = fleet.connect().await;
-        rt.keep_inspect_cache_in(file.clone()).await;
+        rt.keep_inspect_cache_in(file.clone(), berth::redact::Redactor::default())
+            .await;
         list(&rt).await;
         // The same containers through another endpoint: another engine for
         // all berth knows.
@@ -246,7 +249,8 @@ fn a_cache_file_from_another_engine_is_not_used() {
         let rt = DockerRuntime::connect(Some(&other.host()))
             .await
             .expect("engine answers");
-        rt.keep_inspect_cache_in(file.clone()).await;
+        rt.keep_inspect_cache_in(file.clone(), berth::redact::Redactor::default())
+            .await;
         let (_, inspected) = list(&rt).await;
         assert_eq!(inspected, 2);
     });

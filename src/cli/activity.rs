@@ -142,7 +142,10 @@ impl Runner<'_> {
             false => Some(Claim::take(&self.policy.instance, &self.exec.state_dir)?),
         };
         state.save_desired(text)?;
-        runtime.block_on(docker.keep_inspect_cache_in(self.exec.state_dir.join(INSPECT_CACHE)));
+        runtime.block_on(docker.keep_inspect_cache_in(
+            self.exec.state_dir.join(INSPECT_CACHE),
+            self.device.plan.redactor.clone(),
+        ));
         let options = self
             .exec
             .options(&self.policy.instance, &self.device.plan.redactor);

@@ -121,6 +121,22 @@ impl InspectCache {
         serde_json::to_string(self)
     }
 
+    /// The stored form for a file: without the containers that have an
+    /// env variable `is_secret` names, so that no secret reaches the disk
+    /// beside the persisted document (those are inspected at every run).
+    ///
+    /// # Errors
+    /// Never in practice: every field serialises.
+    pub fn to_json_without(&self, is_secret: impl Fn(&str) -> bool) -> serde_json::Result<String> {
+        let mut kept = self.clone();
+        kept.entries.retain(|_, d| {
+            !d.env
+                .iter()
+                .any(|e| is_secret(e.split_once('=').map_or(e.as_str(), |(k, _)| k)))
+        });
+        serde_json::to_string(&kept)
+    }
+
     /// Where the next events window starts, when there is a cache to check.
     pub fn since_ns(&self) -> Option<i64> {
         self.until_ns.filter(|_| !self.entries.is_empty())
@@ -407,5 +423,24 @@ mod tests {
             "1700000000.000000123"
         );
         assert_eq!(engine_time(0), "0.000000000");
+    }
+
+    // Regression: the CLI's cache file held every container's env, secrets
+    // included, beside the persisted document.
+    #[test]
+    fn the_file_form_leaves_out_containers_with_a_secret_env_variable() {
+        let mut secret = details("a", "db");
+        secret.env = vec!["DB_PASSWORD=hunter22".into(), "PATH=/bin".into()];
+        let mut plain = details("b", "web");
+        plain.env = vec!["PATH=/bin".into()];
+        let mut cache = InspectCache::new("unix:///var/run/docker.sock");
+        cache.store(&[secret, plain], 1);
+        let redactor = crate::redact::Redactor::default();
+        let text = cache.to_json_without(|k| redactor.is_secret(k)).unwrap();
+        assert!(!text.contains("hunter22"), "{text}");
+        let back = InspectCache::from_json(&text, "unix:///var/run/docker.sock");
+        assert_eq!(back.len(), 1);
+        // In memory, both stay.
+        assert_eq!(cache.len(), 2);
     }
 }

@@ -247,7 +247,7 @@ pub struct DockerRuntime {
     cache: Arc<Mutex<InspectCache>>,
     /// Where the cache is kept between runs (the CLI's state directory);
     /// shared by clones, set once.
-    cache_file: Arc<OnceLock<PathBuf>>,
+    cache_file: Arc<OnceLock<(PathBuf, crate::redact::Redactor)>>,
     /// Container inspects made, for tests and debug logs.
     inspects: Arc<AtomicU64>,
 }
@@ -316,8 +316,11 @@ impl DockerRuntime {
     /// for one command (`berth apply`) reuses the previous one's inspects.
     /// A missing or unusable file just starts empty. Called once the state
     /// directory is berth's (claimed): a refused document writes nothing.
-    /// Only the first call of a runtime and its clones counts.
-    pub async fn keep_inspect_cache_in(&self, path: PathBuf) {
+    /// Only the first call of a runtime and its clones counts. Containers
+    /// with an env variable `redactor` calls secret are never written to
+    /// the file (they are inspected at every run): the persisted document
+    /// stays the one file with secrets in it.
+    pub async fn keep_inspect_cache_in(&self, path: PathBuf, redactor: crate::redact::Redactor) {
         if self.cache_file.get().is_some() {
             return;
         }
@@ -328,7 +331,7 @@ impl DockerRuntime {
                 *cache = stored;
             }
         }
-        let _ = self.cache_file.set(path);
+        let _ = self.cache_file.set((path, redactor));
     }
 
     /// How many container inspects this runtime (and its clones) made.
@@ -385,7 +388,7 @@ impl DockerRuntime {
     /// Stores the cache where [`Self::keep_inspect_cache_in`] said,
     /// atomically (another berth may read it at the same time).
     async fn save_cache(&self, text: String) {
-        let Some(path) = self.cache_file.get() else {
+        let Some((path, _)) = self.cache_file.get() else {
             return;
         };
         let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
@@ -713,7 +716,9 @@ impl Runtime for DockerRuntime {
                 Some(_) => cache.store(&details, until_ns),
                 None => *cache = InspectCache::new(&self.endpoint),
             }
-            self.cache_file.get().and_then(|_| cache.to_json().ok())
+            self.cache_file
+                .get()
+                .and_then(|(_, redactor)| cache.to_json_without(|k| redactor.is_secret(k)).ok())
         };
         if let Some(text) = stored {
             self.save_cache(text).await;
