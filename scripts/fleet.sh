@@ -226,6 +226,20 @@ machine="$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /pro
 } > "$OUT"
 log "wrote $OUT"
 cat "$OUT"
-if [ -x scripts/fleet-rabbitmq.sh ]; then
-  bash scripts/fleet-rabbitmq.sh --agents "$N" --out "$OUT"
+# The same rollout on a 3-node RabbitMQ cluster with a node killed mid-way
+# (scripts/fleet-rabbitmq.sh), its summary appended to the results.
+if [ -f scripts/fleet-rabbitmq.sh ]; then
+  rmq_rc=0
+  BERTH=$berth bash scripts/fleet-rabbitmq.sh "$N" > "$work/rmq.log" 2>&1 || rmq_rc=$?
+  {
+    echo
+    echo "## $N agents on a 3-node RabbitMQ cluster, node 3 killed mid-rollout"
+    echo
+    echo "\`scripts/fleet-rabbitmq.sh $N\` (exit $rmq_rc), its own words:"
+    echo
+    echo '```'
+    grep -E '^(==|all connected|node 3 killed|reconnects|\{|wave)' "$work/rmq.log" || true
+    echo '```'
+  } >> "$OUT"
+  tail -n 20 "$OUT"
 fi
