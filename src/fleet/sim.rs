@@ -87,18 +87,27 @@ pub async fn run(options: Options, stop: watch::Receiver<bool>) -> Result<(), Si
 }
 
 async fn fleet(options: Options, mut stop: watch::Receiver<bool>) -> Result<(), SimError> {
+    // The state directories and the MQTT settings are files: read off the
+    // runtime's threads, all before the first agent starts.
+    let prepared = {
+        let options = options.clone();
+        tokio::task::spawn_blocking(move || {
+            (options.first..options.first + options.agents)
+                .map(|i| prepare(&options, i))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| SimError::Mqtt {
+            agent: "(all)".into(),
+            message: format!("setting the agents up failed: {e}"),
+        })??
+    };
     let (stop_mqtt_tx, stop_mqtt) = watch::channel(false);
-    let mut running = Vec::with_capacity(options.agents);
-    for i in options.first..options.first + options.agents {
-        match start(&options, i, stop_mqtt.clone()) {
-            Ok(r) => running.push(r),
-            Err(e) => {
-                shut(running, &stop_mqtt_tx).await;
-                return Err(e);
-            }
-        }
+    let mut running = Vec::with_capacity(prepared.len());
+    for (k, agent) in prepared.into_iter().enumerate() {
+        running.push(launch(agent, stop_mqtt.clone()));
         // Spread the first connections a little, as devices booting do.
-        if i % 50 == 49 {
+        if k % 50 == 49 {
             tokio::task::yield_now().await;
         }
     }
@@ -112,11 +121,17 @@ async fn fleet(options: Options, mut stop: watch::Receiver<bool>) -> Result<(), 
     Ok(())
 }
 
-fn start(
-    options: &Options,
-    i: usize,
-    stop_mqtt: watch::Receiver<bool>,
-) -> Result<Running, SimError> {
+/// One agent, set up and not started yet.
+struct Prepared {
+    name: String,
+    state: StateDir,
+    settings: mqtt::Settings,
+    options: AgentOptions,
+    hollow: hollow::Options,
+}
+
+/// Agent `i`'s state directory, connection settings and options.
+fn prepare(options: &Options, i: usize) -> Result<Prepared, SimError> {
     let name = super::sim_name(i);
     let state =
         StateDir::open(&options.state_root.join(&name)).map_err(|source| SimError::State {
@@ -145,15 +160,27 @@ fn start(
     agent_options.execute.instance = name.clone();
     agent_options.execute.min_ready = options.min_ready;
     agent_options.domain = broker.domain.clone();
-    let mut hollow_options = options.hollow.clone();
-    hollow_options.seed = hollow_options.seed.wrapping_add(i as u64);
-    let rt = Arc::new(Hollow::new(hollow_options));
+    let mut hollow = options.hollow.clone();
+    hollow.seed = hollow.seed.wrapping_add(i as u64);
+    Ok(Prepared {
+        name,
+        state,
+        settings,
+        options: agent_options,
+        hollow,
+    })
+}
+
+/// Starts a prepared agent: its connection on the runtime's workers, its
+/// loop on this thread.
+fn launch(p: Prepared, stop_mqtt: watch::Receiver<bool>) -> Running {
+    let rt = Arc::new(Hollow::new(p.hollow));
     let (inputs_tx, inputs) = mpsc::unbounded_channel();
     let (out_tx, out_rx) = mpsc::unbounded_channel();
-    let span = tracing::info_span!("agent", id = %name);
+    let span = tracing::info_span!("agent", id = %p.name);
     let mqtt = tokio::spawn(
         mqtt::run(
-            settings,
+            p.settings,
             inputs_tx.clone(),
             out_rx,
             stop_mqtt,
@@ -162,6 +189,7 @@ fn start(
         .instrument(span.clone()),
     );
     let loop_inputs = inputs_tx.clone();
+    let (state, agent_options) = (p.state, p.options);
     let agent = tokio::task::spawn_local(
         async move {
             let result = agent::run(
@@ -180,11 +208,11 @@ fn start(
         }
         .instrument(span),
     );
-    Ok(Running {
+    Running {
         inputs: inputs_tx,
         agent,
         mqtt,
-    })
+    }
 }
 
 /// Stops every agent, then their connections (which deliver what is
