@@ -36,12 +36,16 @@ usage() {
 [ -x "$RMQ_BIN/rabbitmq-server" ] || die "rabbitmq-server is not installed (apt-get install rabbitmq-server)"
 id rabbitmq >/dev/null 2>&1 || die "no rabbitmq user (apt-get install rabbitmq-server)"
 
-# A port nothing listens on, away from the ephemeral range's busy start.
+# A port no socket uses, below the kernel's ephemeral range: a port in that
+# range may be taken as the local end of any outgoing connection (a thousand
+# agents' connections to a broker take a thousand of them) between the check
+# and the node's bind (eaddrinuse).
 free_port() {
-    local p
+    local p low
+    low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
     for _ in $(seq 1 200); do
-        p=$((20000 + RANDOM % 30000))
-        if [ -z "$(ss -Hltn "sport = :$p")" ] && [ -z "$(ss -Hltn "sport = :$((p + 20000))")" ]; then
+        p=$((10000 + RANDOM % (low - 10000)))
+        if [ -z "$(ss -Htan "sport = :$p")" ] && [ -z "$(ss -Hltn "sport = :$((p + 20000))")" ]; then
             echo "$p"
             return
         fi
