@@ -366,9 +366,7 @@ async fn pump(
                 }
                 at = (at + 1) % brokers.len().max(1);
                 if let Some(next) = brokers.get(at) {
-                    let keep = eventloop.mqtt_options.clone();
                     eventloop.mqtt_options = next.clone();
-                    drop(keep);
                 }
                 let wait = crate::agent::backoff::jittered(failures);
                 tracing::warn!(error = %e, "lost the broker; trying the next in {wait:?}");
