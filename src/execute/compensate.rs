@@ -159,30 +159,23 @@ async fn settle_unfinished<R: Runtime, L: Ledger>(
         .collect();
     for (at, id, script) in open {
         let until = Instant::now() + hooks.timeout();
+        // The exit code once it ended; `None` when it is gone or still runs
+        // at the deadline.
         let exit = loop {
-            match rt.inspect(&id).await {
-                Ok(Some(d))
-                    if matches!(
-                        d.state.status,
-                        runtime::Status::Running
-                            | runtime::Status::Restarting
-                            | runtime::Status::Created
-                    ) && Instant::now() < until =>
-                {
-                    tokio::time::sleep(POLL).await;
-                }
-                Ok(Some(d))
-                    if !matches!(
-                        d.state.status,
-                        runtime::Status::Running
-                            | runtime::Status::Restarting
-                            | runtime::Status::Created
-                    ) =>
-                {
-                    break Some(d.state.exit_code)
-                }
-                _ => break None,
+            let Ok(Some(d)) = rt.inspect(&id).await else {
+                break None;
+            };
+            let running = matches!(
+                d.state.status,
+                runtime::Status::Running | runtime::Status::Restarting | runtime::Status::Created
+            );
+            if !running {
+                break Some(d.state.exit_code);
             }
+            if Instant::now() >= until {
+                break None;
+            }
+            tokio::time::sleep(POLL).await;
         };
         match exit {
             Some(0) => {

@@ -266,14 +266,13 @@ async fn connect(
     options: &Options,
     topics: &Topics,
 ) -> Result<(AsyncClient, mpsc::UnboundedReceiver<Heard>), ControllerError> {
-    let first = options
-        .brokers
+    let brokers: Vec<MqttOptions> = options.brokers.iter().cloned().map(tuned).collect();
+    let first = brokers
         .first()
         .cloned()
         .ok_or_else(|| ControllerError::Unreachable("no broker given".into()))?;
-    let (client, eventloop) = AsyncClient::new(tuned(first), 4096);
+    let (client, eventloop) = AsyncClient::new(first, 4096);
     let (tx, rx) = mpsc::unbounded_channel();
-    let brokers: Vec<MqttOptions> = options.brokers.iter().cloned().map(tuned).collect();
     let filters = vec![topics.feedback.clone(), topics.current.clone()];
     let prefix = options.prefix.clone();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
