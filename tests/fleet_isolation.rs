@@ -166,6 +166,37 @@ fn a_device_cannot_publish_a_desired_state_for_another_device() {
     );
 }
 
+/// `berth run` as `device` (its user name and password, its prefix
+/// `devices/<user>/`) on the broker at `url`, with `extra` lines in its
+/// `[mqtt]` section; its state and config in `state`.
+pub(crate) fn berth_as_device(
+    state: &tempfile::TempDir,
+    url: &str,
+    device: (&str, &str),
+    extra: &str,
+) -> Background {
+    let secret = state.path().join("mqtt-password");
+    std::fs::write(&secret, device.1).expect("write the password");
+    let config = state.path().join("berth.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[mqtt]\nurl = \"{url}\"\nusername = \"{}\"\npassword_file = \"{}\"\nallow_insecure = true\ntopic_prefix = \"devices/{}/\"\n{extra}",
+            device.0,
+            secret.display(),
+            device.0,
+        ),
+    )
+    .expect("write the config");
+    let mut cmd = berth();
+    cmd.args(["run", "--state-dir"])
+        .arg(state.path().join("state"))
+        .arg("--config")
+        .arg(&config)
+        .args(["--log-level", "berth=debug"]);
+    Background::spawn(cmd)
+}
+
 /// A `berth run` as device sim-0001 under the ACL: it gets its desired
 /// state and its feedback and current state reach the controller, so
 /// every topic berth uses lies under its prefix.
@@ -173,27 +204,8 @@ fn a_device_cannot_publish_a_desired_state_for_another_device() {
 fn berth_as_a_device_works_within_its_own_prefix_only() {
     let f = fleet();
     let state = tempfile::tempdir().expect("a state directory");
-    let secret = state.path().join("mqtt-password");
-    std::fs::write(&secret, DEV1.1).expect("write the password");
-    let config = state.path().join("berth.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[mqtt]\nurl = \"{}\"\nusername = \"{}\"\npassword_file = \"{}\"\nallow_insecure = true\ntopic_prefix = \"devices/sim-0001/\"\n",
-            f.broker.url(),
-            DEV1.0,
-            secret.display()
-        ),
-    )
-    .expect("write the config");
     let watch = Subscriber::start_as(&f.broker, "devices/#", CONTROLLER.0, CONTROLLER.1);
-    let mut cmd = berth();
-    cmd.args(["run", "--state-dir"])
-        .arg(state.path().join("state"))
-        .arg("--config")
-        .arg(&config)
-        .args(["--log-level", "berth=debug"]);
-    let mut agent = Background::spawn(cmd);
+    let mut agent = berth_as_device(&state, &f.broker.url(), DEV1, "");
     agent.wait_for("connected to the MQTT broker", Duration::from_secs(60));
     let current = "devices/sim-0001/containersupdate/currentstate";
     watch.wait_for("sim-0001's current state", Duration::from_secs(60), |m| {

@@ -314,28 +314,14 @@ fn on_rabbitmq_a_device_cannot_publish_a_desired_state_for_another_device() {
 fn on_rabbitmq_berth_as_a_device_works_within_its_own_prefix() {
     let cluster = isolated();
     let state = tempfile::tempdir().expect("a state directory");
-    let secret = state.path().join("mqtt-password");
-    std::fs::write(&secret, DEV1.1).expect("write the password");
-    let config = state.path().join("berth.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[mqtt]\nurl = \"{}\"\nusername = \"{}\"\npassword_file = \"{}\"\nallow_insecure = true\nclient_id = \"sim-0001.agent\"\ntopic_prefix = \"devices/sim-0001/\"\n",
-            cluster.url(0),
-            DEV1.0,
-            secret.display()
-        ),
-    )
-    .expect("write the config");
     let login = ["-u", CONTROLLER.0, "-P", CONTROLLER.1];
     let watch = Subscriber::start_on(cluster.port(0), "devices/sim-0001/#", &login);
-    let mut cmd = berth();
-    cmd.args(["run", "--state-dir"])
-        .arg(state.path().join("state"))
-        .arg("--config")
-        .arg(&config)
-        .args(["--log-level", "berth=debug"]);
-    let mut agent = Background::spawn(cmd);
+    let mut agent = crate::fleet_isolation::berth_as_device(
+        &state,
+        cluster.url(0),
+        DEV1,
+        "client_id = \"sim-0001.agent\"\n",
+    );
     let current = "devices/sim-0001/containersupdate/currentstate";
     watch.wait_for(
         &format!("sim-0001's current state\n{}", agent.stderr()),
