@@ -71,7 +71,7 @@ calls_line() { # SCENARIO CASE PEER [LABEL]
   local f="$WORK/calls.$1.$2.$3"
   [[ -s $f ]] || return 0
   local label=${4:-"berth's"}
-  printf '\n%s engine calls (first repetition): ' "$label"
+  printf '\n%s engine calls (last repetition): ' "$label"
   awk '{ printf "%s`%s %s` ×%d", (NR > 1 ? ", " : ""), $2, $3, $1 }' "$f"
   printf '\n'
 }
@@ -267,7 +267,7 @@ default intervals, read from /proc.
 | --- | --- | ---: | ---: |
 EOF
   while IFS= read -r c; do
-    [[ $c == "berth run idle" ]] && continue
+    [[ $c == "berth run idle"* ]] && continue
     for p in berth compose; do
       local rss cpu
       rss=$(stat footprint "$c" "$p" rss_kib median)
@@ -287,6 +287,18 @@ EOF
 | resident set (VmRSS) at the end | $(awk -v k="$irss" 'BEGIN { printf "%.1f MiB", k / 1024 }') | < 8 MiB | $(verdict "$irss" "<" 8192) |
 | peak resident set (VmHWM) | $(awk -v k="$ihwm" 'BEGIN { printf "%.1f MiB", k / 1024 }') | — | — |
 | CPU | $icpu % ($(stat footprint "berth run idle" berth cpu_ms median) ms) | < 0.05 % | $(verdict "$icpu" "<" 0.05) |
+| of the resident set, berth's own memory (RssAnon) | $(awk -v k="$(stat footprint "berth run idle" berth anon_kib median)" 'BEGIN { printf "%.1f MiB", k / 1024 }') | — | — |
+EOF
+  local drss dcpu
+  drss=$(stat footprint "berth run idle, device profile" berth rss_kib median)
+  dcpu=$(stat footprint "berth run idle, device profile" berth cpu_pct median)
+  if [[ $drss =~ ^[0-9] ]]; then
+    cat <<EOF
+| built with \`--profile device\`: resident set after 60 s | $(awk -v k="$drss" 'BEGIN { printf "%.1f MiB", k / 1024 }') (own memory $(awk -v k="$(stat footprint "berth run idle, device profile" berth anon_kib median)" 'BEGIN { printf "%.1f MiB", k / 1024 }')) | < 8 MiB | $(verdict "$drss" "<" 8192) |
+| built with \`--profile device\`: CPU | $dcpu % | < 0.05 % | $(verdict "$dcpu" "<" 0.05) |
+EOF
+  fi
+  cat <<EOF
 
 ## 7. Plan for 1,000 containers
 
@@ -319,7 +331,7 @@ EOF
   cat <<'EOF'
 - Every client goes through the same counting proxy (one extra unix-socket hop per
   request, a few tens of µs), so none is favoured; the engine floor pays it too.
-- The engine floor negotiates the API version (one `GET /version`) as berth does; it
+- The engine floor agrees on the API version (one `GET /_ping`) as berth does; it
   pulls nothing, inspects nothing and waits for nothing, so it is the least any client
   can do. berth's extra calls are its observation (a list, then an inspect of each
   container the list returns — on a shared engine that is every other test's container

@@ -87,6 +87,15 @@ cargo build --release --locked --quiet --bin berth
 HARNESS=$(cargo bench --locked --bench harness --no-run --message-format=json 2>/dev/null |
   jq -r 'select(.reason == "compiler-artifact" and .target.name == "harness" and .executable != null) | .executable' | tail -n 1)
 BERTH=$TGT/release/berth
+# The full run also measures the idle agent built for devices (smaller, and
+# slower to build: not in --quick).
+DEVICE_BERTH=
+DEVICE_IDLE=60
+if [[ $QUICK -eq 0 ]]; then
+  log "building berth with --profile device"
+  cargo build --profile device --locked --quiet --bin berth
+  DEVICE_BERTH=$TGT/device/berth
+fi
 [[ -x $BERTH && -x $HARNESS ]] || die "no berth ($BERTH) or harness ($HARNESS) binary"
 ENGINE_SOCK=/var/run/docker.sock
 
@@ -152,7 +161,8 @@ measure() {
   calls=$(calls_since "$before" | awk '{ n += $1 } END { print n + 0 }')
   record "$s" "$c" "$p" "$r" wall_ms "$took"
   record "$s" "$c" "$p" "$r" calls "$calls"
-  [[ $r -eq 1 ]] && calls_since "$before" >"$WORK/calls.$s.$c.$p"
+  # the last repetition's: the first also pays for what the peers did before it
+  [[ $r -eq $REPS ]] && calls_since "$before" >"$WORK/calls.$s.$c.$p"
   return 0
 }
 
@@ -432,7 +442,7 @@ scenario_downtime() {
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 start_broker() {
   MQTT_PORT=$(free_port)
-  printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\n' "$MQTT_PORT" >"$WORK/mosquitto.conf"
+  printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nset_tcp_nodelay true\n' "$MQTT_PORT" >"$WORK/mosquitto.conf"
   /usr/sbin/mosquitto -c "$WORK/mosquitto.conf" >"$WORK/mosquitto.log" 2>&1 &
   BROKER_PID=$!
   for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$MQTT_PORT") 2>/dev/null && return 0; sleep 0.05; done
@@ -520,11 +530,30 @@ scenario_agent() {
   t_idle=$(ms_since "$t0")
   record footprint "berth run idle" berth 1 rss_kib "$(awk '$1 == "VmRSS:" { print $2 }' "/proc/$pid/status")"
   record footprint "berth run idle" berth 1 hwm_kib "$(awk '$1 == "VmHWM:" { print $2 }' "/proc/$pid/status")"
+  record footprint "berth run idle" berth 1 anon_kib "$(awk '$1 == "RssAnon:" { print $2 }' "/proc/$pid/status")"
   record footprint "berth run idle" berth 1 cpu_pct "$(awk -v t="$((ticks1 - ticks0))" -v hz="$hz" -v ms="$t_idle" 'BEGIN { printf "%.3f", t / hz * 1000 / ms * 100 }')"
   record footprint "berth run idle" berth 1 cpu_ms "$(((ticks1 - ticks0) * 1000 / hz))"
   record footprint "berth run idle" berth 1 idle_s "$(awk -v ms="$t_idle" 'BEGIN { printf "%.0f", ms / 1000 }')"
   stop_pid "$AGENT_PID"
   AGENT_PID=
+  if [[ -n $DEVICE_BERTH ]]; then
+    # The same idle agent built with the device profile (Cargo.toml), for a
+    # minute: its resident set settles within seconds.
+    log "6 berth run idle for ${DEVICE_IDLE}s, built with --profile device"
+    BERTH=$DEVICE_BERTH start_agent "$WORK/agent-idle-device.log"
+    sleep 5
+    pid=$AGENT_PID
+    ticks0=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
+    t0=$(now)
+    sleep "$DEVICE_IDLE"
+    ticks1=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
+    t_idle=$(ms_since "$t0")
+    record footprint "berth run idle, device profile" berth 1 rss_kib "$(awk '$1 == "VmRSS:" { print $2 }' "/proc/$pid/status")"
+    record footprint "berth run idle, device profile" berth 1 anon_kib "$(awk '$1 == "RssAnon:" { print $2 }' "/proc/$pid/status")"
+    record footprint "berth run idle, device profile" berth 1 cpu_pct "$(awk -v t="$((ticks1 - ticks0))" -v hz="$hz" -v ms="$t_idle" 'BEGIN { printf "%.3f", t / hz * 1000 / ms * 100 }')"
+    stop_pid "$AGENT_PID"
+    AGENT_PID=
+  fi
 
   log "2b the agent's idle reconcile, N=$n"
   AGENT_LOG_LEVEL=berth=debug start_agent "$WORK/agent-reconcile.log" --reconcile-interval 1s

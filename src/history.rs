@@ -541,12 +541,15 @@ impl Recorder {
     }
 
     /// Records how the activity ended, reading the engine once more for
-    /// what runs now; returns the record.
+    /// what runs now, unless its plan `changed` nothing (what runs is then
+    /// what ran before: a no-op reads the engine once, issue 25); returns
+    /// the record.
     pub async fn finish<R: Runtime>(
         mut self,
         rt: &R,
         desired: &DesiredState,
         outcome: &crate::execute::Outcome,
+        changed: bool,
     ) -> Record {
         self.record.migrations = outcome
             .migrations
@@ -559,12 +562,16 @@ impl Recorder {
             })
             .collect();
         let (outcome, message) = (outcome.status, outcome.message.clone());
-        let after = match crate::observe::gather_for(rt, desired).await {
-            Ok(o) => versions(&o, desired, &self.instance),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the engine after the activity; the history records no versions after it");
-                BTreeMap::new()
+        let after = if changed {
+            match crate::observe::gather_for(rt, desired).await {
+                Ok(o) => versions(&o, desired, &self.instance),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the engine after the activity; the history records no versions after it");
+                    BTreeMap::new()
+                }
             }
+        } else {
+            self.before.clone()
         };
         self.record.components = changes(&self.before, &after);
         self.record.finish(outcome, message);

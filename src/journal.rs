@@ -505,6 +505,14 @@ impl StateDir {
         self.write_atomic(DESIRED, text.as_bytes())
     }
 
+    /// [`Self::save_desired`] on tokio's blocking pool: the agent's loop
+    /// persists every document it accepts, and its fsyncs must not stall
+    /// the runtime's workers.
+    pub async fn store_desired(&self, text: &str) -> Result<(), StateError> {
+        let (dir, bytes) = (self.path.clone(), text.as_bytes().to_vec());
+        blocking(move || write_atomic(&dir, DESIRED, &bytes), &self.path).await
+    }
+
     /// The last accepted document, if any.
     pub fn load_desired(&self) -> Result<Option<String>, StateError> {
         read_desired(&self.path)

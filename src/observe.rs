@@ -66,6 +66,16 @@ pub async fn gather<R: Runtime>(
     check_registry: &[ImageRef],
 ) -> Result<Observed, RuntimeError> {
     let details = rt.list().await?;
+    gather_listed(rt, details, images, check_registry).await
+}
+
+/// [`gather`] from containers the caller has just listed.
+async fn gather_listed<R: Runtime>(
+    rt: &R,
+    details: Vec<ContainerDetails>,
+    images: &[ImageRef],
+    check_registry: &[ImageRef],
+) -> Result<Observed, RuntimeError> {
     let id_to_name: HashMap<String, String> = details
         .iter()
         .map(|d| (d.id.clone(), d.name.clone()))
@@ -132,6 +142,20 @@ pub async fn gather_for<R: Runtime>(
     rt: &R,
     desired: &DesiredState,
 ) -> Result<Observed, RuntimeError> {
+    gather_for_listed(rt, desired, None).await
+}
+
+/// [`gather_for`], starting from `listed` when the caller has just listed
+/// the engine's containers and changed nothing since (recovery's sweep,
+/// see [`crate::execute::AfterRecovery`]): one list per activity, not two.
+///
+/// # Errors
+/// As [`gather`].
+pub async fn gather_for_listed<R: Runtime>(
+    rt: &R,
+    desired: &DesiredState,
+    listed: Option<Vec<ContainerDetails>>,
+) -> Result<Observed, RuntimeError> {
     let images: Vec<ImageRef> = desired
         .containers
         .iter()
@@ -143,7 +167,11 @@ pub async fn gather_for<R: Runtime>(
         .filter(|c| c.rollout.pull_policy == PullPolicy::Always)
         .map(|c| c.config.image.clone())
         .collect();
-    gather(rt, &images, &always).await
+    let details = match listed {
+        Some(details) => details,
+        None => rt.list().await?,
+    };
+    gather_listed(rt, details, &images, &always).await
 }
 
 /// Normalises one container. `id_to_name` resolves `container:<id>` network

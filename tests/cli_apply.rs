@@ -422,6 +422,28 @@ fn fresh_device_gets_every_container_and_a_second_apply_changes_nothing() {
     assert_eq!(device.containers().len(), 3, "{:?}", device.containers());
 }
 
+/// Regression (issue 25): a no-op listed the engine three times (recovery's
+/// sweep, the observation, the history's "after"); it lists it once.
+#[test]
+fn a_second_apply_that_changes_nothing_lists_the_engine_once() {
+    let device = Device::new("onelist");
+    let name = device.name("a");
+    let doc = device.doc(
+        "onelist",
+        &[(&name, "1", &[("image", &image("service", "1"))])],
+    );
+    device.apply_ok(&doc, &[]);
+    let mut cmd = device.apply_cmd(&doc, &[]);
+    cmd.env("BERTH_LOG", "berth=debug");
+    let again = Applied::from(run(&mut cmd));
+    assert_eq!(again.last_status(), "COMPLETED", "{again}");
+    let lists = again
+        .stderr()
+        .matches("listed the engine's containers")
+        .count();
+    assert_eq!(lists, 1, "{}", again.stderr());
+}
+
 #[test]
 fn changed_env_and_image_recreate_exactly_those_two_containers() {
     let device = Device::new("change");

@@ -760,3 +760,41 @@ fn exec_in_a_missing_container_says_the_container_is_missing() {
     });
     assert!(err.is_missing(Missing::Container), "{err:?}");
 }
+
+/// Regression (issue 25): the API version came from the engine's `/version`,
+/// which takes 9 to 60 ms here; it now comes from `/_ping`'s `Api-Version`
+/// header, and must still be the engine's own when that is older than
+/// bollard's (Debian's engine speaks 1.41, bollard 1.53).
+#[test]
+fn the_api_version_agreed_over_the_socket_is_the_one_the_engine_pings_with() {
+    let pinged = std::process::Command::new("curl")
+        .args(["-s", "-D", "-", "-o", "/dev/null", "--unix-socket"])
+        .arg(
+            std::env::var("DOCKER_HOST")
+                .ok()
+                .and_then(|h| h.strip_prefix("unix://").map(str::to_string))
+                .unwrap_or_else(|| "/var/run/docker.sock".into()),
+        )
+        .arg("http://docker/_ping")
+        .output()
+        .expect("curl");
+    let headers = String::from_utf8_lossy(&pinged.stdout).to_ascii_lowercase();
+    let engine = headers
+        .lines()
+        .find_map(|l| l.strip_prefix("api-version:"))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| panic!("no Api-Version in the engine's ping:\n{headers}"));
+    let agreed = block_on(async { connect().await.info().await.expect("info").api_version });
+    let newest = bollard::API_DEFAULT_VERSION;
+    let bollards = format!("{}.{}", newest.major_version, newest.minor_version);
+    let version = |v: &str| -> (u32, u32) {
+        let (a, b) = v.split_once('.').expect("major.minor");
+        (a.parse().expect("major"), b.parse().expect("minor"))
+    };
+    let expected = if version(&engine) < version(&bollards) {
+        engine
+    } else {
+        bollards
+    };
+    assert_eq!(agreed, expected);
+}

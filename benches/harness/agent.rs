@@ -47,6 +47,10 @@ pub async fn mqtt_reaction(args: MqttArgs) -> anyhow::Result<()> {
     options.set_keep_alive(Duration::from_secs(30));
     options.set_max_packet_size(1 << 20, 1 << 20);
     let (client, mut events) = AsyncClient::new(options, 64);
+    // As berth's own connection: the timer measures berth, not Nagle.
+    let mut network = events.network_options();
+    network.set_tcp_nodelay(true);
+    events.set_network_options(network);
     let feedback = format!("{}containersupdate/desiredstatefeedback", args.prefix);
     let desired = format!("{}containersupdate/desiredstate", args.prefix);
     client.subscribe(&feedback, QoS::AtLeastOnce).await?;

@@ -51,9 +51,17 @@ pub struct FloorArgs {
 pub async fn run(args: FloorArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     // DOCKER_HOST (the counting proxy) or the local socket; the version is
-    // negotiated as berth does (one /version call), since Debian's engine
-    // refuses bollard's newer default.
-    let docker = Docker::connect_with_defaults()?.negotiate_version().await?;
+    // agreed as berth does (one /_ping), since Debian's engine refuses
+    // bollard's newer default.
+    let host =
+        std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+    let docker = match host.strip_prefix("unix://") {
+        Some(path) => match berth::runtime::docker::ping_api_version(path).await {
+            Some(version) => Docker::connect_with_unix(path, 120, &version)?,
+            None => anyhow::bail!("the engine at {host} does not answer its /_ping"),
+        },
+        None => Docker::connect_with_defaults()?.negotiate_version().await?,
+    };
     let text = std::fs::read_to_string(&args.specs)
         .with_context(|| format!("reading {}", args.specs.display()))?;
     let specs: Vec<Spec> = text.lines().filter_map(Spec::parse).collect();

@@ -463,7 +463,7 @@ pub async fn run<R: Runtime + 'static>(
             };
             lp.load_persisted();
             for input in early.inputs {
-                lp.input(input);
+                lp.input(input).await;
             }
             let watcher = tokio::spawn(watch_engine(shared.clone(), inputs_tx));
             let result = lp.run(&mut inputs, notify).await;
@@ -767,7 +767,7 @@ impl<R: Runtime + 'static> Loop<R> {
                         notify.stopping();
                         return self.shutdown(inputs, notify).await;
                     }
-                    Some(input) => self.input(input),
+                    Some(input) => self.input(input).await,
                 },
                 done = running(&mut self.running), if self.running.is_some() => {
                     self.running = None;
@@ -792,9 +792,9 @@ impl<R: Runtime + 'static> Loop<R> {
         }
     }
 
-    fn input(&mut self, input: Input) {
+    async fn input(&mut self, input: Input) {
         match input {
-            Input::Document(incoming) => self.document(incoming),
+            Input::Document(incoming) => self.document(incoming).await,
             Input::CurrentStateGet { activity_id, .. } => {
                 self.reporter.request(Request::Get(activity_id));
             }
@@ -818,7 +818,7 @@ impl<R: Runtime + 'static> Loop<R> {
         }
     }
 
-    fn document(&mut self, incoming: Incoming) {
+    async fn document(&mut self, incoming: Incoming) {
         let Incoming {
             origin,
             body,
@@ -894,7 +894,7 @@ impl<R: Runtime + 'static> Loop<R> {
             ack(acker);
             return;
         }
-        if let Err(e) = self.shared.state.save_desired(&text) {
+        if let Err(e) = self.shared.state.store_desired(&text).await {
             // Not acknowledged: a document berth could not keep must come
             // again (the MQTT connection asks the broker for it later), or
             // a restart would lose it while its sender thinks it arrived.
@@ -1368,7 +1368,7 @@ async fn wait_for_engine<R: Runtime>(rt: &R) {
     let mut delay = Duration::from_millis(500);
     let mut warned = false;
     loop {
-        match rt.info().await {
+        match rt.ping().await {
             Ok(_) => return,
             Err(e) => {
                 if !warned {
@@ -1589,13 +1589,16 @@ async fn job<R: Runtime + 'static>(
         // is out, and the loop must hear so at once (a redelivery that
         // comes now is answered with that final status).
         let (for_task, desired, ended) = (shared.clone(), desired.clone(), outcome.clone());
+        let changed = plan.has_changes();
         let mut recording = shared
             .recording
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         while recording.try_join_next().is_some() {}
         recording.spawn(async move {
-            recorder.finish(&*for_task.rt, &desired, &ended).await;
+            recorder
+                .finish(&*for_task.rt, &desired, &ended, changed)
+                .await;
         });
     }
     if reason.is_none() {
@@ -1828,7 +1831,7 @@ async fn watch_engine<R: Runtime>(shared: Arc<Shared<R>>, inputs: mpsc::Unbounde
             }
         };
         drop(events);
-        if shared.rt.info().await.is_ok() {
+        if shared.rt.ping().await.is_ok() {
             // Still there: the stream alone broke; pick it up again.
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;

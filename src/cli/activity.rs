@@ -151,21 +151,18 @@ impl Runner<'_> {
             .options(&self.policy.instance, &self.device.plan.redactor);
         let instance = self.policy.instance.clone();
         let record = runtime.block_on(async {
-            let (lines, verdict) =
-                execute::recover_with_verdict(&rt, &state, &instance, DEFAULT_DOMAIN)
-                    .await
-                    .map_err(|e| {
-                        anyhow::anyhow!("recovering what an earlier activity left: {e}")
-                    })?;
-            for line in lines {
+            let recovered = execute::recover_with_verdict(&rt, &state, &instance, DEFAULT_DOMAIN)
+                .await
+                .map_err(|e| anyhow::anyhow!("recovering what an earlier activity left: {e}"))?;
+            for line in recovered.lines {
                 eprintln!("berth: recovered: {line}");
             }
-            if let Some(f) = verdict {
+            if let Some(f) = recovered.verdict {
                 sink(&f);
             }
             let mut tracker = Tracker::new(&desired.activity_id, DEFAULT_DOMAIN);
             sink(&tracker.message(Status::Identifying, None));
-            let observed = match observe::gather_for(&rt, desired).await {
+            let observed = match observe::gather_for_listed(&rt, desired, recovered.listed).await {
                 Ok(o) => o,
                 Err(e) => {
                     let f = tracker.message(Status::IdentificationFailed, Some(e.to_string()));
@@ -197,7 +194,9 @@ impl Runner<'_> {
             let outcome =
                 execute::carry_out(&rt, &state, activity, &options, &mut tracker, &mut send)
                     .await?;
-            let record = recorder.finish(&rt, desired, &outcome).await;
+            let record = recorder
+                .finish(&rt, desired, &outcome, plan.has_changes())
+                .await;
             anyhow::Ok(record)
         })?;
         Ok(Ran::Done(record))

@@ -53,7 +53,7 @@ impl RecoverArgs {
         runtime.block_on(async {
             let rt = super::hooks::engine(self.engine.connect().await?)?;
             match execute::recover_with_verdict(&rt, &state, &self.instance, DEFAULT_DOMAIN).await {
-                Ok((lines, verdict)) => {
+                Ok(berth::execute::AfterRecovery { lines, verdict, .. }) => {
                     for line in &lines {
                         eprintln!("berth: recovered: {line}");
                     }

@@ -48,7 +48,9 @@ use crate::spec::model::DesiredState;
 
 pub use crate::plan::{NEW_SUFFIX, OLD_SUFFIX};
 pub use orchestrated::{orchestrate, Order};
-pub use recover::{final_word, recover, recover_with_verdict, verdict, Recovered, ROLLBACK_FAILED};
+pub use recover::{
+    final_word, recover, recover_with_verdict, verdict, AfterRecovery, Recovered, ROLLBACK_FAILED,
+};
 
 /// The engine's default grace period between stop signal and kill.
 const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);

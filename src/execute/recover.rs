@@ -52,6 +52,20 @@ pub async fn recover<R: Runtime>(
     state: &StateDir,
     instance: &str,
 ) -> Result<Recovered, String> {
+    recover_listing(rt, state, instance)
+        .await
+        .map(|(done, _)| done)
+}
+
+/// [`recover`], and the engine's containers as its sweep listed them when
+/// recovery changed nothing (no journal, no temporary left): what the
+/// engine holds now, so the activity that follows plans from that list
+/// instead of asking the engine again (issue 25: a no-op lists once).
+async fn recover_listing<R: Runtime>(
+    rt: &R,
+    state: &StateDir,
+    instance: &str,
+) -> Result<(Recovered, Option<Vec<runtime::ContainerDetails>>), String> {
     let journal = match state.read_journal() {
         Ok(j) => j,
         Err(e @ StateError::Corrupt { .. }) => {
@@ -61,6 +75,7 @@ pub async fn recover<R: Runtime>(
         Err(e) => return Err(e.to_string()),
     };
     let mut done = Vec::new();
+    let journaled = journal.is_some();
     if let Some(mut journal) = journal {
         let mut left = Vec::new();
         let committed: Vec<String> = journal.committed.iter().cloned().collect();
@@ -95,9 +110,11 @@ pub async fn recover<R: Runtime>(
             return Err(left.join("; "));
         }
     }
-    done.extend(sweep(rt, instance).await?);
+    let (swept, listed) = sweep(rt, instance).await?;
+    let untouched = !journaled && swept.is_empty();
+    done.extend(swept);
     state.discard_journal().await.map_err(|e| e.to_string())?;
-    Ok(done)
+    Ok((done, untouched.then_some(listed)))
 }
 
 /// [`recover`], and the final word on the activity the journal named (if
@@ -111,11 +128,27 @@ pub async fn recover_with_verdict<R: Runtime>(
     state: &StateDir,
     instance: &str,
     domain: &str,
-) -> Result<(Recovered, Option<Feedback>), String> {
+) -> Result<AfterRecovery, String> {
     let journal = state.read_journal().ok().flatten();
-    let lines = recover(rt, state, instance).await?;
+    let (lines, listed) = recover_listing(rt, state, instance).await?;
     let verdict = journal.and_then(|j| final_word(&j, &lines, domain));
-    Ok((lines, verdict))
+    Ok(AfterRecovery {
+        lines,
+        verdict,
+        listed,
+    })
+}
+
+/// What [`recover_with_verdict`] did and found.
+#[derive(Debug)]
+pub struct AfterRecovery {
+    /// What recovery did, one line each.
+    pub lines: Recovered,
+    /// The final word on the interrupted activity, if the journal named one.
+    pub verdict: Option<Feedback>,
+    /// The engine's containers as recovery last listed them, when it changed
+    /// nothing; `None` when it did (the engine must be read again).
+    pub listed: Option<Vec<runtime::ContainerDetails>>,
 }
 
 /// The feedback that ends the activity `journal` named, once recovery did
@@ -191,7 +224,10 @@ pub fn verdict(journal: &Journal, lines: &[String]) -> (Status, String) {
 }
 
 /// Our temporaries that no journal accounts for.
-async fn sweep<R: Runtime>(rt: &R, instance: &str) -> Result<Recovered, String> {
+async fn sweep<R: Runtime>(
+    rt: &R,
+    instance: &str,
+) -> Result<(Recovered, Vec<runtime::ContainerDetails>), String> {
     let containers = rt.list().await.map_err(|e| e.to_string())?;
     let ours = |c: &runtime::ContainerDetails| {
         labels::ownership(&c.labels).is_some_and(|o| o.instance == instance)
@@ -227,5 +263,5 @@ async fn sweep<R: Runtime>(rt: &R, instance: &str) -> Result<Recovered, String> 
             Temporary::Old => {}
         }
     }
-    Ok(done)
+    Ok((done, containers))
 }

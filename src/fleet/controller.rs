@@ -271,7 +271,11 @@ async fn connect(
         .first()
         .cloned()
         .ok_or_else(|| ControllerError::Unreachable("no broker given".into()))?;
-    let (client, eventloop) = AsyncClient::new(first, 4096);
+    let (client, mut eventloop) = AsyncClient::new(first, 4096);
+    // Small messages to many devices: none waits for a delayed ACK.
+    let mut network = eventloop.network_options();
+    network.set_tcp_nodelay(true);
+    eventloop.set_network_options(network);
     let (tx, rx) = mpsc::unbounded_channel();
     let filters = vec![topics.feedback.clone(), topics.current.clone()];
     let prefix = options.prefix.clone();

@@ -351,6 +351,10 @@ impl Runtime for FakeRuntime {
         })
     }
 
+    async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
+
     async fn list(&self) -> Result<Vec<ContainerDetails>> {
         Ok(self.lock().containers.clone())
     }

@@ -409,6 +409,10 @@ impl<R: Runtime> Runtime for Faulty<R> {
         self.inner.info().await
     }
 
+    async fn ping(&self) -> Result<()> {
+        self.inner.ping().await
+    }
+
     async fn list(&self) -> Result<Vec<ContainerDetails>> {
         self.enter(CallKind::List).await?;
         self.inner.list().await

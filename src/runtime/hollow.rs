@@ -125,6 +125,10 @@ impl Runtime for Hollow {
         Ok(info)
     }
 
+    async fn ping(&self) -> Result<()> {
+        self.engine.ping().await
+    }
+
     async fn list(&self) -> Result<Vec<ContainerDetails>> {
         self.engine.list().await
     }
