@@ -1,7 +1,7 @@
 # The statistics and the report of scripts/bench.sh (sourced by it, not run
 # alone). Input: $RESULTS, one figure a line:
 #   scenario <TAB> case <TAB> peer <TAB> repetition <TAB> metric <TAB> value
-# and $WORK/calls.<scenario>.<case>.<peer>: the engine calls of a peer's first
+# and $WORK/calls.<scenario>.<case>.<peer>: the engine calls of a peer's last
 # repetition, "count METHOD path" per line.
 # shellcheck shell=bash
 
@@ -294,7 +294,7 @@ EOF
   dcpu=$(stat footprint "berth run idle, device profile" berth cpu_pct median)
   if [[ $drss =~ ^[0-9] ]]; then
     cat <<EOF
-| built with \`--profile device\`: resident set after 60 s | $(awk -v k="$drss" 'BEGIN { printf "%.1f MiB", k / 1024 }') (own memory $(awk -v k="$(stat footprint "berth run idle, device profile" berth anon_kib median)" 'BEGIN { printf "%.1f MiB", k / 1024 }')) | < 8 MiB | $(verdict "$drss" "<" 8192) |
+| built with \`--profile device\`: resident set after 120 s | $(awk -v k="$drss" 'BEGIN { printf "%.1f MiB", k / 1024 }') (own memory $(awk -v k="$(stat footprint "berth run idle, device profile" berth anon_kib median)" 'BEGIN { printf "%.1f MiB", k / 1024 }')) | < 8 MiB | $(verdict "$drss" "<" 8192) |
 | built with \`--profile device\`: CPU | $dcpu % | < 0.05 % | $(verdict "$dcpu" "<" 0.05) |
 EOF
   fi

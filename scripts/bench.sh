@@ -90,7 +90,7 @@ BERTH=$TGT/release/berth
 # The full run also measures the idle agent built for devices (smaller, and
 # slower to build: not in --quick).
 DEVICE_BERTH=
-DEVICE_IDLE=60
+DEVICE_IDLE=120
 if [[ $QUICK -eq 0 ]]; then
   log "building berth with --profile device"
   cargo build --profile device --locked --quiet --bin berth
@@ -541,7 +541,7 @@ scenario_agent() {
     # minute: its resident set settles within seconds.
     log "6 berth run idle for ${DEVICE_IDLE}s, built with --profile device"
     BERTH=$DEVICE_BERTH start_agent "$WORK/agent-idle-device.log"
-    sleep 5
+    sleep 10
     pid=$AGENT_PID
     ticks0=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
     t0=$(now)

@@ -1449,12 +1449,6 @@ async fn job<R: Runtime + 'static>(
         owned,
         aside,
     } = work;
-    wait_for_engine(&*shared.rt).await;
-    // Beside an orchestrated activity, the journal is that activity's own,
-    // live: never recovered from here.
-    if aside.is_none() {
-        settle(&shared).await;
-    }
     let options = &shared.options;
     let mut desired_here = (*desired).clone();
     desired_here.activity_id = activity_id.clone();
@@ -1466,10 +1460,19 @@ async fn job<R: Runtime + 'static>(
         reason,
         ..Default::default()
     };
+    // A document's sender hears at once that berth has it and is working
+    // on it, before the engine is asked anything (issue 25: MQTT ->
+    // IDENTIFYING under 20 ms; an engine away keeps it IDENTIFYING).
     if reason.is_none() {
         report.visible = true;
         let words = (!warnings.is_empty()).then(|| warnings.join("; "));
         shared.feedback(tracker.message(Status::Identifying, words));
+    }
+    wait_for_engine(&*shared.rt).await;
+    // Beside an orchestrated activity, the journal is that activity's own,
+    // live: never recovered from here.
+    if aside.is_none() {
+        settle(&shared).await;
     }
     let observed = match observe::gather_for(&*shared.rt, desired).await {
         Ok(o) => o,
