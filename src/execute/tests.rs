@@ -777,6 +777,62 @@ fn recovery_removes_leftover_temporary_containers() {
     assert_eq!(names(&fake), ["a"]);
 }
 
+/// Issue 25: the activity after a recovery that found nothing plans from
+/// recovery's own listing instead of listing the engine again.
+#[test]
+fn recovery_that_changes_nothing_hands_on_what_it_listed() {
+    let fake = engine();
+    let dir = tempfile::tempdir().unwrap();
+    apply(&fake, dir.path(), &doc("a1", &[("a", &[("image", ONE)])]));
+    let after = block_on(recover_with_verdict(
+        &fake,
+        &StateDir::open(dir.path()).unwrap(),
+        labels::DEFAULT_INSTANCE,
+        "containers",
+    ))
+    .unwrap();
+    assert!(after.lines.is_empty(), "{:?}", after.lines);
+    let mut listed: Vec<String> = after
+        .listed
+        .expect("a listing handed on")
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    listed.sort();
+    assert_eq!(listed, names(&fake));
+}
+
+/// The listing of a recovery that changed the engine is stale: the next
+/// activity must read the engine again.
+#[test]
+fn recovery_that_removed_a_temporary_hands_on_no_listing() {
+    let fake = engine();
+    let dir = tempfile::tempdir().unwrap();
+    apply(&fake, dir.path(), &doc("a1", &[("a", &[("image", ONE)])]));
+    let d = doc("a2", &[("a", &[("image", ONE)])]);
+    let after = block_on(async {
+        let request = runtime::CreateRequest {
+            name: "a.berth-new".into(),
+            config: d.containers[0].config.clone(),
+            labels: labels::for_spec(&d.containers[0], None, labels::DEFAULT_INSTANCE),
+            extra_hosts: vec![],
+            inherited_volumes: vec![],
+            networks: vec![],
+        };
+        fake.create(&request).await.unwrap();
+        recover_with_verdict(
+            &fake,
+            &StateDir::open(dir.path()).unwrap(),
+            labels::DEFAULT_INSTANCE,
+            "containers",
+        )
+        .await
+        .unwrap()
+    });
+    assert_eq!(after.lines.len(), 1, "{:?}", after.lines);
+    assert!(after.listed.is_none());
+}
+
 /// A journal killed right after it recorded the create of `a.berth-new`,
 /// before the engine answered with an id.
 fn create_without_id(dir: &std::path::Path) {
