@@ -288,9 +288,7 @@ pub fn loose_mode_warning(option: &str, path: &Path, mode: u32) -> Option<String
 /// Everything needed to connect.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// rumqttc's options (broker, identity, TLS, credentials).
-    options: MqttOptions,
-    /// Where the broker is, for logs.
+    /// Where the broker in use is, for logs.
     url: String,
     /// The topics.
     pub topics: Topics,
@@ -301,11 +299,34 @@ pub struct Settings {
     max_oversize_read: usize,
     /// Found while reading the files, for the caller to log once at start.
     warnings: Vec<String>,
-    /// Every broker to try, `url` first: (URL for logs, options).
-    brokers: Vec<(String, MqttOptions)>,
+    /// Every broker to try, `mqtt.url`'s first.
+    brokers: Brokers,
     /// `mqtt.connect_timeout` in whole seconds, rounded up (rumqttc's
     /// unit): how long one connection attempt may take.
     connect_timeout: u64,
+}
+
+/// The brokers of `mqtt.url` and `mqtt.failover_urls`, each as (URL for
+/// logs, rumqttc's options: broker, identity, TLS, credentials). Never
+/// empty, by construction: the first is apart.
+#[derive(Debug, Clone)]
+struct Brokers {
+    first: (String, MqttOptions),
+    others: Vec<(String, MqttOptions)>,
+}
+
+impl Brokers {
+    fn len(&self) -> usize {
+        1 + self.others.len()
+    }
+
+    /// The broker at `index` of the list, counting round it.
+    fn at(&self, index: usize) -> &(String, MqttOptions) {
+        match index % self.len() {
+            0 => &self.first,
+            i => self.others.get(i - 1).unwrap_or(&self.first),
+        }
+    }
 }
 
 /// The largest packet to read for messages up to `max_message_size` on
@@ -325,7 +346,7 @@ impl Settings {
     /// rumqttc's options, for a client of berth's own beside the agent's
     /// (the fleet controller).
     pub fn options(&self) -> &MqttOptions {
-        &self.options
+        &self.brokers.first.1
     }
 
     /// Reads the TLS and password files and builds rumqttc's options, for
@@ -435,19 +456,20 @@ impl Settings {
             }));
         }
         let shown = crate::redact::userinfo(&config.url).into_owned();
-        let mut brokers = vec![(shown.clone(), options.clone())];
+        let mut others = Vec::new();
         for alt in &config.failover_urls {
             let one = MqttConfig {
                 url: alt.clone(),
                 failover_urls: Vec::new(),
                 ..config.clone()
             };
-            let s = Self::on(&one, instance, host)?;
-            brokers.push((s.url, s.options));
+            others.push(Self::on(&one, instance, host)?.brokers.first);
         }
         Ok(Self {
-            options,
-            brokers,
+            brokers: Brokers {
+                first: (shown.clone(), options),
+                others,
+            },
             // Only ever shown (in logs): never with a password in it.
             url: shown,
             topics,
@@ -466,7 +488,7 @@ impl Settings {
     /// The client id berth connects with, for the start-up log (the broker
     /// names sessions by it).
     pub fn client_id(&self) -> String {
-        self.options.client_id()
+        self.options().client_id()
     }
 
     /// Sets the largest message read once to get past one too large that
@@ -1108,7 +1130,7 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
     drain_limit: Duration,
 ) {
-    let (client, mut eventloop) = AsyncClient::new(settings.options.clone(), WINDOW * 4);
+    let (client, mut eventloop) = AsyncClient::new(settings.options().clone(), WINDOW * 4);
     let mut network = eventloop.network_options();
     network.set_connection_timeout(settings.connect_timeout);
     // Feedback and acknowledgements are small packets that must go out at
@@ -1238,7 +1260,7 @@ pub async fn run(
                     // (the same one when there is one).
                     if c.settings.brokers.len() > 1 {
                         broker_at = (broker_at + 1) % c.settings.brokers.len();
-                        let (url, options) = c.settings.brokers[broker_at].clone();
+                        let (url, options) = c.settings.brokers.at(broker_at).clone();
                         tracing::info!(broker = %url, "trying the next MQTT broker");
                         eventloop.mqtt_options = options;
                         c.settings.url = url;
@@ -1486,7 +1508,7 @@ mod tests {
         };
         let s = Settings::on(&MqttConfig::default(), "default", &host).unwrap();
         assert_eq!(s.client_id(), "berth-69815304b99f");
-        assert!(!s.options.clean_session());
+        assert!(!s.options().clean_session());
         let config = MqttConfig {
             client_id: Some("berth-default".into()),
             ..Default::default()
@@ -1697,7 +1719,7 @@ mod tests {
         assert_eq!(incoming_limit(MQTT_MAX_PACKET, &topics), MQTT_MAX_PACKET);
         let s = Settings::new(&MqttConfig::default(), "edge").unwrap();
         assert_eq!(
-            s.options.max_packet_size(),
+            s.options().max_packet_size(),
             incoming_limit(MqttConfig::default().max_message_size, &s.topics)
         );
     }
