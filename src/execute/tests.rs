@@ -755,26 +755,29 @@ fn recovery_removes_leftover_temporary_containers() {
     let fake = engine();
     let dir = tempfile::tempdir().unwrap();
     apply(&fake, dir.path(), &doc("a1", &[("a", &[("image", ONE)])]));
-    let d = doc("a2", &[("a", &[("image", ONE)])]);
-    block_on(async {
-        let request = runtime::CreateRequest {
-            name: "a.berth-new".into(),
-            config: d.containers[0].config.clone(),
-            labels: labels::for_spec(&d.containers[0], None, labels::DEFAULT_INSTANCE),
-            extra_hosts: vec![],
-            inherited_volumes: vec![],
-            networks: vec![],
-        };
-        fake.create(&request).await.unwrap();
-        recover(
-            &fake,
-            &StateDir::open(dir.path()).unwrap(),
-            labels::DEFAULT_INSTANCE,
-        )
-        .await
-        .unwrap();
-    });
+    leave_an_unfinished_new_a(&fake);
+    block_on(recover(
+        &fake,
+        &StateDir::open(dir.path()).unwrap(),
+        labels::DEFAULT_INSTANCE,
+    ))
+    .unwrap();
     assert_eq!(names(&fake), ["a"]);
+}
+
+/// What a berth killed after creating `a`'s new container and before any
+/// journal named it leaves: `a.berth-new`, ours, not started.
+fn leave_an_unfinished_new_a(fake: &FakeRuntime) {
+    let d = doc("a2", &[("a", &[("image", ONE)])]);
+    let request = runtime::CreateRequest {
+        name: "a.berth-new".into(),
+        config: d.containers[0].config.clone(),
+        labels: labels::for_spec(&d.containers[0], None, labels::DEFAULT_INSTANCE),
+        extra_hosts: vec![],
+        inherited_volumes: vec![],
+        networks: vec![],
+    };
+    block_on(fake.create(&request)).unwrap();
 }
 
 /// Issue 25: the activity after a recovery that found nothing plans from
@@ -809,26 +812,14 @@ fn recovery_that_removed_a_temporary_hands_on_no_listing() {
     let fake = engine();
     let dir = tempfile::tempdir().unwrap();
     apply(&fake, dir.path(), &doc("a1", &[("a", &[("image", ONE)])]));
-    let d = doc("a2", &[("a", &[("image", ONE)])]);
-    let after = block_on(async {
-        let request = runtime::CreateRequest {
-            name: "a.berth-new".into(),
-            config: d.containers[0].config.clone(),
-            labels: labels::for_spec(&d.containers[0], None, labels::DEFAULT_INSTANCE),
-            extra_hosts: vec![],
-            inherited_volumes: vec![],
-            networks: vec![],
-        };
-        fake.create(&request).await.unwrap();
-        recover_with_verdict(
-            &fake,
-            &StateDir::open(dir.path()).unwrap(),
-            labels::DEFAULT_INSTANCE,
-            "containers",
-        )
-        .await
-        .unwrap()
-    });
+    leave_an_unfinished_new_a(&fake);
+    let after = block_on(recover_with_verdict(
+        &fake,
+        &StateDir::open(dir.path()).unwrap(),
+        labels::DEFAULT_INSTANCE,
+        "containers",
+    ))
+    .unwrap();
     assert_eq!(after.lines.len(), 1, "{:?}", after.lines);
     assert!(after.listed.is_none());
 }
