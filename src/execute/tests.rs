@@ -651,15 +651,7 @@ fn interrupted(fake: &FakeRuntime, dir: &std::path::Path, committed: bool) -> (S
     let d = doc("a2", &[("a", &[("image", TWO)])]);
     block_on(async {
         fake.pull(TWO, &|_| {}).await.unwrap();
-        let request = runtime::CreateRequest {
-            name: "a.berth-new".into(),
-            config: d.containers[0].config.clone(),
-            labels: labels::for_spec(&d.containers[0], None, labels::DEFAULT_INSTANCE),
-            extra_hosts: vec![],
-            inherited_volumes: vec![],
-            networks: vec![],
-        };
-        let new = fake.create(&request).await.unwrap();
+        let new = fake.create(&new_a(&d)).await.unwrap();
         fake.stop(&old, Duration::from_secs(1)).await.unwrap();
         fake.rename(&old, "a.berth-old").await.unwrap();
         fake.rename(&new, "a").await.unwrap();
@@ -769,15 +761,20 @@ fn recovery_removes_leftover_temporary_containers() {
 /// journal named it leaves: `a.berth-new`, ours, not started.
 fn leave_an_unfinished_new_a(fake: &FakeRuntime) {
     let d = doc("a2", &[("a", &[("image", ONE)])]);
-    let request = runtime::CreateRequest {
+    block_on(fake.create(&new_a(&d))).unwrap();
+}
+
+/// The create of `a`'s new container under its temporary name, as `d`
+/// (whose first container is `a`) describes it.
+fn new_a(d: &DesiredState) -> runtime::CreateRequest {
+    runtime::CreateRequest {
         name: "a.berth-new".into(),
         config: d.containers[0].config.clone(),
         labels: labels::for_spec(&d.containers[0], None, labels::DEFAULT_INSTANCE),
         extra_hosts: vec![],
         inherited_volumes: vec![],
         networks: vec![],
-    };
-    block_on(fake.create(&request)).unwrap();
+    }
 }
 
 /// Issue 25: the activity after a recovery that found nothing plans from
